@@ -1,0 +1,438 @@
+//! The job specification: the body of `POST /v1/fine_tuning/jobs` and of `wick train --spec`.
+//!
+//! One shape serves the API, the scheduler and the trainer, mirroring OpenAI's `method` object:
+//! `{"type": "supervised", "supervised": {"hyperparameters": {...}}}`. OpenAI's own three
+//! hyperparameters accept `"auto"`; ours sit beside them. Validation here is purely structural
+//! (ranges, enums); whether the model and files exist is checked by the caller.
+
+use serde::{Deserialize, Serialize};
+
+/// A job as submitted. `training_file` / `validation_file` are file ids for the API and paths for
+/// `wick train`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub model: String,
+    pub training_file: String,
+    #[serde(default)]
+    pub validation_file: Option<String>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub method: Method,
+    /// OpenAI's legacy top-level hyperparameters (supervised only); folded into `method`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hyperparameters: Option<Hyperparameters>,
+    /// Accepted for OpenAI compatibility and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrations: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What kind of training a job does.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodType {
+    #[default]
+    Supervised,
+    Pretrain,
+}
+
+impl MethodType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodType::Supervised => "supervised",
+            MethodType::Pretrain => "pretrain",
+        }
+    }
+}
+
+/// OpenAI's `method` object: the type and one sub-object named after it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Method {
+    #[serde(rename = "type")]
+    pub kind: MethodType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervised: Option<MethodParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrain: Option<MethodParams>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MethodParams {
+    #[serde(default)]
+    pub hyperparameters: Hyperparameters,
+}
+
+/// `"auto"` or a value, as OpenAI's `n_epochs`, `batch_size` and `learning_rate_multiplier` take.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(untagged)]
+pub enum Auto<T> {
+    #[default]
+    #[serde(with = "auto_literal")]
+    Auto,
+    Value(T),
+}
+
+impl<T: Copy> Auto<T> {
+    /// The value, or `default` when `"auto"`.
+    pub fn or(self, default: T) -> T {
+        match self {
+            Auto::Auto => default,
+            Auto::Value(v) => v,
+        }
+    }
+}
+
+mod auto_literal {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    pub fn serialize<S: Serializer>(s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("auto")
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "auto" { Ok(()) } else { Err(D::Error::custom("expected \"auto\" or a number")) }
+    }
+}
+
+/// Learning-rate schedule after warmup.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LrScheduler {
+    #[default]
+    Cosine,
+    Linear,
+    Constant,
+}
+
+/// What to do with an example longer than `max_seq_len`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlength {
+    #[default]
+    Truncate,
+    Drop,
+}
+
+/// LoRA settings; their presence means LoRA, their absence full fine-tuning.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSpec {
+    #[serde(default = "LoraSpec::default_r")]
+    pub r: u32,
+    #[serde(default = "LoraSpec::default_alpha")]
+    pub alpha: f64,
+    #[serde(default = "LoraSpec::default_dropout")]
+    pub dropout: f64,
+    #[serde(default = "LoraSpec::default_targets")]
+    pub target_modules: Vec<String>,
+    #[serde(default)]
+    pub use_rslora: bool,
+}
+
+/// The projections LoRA may wrap, by their Hugging Face names.
+pub const LORA_TARGETS: [&str; 7] =
+    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+impl LoraSpec {
+    fn default_r() -> u32 {
+        16
+    }
+    fn default_alpha() -> f64 {
+        32.0
+    }
+    fn default_dropout() -> f64 {
+        0.05
+    }
+    fn default_targets() -> Vec<String> {
+        LORA_TARGETS.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+impl Default for LoraSpec {
+    fn default() -> Self {
+        LoraSpec {
+            r: Self::default_r(),
+            alpha: Self::default_alpha(),
+            dropout: Self::default_dropout(),
+            target_modules: Self::default_targets(),
+            use_rslora: false,
+        }
+    }
+}
+
+/// Every knob a job has. All optional: `None` means the documented default, resolved by the
+/// trainer (`n_epochs` auto = 3, `batch_size` auto = 8, learning rate 2e-4 for LoRA, 5e-5 for full
+/// SFT and 1e-3 for pretraining from scratch).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Hyperparameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_epochs: Option<Auto<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<Auto<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate_multiplier: Option<Auto<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_scheduler: Option<LrScheduler>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u32>,
+    /// Floor of the schedule as a fraction of the peak learning rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_lr_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adam_beta1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adam_beta2: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adam_epsilon: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_grad_norm: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_accumulation_steps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_seq_len: Option<u32>,
+    /// Caps the run at this many optimiser steps (otherwise epochs decide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlength: Option<Overlength>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<u32>,
+    /// Fraction of the training file held out for validation when no validation file is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_split: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_checkpoints: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping_patience: Option<u32>,
+    /// Vocabulary size of the byte-level BPE trained from scratch (pretraining a preset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraSpec>,
+}
+
+/// A structural problem in a spec: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{param}: {message}")]
+pub struct SpecError {
+    /// Dotted path of the field, e.g. `method.supervised.hyperparameters.learning_rate`.
+    pub param: String,
+    pub message: String,
+}
+
+impl JobSpec {
+    /// The hyperparameters that apply: those inside `method`, else OpenAI's legacy top-level ones.
+    pub fn hyperparameters(&self) -> Hyperparameters {
+        let inner = match self.method.kind {
+            MethodType::Supervised => self.method.supervised.as_ref(),
+            MethodType::Pretrain => self.method.pretrain.as_ref(),
+        };
+        match (inner, &self.hyperparameters) {
+            (Some(p), _) => p.hyperparameters.clone(),
+            (None, Some(h)) => h.clone(),
+            (None, None) => Hyperparameters::default(),
+        }
+    }
+
+    /// The dotted prefix under which this spec's hyperparameters live, for error `param`s.
+    pub fn hyperparameters_path(&self) -> String {
+        let kind = self.method.kind.as_str();
+        let nested = match self.method.kind {
+            MethodType::Supervised => self.method.supervised.is_some(),
+            MethodType::Pretrain => self.method.pretrain.is_some(),
+        };
+        if nested || self.hyperparameters.is_none() {
+            format!("method.{kind}.hyperparameters")
+        } else {
+            "hyperparameters".to_string()
+        }
+    }
+
+    /// Checks everything that can be checked without the store: names, ranges, combinations.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let err = |param: &str, message: String| SpecError { param: param.to_string(), message };
+        if self.model.trim().is_empty() {
+            return Err(err("model", "model must not be empty".into()));
+        }
+        if self.training_file.trim().is_empty() {
+            return Err(err("training_file", "training_file must not be empty".into()));
+        }
+        if let Some(s) = &self.suffix {
+            let ok = !s.is_empty()
+                && s.len() <= 64
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(err(
+                    "suffix",
+                    "suffix must be 1 to 64 characters of letters, digits, '-' and '_'".into(),
+                ));
+            }
+        }
+        match self.method.kind {
+            MethodType::Supervised if self.method.pretrain.is_some() => {
+                return Err(err("method.pretrain", "method.type is supervised but method.pretrain is set".into()));
+            }
+            MethodType::Pretrain if self.method.supervised.is_some() => {
+                return Err(err("method.supervised", "method.type is pretrain but method.supervised is set".into()));
+            }
+            MethodType::Pretrain if self.hyperparameters.is_some() => {
+                return Err(err("hyperparameters", "top-level hyperparameters apply to supervised jobs only; use method.pretrain.hyperparameters".into()));
+            }
+            _ => {}
+        }
+        let prefix = self.hyperparameters_path();
+        self.hyperparameters().validate(self.method.kind).map_err(|e| SpecError {
+            param: format!("{prefix}.{}", e.param),
+            message: e.message,
+        })
+    }
+}
+
+impl Hyperparameters {
+    /// Range checks; `param` in the error is relative to the hyperparameters object.
+    pub fn validate(&self, kind: MethodType) -> Result<(), SpecError> {
+        fn int_range(name: &str, v: Option<u32>, lo: u32, hi: u32) -> Result<(), SpecError> {
+            match v {
+                Some(x) if x < lo || x > hi => Err(SpecError {
+                    param: name.into(),
+                    message: format!("{name} must be between {lo} and {hi}, got {x}"),
+                }),
+                _ => Ok(()),
+            }
+        }
+        fn float_range(name: &str, v: Option<f64>, lo: f64, hi: f64, lo_open: bool) -> Result<(), SpecError> {
+            match v {
+                Some(x) if !x.is_finite() || x > hi || x < lo || (lo_open && x == lo) => Err(SpecError {
+                    param: name.into(),
+                    message: format!(
+                        "{name} must be {} {lo} and at most {hi}, got {x}",
+                        if lo_open { "greater than" } else { "at least" }
+                    ),
+                }),
+                _ => Ok(()),
+            }
+        }
+        let auto = |a: Option<Auto<u32>>| match a {
+            Some(Auto::Value(v)) => Some(v),
+            _ => None,
+        };
+        int_range("n_epochs", auto(self.n_epochs), 1, 50)?;
+        int_range("batch_size", auto(self.batch_size), 1, 1024)?;
+        if let Some(Auto::Value(m)) = self.learning_rate_multiplier {
+            float_range("learning_rate_multiplier", Some(m), 0.0, 100.0, true)?;
+        }
+        float_range("learning_rate", self.learning_rate, 0.0, 1.0, true)?;
+        float_range("warmup_ratio", self.warmup_ratio, 0.0, 1.0, false)?;
+        int_range("warmup_steps", self.warmup_steps, 0, 1_000_000)?;
+        float_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0, false)?;
+        float_range("weight_decay", self.weight_decay, 0.0, 10.0, false)?;
+        float_range("adam_beta1", self.adam_beta1, 0.0, 0.999_999, false)?;
+        float_range("adam_beta2", self.adam_beta2, 0.0, 0.999_999_9, false)?;
+        float_range("adam_epsilon", self.adam_epsilon, 0.0, 1.0, true)?;
+        float_range("max_grad_norm", self.max_grad_norm, 0.0, 1e6, true)?;
+        int_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 1024)?;
+        int_range("max_seq_len", self.max_seq_len, 8, 131_072)?;
+        int_range("max_steps", self.max_steps, 1, 100_000_000)?;
+        int_range("eval_every", self.eval_every, 1, 100_000_000)?;
+        float_range("validation_split", self.validation_split, 0.0, 0.5, false)?;
+        int_range("checkpoint_every", self.checkpoint_every, 1, 100_000_000)?;
+        int_range("n_checkpoints", self.n_checkpoints, 1, 1000)?;
+        int_range("early_stopping_patience", self.early_stopping_patience, 1, 100_000)?;
+        int_range("vocab_size", self.vocab_size, 256, 262_144)?;
+        if self.vocab_size.is_some() && kind != MethodType::Pretrain {
+            return Err(SpecError {
+                param: "vocab_size".into(),
+                message: "vocab_size applies to pretraining from scratch only".into(),
+            });
+        }
+        if let Some(l) = &self.lora {
+            int_range("lora.r", Some(l.r), 1, 1024)?;
+            float_range("lora.alpha", Some(l.alpha), 0.0, 1e6, true)?;
+            float_range("lora.dropout", Some(l.dropout), 0.0, 0.9, false)?;
+            if l.target_modules.is_empty() {
+                return Err(SpecError {
+                    param: "lora.target_modules".into(),
+                    message: "lora.target_modules must name at least one module".into(),
+                });
+            }
+            for (i, t) in l.target_modules.iter().enumerate() {
+                if !LORA_TARGETS.contains(&t.as_str()) {
+                    return Err(SpecError {
+                        param: format!("lora.target_modules[{i}]"),
+                        message: format!("unknown target module {t:?}; expected one of {}", LORA_TARGETS.join(", ")),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn design_example_parses_and_validates() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"model": "wick-llama-10m", "training_file": "file-abc", "validation_file": null, "suffix": "sums",
+               "seed": 42,
+               "method": {"type": "supervised", "supervised": {"hyperparameters": {
+                 "n_epochs": 3, "batch_size": "auto", "learning_rate_multiplier": "auto",
+                 "learning_rate": 2e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.02, "weight_decay": 0.01,
+                 "max_grad_norm": 1.0, "gradient_accumulation_steps": 1, "max_seq_len": 1024, "packing": true,
+                 "eval_every": 50, "n_checkpoints": 3, "early_stopping_patience": null,
+                 "lora": {"r": 16, "alpha": 32, "dropout": 0.05,
+                          "target_modules": ["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]}}}}}"#,
+        )
+        .unwrap();
+        spec.validate().unwrap();
+        let h = spec.hyperparameters();
+        assert_eq!(h.n_epochs, Some(Auto::Value(3)));
+        assert_eq!(h.batch_size, Some(Auto::Auto));
+        assert_eq!(h.lora.unwrap().r, 16);
+    }
+
+    #[test]
+    fn out_of_range_names_the_param() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"model":"m","training_file":"f","method":{"type":"pretrain","pretrain":{"hyperparameters":{"learning_rate":-1}}}}"#,
+        )
+        .unwrap();
+        let e = spec.validate().unwrap_err();
+        assert_eq!(e.param, "method.pretrain.hyperparameters.learning_rate");
+    }
+
+    #[test]
+    fn legacy_top_level_hyperparameters_apply_to_supervised() {
+        let spec: JobSpec =
+            serde_json::from_str(r#"{"model":"m","training_file":"f","hyperparameters":{"n_epochs":0}}"#).unwrap();
+        assert_eq!(spec.validate().unwrap_err().param, "hyperparameters.n_epochs");
+    }
+
+    #[test]
+    fn unknown_lora_target_is_rejected() {
+        let h = Hyperparameters {
+            lora: Some(LoraSpec { target_modules: vec!["q_proj".into(), "lm_head".into()], ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(h.validate(MethodType::Supervised).unwrap_err().param, "lora.target_modules[1]");
+    }
+}

@@ -1,0 +1,3 @@
+//! Fine-tuning jobs: their states and the rules for moving between them.
+
+pub mod status;

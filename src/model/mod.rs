@@ -1,0 +1,3 @@
+//! The Llama-family model: configuration, layers, weights in Hugging Face form.
+
+pub mod config;

@@ -106,7 +106,8 @@ mod tests {
         let (c, s) = rope.cos_sin(&pos).unwrap();
         let y = apply_rotary(&x, &c, &s).unwrap();
         let n = |t: &Tensor| -> f64 { t.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap() };
-        assert!((n(&y) - n(&x)).abs() < 1e-9);
+        // cos/sin are computed in f32 as transformers does, so cos² + sin² = 1 only to ~1e-7.
+        assert!((n(&y) / n(&x) - 1.0).abs() < 1e-6);
     }
 
     #[test]

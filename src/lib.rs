@@ -6,9 +6,15 @@
 //!   [`error`] the one error type that crosses HTTP.
 //! - [`store`]: Postgres or SQLite through sqlx; [`blob`]: large bytes through object_store.
 //! - [`datasets`]: streaming validation of uploaded JSONL.
-//! - [`spec`]: the job specification; [`jobs`]: job states; [`catalog`]: the models jobs start from.
-//! - [`model`]: the Llama-family model.
-//! - [`cli`]: the `wick` command line; [`telemetry`]: logging.
+//! - [`spec`]: the job specification shared by the API, the scheduler and the trainer;
+//!   [`jobs`]: job states; [`catalog`]: the models jobs start from.
+//! - [`model`]: the Llama-family network (Llama, Qwen2, Mistral), its config and presets, and
+//!   Hugging Face safetensors I/O.
+//! - [`tokenizer`]: loading a `tokenizer.json`, training a byte-level BPE from scratch.
+//! - [`train`]: the synchronous training engine: data, loss, AdamW, schedule, checkpoints,
+//!   progress reporting, the training loop (`train::run_job`) and the cost estimate.
+//! - [`cli`]: the `wick` command line; [`cli_train`]: `wick train` and `wick estimate`;
+//!   [`telemetry`]: logging.
 
 pub mod api;
 pub mod app;
@@ -16,6 +22,7 @@ pub mod auth;
 pub mod blob;
 pub mod catalog;
 pub mod cli;
+pub mod cli_train;
 pub mod config;
 pub mod datasets;
 pub mod error;
@@ -25,3 +32,5 @@ pub mod model;
 pub mod spec;
 pub mod store;
 pub mod telemetry;
+pub mod tokenizer;
+pub mod train;

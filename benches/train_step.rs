@@ -1,0 +1,120 @@
+//! Training-step throughput on CPU in f32 (issue 3's benchmark): configs A and B, median of 10
+//! steps after 3 warm-ups, with the step split into forward (+ loss), backward and optimiser,
+//! the peak resident memory, and the achieved GFLOP/s (6·N·tokens/s) against this machine's f32
+//! matmul peak measured in the same run.
+//!
+//! `RAYON_NUM_THREADS=2 cargo bench --bench train_step` (figures in docs/benchmarks.md).
+//! Pass `A` or `B` after `--` to run one config.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use wick::model::llama::{Llama, sequential_positions};
+use wick::model::{ModelConfig, init_varmap, named_vars};
+use wick::train::estimate::measure_matmul_gflops;
+use wick::train::loss::shifted_cross_entropy;
+use wick::train::optim::{AdamW, AdamWConfig, clip_grad_norm};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Config {
+    name: &'static str,
+    cfg: ModelConfig,
+    batch: usize,
+    seq: usize,
+}
+
+fn configs() -> Vec<Config> {
+    let untied = |mut c: ModelConfig| {
+        c.tie_word_embeddings = false;
+        c
+    };
+    vec![
+        Config { name: "A", cfg: untied(ModelConfig::llama(4096, 256, 688, 4, 8, 4, 1024)), batch: 8, seq: 256 },
+        Config { name: "B", cfg: untied(ModelConfig::llama(8192, 512, 1376, 8, 8, 8, 1024)), batch: 4, seq: 512 },
+    ]
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = xs.len();
+    if n % 2 == 1 { xs[n / 2] } else { 0.5 * (xs[n / 2 - 1] + xs[n / 2]) }
+}
+
+/// Peak resident set size of this process so far, in MiB (VmHWM).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() -> candle_core::Result<()> {
+    let only: Option<String> = std::env::args().skip(1).find(|a| a == "A" || a == "B");
+    let dev = Device::Cpu;
+    let threads = candle_core::utils::get_num_threads();
+    let peak = measure_matmul_gflops(2048, 5)?;
+    println!("threads {threads}, f32 matmul peak (2048^3, best of 5): {peak:.1} GFLOP/s");
+    println!("| config | params | tokens/step | tokens/s | step ms | forward ms | backward ms | optimiser ms | peak RSS MiB | GFLOP/s | % of peak |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for c in configs() {
+        if only.as_ref().is_some_and(|o| o != c.name) {
+            continue;
+        }
+        let varmap = init_varmap(&c.cfg, 0, DType::F32, &dev)?;
+        let model = Llama::load_with_context(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &c.cfg, c.seq)?;
+        let named = named_vars(&c.cfg, &varmap).expect("all vars");
+        let vars: Vec<_> = named.iter().map(|(_, v, _)| v.clone()).collect();
+        let mut opt = AdamW::new(named.into_iter().map(|(n, v, k)| (n, v, k.decays())).collect(), AdamWConfig::default())?;
+        let ids: Vec<u32> = (0..c.batch * c.seq).map(|i| ((i * 2654435761) % c.cfg.vocab_size) as u32).collect();
+        let input = Tensor::from_vec(ids, (c.batch, c.seq), &dev)?;
+        let pos = sequential_positions(c.batch, c.seq, &dev)?;
+        let w = Tensor::ones((c.batch, c.seq), DType::F32, &dev)?;
+        let (mut fwd, mut bwd, mut opt_t, mut total) = (vec![], vec![], vec![], vec![]);
+        for i in 0..13 {
+            let t0 = Instant::now();
+            let logits = model.forward(&input, &pos, None)?;
+            let s = shifted_cross_entropy(&logits, &input, &w)?;
+            let loss = (s.loss_sum / s.tokens)?;
+            let _ = loss.to_scalar::<f32>()?;
+            let t1 = Instant::now();
+            let mut grads = loss.backward()?;
+            let t2 = Instant::now();
+            clip_grad_norm(&mut grads, &vars, 1.0)?;
+            opt.step(&grads, 1e-4)?;
+            drop(grads);
+            let t3 = Instant::now();
+            if i >= 3 {
+                fwd.push((t1 - t0).as_secs_f64());
+                bwd.push((t2 - t1).as_secs_f64());
+                opt_t.push((t3 - t2).as_secs_f64());
+                total.push((t3 - t0).as_secs_f64());
+            }
+        }
+        let tokens = (c.batch * c.seq) as f64;
+        let step = median(total);
+        let tok_s = tokens / step;
+        let n = c.cfg.num_parameters() as f64;
+        let gflops = 6.0 * n * tok_s / 1e9;
+        println!(
+            "| {} | {:.1}M | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% |",
+            c.name,
+            n / 1e6,
+            tokens,
+            tok_s,
+            step * 1e3,
+            median(fwd) * 1e3,
+            median(bwd) * 1e3,
+            median(opt_t) * 1e3,
+            peak_rss_mib(),
+            gflops,
+            100.0 * gflops / peak
+        );
+    }
+    Ok(())
+}

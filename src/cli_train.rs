@@ -1,0 +1,127 @@
+//! `wick train --spec job.json` and `wick estimate --spec job.json`: one job on this machine, no
+//! server, with a progress bar. The edge of the trainer, so errors are `anyhow` here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::spec::JobSpec;
+use crate::train::{self, EvalMetrics, Progress, StepMetrics, TrainJob};
+
+/// Arguments of `wick train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// The job spec (the body of POST /v1/fine_tuning/jobs; files are local paths).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Output folder (default: runs/<spec file name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A checkpoint folder to continue from.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+/// Arguments of `wick estimate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EstimateArgs {
+    /// The job spec to estimate.
+    #[arg(long)]
+    pub spec: PathBuf,
+}
+
+/// Reads a spec and resolves a file named in it: as given when it exists (relative to the current
+/// folder), else relative to the spec's folder.
+fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn resolve(spec_path: &Path, file: &str) -> PathBuf {
+    let p = PathBuf::from(file);
+    if p.is_absolute() || p.exists() {
+        return std::path::absolute(&p).unwrap_or(p);
+    }
+    spec_path.parent().map(|d| d.join(&p)).unwrap_or(p)
+}
+
+/// Runs `wick train`.
+pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
+    let mut spec = read_spec(&args.spec)?;
+    let training_file = resolve(&args.spec, &spec.training_file);
+    let validation_file = spec.validation_file.as_deref().map(|f| resolve(&args.spec, f));
+    // A model given as a relative folder is resolved like the files.
+    if crate::model::preset(&spec.model).is_none() {
+        spec.model = resolve(&args.spec, &spec.model).to_string_lossy().into_owned();
+    }
+    let stem = args.spec.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
+    let output_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(stem));
+    let job = TrainJob {
+        spec,
+        training_file,
+        validation_file,
+        output_dir,
+        resume_from: args.resume.clone(),
+        device: candle_core::Device::Cpu,
+    };
+    let mut bar = BarProgress::new();
+    let outcome = train::run_job(&job, &mut bar).map_err(anyhow::Error::from)?;
+    bar.bar.finish_and_clear();
+    println!(
+        "{} steps, final train loss {}, valid loss {}{}",
+        outcome.steps_completed,
+        outcome.final_train_loss.map(|l| format!("{l:.4}")).unwrap_or("-".into()),
+        outcome.final_valid_loss.map(|l| format!("{l:.4}")).unwrap_or("-".into()),
+        outcome.stopped.map(|s| format!(" (stopped: {s:?})")).unwrap_or_default()
+    );
+    if let Some(dir) = outcome.model_dir {
+        println!("model written to {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Runs `wick estimate`, printing the estimate as JSON.
+pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
+    let spec = read_spec(&args.spec)?;
+    let file = resolve(&args.spec, &spec.training_file);
+    let e = train::estimate::estimate_job(&spec, file.exists().then_some(file.as_path()))?;
+    println!("{}", serde_json::to_string_pretty(&e)?);
+    Ok(())
+}
+
+/// An indicatif bar: step, loss, tokens/s, ETA; evaluations and checkpoints printed above it.
+struct BarProgress {
+    bar: ProgressBar,
+}
+
+impl BarProgress {
+    fn new() -> Self {
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed} < {eta}]")
+                .expect("valid template"),
+        );
+        bar.set_message("preparing data and tokenizer...");
+        BarProgress { bar }
+    }
+}
+
+impl Progress for BarProgress {
+    fn on_step(&mut self, m: &StepMetrics) {
+        self.bar.set_length(m.total_steps);
+        self.bar.set_position(m.step);
+        self.bar.set_message(format!(
+            "loss {:.4} lr {:.2e} |g| {:.2} {:.0} tok/s",
+            m.train_loss, m.learning_rate, m.grad_norm, m.tokens_per_second
+        ));
+    }
+    fn on_eval(&mut self, m: &EvalMetrics) {
+        self.bar.println(format!(
+            "step {:>6}: valid loss {:.4}, perplexity {:.2}, token accuracy {:.3}",
+            m.step, m.valid_loss, m.valid_perplexity, m.valid_mean_token_accuracy
+        ));
+    }
+    fn on_checkpoint(&mut self, step: u64, path: &Path) {
+        self.bar.println(format!("step {step:>6}: checkpoint {}", path.display()));
+    }
+}

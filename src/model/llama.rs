@@ -1,0 +1,264 @@
+//! The Llama-family decoder (Llama, Qwen2, Mistral) in one file, nanoGPT style: token embedding,
+//! pre-norm blocks of causal grouped-query attention with RoPE and a SwiGLU MLP, final RMSNorm,
+//! tied or separate LM head. Every op used here has a backward pass in candle (see
+//! `docs`/notes: the fused `rms_norm`, `softmax_last_dim` and `rope` kernels do not).
+//!
+//! Tensor names follow Hugging Face exactly (`model.layers.0.self_attn.q_proj.weight`), so the
+//! same `VarBuilder` reads a transformers checkpoint and the weights export unchanged.
+
+use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::config::ModelConfig;
+use super::rope::{Rope, apply_rotary};
+
+/// `y = x W^T + b`, with the input flattened to 2-D so the matmul is one GEMM.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,       // (out, in)
+    bias: Option<Tensor>, // (out)
+}
+
+impl Linear {
+    /// Loads `{vb}.weight` (out, in) and, when `bias`, `{vb}.bias` (out).
+    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = dims[dims.len() - 1];
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?; // (rows, out)
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("non-empty shape") = self.weight.dim(0)?;
+        y.reshape(out_dims)
+    }
+}
+
+/// Root-mean-square norm, written out so that it has a gradient: `x / sqrt(mean(x^2) + eps) * w`.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor, // (C)
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm { weight: vb.get(dim, "weight")?, eps })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?; // (B, T, 1)
+        x.broadcast_mul(&inv_rms)?.broadcast_mul(&self.weight)
+    }
+}
+
+/// Causal self-attention with grouped-query heads.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        Ok(Attention {
+            q_proj: Linear::load(vb.pp("q_proj"), h, nh * hd, cfg.qkv_bias)?,
+            k_proj: Linear::load(vb.pp("k_proj"), h, nkv * hd, cfg.qkv_bias)?,
+            v_proj: Linear::load(vb.pp("v_proj"), h, nkv * hd, cfg.qkv_bias)?,
+            o_proj: Linear::load(vb.pp("o_proj"), nh * hd, h, cfg.o_bias)?,
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+        })
+    }
+
+    /// `x` (B, T, C), cos/sin (B, 1, T, hd), `mask` additive and broadcastable to (B, H, T, T).
+    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)?.contiguous() // (B, n, T, hd)
+        };
+        let q = heads(self.q_proj.forward(x)?, self.n_heads)?;
+        let k = heads(self.k_proj.forward(x)?, self.n_kv_heads)?;
+        let v = heads(self.v_proj.forward(x)?, self.n_kv_heads)?;
+        let q = apply_rotary(&q, cos, sin)?;
+        let k = apply_rotary(&k, cos, sin)?;
+        let k = repeat_kv(&k, self.n_heads / self.n_kv_heads)?; // (B, H, T, hd)
+        let v = repeat_kv(&v, self.n_heads / self.n_kv_heads)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // (B, H, T, T)
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let y = probs.matmul(&v)?; // (B, H, T, hd)
+        let y = y.transpose(1, 2)?.reshape((b, t, self.n_heads * self.head_dim))?; // (B, T, H*hd)
+        self.o_proj.forward(&y)
+    }
+}
+
+/// Repeats each key/value head `n_rep` times along the head axis: (B, kv, T, hd) -> (B, kv*n_rep, T, hd).
+fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, nkv, t, hd) = x.dims4()?;
+    // cat along a new axis after the kv head keeps each group's copies adjacent, as transformers does.
+    Tensor::cat(&vec![x; n_rep], 2)?.reshape((b, nkv * n_rep, t, hd))
+}
+
+/// The SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (h, i, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        Ok(Mlp {
+            gate_proj: Linear::load(vb.pp("gate_proj"), h, i, bias)?,
+            up_proj: Linear::load(vb.pp("up_proj"), h, i, bias)?,
+            down_proj: Linear::load(vb.pp("down_proj"), i, h, bias)?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?.silu()?; // (B, T, I)
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+/// One pre-norm transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Ok(Block {
+            input_layernorm: RmsNorm::load(vb.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+            self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
+            post_attention_layernorm: RmsNorm::load(
+                vb.pp("post_attention_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let x = (x + self.self_attn.forward(&self.input_layernorm.forward(x)?, cos, sin, mask)?)?;
+        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?
+    }
+}
+
+/// A Llama-family causal language model.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    embed_tokens: Tensor, // (V, C)
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<Linear>, // None when tied to the embedding
+    rope: Rope,
+    cfg: ModelConfig,
+}
+
+impl Llama {
+    /// Builds the model from `vb` (Hugging Face names, rooted at the checkpoint's top level).
+    /// RoPE tables cover `cfg.max_position_embeddings` positions.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Self::load_with_context(vb, cfg, cfg.max_position_embeddings)
+    }
+
+    /// As [`Llama::load`], with RoPE tables for only `max_len` positions (saves memory on models
+    /// with very long contexts trained on short rows).
+    pub fn load_with_context(vb: VarBuilder, cfg: &ModelConfig, max_len: usize) -> Result<Self> {
+        let m = vb.pp("model");
+        let embed_tokens = m.pp("embed_tokens").get((cfg.vocab_size, cfg.hidden_size), "weight")?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(m.pp("layers").pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(Linear::load(vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?)
+        };
+        let rope = Rope::new(cfg, max_len, embed_tokens.dtype(), embed_tokens.device())?;
+        Ok(Llama { embed_tokens, layers, norm, lm_head, rope, cfg: cfg.clone() })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Logits (B, T, V) for `input_ids` (B, T) at `positions` (B, T), both u32. `mask` is additive
+    /// (0 or -inf) and broadcastable to (B, H, T, T); `None` means plain causal attention. Packed
+    /// SFT rows pass positions restarting per example and a block-diagonal causal mask.
+    pub fn forward(&self, input_ids: &Tensor, positions: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        if t > self.rope.max_len() {
+            candle_core::bail!("sequence of {t} tokens exceeds the model's {} positions", self.rope.max_len());
+        }
+        let dtype = self.embed_tokens.dtype();
+        let causal;
+        let mask = match mask {
+            Some(m) => m,
+            None => {
+                causal = causal_mask(t, dtype, input_ids.device())?;
+                &causal
+            }
+        };
+        let (cos, sin) = self.rope.cos_sin(positions)?;
+        let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, ()))?; // (B, T, C)
+        for layer in &self.layers {
+            x = layer.forward(&x, &cos, &sin, mask)?;
+        }
+        let x = self.norm.forward(&x)?;
+        match &self.lm_head {
+            Some(head) => head.forward(&x),
+            None => {
+                let c = x.dim(2)?;
+                x.reshape((b * t, c))?.matmul(&self.embed_tokens.t()?)?.reshape((b, t, ())) // (B, T, V)
+            }
+        }
+    }
+}
+
+/// The additive causal mask (1, 1, T, T): 0 on and below the diagonal, -inf above.
+pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> =
+        (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    Tensor::from_vec(mask, (1, 1, t, t), device)?.to_dtype(dtype)
+}
+
+/// Position ids 0..T for every row: (B, T).
+pub fn sequential_positions(b: usize, t: usize, device: &Device) -> Result<Tensor> {
+    Tensor::arange(0u32, t as u32, device)?.unsqueeze(0)?.repeat((b, 1))
+}

@@ -1,0 +1,130 @@
+//! Rotary position embeddings in the rotate-half convention of Hugging Face's Llama, built from
+//! differentiable ops (`narrow`, `cat`, `mul`): candle's fused `rope` kernels have no backward pass.
+
+use candle_core::{D, DType, Device, Result, Tensor};
+
+use super::config::{ModelConfig, RopeScaling};
+
+/// Precomputed cos/sin tables for positions `0..max_len`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor, // (max_len, head_dim / 2)
+    sin: Tensor, // (max_len, head_dim / 2)
+}
+
+/// The inverse frequencies `1 / theta^(2i/d)`, with the config's scaling applied.
+pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f64> {
+    let d = cfg.head_dim;
+    let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+    match cfg.rope_scaling {
+        None => base,
+        Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / factor).collect(),
+        // Dynamic NTK only changes the base for sequences longer than the original context, and
+        // training never runs past `max_position_embeddings`, so the table is the unscaled one.
+        Some(RopeScaling::Dynamic { .. }) => base,
+        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
+            let old = original_max_position_embeddings as f64;
+            let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+            base.iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+impl Rope {
+    /// Tables for positions below `max_len`, in `dtype` on `device`.
+    pub fn new(cfg: &ModelConfig, max_len: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let inv = inverse_frequencies(cfg);
+        let half = inv.len();
+        // Computed in f32 like transformers does, so positions far from 0 round the same way.
+        let mut cos = Vec::with_capacity(max_len * half);
+        let mut sin = Vec::with_capacity(max_len * half);
+        for p in 0..max_len {
+            for &f in &inv {
+                let angle = (p as f32) * (f as f32);
+                cos.push(angle.cos() as f64);
+                sin.push(angle.sin() as f64);
+            }
+        }
+        let cos = Tensor::from_vec(cos, (max_len, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (max_len, half), device)?.to_dtype(dtype)?;
+        Ok(Rope { cos, sin })
+    }
+
+    /// Number of positions the tables cover.
+    pub fn max_len(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// cos and sin for the given position ids, shaped to broadcast over heads: (B, 1, T, head_dim).
+    pub fn cos_sin(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, t) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let pick = |table: &Tensor| -> Result<Tensor> {
+            let half = table.index_select(&flat, 0)?.reshape((b, 1, t, ()))?; // (B, 1, T, hd/2)
+            Tensor::cat(&[&half, &half], D::Minus1)?.detach().contiguous() // (B, 1, T, hd)
+        };
+        Ok((pick(&self.cos)?, pick(&self.sin)?))
+    }
+}
+
+/// Rotates `x` (B, H, T, hd) by the angles whose cos/sin are given (B, 1, T, hd).
+pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?; // rotate_half(x)
+    x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_preserves_norm_and_is_identity_at_position_zero() {
+        let cfg = ModelConfig::llama(16, 16, 32, 1, 2, 2, 64);
+        let rope = Rope::new(&cfg, 64, DType::F64, &Device::Cpu).unwrap();
+        let x = Tensor::arange(0f64, 16.0, &Device::Cpu).unwrap().reshape((1, 2, 1, 8)).unwrap();
+        let pos0 = Tensor::new(&[[0u32]], &Device::Cpu).unwrap();
+        let (c, s) = rope.cos_sin(&pos0).unwrap();
+        let y = apply_rotary(&x, &c, &s).unwrap();
+        let diff: f64 = (y - &x).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!(diff < 1e-12);
+        let pos = Tensor::new(&[[37u32]], &Device::Cpu).unwrap();
+        let (c, s) = rope.cos_sin(&pos).unwrap();
+        let y = apply_rotary(&x, &c, &s).unwrap();
+        let n = |t: &Tensor| -> f64 { t.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap() };
+        // cos/sin are computed in f32 as transformers does, so cos² + sin² = 1 only to ~1e-7.
+        assert!((n(&y) / n(&x) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_frequencies_and_divides_low_ones() {
+        // Reference rule: transformers `_compute_llama3_parameters`.
+        let mut cfg = ModelConfig::llama(16, 128, 32, 1, 2, 2, 64);
+        cfg.rope_theta = 500_000.0;
+        let plain = inverse_frequencies(&cfg);
+        cfg.rope_scaling = Some(RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        });
+        let scaled = inverse_frequencies(&cfg);
+        assert_eq!(scaled[0], plain[0]);
+        let last = plain.len() - 1;
+        assert!((scaled[last] - plain[last] / 32.0).abs() < 1e-18);
+    }
+}

@@ -1,0 +1,140 @@
+//! Checkpoints: everything needed to continue a run as if it had never stopped.
+//!
+//! A checkpoint is a folder `checkpoint-{step:08}` that is also a Hugging Face model folder
+//! (config.json, model.safetensors, tokenizer files) plus `optimizer.safetensors` (AdamW moments)
+//! and `trainer_state.json` (step, data position, seed, early-stopping state). The data order and
+//! every other random choice are pure functions of the seed and the data position, so those two
+//! numbers are the whole RNG state. Folders are written under a temporary name and renamed, so a
+//! crash never leaves a half-written checkpoint behind.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::model::ModelConfig;
+use crate::model::hf::{self, HfError};
+use crate::train::optim::AdamW;
+
+/// The loop's own state at the end of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Updates completed.
+    pub step: u64,
+    pub total_steps: u64,
+    /// Rows handed out by the sampler so far.
+    pub data_position: u64,
+    pub seed: u64,
+    pub trained_tokens: u64,
+    pub best_valid_loss: Option<f64>,
+    pub evals_without_improvement: u32,
+}
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Hf(#[from] HfError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+}
+
+/// The folder name of the checkpoint after `step`.
+pub fn folder_name(step: u64) -> String {
+    format!("checkpoint-{step:08}")
+}
+
+/// Writes a checkpoint under `root`, copying tokenizer files from `tokenizer_dir`. Returns its path.
+pub fn save(
+    root: &Path,
+    cfg: &ModelConfig,
+    weights: &HashMap<String, Tensor>,
+    optimizer: &AdamW,
+    state: &TrainerState,
+    tokenizer_dir: &Path,
+) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let final_dir = root.join(folder_name(state.step));
+    let tmp = root.join(format!(".tmp-{}", folder_name(state.step)));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    hf::save_model_folder(&tmp, cfg, weights)?;
+    crate::tokenizer::copy_files(tokenizer_dir, &tmp)
+        .map_err(|e| CheckpointError::Invalid { path: tmp.clone(), message: e.to_string() })?;
+    optimizer.save(&tmp.join("optimizer.safetensors"))?;
+    let state_path = tmp.join("trainer_state.json");
+    std::fs::write(&state_path, serde_json::to_string_pretty(state).expect("state serialises"))
+        .map_err(io(&state_path))?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    Ok(final_dir)
+}
+
+/// Checkpoint folders under `root`, oldest first.
+pub fn list(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("checkpoint-")?.parse::<u64>().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The newest checkpoint under `root`, if any (what a worker resumes a job from).
+pub fn latest(root: &Path) -> Option<PathBuf> {
+    list(root).pop()
+}
+
+/// Deletes all but the newest `keep` checkpoints under `root`.
+pub fn prune(root: &Path, keep: usize) -> Result<(), CheckpointError> {
+    let all = list(root);
+    let excess = all.len().saturating_sub(keep);
+    for old in &all[..excess] {
+        std::fs::remove_dir_all(old).map_err(io(old))?;
+    }
+    Ok(())
+}
+
+/// A checkpoint read back.
+pub struct Loaded {
+    pub config: ModelConfig,
+    pub weights: HashMap<String, Tensor>,
+    pub optimizer: HashMap<String, Tensor>,
+    pub state: TrainerState,
+}
+
+/// Reads a checkpoint folder written by [`save`].
+pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded, CheckpointError> {
+    let config = hf::read_config(dir)?;
+    let weights = hf::load_weights(dir, &config, dtype, device)?;
+    let opt_path = dir.join("optimizer.safetensors");
+    if !opt_path.exists() {
+        return Err(CheckpointError::Invalid {
+            path: dir.to_path_buf(),
+            message: "not a checkpoint: optimizer.safetensors is missing".into(),
+        });
+    }
+    let optimizer = candle_core::safetensors::load(&opt_path, device)?;
+    let state_path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    let state = serde_json::from_str(&text)
+        .map_err(|e| CheckpointError::Invalid { path: state_path.clone(), message: e.to_string() })?;
+    Ok(Loaded { config, weights, optimizer, state })
+}

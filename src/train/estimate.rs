@@ -1,0 +1,198 @@
+//! What a job will cost before it runs: parameters, memory (weights, gradients, AdamW state,
+//! activations), FLOPs (6·N·D) and the expected time at this machine's measured matmul speed.
+//! The server exposes it as `POST /v1/estimate`; the CLI as `wick estimate`.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::model::{self, ModelConfig};
+use crate::spec::JobSpec;
+
+use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
+use super::trainer::TrainError;
+
+/// Fraction of the f32 matmul peak a training step achieves with candle on CPU, measured by
+/// `benches/train_step.rs` (docs/benchmarks.md): about 0.35-0.45 for the 5M-35M configs.
+pub const TRAINING_EFFICIENCY: f64 = 0.35;
+
+/// Bytes per training token the tokenizer produces on English text, for sizing a file before it is
+/// tokenised (byte-level BPE with a 4k-32k vocabulary: about 3.5-4.5).
+pub const BYTES_PER_TOKEN: f64 = 4.0;
+
+/// Memory of a training run, in bytes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryEstimate {
+    /// f32 master weights.
+    pub weights: u64,
+    pub gradients: u64,
+    /// AdamW first and second moments.
+    pub optimizer_state: u64,
+    /// Activations kept for backward for one micro-batch (approximate).
+    pub activations: u64,
+    pub total: u64,
+    /// (weights + gradients + optimizer) / parameters: 16, as with bf16 mixed precision
+    /// (2 + 2 + 4 master + 8 Adam) or plain f32 (4 + 4 + 8).
+    pub bytes_per_parameter: f64,
+}
+
+/// The estimate returned by `POST /v1/estimate`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub parameters: u64,
+    /// Parameters taking part in matmuls (the N of 6·N·D).
+    pub matmul_parameters: u64,
+    pub memory: MemoryEstimate,
+    pub tokens_per_step: u64,
+    pub total_steps: u64,
+    /// D: tokens processed over the whole run.
+    pub total_tokens: u64,
+    /// 6·N·D.
+    pub total_flops: f64,
+    /// This machine's f32 matmul throughput, measured once per process.
+    pub machine_peak_gflops: f64,
+    pub assumed_efficiency: f64,
+    pub expected_seconds: f64,
+}
+
+/// The estimate for a model config and resolved hyperparameters, with the training data's size in
+/// tokens and the machine's peak in GFLOP/s.
+pub fn estimate(cfg: &ModelConfig, hp: &Resolved, dataset_tokens: u64, peak_gflops: f64) -> Estimate {
+    let n = cfg.num_parameters();
+    let n_mm = cfg.num_matmul_parameters();
+    let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings)) as u64;
+    let rows = dataset_tokens.div_ceil(seq.max(1)) as usize;
+    let total_steps = hp.total_steps(rows);
+    let tokens_per_step = hp.batch_size as u64 * hp.gradient_accumulation_steps as u64 * seq;
+    let total_tokens = total_steps * tokens_per_step;
+    let total_flops = 6.0 * n_mm as f64 * total_tokens as f64;
+    // Saved activations per token and layer, in values: the block's inputs, norms, q/k/v before and
+    // after RoPE, attention output (~12·h), the MLP's gate/up/silu/product (4·i), and the attention
+    // scores and probabilities (2·heads·T). Plus logits and their log-softmax (2·V) once.
+    let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
+    let per_token_layer = 12 * h + 4 * i + 2 * cfg.num_attention_heads as u64 * seq;
+    let micro_tokens = hp.batch_size as u64 * seq;
+    let activations = 4 * micro_tokens * (cfg.num_hidden_layers as u64 * per_token_layer + 2 * cfg.vocab_size as u64);
+    let (weights, gradients, optimizer_state) = (4 * n, 4 * n, 8 * n);
+    let memory = MemoryEstimate {
+        weights,
+        gradients,
+        optimizer_state,
+        activations,
+        total: weights + gradients + optimizer_state + activations,
+        bytes_per_parameter: 16.0,
+    };
+    let expected_seconds = total_flops / (peak_gflops * 1e9 * TRAINING_EFFICIENCY);
+    Estimate {
+        parameters: n,
+        matmul_parameters: n_mm,
+        memory,
+        tokens_per_step,
+        total_steps,
+        total_tokens,
+        total_flops,
+        machine_peak_gflops: peak_gflops,
+        assumed_efficiency: TRAINING_EFFICIENCY,
+        expected_seconds,
+    }
+}
+
+/// The estimate for a job spec. The model is a preset or a local Hugging Face folder; the data's
+/// size comes from `training_file` (bytes / [`BYTES_PER_TOKEN`]) when given, else one epoch of
+/// `max_steps` is assumed.
+pub fn estimate_job(spec: &JobSpec, training_file: Option<&Path>) -> Result<Estimate, TrainError> {
+    spec.validate()?;
+    let (mut cfg, from_scratch) = match model::preset(&spec.model) {
+        Some(c) => (c, true),
+        None => {
+            let dir = Path::new(&spec.model);
+            if !dir.join("config.json").is_file() {
+                return Err(TrainError::UnknownModel(spec.model.clone()));
+            }
+            (crate::model::hf::read_config(dir)?, false)
+        }
+    };
+    let hp = Resolved::from_spec(spec, from_scratch);
+    if let (true, Some(v)) = (from_scratch, hp.vocab_size) {
+        cfg.vocab_size = v;
+    }
+    let tokens = match training_file {
+        Some(f) => {
+            let bytes = std::fs::metadata(f).map_err(|_| TrainError::MissingFile(f.to_path_buf()))?.len();
+            (bytes as f64 / BYTES_PER_TOKEN) as u64
+        }
+        None => {
+            let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as u64;
+            hp.max_steps.unwrap_or(1) * (hp.batch_size * hp.gradient_accumulation_steps) as u64 * seq
+        }
+    };
+    Ok(estimate(&cfg, &hp, tokens, machine_peak_gflops()))
+}
+
+/// This machine's f32 matmul throughput in GFLOP/s (1024² × 1024 products), measured once.
+pub fn machine_peak_gflops() -> f64 {
+    static PEAK: OnceLock<f64> = OnceLock::new();
+    *PEAK.get_or_init(|| measure_matmul_gflops(1024, 5).unwrap_or(100.0))
+}
+
+/// Best of `reps` timings of an n×n by n×n f32 matmul, in GFLOP/s.
+pub fn measure_matmul_gflops(n: usize, reps: usize) -> candle_core::Result<f64> {
+    let dev = Device::Cpu;
+    let a = Tensor::randn(0f32, 1.0, (n, n), &dev)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), &dev)?;
+    let _ = a.matmul(&b)?; // warm-up
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        let _ = c.dims();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Hyperparameters, Method, MethodParams, MethodType};
+
+    #[test]
+    fn flops_and_memory_follow_the_formulas() {
+        let spec = JobSpec {
+            model: "wick-llama-1m".into(),
+            training_file: "x".into(),
+            validation_file: None,
+            suffix: None,
+            seed: None,
+            method: Method {
+                kind: MethodType::Pretrain,
+                supervised: None,
+                pretrain: Some(MethodParams {
+                    hyperparameters: Hyperparameters {
+                        max_steps: Some(100),
+                        batch_size: Some(crate::spec::Auto::Value(4)),
+                        max_seq_len: Some(128),
+                        ..Default::default()
+                    },
+                }),
+            },
+            hyperparameters: None,
+            integrations: None,
+            metadata: None,
+        };
+        let cfg = model::preset("wick-llama-1m").unwrap();
+        let hp = Resolved::from_spec(&spec, true);
+        let e = estimate(&cfg, &hp, 1_000_000, 100.0);
+        assert_eq!(e.total_steps, 100);
+        assert_eq!(e.tokens_per_step, 4 * 128);
+        assert_eq!(e.total_tokens, 100 * 512);
+        let n = cfg.num_parameters();
+        assert_eq!(e.total_flops, 6.0 * n as f64 * 51_200.0);
+        assert_eq!(e.memory.weights + e.memory.gradients + e.memory.optimizer_state, 16 * n);
+        let secs = e.total_flops / (100e9 * TRAINING_EFFICIENCY);
+        assert!((e.expected_seconds - secs).abs() < 1e-9);
+    }
+}

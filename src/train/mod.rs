@@ -1,0 +1,17 @@
+//! The training engine: synchronous, no async runtime inside, so it runs on a server worker's
+//! blocking thread and from the command line alike.
+//!
+//! Entry point: [`run_job`]. The loop itself is in [`trainer`]; each ingredient has its own file.
+
+pub mod checkpoint;
+pub mod data;
+pub mod estimate;
+pub mod hparams;
+pub mod loss;
+pub mod optim;
+pub mod progress;
+pub mod schedule;
+pub mod trainer;
+
+pub use progress::{EvalMetrics, NoProgress, Progress, RecordingProgress, StepMetrics, StopReason};
+pub use trainer::{Stopped, TrainError, TrainJob, TrainOutcome, run_job};

@@ -1,0 +1,90 @@
+//! The interface through which a training run reports to its caller (the server's worker, the
+//! CLI's progress bar, a test) and learns that it should stop.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// What one optimiser update did. `train_loss` is the loss of the batch this update used,
+/// computed before the update.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepMetrics {
+    /// Counted from 1.
+    pub step: u64,
+    pub total_steps: u64,
+    /// Fractional epochs of training data consumed after this step.
+    pub epoch: f64,
+    pub train_loss: f64,
+    pub train_mean_token_accuracy: f64,
+    pub learning_rate: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub tokens_per_second: f64,
+    /// Counted (loss-bearing) tokens trained on so far.
+    pub trained_tokens: u64,
+    pub eta_seconds: f64,
+}
+
+/// One evaluation on the validation rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalMetrics {
+    pub step: u64,
+    pub valid_loss: f64,
+    pub valid_perplexity: f64,
+    pub valid_mean_token_accuracy: f64,
+}
+
+/// Why the caller wants the run to stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopReason {
+    /// Stop now; no final export.
+    Cancel,
+    /// Write a checkpoint so the job can resume later, then stop.
+    Pause,
+}
+
+/// Implemented by whoever runs a job. Every method has a do-nothing default.
+pub trait Progress {
+    fn on_step(&mut self, _metrics: &StepMetrics) {}
+    fn on_eval(&mut self, _metrics: &EvalMetrics) {}
+    fn on_checkpoint(&mut self, _step: u64, _path: &Path) {}
+    /// Polled once per step, before the step starts.
+    fn should_stop(&mut self) -> Option<StopReason> {
+        None
+    }
+}
+
+/// Ignores everything (tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// Records everything it is told, for tests and for callers that report after the fact.
+#[derive(Debug, Default, Clone)]
+pub struct RecordingProgress {
+    pub steps: Vec<StepMetrics>,
+    pub evals: Vec<EvalMetrics>,
+    pub checkpoints: Vec<(u64, std::path::PathBuf)>,
+    /// Answer `should_stop` with this once `steps.len()` reaches the given count.
+    pub stop_after: Option<(usize, StopReason)>,
+}
+
+impl Progress for RecordingProgress {
+    fn on_step(&mut self, m: &StepMetrics) {
+        self.steps.push(m.clone());
+    }
+    fn on_eval(&mut self, m: &EvalMetrics) {
+        self.evals.push(m.clone());
+    }
+    fn on_checkpoint(&mut self, step: u64, path: &Path) {
+        self.checkpoints.push((step, path.to_path_buf()));
+    }
+    fn should_stop(&mut self) -> Option<StopReason> {
+        match self.stop_after {
+            Some((n, why)) if self.steps.len() >= n => Some(why),
+            _ => None,
+        }
+    }
+}

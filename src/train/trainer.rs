@@ -1,0 +1,433 @@
+//! The training loop, top to bottom like nanoGPT's `train.py`: resolve the job, get a tokenizer
+//! and a model, tokenise and pack the data, then step: forward, loss, backward over the
+//! accumulation window, clip, AdamW, evaluate, checkpoint. One log line per step.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::Serialize;
+use tokenizers::Tokenizer;
+
+use crate::model::hf::{self, HfError};
+use crate::model::{self, Llama, ModelConfig};
+use crate::spec::{JobSpec, MethodType, SpecError};
+use crate::tokenizer::{self as tok, TokenizerError};
+
+use super::checkpoint::{self, CheckpointError, TrainerState};
+use super::data::{DataError, JsonlTexts, PackedRows, RowSampler};
+use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
+use super::loss::shifted_cross_entropy;
+use super::optim::{AdamW, accumulate, clip_grad_norm};
+use super::progress::{EvalMetrics, Progress, StepMetrics, StopReason};
+use super::schedule::Schedule;
+
+/// One job as the trainer runs it: the spec plus everything the caller has resolved.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    pub spec: JobSpec,
+    /// Absolute path of the training file (JSONL, one `{"text": ...}` per line for pretraining).
+    pub training_file: PathBuf,
+    pub validation_file: Option<PathBuf>,
+    /// Where the finished model (a Hugging Face folder) goes; checkpoints go to its `checkpoints/`.
+    pub output_dir: PathBuf,
+    /// A checkpoint folder to continue from.
+    pub resume_from: Option<PathBuf>,
+    pub device: Device,
+}
+
+impl TrainJob {
+    /// Where checkpoints are written.
+    pub fn checkpoint_root(&self) -> PathBuf {
+        self.output_dir.join("checkpoints")
+    }
+}
+
+/// Why a run ended before its last step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stopped {
+    Cancelled,
+    Paused,
+    EarlyStopped,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainOutcome {
+    pub steps_completed: u64,
+    pub total_steps: u64,
+    pub final_train_loss: Option<f64>,
+    pub final_valid_loss: Option<f64>,
+    pub trained_tokens: u64,
+    pub num_parameters: u64,
+    pub stopped: Option<Stopped>,
+    /// The exported model folder (absent when cancelled or paused).
+    pub model_dir: Option<PathBuf>,
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+/// Everything that can end a job with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The spec asks for something impossible; `param` names the field.
+    #[error("invalid job: {0}")]
+    Spec(#[from] SpecError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("file not found: {}", .0.display())]
+    MissingFile(PathBuf),
+    #[error(
+        "unknown model {0:?}: expected a preset ({presets}) or a folder with config.json",
+        presets = crate::model::PRESETS.join(", ")
+    )]
+    UnknownModel(String),
+    #[error("training diverged at step {step}: {reason}; lower the learning rate or raise warmup")]
+    Diverged { step: u64, reason: String },
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Model(#[from] HfError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Where the starting weights and tokenizer come from.
+struct Start {
+    cfg: ModelConfig,
+    weights: HashMap<String, Tensor>,
+    tokenizer: Tokenizer,
+    state: Option<TrainerState>,
+    optimizer: Option<HashMap<String, Tensor>>,
+    from_scratch: bool,
+}
+
+fn spec_error(spec: &JobSpec, field: &str, message: String) -> TrainError {
+    TrainError::Spec(SpecError { param: format!("{}.{field}", spec.hyperparameters_path()), message })
+}
+
+/// Runs one pretraining job to the end (or until `progress` asks it to stop) and writes the model.
+pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, TrainError> {
+    let spec = &job.spec;
+    spec.validate()?;
+    if spec.method.kind == MethodType::Supervised {
+        return Err(TrainError::Unsupported(
+            "supervised fine-tuning is not implemented yet; use method.type \"pretrain\"".into(),
+        ));
+    }
+    if spec.hyperparameters().lora.is_some() {
+        return Err(TrainError::Unsupported("LoRA is not implemented yet; omit lora for full training".into()));
+    }
+    for f in std::iter::once(&job.training_file).chain(job.validation_file.as_ref()) {
+        if !f.is_file() {
+            return Err(TrainError::MissingFile(f.clone()));
+        }
+    }
+    let device = &job.device;
+    let dtype = DType::F32;
+    std::fs::create_dir_all(&job.output_dir)
+        .map_err(|source| TrainError::Io { path: job.output_dir.clone(), source })?;
+
+    // --- tokenizer and starting weights ---------------------------------------------------------
+    let is_preset = model::preset(&spec.model).is_some();
+    let hp0 = Resolved::from_spec(spec, is_preset);
+    let start = prepare_start(job, &hp0, dtype, device)?;
+    let hp = Resolved::from_spec(spec, start.from_scratch);
+    let cfg = start.cfg;
+    let specials = tok::special_ids(&start.tokenizer, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)?;
+    let seq_len = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings));
+    if seq_len > cfg.max_position_embeddings {
+        return Err(spec_error(
+            spec,
+            "max_seq_len",
+            format!("max_seq_len {seq_len} exceeds the model's max_position_embeddings {}", cfg.max_position_embeddings),
+        ));
+    }
+
+    // --- data ----------------------------------------------------------------------------------
+    let t_data = Instant::now();
+    let stream = super::data::tokenize_file(&job.training_file, &start.tokenizer, specials.eos)?;
+    let all_rows = PackedRows::pack(&stream, seq_len, specials.pad);
+    let (train_rows, valid_rows) = match &job.validation_file {
+        Some(v) => {
+            let vs = super::data::tokenize_file(v, &start.tokenizer, specials.eos)?;
+            (all_rows, PackedRows::pack(&vs, seq_len, specials.pad))
+        }
+        None => all_rows.split_validation(hp.validation_split, hp.seed),
+    };
+    tracing::info!(
+        tokens = stream.len(),
+        train_rows = train_rows.len(),
+        valid_rows = valid_rows.len(),
+        seconds = t_data.elapsed().as_secs_f64(),
+        "data ready"
+    );
+    let total_steps = hp.total_steps(train_rows.len());
+    if total_steps == 0 {
+        return Err(spec_error(spec, "max_steps", "the job would run zero steps: the training file has no full row".into()));
+    }
+    let warmup = hp.warmup_for(total_steps);
+    let schedule = Schedule {
+        peak_lr: hp.learning_rate,
+        warmup_steps: warmup,
+        total_steps,
+        kind: hp.lr_scheduler,
+        min_lr_ratio: hp.min_lr_ratio,
+    };
+    let eval_every = hp.eval_every.unwrap_or((total_steps / 10).max(1));
+    let checkpoint_every = hp.checkpoint_every.unwrap_or((total_steps / 4).max(1));
+
+    // --- model and optimiser -------------------------------------------------------------------
+    let varmap = model::varmap_from_tensors(start.weights, dtype)?;
+    let net = Llama::load_with_context(VarBuilder::from_varmap(&varmap, dtype, device), &cfg, seq_len)?;
+    let named = model::named_vars(&cfg, &varmap).map_err(|name| {
+        TrainError::Model(HfError::Weights { path: job.output_dir.clone(), message: format!("no variable {name}") })
+    })?;
+    let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
+    let mut opt = AdamW::new(named.into_iter().map(|(n, v, k)| (n, v, k.decays())).collect(), hp.adamw)?;
+    let mut state = start.state.unwrap_or(TrainerState {
+        step: 0,
+        total_steps,
+        data_position: 0,
+        seed: hp.seed,
+        trained_tokens: 0,
+        best_valid_loss: None,
+        evals_without_improvement: 0,
+    });
+    if let Some(moments) = start.optimizer {
+        opt.load_state(moments, state.step)?;
+    }
+    state.total_steps = total_steps;
+    let mut sampler = RowSampler::new(train_rows.len(), state.seed, state.data_position);
+    let explode_at = (3.0 * (cfg.vocab_size as f64).ln()).max(10.0);
+    let ckpt_root = job.checkpoint_root();
+    tracing::info!(
+        parameters = cfg.num_parameters(),
+        total_steps,
+        warmup,
+        seq_len,
+        batch = hp.batch_size,
+        accumulation = hp.gradient_accumulation_steps,
+        start_step = state.step,
+        "training"
+    );
+
+    // --- the loop ------------------------------------------------------------------------------
+    let mut outcome = TrainOutcome {
+        steps_completed: state.step,
+        total_steps,
+        final_train_loss: None,
+        final_valid_loss: None,
+        trained_tokens: state.trained_tokens,
+        num_parameters: cfg.num_parameters(),
+        stopped: None,
+        model_dir: None,
+        last_checkpoint: None,
+    };
+    let weights_of = |varmap: &VarMap| -> HashMap<String, Tensor> {
+        let data = varmap.data().lock().expect("varmap lock");
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    };
+    let loop_start = Instant::now();
+    let first_step = state.step + 1;
+    for step in first_step..=total_steps {
+        match progress.should_stop() {
+            Some(StopReason::Cancel) => {
+                outcome.stopped = Some(Stopped::Cancelled);
+                return Ok(outcome);
+            }
+            Some(StopReason::Pause) => {
+                let path = checkpoint::save(&ckpt_root, &cfg, &weights_of(&varmap), &opt, &state, &job.output_dir)?;
+                progress.on_checkpoint(state.step, &path);
+                outcome.last_checkpoint = Some(path);
+                outcome.stopped = Some(Stopped::Paused);
+                return Ok(outcome);
+            }
+            None => {}
+        }
+        let t0 = Instant::now();
+        let lr = schedule.lr_at(step);
+
+        // 1) the accumulation window: all micro-batches, so the loss is normalised by its tokens
+        let batches = (0..hp.gradient_accumulation_steps)
+            .map(|_| train_rows.batch(&sampler.next_rows(hp.batch_size), device))
+            .collect::<Result<Vec<_>, _>>()?;
+        let window_tokens: usize = batches.iter().map(|b| b.counted_tokens).sum();
+        let norm = window_tokens.max(1) as f64;
+
+        // 2) forward + backward per micro-batch, gradients summed
+        let (mut loss_sum, mut correct) = (0.0, 0.0);
+        let mut grads = None;
+        for b in &batches {
+            let logits = net.forward(&b.input_ids, &b.positions, None)?; // (B, T, V)
+            let sums = shifted_cross_entropy(&logits, &b.input_ids, &b.label_weights)?;
+            loss_sum += sums.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            correct += sums.correct;
+            accumulate(&mut grads, (sums.loss_sum / norm)?.backward()?, &vars)?;
+        }
+        let mut grads = grads.expect("at least one micro-batch");
+        let train_loss = loss_sum / norm;
+
+        // 3) guards: never apply an update computed from garbage
+        if !train_loss.is_finite() || train_loss > explode_at {
+            return Err(TrainError::Diverged {
+                step,
+                reason: format!("loss {train_loss} (limit {explode_at:.1}, 3·ln(vocab))"),
+            });
+        }
+        let grad_norm = clip_grad_norm(&mut grads, &vars, hp.max_grad_norm)?;
+        if !grad_norm.is_finite() {
+            return Err(TrainError::Diverged { step, reason: format!("gradient norm {grad_norm}") });
+        }
+
+        // 4) the update
+        opt.step(&grads, lr)?;
+        drop(grads);
+        state.step = step;
+        state.data_position = sampler.position();
+        state.trained_tokens += window_tokens as u64;
+
+        let dt = t0.elapsed().as_secs_f64();
+        let input_tokens = (hp.batch_size * hp.gradient_accumulation_steps * seq_len) as f64;
+        let per_step = loop_start.elapsed().as_secs_f64() / (step - first_step + 1) as f64;
+        let metrics = StepMetrics {
+            step,
+            total_steps,
+            epoch: sampler.epoch(),
+            train_loss,
+            train_mean_token_accuracy: correct / norm,
+            learning_rate: lr,
+            grad_norm,
+            tokens_per_second: input_tokens / dt,
+            trained_tokens: state.trained_tokens,
+            eta_seconds: per_step * (total_steps - step) as f64,
+        };
+        tracing::info!(
+            step,
+            loss = format_args!("{train_loss:.4}"),
+            lr = format_args!("{lr:.3e}"),
+            grad_norm = format_args!("{grad_norm:.3}"),
+            tok_s = format_args!("{:.0}", metrics.tokens_per_second),
+            "step"
+        );
+        progress.on_step(&metrics);
+        outcome.steps_completed = step;
+        outcome.final_train_loss = Some(train_loss);
+        outcome.trained_tokens = state.trained_tokens;
+
+        // 5) evaluation and early stopping
+        let mut stop_early = false;
+        if (step % eval_every == 0 || step == total_steps) && !valid_rows.is_empty() {
+            let (valid_loss, valid_acc) = evaluate(&net, &valid_rows, hp.batch_size, device)?;
+            let m = EvalMetrics {
+                step,
+                valid_loss,
+                valid_perplexity: valid_loss.exp(),
+                valid_mean_token_accuracy: valid_acc,
+            };
+            tracing::info!(step, valid_loss = format_args!("{valid_loss:.4}"), ppl = format_args!("{:.2}", m.valid_perplexity), "eval");
+            progress.on_eval(&m);
+            outcome.final_valid_loss = Some(valid_loss);
+            if state.best_valid_loss.is_none_or(|b| valid_loss < b) {
+                state.best_valid_loss = Some(valid_loss);
+                state.evals_without_improvement = 0;
+            } else {
+                state.evals_without_improvement += 1;
+            }
+            if let Some(patience) = hp.early_stopping_patience {
+                stop_early = state.evals_without_improvement >= patience;
+            }
+        }
+
+        // 6) checkpoint
+        if step % checkpoint_every == 0 && step < total_steps {
+            let path = checkpoint::save(&ckpt_root, &cfg, &weights_of(&varmap), &opt, &state, &job.output_dir)?;
+            checkpoint::prune(&ckpt_root, hp.n_checkpoints)?;
+            progress.on_checkpoint(step, &path);
+            outcome.last_checkpoint = Some(path);
+        }
+        if stop_early {
+            tracing::info!(step, "early stopping: validation loss stopped improving");
+            outcome.stopped = Some(Stopped::EarlyStopped);
+            break;
+        }
+    }
+
+    // --- export --------------------------------------------------------------------------------
+    hf::save_model_folder(&job.output_dir, &cfg, &weights_of(&varmap))?;
+    outcome.model_dir = Some(job.output_dir.clone());
+    Ok(outcome)
+}
+
+/// Mean loss and token accuracy over every validation row.
+pub fn evaluate(net: &Llama, rows: &PackedRows, batch_size: usize, device: &Device) -> Result<(f64, f64), TrainError> {
+    let (mut loss, mut correct, mut tokens) = (0.0, 0.0, 0.0);
+    let all: Vec<usize> = (0..rows.len()).collect();
+    for idx in all.chunks(batch_size) {
+        let b = rows.batch(idx, device)?;
+        let logits = net.forward(&b.input_ids, &b.positions, None)?.detach();
+        let s = shifted_cross_entropy(&logits, &b.input_ids, &b.label_weights)?;
+        loss += s.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        correct += s.correct;
+        tokens += s.tokens;
+    }
+    let tokens = tokens.max(1.0);
+    Ok((loss / tokens, correct / tokens))
+}
+
+/// Finds the starting point: a checkpoint, a preset trained from scratch (with a fresh BPE
+/// tokenizer), or a Hugging Face folder. Leaves the tokenizer files in the output folder.
+fn prepare_start(job: &TrainJob, hp: &Resolved, dtype: DType, device: &Device) -> Result<Start, TrainError> {
+    let out = &job.output_dir;
+    if let Some(ckpt) = &job.resume_from {
+        if !ckpt.is_dir() {
+            return Err(TrainError::MissingFile(ckpt.clone()));
+        }
+        let loaded = checkpoint::load(ckpt, dtype, device)?;
+        let tokenizer = tok::load(&ckpt.join("tokenizer.json"))?;
+        if ckpt != out {
+            tok::copy_files(ckpt, out)?;
+        }
+        return Ok(Start {
+            cfg: loaded.config,
+            weights: loaded.weights,
+            tokenizer,
+            state: Some(loaded.state),
+            optimizer: Some(loaded.optimizer),
+            from_scratch: model::preset(&job.spec.model).is_some(),
+        });
+    }
+    if let Some(mut cfg) = model::preset(&job.spec.model) {
+        let vocab = hp.vocab_size.unwrap_or(cfg.vocab_size);
+        let texts = JsonlTexts::open(&job.training_file)?.map_while(Result::ok);
+        let tokenizer = tok::train_bpe(texts, vocab)?;
+        cfg.vocab_size = tokenizer.get_vocab_size(true);
+        let ids = tok::special_ids(&tokenizer, None, None, None)?;
+        cfg.bos_token_id = ids.bos.or(Some(ids.eos));
+        cfg.eos_token_id = Some(ids.eos);
+        cfg.pad_token_id = Some(ids.pad);
+        tok::save_trained(&tokenizer, out, cfg.max_position_embeddings)?;
+        let varmap = model::init_varmap(&cfg, hp.seed, dtype, device)?;
+        let weights = varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        return Ok(Start { cfg, weights, tokenizer, state: None, optimizer: None, from_scratch: true });
+    }
+    let dir = Path::new(&job.spec.model);
+    if dir.join("config.json").is_file() {
+        let cfg = hf::read_config(dir)?;
+        let weights = hf::load_weights(dir, &cfg, dtype, device)?;
+        let tokenizer = tok::load(&dir.join("tokenizer.json"))?;
+        if dir != out.as_path() {
+            tok::copy_files(dir, out)?;
+        }
+        return Ok(Start { cfg, weights, tokenizer, state: None, optimizer: None, from_scratch: false });
+    }
+    Err(TrainError::UnknownModel(job.spec.model.clone()))
+}

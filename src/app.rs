@@ -7,11 +7,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::blob::Blobs;
 use crate::config::Settings;
 use crate::store::Db;
 use crate::store::{keys, orgs};
+use crate::stream::hub::Hub;
 
 /// What every handler can reach; cheap to clone.
 #[derive(Clone, Debug)]
@@ -19,6 +22,27 @@ pub struct AppState {
     pub db: Db,
     pub blobs: Blobs,
     pub settings: Arc<Settings>,
+    /// Fans job updates out to live watchers.
+    pub hub: Hub,
+    /// Wakes idle worker slots in this process when a job is queued.
+    pub queue_wake: Arc<Notify>,
+}
+
+impl AppState {
+    /// Opens the store and the blob store named by `settings`.
+    pub async fn open(settings: Settings) -> anyhow::Result<Self> {
+        let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+        let blobs = Blobs::local(&settings.blob_dir()).context("opening the blob store")?;
+        let hub = Hub::new(db.clone());
+        hub.listen_for_other_processes();
+        Ok(AppState {
+            db,
+            blobs,
+            settings: Arc::new(settings),
+            hub,
+            queue_wake: Arc::new(Notify::new()),
+        })
+    }
 }
 
 /// A built service, bound to its port but not yet serving.
@@ -31,17 +55,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
-        let blobs = Blobs::local(&settings.blob_dir()).context("opening the blob store")?;
-        let new_admin_key = bootstrap_admin_key(&db, &settings).await?;
-        let listener = TcpListener::bind(settings.listen)
+        let listen = settings.listen;
+        let state = AppState::open(settings).await?;
+        let new_admin_key = bootstrap_admin_key(&state.db, &state.settings).await?;
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("binding {}", settings.listen))?;
-        let state = AppState {
-            db,
-            blobs,
-            settings: Arc::new(settings),
-        };
+            .with_context(|| format!("binding {listen}"))?;
         Ok(Application {
             listener,
             state,
@@ -59,16 +78,28 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then lets requests in flight finish.
+    /// Serves, with the configured worker slots beside the API, until `shutdown` resolves; then
+    /// lets requests in flight finish and slots checkpoint and requeue their jobs.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), store = self.state.db.backend(), "wick is serving");
+        let stop = CancellationToken::new();
+        let slots = crate::worker::spawn_slots(&self.state, &stop);
         let router = crate::api::router(self.state);
-        axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let stop_serving = stop.clone();
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stop_serving.cancel();
+            })
+            .await;
+        stop.cancel();
+        for s in slots {
+            let _ = s.await;
+        }
+        served
     }
 }
 

@@ -67,6 +67,98 @@ impl Blobs {
         }
     }
 
+    /// Paths of every blob under `prefix` (a folder), sorted.
+    pub async fn list(&self, prefix: &str) -> object_store::Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await?;
+        let mut paths: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        paths.sort();
+        Ok(paths)
+    }
+
+    /// Copies a local folder, recursively, to `prefix/...`, streaming each file.
+    pub async fn put_dir(&self, local: &FsPath, prefix: &str) -> anyhow::Result<()> {
+        let mut stack = vec![local.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let mut rd = tokio::fs::read_dir(&dir).await?;
+            while let Some(e) = rd.next_entry().await? {
+                let p = e.path();
+                if e.file_type().await?.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let rel = p.strip_prefix(local)?.to_string_lossy().replace('\\', "/");
+                self.put_file(&p, &format!("{prefix}/{rel}")).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams one local file to `path`.
+    pub async fn put_file(&self, local: &FsPath, path: &str) -> anyhow::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let mut f = tokio::fs::File::open(local).await?;
+        let mut w = self.writer(path).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match f.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(e.into());
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = w.write(&buf[..n]).await {
+                let _ = w.abort().await;
+                return Err(e.into());
+            }
+        }
+        w.finish().await?;
+        Ok(())
+    }
+
+    /// Streams the blob at `path` into a local file.
+    pub async fn get_file(&self, path: &str, local: &FsPath) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        if let Some(parent) = local.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let mut stream = self.read_stream(path).await?;
+        let mut f = tokio::fs::File::create(local).await?;
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            f.write_all(&chunk?).await?;
+        }
+        f.flush().await?;
+        Ok(())
+    }
+
+    /// Copies every blob under `prefix` into the local folder `local`, keeping relative paths.
+    pub async fn get_dir(&self, prefix: &str, local: &FsPath) -> anyhow::Result<()> {
+        for path in self.list(prefix).await? {
+            let rel = path
+                .strip_prefix(prefix)
+                .unwrap_or(&path)
+                .trim_start_matches('/');
+            self.get_file(&path, &local.join(rel)).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every blob under `prefix`.
+    pub async fn delete_dir(&self, prefix: &str) -> object_store::Result<()> {
+        for path in self.list(prefix).await? {
+            self.delete(&path).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes `path`; a blob already gone is not an error.
     pub async fn delete(&self, path: &str) -> object_store::Result<()> {
         match self.store.delete(&Path::from(path)).await {

@@ -21,6 +21,18 @@ pub struct Cli {
 pub enum Command {
     /// Start the API (and its in-process training slots).
     Serve(Settings),
+    /// Run one training job locally, without a server, with a progress bar.
+    Train(crate::cli_train::TrainArgs),
+    /// Estimate a job's parameters, memory, FLOPs and time before running it.
+    Estimate(crate::cli_train::EstimateArgs),
+    /// Run worker slots only (no API), against the same store and blob store as `serve`.
+    Worker(Settings),
+    /// Run one job's training in this process (started by a worker slot; not for people).
+    #[command(hide = true)]
+    RunJob {
+        #[arg(long)]
+        job: std::path::PathBuf,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -56,6 +68,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             app.run_until(shutdown_signal()).await?;
+        }
+        Command::Train(args) => {
+            tokio::task::spawn_blocking(move || crate::cli_train::run_train(&args)).await??
+        }
+        Command::Estimate(args) => {
+            tokio::task::spawn_blocking(move || crate::cli_train::run_estimate(&args)).await??
+        }
+        Command::Worker(settings) => {
+            let state = crate::app::AppState::open(settings).await?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            let slots = crate::worker::spawn_slots(&state, &stop);
+            shutdown_signal().await;
+            tracing::info!("shutting down: checkpointing running jobs");
+            stop.cancel();
+            for s in slots {
+                let _ = s.await;
+            }
+        }
+        Command::RunJob { job } => {
+            tokio::task::spawn_blocking(move || crate::worker::child::run_child(&job)).await??;
         }
         Command::Keys {
             command:

@@ -21,6 +21,16 @@ pub struct Settings {
     /// In-process training slots (`wick serve`); 0 runs the API alone.
     #[arg(long, env = "WICK_WORKER_SLOTS", default_value_t = 1)]
     pub worker_slots: usize,
+    /// A worker that has not renewed its job's lease for this long is presumed dead, and another
+    /// worker resumes the job from its last checkpoint.
+    #[arg(long, env = "WICK_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Compute threads each training process uses; 0 divides this machine's cores among the slots.
+    #[arg(long, env = "WICK_THREADS_PER_JOB", default_value_t = 0)]
+    pub threads_per_job: usize,
+    /// The `wick` executable that training child processes run (default: this one).
+    #[arg(long, env = "WICK_TRAINER_EXE")]
+    pub trainer_exe: Option<PathBuf>,
     /// Time limit for ordinary API requests (uploads and streams are exempt), in seconds.
     #[arg(long, env = "WICK_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
@@ -35,6 +45,9 @@ impl Settings {
             data_dir: data_dir.into(),
             max_upload_bytes: 512_000_000,
             worker_slots: 1,
+            lease_secs: 30,
+            threads_per_job: 0,
+            trainer_exe: None,
             request_timeout_secs: 60,
         }
     }
@@ -45,5 +58,12 @@ impl Settings {
 
     pub fn admin_key_path(&self) -> PathBuf {
         self.data_dir.join("admin_key")
+    }
+}
+
+impl Settings {
+    /// Where jobs' local files live while they train.
+    pub fn work_dir(&self) -> PathBuf {
+        self.data_dir.join("work")
     }
 }

@@ -13,6 +13,8 @@
 //! - [`tokenizer`]: loading a `tokenizer.json`, training a byte-level BPE from scratch.
 //! - [`train`]: the synchronous training engine: data, loss, AdamW, schedule, checkpoints,
 //!   progress reporting, the training loop (`train::run_job`) and the cost estimate.
+//! - [`worker`]: slots that claim jobs and run each in a child process; [`stream`]: live updates
+//!   to watchers.
 //! - [`cli`]: the `wick` command line; [`cli_train`]: `wick train` and `wick estimate`;
 //!   [`telemetry`]: logging.
 
@@ -31,6 +33,8 @@ pub mod jobs;
 pub mod model;
 pub mod spec;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
 pub mod tokenizer;
 pub mod train;
+pub mod worker;

@@ -28,6 +28,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/fine_tuning/jobs", post(create_job).get(list_jobs))
         .route("/v1/fine_tuning/jobs/{id}", get(get_job))
         .route("/v1/fine_tuning/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/fine_tuning/jobs/{id}/pause", post(pause_job))
+        .route("/v1/fine_tuning/jobs/{id}/resume", post(resume_job))
         .route("/v1/fine_tuning/jobs/{id}/events", get(list_events))
 }
 
@@ -130,6 +132,7 @@ async fn create_job(
     };
     let created = NewEvent::info("message", format!("Created fine-tuning job: {}", row.id));
     jobs::insert_job(&state.db, &row, &created).await?;
+    state.queue_wake.notify_waiters();
     tracing::info!(job = %row.id, model = %row.model, "job created");
     Ok(axum::Json(job_object(&row)))
 }
@@ -160,21 +163,80 @@ async fn get_job(
     )))
 }
 
+/// Moves a job to `to` on a user's request and tells its watchers and its worker.
+async fn change_status(
+    state: &AppState,
+    org_id: &str,
+    id: &str,
+    to: JobStatus,
+    message: &str,
+) -> ApiResult<Value> {
+    let event = NewEvent::info("status", message).with_data(json!({"status": to.as_str()}));
+    match jobs::transition(&state.db, org_id, id, to, &event).await? {
+        Transition::Moved(row, _) => {
+            state.hub.publish(id).await;
+            state.queue_wake.notify_waiters();
+            Ok(job_object(&row))
+        }
+        Transition::NotAllowed(from) => Err(ApiError::conflict(
+            "invalid_job_state",
+            format!(
+                "job {id} is {} and cannot become {}",
+                from.as_str(),
+                to.as_str()
+            ),
+        )),
+        Transition::NotFound => Err(ApiError::not_found("fine-tuning job", id)),
+    }
+}
+
 async fn cancel_job(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
-    let event = NewEvent::info("status", "Fine-tuning job cancelled")
-        .with_data(json!({"status": "cancelled"}));
-    match jobs::transition(&state.db, &caller.org_id, &id, JobStatus::Cancelled, &event).await? {
-        Transition::Moved(row, _) => Ok(axum::Json(job_object(&row))),
-        Transition::NotAllowed(from) => Err(ApiError::conflict(
-            "invalid_job_state",
-            format!("job {id} is {} and cannot be cancelled", from.as_str()),
-        )),
-        Transition::NotFound => Err(ApiError::not_found("fine-tuning job", &id)),
-    }
+    let job = change_status(
+        &state,
+        &caller.org_id,
+        &id,
+        JobStatus::Cancelled,
+        "Fine-tuning job cancelled",
+    )
+    .await?;
+    Ok(axum::Json(job))
+}
+
+/// A running job writes a checkpoint and stops; `resume` queues it to continue from there.
+async fn pause_job(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let job = change_status(
+        &state,
+        &caller.org_id,
+        &id,
+        JobStatus::Paused,
+        "Fine-tuning job paused",
+    )
+    .await?;
+    Ok(axum::Json(job))
+}
+
+async fn resume_job(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let job = change_status(
+        &state,
+        &caller.org_id,
+        &id,
+        JobStatus::Queued,
+        "Fine-tuning job resumed; queued to continue from its last checkpoint",
+    )
+    .await?;
+    Ok(axum::Json(job))
 }
 
 async fn list_events(

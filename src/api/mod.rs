@@ -6,6 +6,8 @@ pub mod jobs;
 pub mod json;
 pub mod models;
 pub mod pagination;
+pub mod results;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::router())
         .merge(jobs::router())
         .merge(models::router())
+        .merge(results::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -32,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(timed)
         .merge(files::upload_router(state.settings.max_upload_bytes))
+        .merge(stream::router())
         .fallback(route_not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

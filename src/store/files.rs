@@ -89,3 +89,9 @@ pub async fn mark_file_deleted(db: &Db, org_id: &str, id: &str) -> Result<(), sq
         .bind(id).bind(org_id).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
+
+/// The file `id` whatever its organization: for workers, never for requests.
+pub async fn get_file_any_org(db: &Db, id: &str) -> Result<Option<FileRow>, sqlx::Error> {
+    let sql = format!("select {COLUMNS} from files where id = $1 and status <> 'deleted'");
+    with_db!(db, p => sqlx::query_as::<_, FileRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await)
+}

@@ -143,3 +143,9 @@ pub async fn transition(
         "job status kept changing under a transition".into(),
     ))
 }
+
+/// The job `id` whatever its organization: for workers and internal readers, never for requests.
+pub async fn get_job_any_org(db: &Db, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    let sql = format!("select {COLUMNS} from jobs where id = $1");
+    with_db!(db, p => sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await)
+}

@@ -4,11 +4,15 @@
 //! [`with_db!`] expands one body per backend so each arm type-checks against its own driver.
 //! Large bytes never come here: they go to the blob store and rows keep their path and checksum.
 
+pub mod checkpoints;
 pub mod events;
 pub mod files;
 pub mod jobs;
 pub mod keys;
+pub mod metrics;
+pub mod models;
 pub mod orgs;
+pub mod queue;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -35,7 +35,10 @@ pub struct TrainerState {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error(transparent)]
@@ -45,7 +48,10 @@ pub enum CheckpointError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The folder name of the checkpoint after `step`.
@@ -69,12 +75,17 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     hf::save_model_folder(&tmp, cfg, weights)?;
-    crate::tokenizer::copy_files(tokenizer_dir, &tmp)
-        .map_err(|e| CheckpointError::Invalid { path: tmp.clone(), message: e.to_string() })?;
+    crate::tokenizer::copy_files(tokenizer_dir, &tmp).map_err(|e| CheckpointError::Invalid {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
     optimizer.save(&tmp.join("optimizer.safetensors"))?;
     let state_path = tmp.join("trainer_state.json");
-    std::fs::write(&state_path, serde_json::to_string_pretty(state).expect("state serialises"))
-        .map_err(io(&state_path))?;
+    std::fs::write(
+        &state_path,
+        serde_json::to_string_pretty(state).expect("state serialises"),
+    )
+    .map_err(io(&state_path))?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
@@ -84,7 +95,9 @@ pub fn save(
 
 /// Checkpoint folders under `root`, oldest first.
 pub fn list(root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
     let mut found: Vec<(u64, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -134,7 +147,14 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded, Checkpo
     let optimizer = candle_core::safetensors::load(&opt_path, device)?;
     let state_path = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
-    let state = serde_json::from_str(&text)
-        .map_err(|e| CheckpointError::Invalid { path: state_path.clone(), message: e.to_string() })?;
-    Ok(Loaded { config, weights, optimizer, state })
+    let state = serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
+        path: state_path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(Loaded {
+        config,
+        weights,
+        optimizer,
+        state,
+    })
 }

@@ -20,19 +20,39 @@ pub struct LossSums {
 
 /// `logits` (B, T, V), `labels` (B, T) u32, `label_weights` (B, T) with the weight of each label
 /// position (position 0 is never a label and is ignored).
-pub fn shifted_cross_entropy(logits: &Tensor, labels: &Tensor, label_weights: &Tensor) -> Result<LossSums> {
+pub fn shifted_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    label_weights: &Tensor,
+) -> Result<LossSums> {
     let (b, t, v) = logits.dims3()?;
     let n = b * (t - 1);
     let logits = logits.narrow(1, 0, t - 1)?.reshape((n, v))?; // (N, V)
     let targets = labels.narrow(1, 1, t - 1)?.reshape(n)?; // (N)
-    let weights = label_weights.narrow(1, 1, t - 1)?.reshape(n)?.to_dtype(logits.dtype())?; // (N)
+    let weights = label_weights
+        .narrow(1, 1, t - 1)?
+        .reshape(n)?
+        .to_dtype(logits.dtype())?; // (N)
     let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?; // (N, V)
     let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?; // (N)
     let loss_sum = (picked * &weights)?.sum_all()?.neg()?;
-    let tokens = weights.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-    let hits = logits.detach().argmax(D::Minus1)?.eq(&targets)?.to_dtype(DType::F64)?;
-    let correct = (hits * weights.to_dtype(DType::F64)?)?.sum_all()?.to_scalar::<f64>()?;
-    Ok(LossSums { loss_sum, tokens, correct })
+    let tokens = weights
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    let hits = logits
+        .detach()
+        .argmax(D::Minus1)?
+        .eq(&targets)?
+        .to_dtype(DType::F64)?;
+    let correct = (hits * weights.to_dtype(DType::F64)?)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    Ok(LossSums {
+        loss_sum,
+        tokens,
+        correct,
+    })
 }
 
 #[cfg(test)]

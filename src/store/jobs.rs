@@ -149,3 +149,8 @@ pub async fn get_job_any_org(db: &Db, id: &str) -> Result<Option<JobRow>, sqlx::
     let sql = format!("select {COLUMNS} from jobs where id = $1");
     with_db!(db, p => sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await)
 }
+
+/// The job's status now, whatever its organization.
+pub async fn status_of(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
+    with_db!(db, p => sqlx::query_scalar::<_, String>("select status from jobs where id = $1").bind(id).fetch_optional(p).await)
+}

@@ -228,6 +228,11 @@ async fn run_claimed(
             }
             _ = flush.tick() => {
                 flush_points(state, &job.id, &mut pending).await?;
+                // Cancel and pause are user actions on the job row: look every tick, so the
+                // child hears of them within a step or two.
+                if let Some(status) = crate::store::jobs::status_of(&state.db, &job.id).await? {
+                    send_for_status(&mut stdin, &status, &mut sent_command).await;
+                }
             }
             _ = heartbeat.tick() => {
                 match queue::heartbeat(&state.db, &job.id, worker_id, lease).await? {
@@ -237,16 +242,7 @@ async fn run_claimed(
                     }
                     LeaseState::Held { status } => {
                         let _ = queue::record_progress(&state.db, &job.id, worker_id, last_tokens, eta).await;
-                        let wanted = match status.as_str() {
-                            "cancelled" => Some(ChildCommand::Cancel),
-                            "paused" => Some(ChildCommand::Pause),
-                            _ => None,
-                        };
-                        if let Some(c) = wanted && sent_command != Some(c) {
-                            let _ = stdin.write_all(c.line().as_bytes()).await;
-                            let _ = stdin.flush().await;
-                            sent_command = Some(c);
-                        }
+                        send_for_status(&mut stdin, &status, &mut sent_command).await;
                     }
                 }
             }
@@ -322,6 +318,24 @@ async fn run_claimed(
         let _ = tokio::fs::remove_dir_all(&dir).await;
     }
     Ok(())
+}
+
+/// Tells the child to stop when the job's status asks for it, once.
+async fn send_for_status(
+    stdin: &mut tokio::process::ChildStdin,
+    status: &str,
+    sent: &mut Option<ChildCommand>,
+) {
+    let wanted = match status {
+        "cancelled" => ChildCommand::Cancel,
+        "paused" => ChildCommand::Pause,
+        _ => return,
+    };
+    if *sent != Some(wanted) {
+        let _ = stdin.write_all(wanted.line().as_bytes()).await;
+        let _ = stdin.flush().await;
+        *sent = Some(wanted);
+    }
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {

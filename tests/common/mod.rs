@@ -43,6 +43,7 @@ pub struct TestApp {
     pub admin_key: String,
     pub state: AppState,
     pub data_dir: PathBuf,
+    pub database_url: Option<String>,
     _dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -56,11 +57,14 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::for_data_dir(dir.path().join("data"));
     settings.worker_slots = 0;
+    settings.trainer_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_wick")));
+    settings.threads_per_job = 1;
     if let Backend::Postgres = backend {
         settings.database_url = Some(fresh_pg_database().await);
     }
     tweak(&mut settings);
     let data_dir = settings.data_dir.clone();
+    let database_url = settings.database_url.clone();
     let app = Application::build(settings).await.expect("build app");
     let admin_key = app
         .new_admin_key
@@ -78,6 +82,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         admin_key,
         state,
         data_dir,
+        database_url,
         _dir: dir,
         _shutdown: tx,
     }

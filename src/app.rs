@@ -58,6 +58,7 @@ impl Application {
         let listen = settings.listen;
         let state = AppState::open(settings).await?;
         let new_admin_key = bootstrap_admin_key(&state.db, &state.settings).await?;
+        crate::jobs::validation::resume_pending(&state).await?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;

@@ -482,9 +482,10 @@ async fn jobs_are_listed_paginated_and_cancellable(backend: Backend) {
         .iter()
         .map(|e| e["message"].as_str().unwrap())
         .collect();
-    assert_eq!(messages.len(), 2, "{events}");
+    assert_eq!(messages.len(), 3, "{events}");
     assert!(messages[0].contains("cancelled"));
-    assert!(messages[1].starts_with("Created fine-tuning job"));
+    assert!(messages[1].starts_with("Files validated"), "{messages:?}");
+    assert!(messages[2].starts_with("Created fine-tuning job"));
     let (_, page) = app
         .get(
             key,

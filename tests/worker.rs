@@ -445,7 +445,22 @@ async fn sse_reconnect_with_last_event_id_sees_every_point_once(backend: Backend
     );
 }
 
+async fn a_job_too_big_for_this_machine_is_refused_before_it_starts(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.worker_slots = 1).await;
+    let file = upload_corpus(&app).await;
+    let id = create_job(&app, &json!({"model": "wick-llama-125m", "training_file": file,
+        "method": {"type": "pretrain", "pretrain": {"hyperparameters": {"batch_size": 1024, "max_seq_len": 2048}}}})).await;
+    let j = wait_for(&app, &id, 60, "failure", |j| j["status"] == "failed").await;
+    assert_eq!(j["error"]["code"], "insufficient_memory", "{j}");
+    assert!(
+        j["error"]["message"].as_str().unwrap().contains("GiB"),
+        "{j}"
+    );
+    assert!(train_points(&app, &id).await.is_empty());
+}
+
 on_both_stores!(
+    a_job_too_big_for_this_machine_is_refused_before_it_starts,
     pretraining_job_succeeds_with_metrics_checkpoints_and_a_model,
     cancel_stops_within_a_step_and_pause_resumes,
     sse_reconnect_with_last_event_id_sees_every_point_once,

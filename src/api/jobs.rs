@@ -116,7 +116,7 @@ async fn create_job(
         seed,
         method_type: kind.as_str().to_string(),
         spec: Json(serde_json::to_value(&spec).map_err(anyhow::Error::from)?),
-        status: JobStatus::Queued.as_str().to_string(),
+        status: JobStatus::ValidatingFiles.as_str().to_string(),
         error: None,
         fine_tuned_model: None,
         trained_tokens: None,
@@ -132,7 +132,10 @@ async fn create_job(
     };
     let created = NewEvent::info("message", format!("Created fine-tuning job: {}", row.id));
     jobs::insert_job(&state.db, &row, &created).await?;
-    state.queue_wake.notify_waiters();
+    crate::jobs::validation::validate_and_queue(&state, &row).await?;
+    let row = jobs::get_job(&state.db, &caller.org_id, &row.id)
+        .await?
+        .unwrap_or(row);
     tracing::info!(job = %row.id, model = %row.model, "job created");
     Ok(axum::Json(job_object(&row)))
 }

@@ -8,6 +8,7 @@ pub mod models;
 pub mod pagination;
 pub mod results;
 pub mod stream;
+pub mod web;
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     let timed = Router::new()
         .merge(health::router())
+        .merge(web::router())
         .merge(files::router())
         .merge(jobs::router())
         .merge(models::router())

@@ -154,3 +154,17 @@ pub async fn get_job_any_org(db: &Db, id: &str) -> Result<Option<JobRow>, sqlx::
 pub async fn status_of(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
     with_db!(db, p => sqlx::query_scalar::<_, String>("select status from jobs where id = $1").bind(id).fetch_optional(p).await)
 }
+
+/// Every job in `status`, oldest first, whatever its organization.
+pub async fn jobs_in_status(db: &Db, status: JobStatus) -> Result<Vec<JobRow>, sqlx::Error> {
+    let sql = format!("select {COLUMNS} from jobs where status = $1 order by id");
+    with_db!(db, p => sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql)).bind(status.as_str()).fetch_all(p).await)
+}
+
+/// Records why a job is failing, before the transition that fails it.
+pub async fn set_error(db: &Db, id: &str, code: &str, message: &str) -> Result<(), sqlx::Error> {
+    let error = Json(serde_json::json!({"code": code, "message": message, "param": null}));
+    with_db!(db, p => sqlx::query("update jobs set error = $1 where id = $2").bind(&error).bind(id)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}

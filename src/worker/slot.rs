@@ -171,6 +171,19 @@ async fn run_claimed(
         serde_json::from_value(job.spec.0.clone()).context("reading the stored job spec")?;
     let dir = work_dir(state, &job.id);
     let child_job = stage(state, &job, &spec, &dir).await?;
+    if let Some(refusal) = memory_refusal(&spec, &child_job.training_file) {
+        queue::fail_job(
+            &state.db,
+            &job.id,
+            worker_id,
+            "insufficient_memory",
+            &refusal,
+        )
+        .await?;
+        state.hub.publish(&job.id).await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        return Ok(());
+    }
     let job_file = job_file_path(&dir);
     tokio::fs::write(&job_file, serde_json::to_vec(&child_job)?).await?;
     let mut child = spawn_child(state, &job_file)?;
@@ -318,6 +331,35 @@ async fn run_claimed(
         let _ = tokio::fs::remove_dir_all(&dir).await;
     }
     Ok(())
+}
+
+/// Memory this machine can still give, from `/proc/meminfo`.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Why a job must not start here: candle aborts the whole process on out-of-memory, so a job
+/// whose estimated peak exceeds what this machine has is refused before it starts.
+fn memory_refusal(spec: &JobSpec, training_file: &Path) -> Option<String> {
+    let estimate = crate::train::estimate::estimate_job(spec, Some(training_file)).ok()?;
+    let available = available_memory()?;
+    let need = estimate.memory.total;
+    (need > available).then(|| {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        format!(
+            "the job needs about {:.1} GiB (weights, gradients, AdamW state and activations) but this worker has {:.1} GiB available; use a smaller model, batch size or sequence length",
+            gib(need),
+            gib(available)
+        )
+    })
 }
 
 /// Tells the child to stop when the job's status asks for it, once.

@@ -26,6 +26,8 @@ pub struct AppState {
     pub hub: Hub,
     /// Wakes idle worker slots in this process when a job is queued.
     pub queue_wake: Arc<Notify>,
+    /// Models loaded for inference.
+    pub models: crate::infer::registry::Registry,
 }
 
 impl AppState {
@@ -41,6 +43,7 @@ impl AppState {
             settings: Arc::new(settings),
             hub,
             queue_wake: Arc::new(Notify::new()),
+            models: Default::default(),
         })
     }
 }

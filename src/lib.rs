@@ -13,6 +13,7 @@
 //! - [`tokenizer`]: loading a `tokenizer.json`, training a byte-level BPE from scratch.
 //! - [`train`]: the synchronous training engine: data, loss, AdamW, schedule, checkpoints,
 //!   progress reporting, the training loop (`train::run_job`) and the cost estimate.
+//! - [`chat`]: chat templates; [`infer`]: loaded models and sampling for `/v1/chat/completions`.
 //! - [`worker`]: slots that claim jobs and run each in a child process; [`stream`]: live updates
 //!   to watchers.
 //! - [`cli`]: the `wick` command line; [`cli_train`]: `wick train` and `wick estimate`;
@@ -23,12 +24,14 @@ pub mod app;
 pub mod auth;
 pub mod blob;
 pub mod catalog;
+pub mod chat;
 pub mod cli;
 pub mod cli_train;
 pub mod config;
 pub mod datasets;
 pub mod error;
 pub mod ids;
+pub mod infer;
 pub mod jobs;
 pub mod model;
 pub mod spec;

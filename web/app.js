@@ -1,6 +1,6 @@
 // Wick dashboard: plain ES module, no build step. Hash routes:
 //   #/jobs  #/jobs/<id>  #/new  #/datasets  #/datasets/<id>  #/playground
-import { api, apiRaw, ApiError, getKey, setKey, onConnection, streamSSE, uploadFile, downloadBlob } from './lib.js';
+import { api, apiRaw, ApiError, getKey, setKey, onConnection, streamSSE, parseSSE, uploadFile, downloadBlob } from './lib.js';
 import { LineChart } from './chart.js';
 
 const $ = (s, r = document) => r.querySelector(s);
@@ -87,9 +87,10 @@ function start() {
 // ---------- router ----------
 async function route() {
   if (!getKey()) return showSignin();
+  $('#signin').hidden = true; $('#shell').hidden = false;
   cleanups.forEach((f) => { try { f(); } catch { /* ignore */ } });
   cleanups = [];
-  const parts = (location.hash.replace(/^#\/?/, '') || 'jobs').split('/');
+  const parts = (location.hash.replace(/^#\/?/, '').split('?')[0] || 'jobs').split('/');
   const [page, id] = parts;
   document.querySelectorAll('[data-nav]').forEach((a) => a.classList.toggle('active', a.dataset.nav === page));
   view.replaceChildren();
@@ -119,7 +120,7 @@ async function jobsPage() {
     const jobs = (await api('/v1/fine_tuning/jobs?limit=50')).data;
     if (!jobs.length) {
       if (firstRun === null) {
-        const files = (await api('/v1/files?limit=1')).data;
+        const files = (await api('/v1/files')).data;
         firstRun = files.length === 0;
       }
       box.replaceChildren(firstRun ? welcome() : h('div', { class: 'card empty' }, 'No jobs yet. ', h('a', { href: '#/new' }, 'Start one'), ' or ', h('button', { class: 'btn', onclick: startDemo }, 'Start a demo'), '.'));
@@ -195,7 +196,7 @@ async function startDemo(e, status) {
     say('Starting the demo job…');
     const job = await api('/v1/fine_tuning/jobs', { method: 'POST', body: { model: 'wick-llama-1m', training_file: file.id, suffix: 'demo', method: { type: 'pretrain', pretrain: { hyperparameters: DEMO_HP } } } });
     location.hash = `#/jobs/${job.id}`;
-  } catch (err) { say(`Demo failed: ${err.message}`); if (btn) btn.disabled = false; }
+  } catch (err) { if (status) say(`Demo failed: ${err.message}`); else alert(`Demo failed: ${err.message}`); if (btn) btn.disabled = false; }
 }
 async function uploadSamples(status) {
   try {
@@ -229,7 +230,7 @@ function field(name, label, input, param) {
 
 async function newJobPage() {
   view.append(h('h1', {}, 'New training job'));
-  const [models, files] = await Promise.all([api('/v1/models'), api('/v1/files?limit=200')]);
+  const [models, files] = await Promise.all([api('/v1/models'), api('/v1/files')]);
   const form = h('form', { id: 'job-form', novalidate: true });
   const formError = h('div', { class: 'callout', hidden: true, id: 'form-error' });
   const usable = files.data.filter((f) => f.status === 'processed');
@@ -386,7 +387,8 @@ async function datasetsPage() {
   view.append(drop, h('p', { class: 'muted', style: 'font-size:.85rem' }, 'Samples: ',
     h('a', { href: '/ui/samples/tiny-corpus.jsonl', download: 'tiny-corpus.jsonl' }, 'tiny-corpus.jsonl'), ' (pretrain) · ',
     h('a', { href: '/ui/samples/tiny-chat.jsonl', download: 'tiny-chat.jsonl' }, 'tiny-chat.jsonl'), ' (fine-tune)'));
-  const files = (await api('/v1/files?limit=200')).data;
+  // Result files (a job's metrics CSV) live on their job's page, not among datasets.
+  const files = (await api('/v1/files')).data.filter((f) => f.purpose === 'fine-tune' || f.purpose === 'pretrain');
   view.append(h('h2', {}, 'Uploaded'));
   if (!files.length) { view.append(h('div', { class: 'card empty' }, 'No datasets yet. Upload a JSONL file above.')); return; }
   view.append(h('table', { id: 'files-table' },
@@ -457,27 +459,26 @@ async function jobPage(id) {
   const ckBox = h('div'); const log = h('div', { class: 'log', id: 'events' });
   view.append(h('h2', {}, 'Checkpoints'), ckBox, h('h2', {}, 'Events'), log);
 
-  // Points by step; train and eval merge into one row per step.
-  const steps = new Map(); let last = null; let dupes = 0;
+  // Points by step; train and eval merge into one row per step. A step seen twice (a resumed job
+  // retrains from its last checkpoint) replaces the earlier values; data-repeats counts those.
+  const steps = new Map(); let last = null; let repeats = 0;
   const evalSteps = [];
   function addPoint(p) {
     let row = steps.get(p.step);
+    if (!row) { row = { step: p.step }; steps.set(p.step, row); }
     if (p.kind === 'eval') {
-      if (row && row.valid_loss != null) { dupes++; return; }
-      evalSteps.push(p.step);
+      if (row.valid_loss != null) repeats++; else evalSteps.push(p.step);
+      Object.assign(row, p);
       ppl.push(p.step, [p.valid_perplexity ?? (p.valid_loss != null ? Math.exp(p.valid_loss) : null)]);
-      if (!row) { row = { step: p.step }; steps.set(p.step, row); }
-      Object.assign(row, p, { kind: row.kind || 'eval' });
       loss.setAt(p.step, 1, p.valid_loss);
     } else {
-      if (row && row.train_loss != null) { dupes++; return; }
-      if (!row) { row = { step: p.step }; steps.set(p.step, row); }
+      if (row.train_loss != null) repeats++;
       Object.assign(row, p);
-      loss.push(p.step, [p.train_loss, row.valid_loss ?? null]);
+      loss.push(p.step, [p.train_loss, null]);
       lr.push(p.step, [p.learning_rate]); gn.push(p.step, [p.grad_norm]); tps.push(p.step, [p.tokens_per_second]);
       last = row;
     }
-    loss.el.dataset.dupes = dupes;
+    loss.el.dataset.repeats = repeats;
   }
 
   function renderHeader() {
@@ -489,6 +490,7 @@ async function jobPage(id) {
         h('div', { class: 'muted mono' }, `${job.id} · ${job.model} · ${job.method?.type || ''}`),
         job.fine_tuned_model ? h('div', { class: 'mono' }, 'Model: ', job.fine_tuned_model, ' ', h('a', { href: `#/playground?model=${encodeURIComponent(job.fine_tuned_model)}` }, 'chat with it')) : null),
       h('div', { class: 'row' }, act('pause', 'Pause'), act('resume', 'Resume'), act('cancel', 'Cancel', 'danger'),
+        (job.result_files || []).map((fid, i) => h('button', { class: 'btn', title: fid, onclick: () => downloadBlob(`/v1/files/${fid}/content`, `metrics-${id}.csv`).catch((err) => alert(err.message)) }, i ? `Results ${i + 1}` : 'Metrics CSV')),
         job.status === 'succeeded' ? h('button', { class: 'btn primary', id: 'job-download', onclick: (e) => download(e, null) }, 'Download model') : null)));
     errBox.replaceChildren(job.status === 'failed' ? h('div', { class: 'callout', id: 'job-error' }, h('strong', {}, 'This job failed. '), plainError(job.error), job.error?.code ? h('span', { class: 'muted' }, ` (${job.error.code})`) : '') : '');
   }
@@ -617,7 +619,6 @@ async function playgroundPage() {
 }
 // Reads an OpenAI-style SSE response body (data: lines).
 async function readSSE(res, onData) {
-  const { parseSSE } = await import('./lib.js');
   await parseSSE(res.body, (ev) => onData(ev.event, ev.data));
 }
 

@@ -98,10 +98,15 @@ export async function parseSSE(body, onEvent, onAny) {
 
 // Follows a job stream: replays everything, then live; on a drop reconnects with Last-Event-ID
 // so no message is lost or repeated. Stops after `done`, on a 4xx, or when signal aborts.
+// Open streams, so a test (or a curious developer) can cut them: wickDebug.dropStreams().
+const live = new Set();
+window.wickDebug = { dropStreams: () => { live.forEach((c) => c.abort(new Error('dropped'))); return live.size; } };
+
 export async function streamSSE(path, { signal, onMessage, onError }) {
   let lastId = null, delay = 500;
   while (!signal.aborted) {
     const ctl = new AbortController();
+    live.add(ctl);
     const abort = () => ctl.abort();
     signal.addEventListener('abort', abort);
     let watchdog = null;
@@ -124,9 +129,10 @@ export async function streamSSE(path, { signal, onMessage, onError }) {
       if (finished) return;
     } catch (e) {
       if (signal.aborted) return;
-      if (e instanceof ApiError === false) setOnline(false);
+      if (!(e instanceof ApiError) || e.status >= 500) setOnline(false);
     } finally {
       clearTimeout(watchdog);
+      live.delete(ctl);
       signal.removeEventListener('abort', abort);
     }
     if (finished || signal.aborted) return;

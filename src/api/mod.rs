@@ -1,5 +1,8 @@
 //! The HTTP API: one module per resource, each exporting its `router()`; [`router`] merges them.
 
+pub mod chat;
+pub mod downloads;
+pub mod estimate;
 pub mod files;
 pub mod health;
 pub mod jobs;
@@ -30,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(models::router())
         .merge(results::router())
+        .merge(estimate::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -38,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .merge(timed)
         .merge(files::upload_router(state.settings.max_upload_bytes))
         .merge(stream::router())
+        .merge(chat::router())
+        .merge(downloads::router())
         .fallback(route_not_found)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -218,7 +218,10 @@ async fn run_claimed(
                     ChildMessage::Step(m) => {
                         last_tokens = m.trained_tokens as i64;
                         eta = Some(crate::ids::now() + chrono::Duration::milliseconds((m.eta_seconds * 1000.0) as i64));
-                        pending.push(NewPoint { step: m.step as i64, kind: "train", data: serde_json::to_value(&m)? });
+                        let mut data = serde_json::to_value(&m)?;
+                        // When the step reached the service: the start of its delivery lag.
+                        data["reported_at"] = json!(chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+                        pending.push(NewPoint { step: m.step as i64, kind: "train", data });
                         if pending.len() >= FLUSH_AT { flush_points(state, &job.id, &mut pending).await?; }
                     }
                     ChildMessage::Eval(m) => {

@@ -68,13 +68,19 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
   page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
   const shot = (name) => page.screenshot({ path: join(ART, `${name}.png`), fullPage: true });
   const figures = {};
+  // Steps build on each other: after a failure the rest are skipped rather than failing in turn.
+  let broken = null;
+  const step = (name, fn) => t.test(name, async (st) => {
+    if (broken) return st.skip(`an earlier step failed (${broken})`);
+    try { await fn(st); } catch (e) { broken = name; await shot(`failed-${name.replace(/\W+/g, '-')}`).catch(() => {}); throw e; }
+  });
 
   // Page weight: everything the first load fetches that is not API.
   const weights = new Map();
   const onResp = async (r) => { const u = new URL(r.url()); if (!u.pathname.startsWith('/v1')) { try { weights.set(u.pathname, (await r.body()).length); } catch { /* redirect or aborted */ } } };
   page.on('response', onResp);
 
-  await t.test('sign in', async () => {
+  await step('sign in', async () => {
     await page.goto(base + '/');
     await page.locator('#signin-key').fill('wick-wrong-key');
     await page.locator('#signin-form button').click();
@@ -91,7 +97,27 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     console.log(`# page weight: ${figures.page_weight_kb} KB over ${weights.size} files (${[...weights.keys()].join(', ')})`);
   });
 
-  await t.test('upload a dataset and read its report', async () => {
+  await step('first run: one click on "Start a demo"; pause, resume, cancel', async () => {
+    const t0 = Date.now();
+    await page.locator('#welcome #start-demo').click();
+    await page.waitForURL(/#\/jobs\/ftjob-/, { timeout: 30000 });
+    await until('the demo curve', async () => +(await page.locator('#chart-loss').getAttribute('data-points')) >= 1, 120000, 50);
+    figures.demo_click_to_first_point_s = +((Date.now() - t0) / 1000).toFixed(2);
+    console.log(`# demo: click -> first point on the chart ${figures.demo_click_to_first_point_s} s`);
+    await page.locator('#job-pause').click();
+    await page.locator('#job-status .badge.paused').waitFor({ timeout: 30000 });
+    await page.locator('#job-resume').click();
+    await page.locator('#job-status .badge:not(.paused)').waitFor({ timeout: 30000 });
+    await page.locator('#job-cancel').click();
+    await page.locator('#job-status .badge.cancelled').waitFor({ timeout: 30000 });
+    await page.locator('#events').filter({ hasText: /cancel/i }).waitFor({ timeout: 10000 });
+    await shot('02-demo-cancelled');
+    await page.goto(base + '/#/jobs');
+    await page.locator('#jobs-table tbody tr').first().waitFor();
+    await shot('02b-jobs-list');
+  });
+
+  await step('upload a dataset and read its report', async () => {
     await page.goto(base + '/#/datasets');
     await page.locator('#upload-purpose').selectOption('fine-tune');
     await page.locator('#upload-file').setInputFiles(join(SAMPLES, 'tiny-chat.jsonl'));
@@ -101,7 +127,7 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     const text = await report.innerText();
     assert.match(text, /200\s*\n?\s*Valid examples/i, `report: ${text}`);
     await page.locator('#histogram .bar').first().waitFor();
-    await shot('02-dataset-report');
+    await shot('03-dataset-report');
 
     // A bad file: each broken line is listed with its number.
     const bad = ['{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}', '{not json', '{"messages":[]}', '{"messages":[{"role":"wizard","content":"x"}]}'].join('\n') + '\n';
@@ -114,7 +140,7 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     assert.ok(await rows.count() >= 3, `expected 3 error rows, got ${await rows.count()}`);
     const first = await rows.first().innerText();
     assert.match(first, /^2\s/, `first error row should be line 2: ${first}`);
-    await shot('03-dataset-errors');
+    await shot('03b-dataset-errors');
 
     // The pretraining corpus, used by the job below.
     await page.goto(base + '/#/datasets');
@@ -125,7 +151,7 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
   });
 
   let jobId;
-  await t.test('new job form: inline error, estimate, start a tiny pretraining job', async () => {
+  await step('new job form: inline error, estimate, start a tiny pretraining job', async () => {
     await page.goto(base + '/#/new');
     await page.locator('#job-form').waitFor();
     await page.locator('select[name=method]').selectOption('pretrain');
@@ -154,10 +180,10 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
   const points = async () => ({
     n: +(await page.locator('#chart-loss').getAttribute('data-points')),
     last: +(await page.locator('#chart-loss').getAttribute('data-last-step')),
-    dupes: +((await page.locator('#chart-loss').getAttribute('data-dupes')) || 0),
+    dupes: +((await page.locator('#chart-loss').getAttribute('data-repeats')) || 0),
   });
 
-  await t.test('live chart grows; reload mid-training keeps the curve intact', async () => {
+  await step('live chart grows; reload mid-training keeps the curve intact', async () => {
     const a = await points(); const ta = Date.now();
     await sleep(4000);
     const b = await points(); const tb = Date.now();
@@ -168,23 +194,31 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     assert.equal(b.n, b.last, 'steps 1..N each drawn once');
 
     const before = await points();
+    const tr = Date.now();
     await page.reload();
-    await until('the curve to come back after the reload', async () => (await points()).n >= before.n, 30000, 50);
+    await until('the curve to come back after the reload', async () => (await points()).n >= before.n, 30000, 20);
+    figures.reload_redraw_s = +((Date.now() - tr) / 1000).toFixed(2);
+    console.log(`# reload -> ${before.n} points redrawn in ${figures.reload_redraw_s} s (page load included)`);
     const after = await points();
     assert.equal(after.dupes, 0, 'no duplicate point after the reload');
     assert.equal(after.n, after.last, `after the reload the curve has a gap or a double (${after.n} points, last step ${after.last})`);
 
-    // A network drop: the stream reconnects with Last-Event-ID; nothing lost, nothing doubled.
+    // A network drop: the browser goes offline and the open stream is cut. The banner shows; back
+    // online, the stream reconnects with Last-Event-ID; nothing lost, nothing doubled.
     await context.setOffline(true);
+    assert.equal(await page.evaluate(() => window.wickDebug.dropStreams()), 1, 'one open stream');
+    await page.locator('#banner').waitFor({ state: 'visible', timeout: 10000 });
+    await shot('05b-connection-lost');
     await sleep(1500);
     await context.setOffline(false);
+    await page.locator('#banner').waitFor({ state: 'hidden', timeout: 20000 });
     const mid = await points();
     await until('the chart to keep growing after the drop', async () => (await points()).n > mid.n, 30000, 100);
     const c = await points();
     assert.equal(c.dupes, 0); assert.equal(c.n, c.last, `after the drop: ${c.n} points, last step ${c.last}`);
   });
 
-  await t.test('the job finishes; charts match the API; checkpoints listed', async () => {
+  await step('the job finishes; charts match the API; checkpoints listed', async () => {
     await until('the job to finish', async () => (await page.locator('.charts').getAttribute('data-done')) === 'true', 240000, 250);
     const job = await apiGet(`/v1/fine_tuning/jobs/${jobId}`);
     assert.equal(job.status, 'succeeded', `job ended ${job.status}: ${JSON.stringify(job.error)}`);
@@ -199,7 +233,7 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     await shot('06-job-done');
   });
 
-  await t.test('download the result', async (st) => {
+  await step('download the result', async (st) => {
     if (!(await apiHas('GET', `/v1/fine_tuning/jobs/${jobId}/download`))) return st.skip('GET /v1/fine_tuning/jobs/{id}/download is not served yet');
     const [dl] = await Promise.all([page.waitForEvent('download', { timeout: 60000 }), page.locator('#job-download').click()]);
     const path = join(ART, dl.suggestedFilename() || 'model.tar');
@@ -207,9 +241,15 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     const size = statSync(path).size;
     console.log(`# downloaded ${dl.suggestedFilename()} (${(size / 1024).toFixed(1)} KB)`);
     assert.ok(size > 1024, `download is ${size} bytes`);
+    // A checkpoint, from its row in the checkpoints table.
+    const [ck] = await Promise.all([page.waitForEvent('download', { timeout: 60000 }), page.locator('#checkpoints tbody tr').first().locator('button').click()]);
+    const ckPath = join(ART, ck.suggestedFilename() || 'checkpoint.tar');
+    await ck.saveAs(ckPath);
+    console.log(`# downloaded checkpoint ${ck.suggestedFilename()} (${(statSync(ckPath).size / 1024).toFixed(1)} KB)`);
+    assert.ok(statSync(ckPath).size > 1024);
   });
 
-  await t.test('chat in the playground with streamed tokens', async (st) => {
+  await step('chat in the playground with streamed tokens', async (st) => {
     if (!(await apiHas('POST', '/v1/chat/completions'))) return st.skip('POST /v1/chat/completions is not served yet');
     const job = await apiGet(`/v1/fine_tuning/jobs/${jobId}`);
     await page.goto(`${base}/#/playground?model=${encodeURIComponent(job.fine_tuned_model)}`);
@@ -229,6 +269,6 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
   });
 
   assert.deepEqual(pageErrors, [], `errors in the page: ${pageErrors.join('; ')}`);
-  console.log(`# figures: ${JSON.stringify(figures)}`);
+  t.diagnostic(`figures: ${JSON.stringify(figures)}`);
   if (dialogs.length) console.log(`# dialogs: ${dialogs.join(' | ')}`);
 });

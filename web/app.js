@@ -236,7 +236,17 @@ async function newJobPage() {
   const usable = files.data.filter((f) => f.status === 'processed');
 
   const method = h('select', { name: 'method' }, h('option', { value: 'pretrain' }, 'Pretrain from scratch'), h('option', { value: 'sft' }, 'Supervised fine-tuning (full)'), h('option', { value: 'lora' }, 'Supervised fine-tuning (LoRA)'));
-  const model = h('select', { name: 'model' }, models.data.map((m) => h('option', { value: m.id }, `${m.id}${m.parameters ? ` · ${fmtSI(m.parameters)} params` : ''}${m.kind && m.kind !== 'preset' ? ` (${m.kind})` : ''}`)));
+  // Presets (architectures to pretrain from scratch) first; trained models can be fine-tuned further.
+  const presets = models.data.filter((m) => !m.kind || m.kind === 'preset');
+  const trained = models.data.filter((m) => m.kind && m.kind !== 'preset');
+  const model = h('select', { name: 'model' });
+  function fillModels() {
+    const opt = (m) => h('option', { value: m.id }, `${m.id}${m.parameters ? ` · ${fmtSI(m.parameters)} params` : ''}`);
+    const keep = model.value;
+    model.replaceChildren(h('optgroup', { label: 'Presets' }, presets.map(opt)),
+      method.value !== 'pretrain' && trained.length ? h('optgroup', { label: 'Your models' }, trained.map((m) => h('option', { value: m.id }, `${m.id} (${m.kind})`))) : null);
+    if ([...model.options].some((o) => o.value === keep)) model.value = keep;
+  }
   const train = h('select', { name: 'training_file' });
   const valid = h('select', { name: 'validation_file' });
   const suffix = h('input', { name: 'suffix', value: 'demo', pattern: '[A-Za-z0-9_-]{1,64}' });
@@ -347,7 +357,7 @@ async function newJobPage() {
     loraBox,
     h('fieldset', {}, h('legend', {}, 'Estimate'), est),
     h('div', { class: 'row' }, submit, h('a', { class: 'btn', href: '#/jobs' }, 'Cancel')));
-  method.addEventListener('change', () => { fillFiles(); fillHp(); });
+  method.addEventListener('change', () => { fillModels(); fillFiles(); fillHp(); });
   form.addEventListener('input', scheduleEstimate); form.addEventListener('change', scheduleEstimate);
   form.addEventListener('submit', async (e) => {
     e.preventDefault(); clearErrors(); submit.disabled = true;
@@ -358,7 +368,7 @@ async function newJobPage() {
     finally { submit.disabled = false; }
   });
   onLeave(() => clearTimeout(estTimer));
-  fillFiles(); fillHp();
+  fillModels(); fillFiles(); fillHp();
   view.append(form);
   if (!usable.length) view.prepend(h('div', { class: 'callout info' }, 'You have no usable datasets yet. ', h('a', { href: '#/datasets' }, 'Upload one'), ' first, or start the demo from the Jobs page.'));
   runEstimate();

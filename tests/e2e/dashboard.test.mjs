@@ -167,6 +167,7 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     if (await apiHas('POST', '/v1/estimate')) {
       await page.locator('#estimate .stat').first().waitFor({ timeout: 10000 });
       assert.match(await page.locator('#estimate').innerText(), /Memory/);
+      await shot('04b-form-estimate');
     } else console.log('# SKIP estimate figures: POST /v1/estimate is not served yet');
     const t0 = Date.now();
     await page.locator('#job-form button[type=submit]').click();

@@ -32,15 +32,29 @@ fn configs() -> Vec<Config> {
         c
     };
     vec![
-        Config { name: "A", cfg: untied(ModelConfig::llama(4096, 256, 688, 4, 8, 4, 1024)), batch: 8, seq: 256 },
-        Config { name: "B", cfg: untied(ModelConfig::llama(8192, 512, 1376, 8, 8, 8, 1024)), batch: 4, seq: 512 },
+        Config {
+            name: "A",
+            cfg: untied(ModelConfig::llama(4096, 256, 688, 4, 8, 4, 1024)),
+            batch: 8,
+            seq: 256,
+        },
+        Config {
+            name: "B",
+            cfg: untied(ModelConfig::llama(8192, 512, 1376, 8, 8, 8, 1024)),
+            batch: 4,
+            seq: 512,
+        },
     ]
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { 0.5 * (xs[n / 2 - 1] + xs[n / 2]) }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        0.5 * (xs[n / 2 - 1] + xs[n / 2])
+    }
 }
 
 /// Peak resident set size of this process so far, in MiB (VmHWM).
@@ -60,18 +74,32 @@ fn main() -> candle_core::Result<()> {
     let threads = candle_core::utils::get_num_threads();
     let peak = measure_matmul_gflops(2048, 5)?;
     println!("threads {threads}, f32 matmul peak (2048^3, best of 5): {peak:.1} GFLOP/s");
-    println!("| config | params | tokens/step | tokens/s | step ms | forward ms | backward ms | optimiser ms | peak RSS MiB | GFLOP/s | % of peak |");
+    println!(
+        "| config | params | tokens/step | tokens/s | step ms | forward ms | backward ms | optimiser ms | peak RSS MiB | GFLOP/s | % of peak |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for c in configs() {
         if only.as_ref().is_some_and(|o| o != c.name) {
             continue;
         }
         let varmap = init_varmap(&c.cfg, 0, DType::F32, &dev)?;
-        let model = Llama::load_with_context(VarBuilder::from_varmap(&varmap, DType::F32, &dev), &c.cfg, c.seq)?;
+        let model = Llama::load_with_context(
+            VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+            &c.cfg,
+            c.seq,
+        )?;
         let named = named_vars(&c.cfg, &varmap).expect("all vars");
         let vars: Vec<_> = named.iter().map(|(_, v, _)| v.clone()).collect();
-        let mut opt = AdamW::new(named.into_iter().map(|(n, v, k)| (n, v, k.decays())).collect(), AdamWConfig::default())?;
-        let ids: Vec<u32> = (0..c.batch * c.seq).map(|i| ((i * 2654435761) % c.cfg.vocab_size) as u32).collect();
+        let mut opt = AdamW::new(
+            named
+                .into_iter()
+                .map(|(n, v, k)| (n, v, k.decays()))
+                .collect(),
+            AdamWConfig::default(),
+        )?;
+        let ids: Vec<u32> = (0..c.batch * c.seq)
+            .map(|i| ((i * 2654435761) % c.cfg.vocab_size) as u32)
+            .collect();
         let input = Tensor::from_vec(ids, (c.batch, c.seq), &dev)?;
         let pos = sequential_positions(c.batch, c.seq, &dev)?;
         let w = Tensor::ones((c.batch, c.seq), DType::F32, &dev)?;

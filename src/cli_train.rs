@@ -34,7 +34,8 @@ pub struct EstimateArgs {
 /// Reads a spec and resolves a file named in it: as given when it exists (relative to the current
 /// folder), else relative to the spec's folder.
 fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -50,13 +51,25 @@ fn resolve(spec_path: &Path, file: &str) -> PathBuf {
 pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     let mut spec = read_spec(&args.spec)?;
     let training_file = resolve(&args.spec, &spec.training_file);
-    let validation_file = spec.validation_file.as_deref().map(|f| resolve(&args.spec, f));
+    let validation_file = spec
+        .validation_file
+        .as_deref()
+        .map(|f| resolve(&args.spec, f));
     // A model given as a relative folder is resolved like the files.
     if crate::model::preset(&spec.model).is_none() {
-        spec.model = resolve(&args.spec, &spec.model).to_string_lossy().into_owned();
+        spec.model = resolve(&args.spec, &spec.model)
+            .to_string_lossy()
+            .into_owned();
     }
-    let stem = args.spec.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "job".into());
-    let output_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(stem));
+    let stem = args
+        .spec
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into());
+    let output_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(stem));
     let job = TrainJob {
         spec,
         training_file,
@@ -71,9 +84,18 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     println!(
         "{} steps, final train loss {}, valid loss {}{}",
         outcome.steps_completed,
-        outcome.final_train_loss.map(|l| format!("{l:.4}")).unwrap_or("-".into()),
-        outcome.final_valid_loss.map(|l| format!("{l:.4}")).unwrap_or("-".into()),
-        outcome.stopped.map(|s| format!(" (stopped: {s:?})")).unwrap_or_default()
+        outcome
+            .final_train_loss
+            .map(|l| format!("{l:.4}"))
+            .unwrap_or("-".into()),
+        outcome
+            .final_valid_loss
+            .map(|l| format!("{l:.4}"))
+            .unwrap_or("-".into()),
+        outcome
+            .stopped
+            .map(|s| format!(" (stopped: {s:?})"))
+            .unwrap_or_default()
     );
     if let Some(dir) = outcome.model_dir {
         println!("model written to {}", dir.display());
@@ -96,6 +118,15 @@ struct BarProgress {
 }
 
 impl BarProgress {
+    /// Prints above the bar, or plainly when there is no terminal to draw it on.
+    fn say(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
     fn new() -> Self {
         let bar = ProgressBar::new(0).with_style(
             ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed} < {eta}]")
@@ -116,12 +147,12 @@ impl Progress for BarProgress {
         ));
     }
     fn on_eval(&mut self, m: &EvalMetrics) {
-        self.bar.println(format!(
+        self.say(format!(
             "step {:>6}: valid loss {:.4}, perplexity {:.2}, token accuracy {:.3}",
             m.step, m.valid_loss, m.valid_perplexity, m.valid_mean_token_accuracy
         ));
     }
     fn on_checkpoint(&mut self, step: u64, path: &Path) {
-        self.bar.println(format!("step {step:>6}: checkpoint {}", path.display()));
+        self.say(format!("step {step:>6}: checkpoint {}", path.display()));
     }
 }

@@ -45,7 +45,12 @@ pub enum RopeScaling {
     /// NTK-aware scaling of the base, applied once a sequence exceeds the original context.
     Dynamic { factor: f64 },
     /// Llama 3.x wavelength-dependent scaling.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: usize },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
 }
 
 /// Everything needed to build a model; the fields of a Hugging Face `config.json` that matter.
@@ -90,7 +95,12 @@ pub enum ConfigError {
 }
 
 /// The named presets for pretraining from scratch, smallest first.
-pub const PRESETS: &[&str] = &["wick-llama-1m", "wick-llama-10m", "wick-llama-50m", "wick-llama-125m"];
+pub const PRESETS: &[&str] = &[
+    "wick-llama-1m",
+    "wick-llama-10m",
+    "wick-llama-50m",
+    "wick-llama-125m",
+];
 
 /// A preset by name: a Llama with tied embeddings sized for its nominal parameter count.
 pub fn preset(name: &str) -> Option<ModelConfig> {
@@ -182,10 +192,9 @@ impl ModelConfig {
         fn usize_of(v: Option<Value>, name: &'static str) -> Result<usize, ConfigError> {
             match v {
                 None | Some(Value::Null) => Err(ConfigError::Missing(name)),
-                Some(v) => v
-                    .as_u64()
-                    .map(|x| x as usize)
-                    .ok_or_else(|| ConfigError::Invalid(format!("{name} must be a non-negative integer"))),
+                Some(v) => v.as_u64().map(|x| x as usize).ok_or_else(|| {
+                    ConfigError::Invalid(format!("{name} must be a non-negative integer"))
+                }),
             }
         }
         fn f64_of(v: Option<Value>) -> Option<f64> {
@@ -221,7 +230,10 @@ impl ModelConfig {
         let rope_parameters = take("rope_parameters");
         let rope_scaling_v4 = take("rope_scaling");
         let theta_v4 = f64_of(take("rope_theta"));
-        let theta_v5 = rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(Value::as_f64);
+        let theta_v5 = rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(Value::as_f64);
         let rope_theta = theta_v4.or(theta_v5).unwrap_or(10_000.0);
         let scaling_value = match rope_scaling_v4 {
             Some(Value::Object(o)) => Some(o),
@@ -230,10 +242,17 @@ impl ModelConfig {
                 _ => None,
             },
         };
-        let rope_scaling = scaling_value.map(|o| parse_rope_scaling(&o)).transpose()?.flatten();
+        let rope_scaling = scaling_value
+            .map(|o| parse_rope_scaling(&o))
+            .transpose()?
+            .flatten();
         let default_tie = false;
-        let tie_word_embeddings = take("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(default_tie);
-        let attention_bias = take("attention_bias").and_then(|v| v.as_bool()).unwrap_or(false);
+        let tie_word_embeddings = take("tie_word_embeddings")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(default_tie);
+        let attention_bias = take("attention_bias")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
         let mlp_bias = take("mlp_bias").and_then(|v| v.as_bool()).unwrap_or(false);
         let (qkv_bias, o_bias) = match architecture {
             Architecture::Qwen2 => (true, false),
@@ -243,11 +262,24 @@ impl ModelConfig {
         let bos_token_id = token_of(take("bos_token_id"));
         let eos_token_id = token_of(take("eos_token_id"));
         let pad_token_id = token_of(take("pad_token_id"));
-        if m.get("hidden_act").and_then(Value::as_str).is_some_and(|a| a != "silu") {
-            return Err(ConfigError::Invalid("only hidden_act \"silu\" (SwiGLU) is supported".into()));
+        if m.get("hidden_act")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a != "silu")
+        {
+            return Err(ConfigError::Invalid(
+                "only hidden_act \"silu\" (SwiGLU) is supported".into(),
+            ));
         }
         // Keys Wick writes itself on export; everything else is kept as it was.
-        for k in ["model_type", "architectures", "torch_dtype", "dtype", "transformers_version", "hidden_act", "use_cache"] {
+        for k in [
+            "model_type",
+            "architectures",
+            "torch_dtype",
+            "dtype",
+            "transformers_version",
+            "hidden_act",
+            "use_cache",
+        ] {
             m.remove(k);
         }
         let cfg = ModelConfig {
@@ -286,14 +318,17 @@ impl ModelConfig {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return bad("attention head counts must be positive".into());
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
-            return bad(format!("head_dim must be positive and even, got {}", self.head_dim));
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head_dim must be positive and even, got {}",
+                self.head_dim
+            ));
         }
         Ok(())
     }
@@ -313,10 +348,19 @@ impl ModelConfig {
         put("num_attention_heads", json!(self.num_attention_heads));
         put("num_key_value_heads", json!(self.num_key_value_heads));
         put("head_dim", json!(self.head_dim));
-        put("max_position_embeddings", json!(self.max_position_embeddings));
+        put(
+            "max_position_embeddings",
+            json!(self.max_position_embeddings),
+        );
         put("rms_norm_eps", json!(self.rms_norm_eps));
         put("rope_theta", json!(self.rope_theta));
-        put("rope_scaling", self.rope_scaling.as_ref().map(RopeScaling::to_hf_json).unwrap_or(Value::Null));
+        put(
+            "rope_scaling",
+            self.rope_scaling
+                .as_ref()
+                .map(RopeScaling::to_hf_json)
+                .unwrap_or(Value::Null),
+        );
         put("tie_word_embeddings", json!(self.tie_word_embeddings));
         put("hidden_act", json!("silu"));
         put("initializer_range", json!(self.initializer_range));
@@ -339,7 +383,11 @@ impl ModelConfig {
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>, ParamKind)> {
         let (h, i, hd) = (self.hidden_size, self.intermediate_size, self.head_dim);
         let (q_out, kv_out) = (self.num_attention_heads * hd, self.num_key_value_heads * hd);
-        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h], ParamKind::Embedding)];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![self.vocab_size, h],
+            ParamKind::Embedding,
+        )];
         for l in 0..self.num_hidden_layers {
             let p = format!("model.layers.{l}");
             let mut lin = |name: &str, o: usize, n: usize, bias: bool| {
@@ -355,19 +403,34 @@ impl ModelConfig {
             lin("mlp.gate_proj", i, h, self.mlp_bias);
             lin("mlp.up_proj", i, h, self.mlp_bias);
             lin("mlp.down_proj", h, i, self.mlp_bias);
-            out.push((format!("{p}.input_layernorm.weight"), vec![h], ParamKind::Norm));
-            out.push((format!("{p}.post_attention_layernorm.weight"), vec![h], ParamKind::Norm));
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                vec![h],
+                ParamKind::Norm,
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                vec![h],
+                ParamKind::Norm,
+            ));
         }
         out.push(("model.norm.weight".to_string(), vec![h], ParamKind::Norm));
         if !self.tie_word_embeddings {
-            out.push(("lm_head.weight".to_string(), vec![self.vocab_size, h], ParamKind::Linear));
+            out.push((
+                "lm_head.weight".to_string(),
+                vec![self.vocab_size, h],
+                ParamKind::Linear,
+            ));
         }
         out
     }
 
     /// The number of trainable parameters (a tied LM head counts once).
     pub fn num_parameters(&self) -> u64 {
-        self.parameter_shapes().iter().map(|(_, s, _)| s.iter().product::<usize>() as u64).sum()
+        self.parameter_shapes()
+            .iter()
+            .map(|(_, s, _)| s.iter().product::<usize>() as u64)
+            .sum()
     }
 
     /// The N of the 6·N·D FLOP estimate: parameters that take part in a matmul. The embedding lookup
@@ -382,9 +445,18 @@ impl ModelConfig {
 impl RopeScaling {
     fn to_hf_json(&self) -> Value {
         match self {
-            RopeScaling::Linear { factor } => json!({"rope_type": "linear", "type": "linear", "factor": factor}),
-            RopeScaling::Dynamic { factor } => json!({"rope_type": "dynamic", "type": "dynamic", "factor": factor}),
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+            RopeScaling::Linear { factor } => {
+                json!({"rope_type": "linear", "type": "linear", "factor": factor})
+            }
+            RopeScaling::Dynamic { factor } => {
+                json!({"rope_type": "dynamic", "type": "dynamic", "factor": factor})
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
                 json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
                        "high_freq_factor": high_freq_factor,
                        "original_max_position_embeddings": original_max_position_embeddings})
@@ -394,7 +466,11 @@ impl RopeScaling {
 }
 
 fn parse_rope_scaling(o: &Map<String, Value>) -> Result<Option<RopeScaling>, ConfigError> {
-    let kind = o.get("rope_type").or_else(|| o.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let kind = o
+        .get("rope_type")
+        .or_else(|| o.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let f = |k: &str| o.get(k).and_then(Value::as_f64);
     let factor = || f("factor").ok_or(ConfigError::Missing("rope_scaling.factor"));
     Ok(match kind {
@@ -405,7 +481,8 @@ fn parse_rope_scaling(o: &Map<String, Value>) -> Result<Option<RopeScaling>, Con
             factor: factor()?,
             low_freq_factor: f("low_freq_factor").unwrap_or(1.0),
             high_freq_factor: f("high_freq_factor").unwrap_or(4.0),
-            original_max_position_embeddings: f("original_max_position_embeddings").unwrap_or(8192.0) as usize,
+            original_max_position_embeddings: f("original_max_position_embeddings")
+                .unwrap_or(8192.0) as usize,
         }),
         other => {
             return Err(ConfigError::Invalid(format!(
@@ -467,7 +544,12 @@ mod tests {
         let c = ModelConfig::from_hf_json(q).unwrap();
         assert!(c.qkv_bias && !c.o_bias && c.tie_word_embeddings);
         let bad = q.replace("qwen2", "gpt2");
-        assert!(ModelConfig::from_hf_json(&bad).unwrap_err().to_string().contains("gpt2"));
+        assert!(
+            ModelConfig::from_hf_json(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("gpt2")
+        );
         let gqa_bad = q.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3");
         assert!(ModelConfig::from_hf_json(&gqa_bad).is_err());
     }

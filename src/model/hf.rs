@@ -13,7 +13,10 @@ use super::config::{ConfigError, ModelConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum HfError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Config { path: PathBuf, source: ConfigError },
     #[error("{path}: {message}")]
@@ -23,7 +26,10 @@ pub enum HfError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
-    move |source| HfError::Io { path: path.to_path_buf(), source }
+    move |source| HfError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Reads `dir/config.json`.
@@ -48,13 +54,22 @@ pub fn load_weights(
         vec![single]
     } else if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(io(&index))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| HfError::Weights { path: index.clone(), message: e.to_string() })?;
-        let map = v.get("weight_map").and_then(Value::as_object).ok_or_else(|| HfError::Weights {
+        let v: Value = serde_json::from_str(&text).map_err(|e| HfError::Weights {
             path: index.clone(),
-            message: "no weight_map".into(),
+            message: e.to_string(),
         })?;
-        let mut shards: Vec<String> = map.values().filter_map(Value::as_str).map(String::from).collect();
+        let map = v
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| HfError::Weights {
+                path: index.clone(),
+                message: "no weight_map".into(),
+            })?;
+        let mut shards: Vec<String> = map
+            .values()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect();
         shards.sort();
         shards.dedup();
         shards.into_iter().map(|s| dir.join(s)).collect()
@@ -66,8 +81,10 @@ pub fn load_weights(
     };
     let mut all = HashMap::new();
     for f in &files {
-        let loaded = candle_core::safetensors::load(f, device)
-            .map_err(|e| HfError::Weights { path: f.clone(), message: e.to_string() })?;
+        let loaded = candle_core::safetensors::load(f, device).map_err(|e| HfError::Weights {
+            path: f.clone(),
+            message: e.to_string(),
+        })?;
         all.extend(loaded);
     }
     let mut out = HashMap::new();
@@ -80,7 +97,11 @@ pub fn load_weights(
             Some(t) => {
                 return Err(HfError::Weights {
                     path: dir.to_path_buf(),
-                    message: format!("{name} has shape {:?}, the config says {:?}", t.dims(), shape),
+                    message: format!(
+                        "{name} has shape {:?}, the config says {:?}",
+                        t.dims(),
+                        shape
+                    ),
                 });
             }
             None => missing.push(name),
@@ -102,13 +123,19 @@ pub fn save_weights(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
         .collect::<Result<_, candle_core::Error>>()?;
-    safetensors::serialize_to_file(contiguous, Some(metadata), path)
-        .map_err(|e| HfError::Weights { path: path.to_path_buf(), message: e.to_string() })
+    safetensors::serialize_to_file(contiguous, Some(metadata), path).map_err(|e| HfError::Weights {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Writes a complete model folder transformers loads with `AutoModelForCausalLM`: config.json,
 /// generation_config.json and model.safetensors. Tokenizer files are the caller's to add.
-pub fn save_model_folder(dir: &Path, cfg: &ModelConfig, tensors: &HashMap<String, Tensor>) -> Result<(), HfError> {
+pub fn save_model_folder(
+    dir: &Path,
+    cfg: &ModelConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<(), HfError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let write_json = |name: &str, v: &Value| -> Result<(), HfError> {
         let path = dir.join(name);

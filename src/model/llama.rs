@@ -10,6 +10,7 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::ModelConfig;
+use super::ops::{causal_softmax, fused_available};
 use super::rope::{Rope, apply_rotary};
 
 /// `y = x W^T + b`, with the input flattened to 2-D so the matmul is one GEMM.
@@ -23,7 +24,11 @@ impl Linear {
     /// Loads `{vb}.weight` (out, in) and, when `bias`, `{vb}.bias` (out).
     pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
         Ok(Linear { weight, bias })
     }
 }
@@ -53,13 +58,18 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
-        Ok(RmsNorm { weight: vb.get(dim, "weight")?, eps })
+        Ok(RmsNorm {
+            weight: vb.get(dim, "weight")?,
+            eps,
+        })
     }
 }
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?; // (B, T, 1)
+        let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
+            .sqrt()?
+            .recip()?; // (B, T, 1)
         x.broadcast_mul(&inv_rms)?.broadcast_mul(&self.weight)
     }
 }
@@ -91,11 +101,20 @@ impl Attention {
         })
     }
 
-    /// `x` (B, T, C), cos/sin (B, 1, T, hd), `mask` additive and broadcastable to (B, H, T, T).
-    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `x` (B, T, C), cos/sin (B, 1, T, hd), `mask` additive and broadcastable to (B, H, T, T);
+    /// `None` is plain causal attention through the fused [`causal_softmax`].
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)?.contiguous() // (B, n, T, hd)
+            y.reshape((b, t, n, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous() // (B, n, T, hd)
         };
         let q = heads(self.q_proj.forward(x)?, self.n_heads)?;
         let k = heads(self.k_proj.forward(x)?, self.n_kv_heads)?;
@@ -105,10 +124,19 @@ impl Attention {
         let k = repeat_kv(&k, self.n_heads / self.n_kv_heads)?; // (B, H, T, hd)
         let v = repeat_kv(&v, self.n_heads / self.n_kv_heads)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // (B, H, T, T)
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
+        let probs = match mask {
+            None if fused_available(&scores) => causal_softmax(&scores, scale)?,
+            None => {
+                let causal = causal_mask(t, scores.dtype(), scores.device())?;
+                candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&causal)?, D::Minus1)?
+            }
+            Some(m) => candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(m)?, D::Minus1)?,
+        };
         let y = probs.matmul(&v)?; // (B, H, T, hd)
-        let y = y.transpose(1, 2)?.reshape((b, t, self.n_heads * self.head_dim))?; // (B, T, H*hd)
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, t, self.n_heads * self.head_dim))?; // (B, T, H*hd)
         self.o_proj.forward(&y)
     }
 }
@@ -161,7 +189,11 @@ pub struct Block {
 impl Block {
     pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
         Ok(Block {
-            input_layernorm: RmsNorm::load(vb.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+            input_layernorm: RmsNorm::load(
+                vb.pp("input_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
             self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
             post_attention_layernorm: RmsNorm::load(
                 vb.pp("post_attention_layernorm"),
@@ -172,9 +204,19 @@ impl Block {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let x = (x + self.self_attn.forward(&self.input_layernorm.forward(x)?, cos, sin, mask)?)?;
-        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let x = (x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, cos, sin, mask)?)?;
+        &x + self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?
     }
 }
 
@@ -200,7 +242,9 @@ impl Llama {
     /// with very long contexts trained on short rows).
     pub fn load_with_context(vb: VarBuilder, cfg: &ModelConfig, max_len: usize) -> Result<Self> {
         let m = vb.pp("model");
-        let embed_tokens = m.pp("embed_tokens").get((cfg.vocab_size, cfg.hidden_size), "weight")?;
+        let embed_tokens = m
+            .pp("embed_tokens")
+            .get((cfg.vocab_size, cfg.hidden_size), "weight")?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Block::load(m.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
@@ -208,10 +252,22 @@ impl Llama {
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(Linear::load(vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?)
+            Some(Linear::load(
+                vb.pp("lm_head"),
+                cfg.hidden_size,
+                cfg.vocab_size,
+                false,
+            )?)
         };
         let rope = Rope::new(cfg, max_len, embed_tokens.dtype(), embed_tokens.device())?;
-        Ok(Llama { embed_tokens, layers, norm, lm_head, rope, cfg: cfg.clone() })
+        Ok(Llama {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            cfg: cfg.clone(),
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -221,22 +277,24 @@ impl Llama {
     /// Logits (B, T, V) for `input_ids` (B, T) at `positions` (B, T), both u32. `mask` is additive
     /// (0 or -inf) and broadcastable to (B, H, T, T); `None` means plain causal attention. Packed
     /// SFT rows pass positions restarting per example and a block-diagonal causal mask.
-    pub fn forward(&self, input_ids: &Tensor, positions: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         if t > self.rope.max_len() {
-            candle_core::bail!("sequence of {t} tokens exceeds the model's {} positions", self.rope.max_len());
+            candle_core::bail!(
+                "sequence of {t} tokens exceeds the model's {} positions",
+                self.rope.max_len()
+            );
         }
-        let dtype = self.embed_tokens.dtype();
-        let causal;
-        let mask = match mask {
-            Some(m) => m,
-            None => {
-                causal = causal_mask(t, dtype, input_ids.device())?;
-                &causal
-            }
-        };
         let (cos, sin) = self.rope.cos_sin(positions)?;
-        let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, ()))?; // (B, T, C)
+        let mut x = self
+            .embed_tokens
+            .index_select(&input_ids.flatten_all()?, 0)?
+            .reshape((b, t, ()))?; // (B, T, C)
         for layer in &self.layers {
             x = layer.forward(&x, &cos, &sin, mask)?;
         }
@@ -245,7 +303,9 @@ impl Llama {
             Some(head) => head.forward(&x),
             None => {
                 let c = x.dim(2)?;
-                x.reshape((b * t, c))?.matmul(&self.embed_tokens.t()?)?.reshape((b, t, ())) // (B, T, V)
+                x.reshape((b * t, c))?
+                    .matmul(&self.embed_tokens.t()?)?
+                    .reshape((b, t, ())) // (B, T, V)
             }
         }
     }
@@ -253,12 +313,15 @@ impl Llama {
 
 /// The additive causal mask (1, 1, T, T): 0 on and below the diagonal, -inf above.
 pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> =
-        (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
     Tensor::from_vec(mask, (1, 1, t, t), device)?.to_dtype(dtype)
 }
 
 /// Position ids 0..T for every row: (B, T).
 pub fn sequential_positions(b: usize, t: usize, device: &Device) -> Result<Tensor> {
-    Tensor::arange(0u32, t as u32, device)?.unsqueeze(0)?.repeat((b, 1))
+    Tensor::arange(0u32, t as u32, device)?
+        .unsqueeze(0)?
+        .repeat((b, 1))
 }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod hf;
 pub mod llama;
+pub mod ops;
 pub mod rope;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -18,7 +19,12 @@ pub use llama::Llama;
 
 /// Fresh weights as transformers initialises a Llama: normal(0, `initializer_range`) for matrices,
 /// ones for norms, zeros for biases. Deterministic in `seed`.
-pub fn init_varmap(cfg: &ModelConfig, seed: u64, dtype: DType, device: &Device) -> candle_core::Result<VarMap> {
+pub fn init_varmap(
+    cfg: &ModelConfig,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<VarMap> {
     let mut rng = StdRng::seed_from_u64(seed);
     let varmap = VarMap::new();
     {
@@ -28,9 +34,9 @@ pub fn init_varmap(cfg: &ModelConfig, seed: u64, dtype: DType, device: &Device) 
             let values: Vec<f32> = match kind {
                 ParamKind::Norm => vec![1.0; n],
                 ParamKind::Bias => vec![0.0; n],
-                ParamKind::Embedding | ParamKind::Linear => {
-                    (0..n).map(|_| (normal(&mut rng) * cfg.initializer_range) as f32).collect()
-                }
+                ParamKind::Embedding | ParamKind::Linear => (0..n)
+                    .map(|_| (normal(&mut rng) * cfg.initializer_range) as f32)
+                    .collect(),
             };
             let t = Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?;
             data.insert(name, Var::from_tensor(&t)?);
@@ -55,7 +61,10 @@ pub fn varmap_from_tensors(
 }
 
 /// The model's variables in the config's fixed parameter order, with their roles.
-pub fn named_vars(cfg: &ModelConfig, varmap: &VarMap) -> Result<Vec<(String, Var, ParamKind)>, String> {
+pub fn named_vars(
+    cfg: &ModelConfig,
+    varmap: &VarMap,
+) -> Result<Vec<(String, Var, ParamKind)>, String> {
     let data = varmap.data().lock().expect("varmap lock");
     cfg.parameter_shapes()
         .into_iter()

@@ -15,14 +15,21 @@ pub struct Rope {
 /// The inverse frequencies `1 / theta^(2i/d)`, with the config's scaling applied.
 pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f64> {
     let d = cfg.head_dim;
-    let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+    let base: Vec<f64> = (0..d / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64))
+        .collect();
     match cfg.rope_scaling {
         None => base,
         Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / factor).collect(),
         // Dynamic NTK only changes the base for sequences longer than the original context, and
         // training never runs past `max_position_embeddings`, so the table is the unscaled one.
         Some(RopeScaling::Dynamic { .. }) => base,
-        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => {
             let old = original_max_position_embeddings as f64;
             let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
             base.iter()
@@ -33,7 +40,8 @@ pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f64> {
                     } else if wavelen > low_wavelen {
                         f / factor
                     } else {
-                        let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        let smooth = (old / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
                         (1.0 - smooth) * f / factor + smooth * f
                     }
                 })
@@ -73,7 +81,9 @@ impl Rope {
         let flat = positions.flatten_all()?;
         let pick = |table: &Tensor| -> Result<Tensor> {
             let half = table.index_select(&flat, 0)?.reshape((b, 1, t, ()))?; // (B, 1, T, hd/2)
-            Tensor::cat(&[&half, &half], D::Minus1)?.detach().contiguous() // (B, 1, T, hd)
+            Tensor::cat(&[&half, &half], D::Minus1)?
+                .detach()
+                .contiguous() // (B, 1, T, hd)
         };
         Ok((pick(&self.cos)?, pick(&self.sin)?))
     }
@@ -96,11 +106,21 @@ mod tests {
     fn rotation_preserves_norm_and_is_identity_at_position_zero() {
         let cfg = ModelConfig::llama(16, 16, 32, 1, 2, 2, 64);
         let rope = Rope::new(&cfg, 64, DType::F64, &Device::Cpu).unwrap();
-        let x = Tensor::arange(0f64, 16.0, &Device::Cpu).unwrap().reshape((1, 2, 1, 8)).unwrap();
+        let x = Tensor::arange(0f64, 16.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 2, 1, 8))
+            .unwrap();
         let pos0 = Tensor::new(&[[0u32]], &Device::Cpu).unwrap();
         let (c, s) = rope.cos_sin(&pos0).unwrap();
         let y = apply_rotary(&x, &c, &s).unwrap();
-        let diff: f64 = (y - &x).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        let diff: f64 = (y - &x)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(diff < 1e-12);
         let pos = Tensor::new(&[[37u32]], &Device::Cpu).unwrap();
         let (c, s) = rope.cos_sin(&pos).unwrap();

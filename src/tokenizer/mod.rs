@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::models::TrainerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
 
 /// Document separator, BOS and EOS of a trained tokenizer.
@@ -49,7 +49,10 @@ pub struct SpecialIds {
 
 /// Loads a `tokenizer.json`.
 pub fn load(path: &Path) -> Result<Tokenizer, TokenizerError> {
-    Tokenizer::from_file(path).map_err(|e| TokenizerError::Load { path: path.to_path_buf(), message: e.to_string() })
+    Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Trains a byte-level BPE with `vocab_size` entries (special tokens included) on `texts`.
@@ -59,7 +62,10 @@ where
     I: Iterator<Item = S> + Send,
     S: AsRef<str> + Send,
 {
-    let specials = SPECIAL_TOKENS.iter().map(|t| AddedToken::from(*t, true)).collect();
+    let specials = SPECIAL_TOKENS
+        .iter()
+        .map(|t| AddedToken::from(*t, true))
+        .collect();
     let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
         .show_progress(false)
         .vocab_size(vocab_size)
@@ -74,7 +80,9 @@ where
     tokenizer.with_pre_tokenizer(Some(byte_level));
     tokenizer.with_decoder(Some(byte_level));
     tokenizer.with_post_processor(Some(byte_level));
-    tokenizer.train(&mut trainer, texts).map_err(|e| TokenizerError::Train(e.to_string()))?;
+    tokenizer
+        .train(&mut trainer, texts)
+        .map_err(|e| TokenizerError::Train(e.to_string()))?;
     Ok(tokenizer)
 }
 
@@ -90,15 +98,26 @@ pub fn special_ids(
         .or_else(|| find(&[ENDOFTEXT, "</s>", "<|end_of_text|>", "<|eot_id|>", "<eos>"]))
         .ok_or(TokenizerError::MissingToken("EOS"))?;
     let bos = bos.or_else(|| find(&["<s>", "<|begin_of_text|>", "<bos>"]));
-    let pad = pad.or_else(|| find(&[PAD, "<pad>", "<|finetune_right_pad_id|>"])).unwrap_or(eos);
+    let pad = pad
+        .or_else(|| find(&[PAD, "<pad>", "<|finetune_right_pad_id|>"]))
+        .unwrap_or(eos);
     Ok(SpecialIds { bos, eos, pad })
 }
 
 /// Writes `tokenizer.json` and a `tokenizer_config.json` naming the special tokens and ChatML as
 /// the chat template, so transformers' `AutoTokenizer` loads the folder.
-pub fn save_trained(tokenizer: &Tokenizer, dir: &Path, model_max_length: usize) -> Result<(), TokenizerError> {
+pub fn save_trained(
+    tokenizer: &Tokenizer,
+    dir: &Path,
+    model_max_length: usize,
+) -> Result<(), TokenizerError> {
     let path = dir.join("tokenizer.json");
-    tokenizer.save(&path, false).map_err(|e| TokenizerError::Save { path: path.clone(), message: e.to_string() })?;
+    tokenizer
+        .save(&path, false)
+        .map_err(|e| TokenizerError::Save {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     let added: serde_json::Map<String, Value> = SPECIAL_TOKENS
         .iter()
         .filter_map(|t| tokenizer.token_to_id(t).map(|id| (id, t)))
@@ -124,18 +143,31 @@ pub fn save_trained(tokenizer: &Tokenizer, dir: &Path, model_max_length: usize) 
         "chat_template": CHATML_TEMPLATE,
     });
     let path = dir.join("tokenizer_config.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&config).expect("JSON serialises") + "\n")
-        .map_err(|e| TokenizerError::Save { path, message: e.to_string() })
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&config).expect("JSON serialises") + "\n",
+    )
+    .map_err(|e| TokenizerError::Save {
+        path,
+        message: e.to_string(),
+    })
 }
 
 /// Copies the tokenizer files a Hugging Face folder has (`tokenizer.json`, `tokenizer_config.json`,
 /// `special_tokens_map.json`, ...) from `from` to `to`.
 pub fn copy_files(from: &Path, to: &Path) -> Result<(), TokenizerError> {
-    for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"] {
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+    ] {
         let src = from.join(name);
         if src.exists() {
-            std::fs::copy(&src, to.join(name))
-                .map_err(|e| TokenizerError::Save { path: to.join(name), message: e.to_string() })?;
+            std::fs::copy(&src, to.join(name)).map_err(|e| TokenizerError::Save {
+                path: to.join(name),
+                message: e.to_string(),
+            })?;
         }
     }
     Ok(())
@@ -155,8 +187,9 @@ mod tests {
 
     #[test]
     fn trained_bpe_registers_specials_and_round_trips_text() {
-        let texts: Vec<String> =
-            (0..200).map(|i| format!("The cat number {i} sat on the mat. The dog ran after the cat.")).collect();
+        let texts: Vec<String> = (0..200)
+            .map(|i| format!("The cat number {i} sat on the mat. The dog ran after the cat."))
+            .collect();
         let tok = train_bpe(texts.iter(), 300).unwrap();
         for (i, t) in SPECIAL_TOKENS.iter().enumerate() {
             assert_eq!(tok.token_to_id(t), Some(i as u32), "{t}");

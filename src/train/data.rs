@@ -18,9 +18,16 @@ use tokenizers::Tokenizer;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}, line {line}: {message}")]
-    Line { path: PathBuf, line: usize, message: String },
+    Line {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("tokenizing failed: {0}")]
     Tokenize(String),
     #[error("{path}: no documents with text")]
@@ -38,8 +45,15 @@ pub struct JsonlTexts {
 
 impl JsonlTexts {
     pub fn open(path: &Path) -> Result<Self, DataError> {
-        let file = std::fs::File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-        Ok(JsonlTexts { path: path.to_path_buf(), lines: BufReader::new(file).lines(), line: 0 })
+        let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(JsonlTexts {
+            path: path.to_path_buf(),
+            lines: BufReader::new(file).lines(),
+            line: 0,
+        })
     }
 }
 
@@ -50,7 +64,11 @@ impl Iterator for JsonlTexts {
         loop {
             let raw = self.lines.next()?;
             self.line += 1;
-            let err = |message: String| DataError::Line { path: self.path.clone(), line: self.line, message };
+            let err = |message: String| DataError::Line {
+                path: self.path.clone(),
+                line: self.line,
+                message,
+            };
             let raw = match raw {
                 Ok(r) => r,
                 Err(e) => return Some(Err(err(e.to_string()))),
@@ -100,7 +118,9 @@ pub fn tokenize_file(path: &Path, tokenizer: &Tokenizer, eos: u32) -> Result<Vec
         }
     }
     if docs == 0 || stream.len() < 2 {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(stream)
 }
@@ -128,7 +148,11 @@ impl PackedRows {
             tokens.resize(tokens.len() + seq_len - chunk.len(), pad);
             real.push(chunk.len());
         }
-        PackedRows { seq_len, tokens, real }
+        PackedRows {
+            seq_len,
+            tokens,
+            real,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -149,7 +173,11 @@ impl PackedRows {
         for &i in indices {
             tokens.extend_from_slice(self.row(i));
         }
-        PackedRows { seq_len: self.seq_len, tokens, real: indices.iter().map(|&i| self.real[i]).collect() }
+        PackedRows {
+            seq_len: self.seq_len,
+            tokens,
+            real: indices.iter().map(|&i| self.real[i]).collect(),
+        }
     }
 
     /// Splits off a validation set of `fraction` of the rows (at least one when `fraction > 0` and
@@ -217,7 +245,12 @@ pub struct RowSampler {
 impl RowSampler {
     pub fn new(n_rows: usize, seed: u64, position: u64) -> Self {
         assert!(n_rows > 0, "a sampler needs rows");
-        RowSampler { n_rows, seed, position, order: None }
+        RowSampler {
+            n_rows,
+            seed,
+            position,
+            order: None,
+        }
     }
 
     /// Rows handed out so far, across epochs: the data position a checkpoint stores.
@@ -233,7 +266,8 @@ impl RowSampler {
     /// The permutation of rows for `epoch`, a pure function of (seed, epoch).
     pub fn epoch_order(n_rows: usize, seed: u64, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..n_rows).collect();
-        let mix = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let mix =
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ epoch.wrapping_mul(0xBF58_476D_1CE4_E5B9);
         order.shuffle(&mut StdRng::seed_from_u64(mix));
         order
     }
@@ -268,7 +302,10 @@ mod tests {
         assert_eq!(rows.counted_tokens(2), 2);
         let b = rows.batch(&[2, 0], &Device::Cpu).unwrap();
         assert_eq!(b.counted_tokens, 5);
-        assert_eq!(b.label_weights.to_vec2::<f32>().unwrap()[0], vec![1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(
+            b.label_weights.to_vec2::<f32>().unwrap()[0],
+            vec![1.0, 1.0, 1.0, 0.0]
+        );
         // A lone trailing token cannot form a row.
         assert_eq!(PackedRows::pack(&stream[..9], 4, 0).len(), 2);
     }

@@ -60,10 +60,17 @@ pub struct Estimate {
 
 /// The estimate for a model config and resolved hyperparameters, with the training data's size in
 /// tokens and the machine's peak in GFLOP/s.
-pub fn estimate(cfg: &ModelConfig, hp: &Resolved, dataset_tokens: u64, peak_gflops: f64) -> Estimate {
+pub fn estimate(
+    cfg: &ModelConfig,
+    hp: &Resolved,
+    dataset_tokens: u64,
+    peak_gflops: f64,
+) -> Estimate {
     let n = cfg.num_parameters();
     let n_mm = cfg.num_matmul_parameters();
-    let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings)) as u64;
+    let seq = hp
+        .max_seq_len
+        .unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings)) as u64;
     let rows = dataset_tokens.div_ceil(seq.max(1)) as usize;
     let total_steps = hp.total_steps(rows);
     let tokens_per_step = hp.batch_size as u64 * hp.gradient_accumulation_steps as u64 * seq;
@@ -75,7 +82,9 @@ pub fn estimate(cfg: &ModelConfig, hp: &Resolved, dataset_tokens: u64, peak_gflo
     let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
     let per_token_layer = 12 * h + 4 * i + 2 * cfg.num_attention_heads as u64 * seq;
     let micro_tokens = hp.batch_size as u64 * seq;
-    let activations = 4 * micro_tokens * (cfg.num_hidden_layers as u64 * per_token_layer + 2 * cfg.vocab_size as u64);
+    let activations = 4
+        * micro_tokens
+        * (cfg.num_hidden_layers as u64 * per_token_layer + 2 * cfg.vocab_size as u64);
     let (weights, gradients, optimizer_state) = (4 * n, 4 * n, 8 * n);
     let memory = MemoryEstimate {
         weights,
@@ -121,12 +130,16 @@ pub fn estimate_job(spec: &JobSpec, training_file: Option<&Path>) -> Result<Esti
     }
     let tokens = match training_file {
         Some(f) => {
-            let bytes = std::fs::metadata(f).map_err(|_| TrainError::MissingFile(f.to_path_buf()))?.len();
+            let bytes = std::fs::metadata(f)
+                .map_err(|_| TrainError::MissingFile(f.to_path_buf()))?
+                .len();
             (bytes as f64 / BYTES_PER_TOKEN) as u64
         }
         None => {
             let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as u64;
-            hp.max_steps.unwrap_or(1) * (hp.batch_size * hp.gradient_accumulation_steps) as u64 * seq
+            hp.max_steps.unwrap_or(1)
+                * (hp.batch_size * hp.gradient_accumulation_steps) as u64
+                * seq
         }
     };
     Ok(estimate(&cfg, &hp, tokens, machine_peak_gflops()))
@@ -191,7 +204,10 @@ mod tests {
         assert_eq!(e.total_tokens, 100 * 512);
         let n = cfg.num_parameters();
         assert_eq!(e.total_flops, 6.0 * n as f64 * 51_200.0);
-        assert_eq!(e.memory.weights + e.memory.gradients + e.memory.optimizer_state, 16 * n);
+        assert_eq!(
+            e.memory.weights + e.memory.gradients + e.memory.optimizer_state,
+            16 * n
+        );
         let secs = e.total_flops / (100e9 * TRAINING_EFFICIENCY);
         assert!((e.expected_seconds - secs).abs() < 1e-9);
     }

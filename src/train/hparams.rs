@@ -84,6 +84,8 @@ impl Resolved {
 
     /// Warmup length for a run of `total_steps`.
     pub fn warmup_for(&self, total_steps: u64) -> u64 {
-        self.warmup_steps.unwrap_or((self.warmup_ratio * total_steps as f64).round() as u64).min(total_steps)
+        self.warmup_steps
+            .unwrap_or((self.warmup_ratio * total_steps as f64).round() as u64)
+            .min(total_steps)
     }
 }

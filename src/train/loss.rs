@@ -7,6 +7,8 @@
 
 use candle_core::{D, DType, Result, Tensor};
 
+use crate::model::ops::{cross_entropy_rows, fused_available};
+
 /// Sums over one batch.
 #[derive(Debug, Clone)]
 pub struct LossSums {
@@ -20,19 +22,46 @@ pub struct LossSums {
 
 /// `logits` (B, T, V), `labels` (B, T) u32, `label_weights` (B, T) with the weight of each label
 /// position (position 0 is never a label and is ignored).
-pub fn shifted_cross_entropy(logits: &Tensor, labels: &Tensor, label_weights: &Tensor) -> Result<LossSums> {
+pub fn shifted_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    label_weights: &Tensor,
+) -> Result<LossSums> {
     let (b, t, v) = logits.dims3()?;
     let n = b * (t - 1);
     let logits = logits.narrow(1, 0, t - 1)?.reshape((n, v))?; // (N, V)
     let targets = labels.narrow(1, 1, t - 1)?.reshape(n)?; // (N)
-    let weights = label_weights.narrow(1, 1, t - 1)?.reshape(n)?.to_dtype(logits.dtype())?; // (N)
-    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?; // (N, V)
-    let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?; // (N)
-    let loss_sum = (picked * &weights)?.sum_all()?.neg()?;
-    let tokens = weights.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-    let hits = logits.detach().argmax(D::Minus1)?.eq(&targets)?.to_dtype(DType::F64)?;
-    let correct = (hits * weights.to_dtype(DType::F64)?)?.sum_all()?.to_scalar::<f64>()?;
-    Ok(LossSums { loss_sum, tokens, correct })
+    let weights = label_weights
+        .narrow(1, 1, t - 1)?
+        .reshape(n)?
+        .to_dtype(logits.dtype())?; // (N)
+    let per_token = if fused_available(&logits) {
+        cross_entropy_rows(&logits, &targets)? // (N), fused forward and backward
+    } else {
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?; // (N, V)
+        log_probs
+            .gather(&targets.unsqueeze(1)?, 1)?
+            .squeeze(1)?
+            .neg()? // (N)
+    };
+    let loss_sum = (per_token * &weights)?.sum_all()?;
+    let tokens = weights
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    let hits = logits
+        .detach()
+        .argmax(D::Minus1)?
+        .eq(&targets)?
+        .to_dtype(DType::F64)?;
+    let correct = (hits * weights.to_dtype(DType::F64)?)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    Ok(LossSums {
+        loss_sum,
+        tokens,
+        correct,
+    })
 }
 
 #[cfg(test)]

@@ -20,7 +20,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01 }
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
     }
 }
 
@@ -48,10 +53,20 @@ impl AdamW {
             .map(|(name, var, decay)| {
                 let m = var.zeros_like()?;
                 let v = var.zeros_like()?;
-                Ok(Slot { name, var, decay, m, v })
+                Ok(Slot {
+                    name,
+                    var,
+                    decay,
+                    m,
+                    v,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(AdamW { slots, cfg, step: 0 })
+        Ok(AdamW {
+            slots,
+            cfg,
+            step: 0,
+        })
     }
 
     pub fn steps_taken(&self) -> u64 {
@@ -61,11 +76,18 @@ impl AdamW {
     /// One update at learning rate `lr`. Variables without a gradient are left untouched.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.step += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.cfg;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.cfg;
         let bc1 = 1.0 - beta1.powi(self.step as i32);
         let bc2 = 1.0 - beta2.powi(self.step as i32);
         for s in &mut self.slots {
-            let Some(g) = grads.get(s.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
             s.m = ((&s.m * beta1)? + (g * (1.0 - beta1))?)?;
             s.v = ((&s.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             let m_hat = (&s.m / bc1)?;
@@ -95,10 +117,13 @@ impl AdamW {
     /// Restores moments and the step count saved by [`AdamW::state_tensors`].
     pub fn load_state(&mut self, mut tensors: HashMap<String, Tensor>, step: u64) -> Result<()> {
         for s in &mut self.slots {
-            for (key, dst) in [(format!("m.{}", s.name), &mut s.m), (format!("v.{}", s.name), &mut s.v)] {
-                let t = tensors
-                    .remove(&key)
-                    .ok_or_else(|| candle_core::Error::Msg(format!("optimizer state has no {key}")))?;
+            for (key, dst) in [
+                (format!("m.{}", s.name), &mut s.m),
+                (format!("v.{}", s.name), &mut s.v),
+            ] {
+                let t = tensors.remove(&key).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("optimizer state has no {key}"))
+                })?;
                 *dst = t.to_dtype(s.var.dtype())?.to_device(s.var.device())?;
             }
         }
@@ -123,7 +148,11 @@ pub fn global_grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
     let mut sum = 0.0;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            sum += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            sum += g
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
         }
     }
     Ok(sum.sqrt())
@@ -178,16 +207,35 @@ mod tests {
         // from x = 1: g = 2; m = 0.2, v = 0.2; m̂ = 2, v̂ = 4; update = 2 / (2 + 1e-8);
         // x ← 1·(1 - 0.1·0.5) - 0.1·update = 0.95 - 0.09999999950 = 0.8500000005.
         let x = scalar_var(1.0);
-        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.5 };
+        let cfg = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.5,
+        };
         let mut opt = AdamW::new(vec![("x".into(), x.clone(), true)], cfg).unwrap();
-        let grads = x.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let grads = x
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         opt.step(&grads, 0.1).unwrap();
         let got = x.as_tensor().to_vec1::<f64>().unwrap()[0];
         assert!((got - 0.8500000005).abs() < 1e-12, "{got}");
         // Without decay (a norm or bias) the weight term vanishes: 1 - 0.0999999995.
         let y = scalar_var(1.0);
         let mut opt = AdamW::new(vec![("y".into(), y.clone(), false)], cfg).unwrap();
-        let grads = y.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let grads = y
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         opt.step(&grads, 0.1).unwrap();
         assert!((y.as_tensor().to_vec1::<f64>().unwrap()[0] - 0.9000000005).abs() < 1e-12);
     }
@@ -197,7 +245,8 @@ mod tests {
         let a = Var::new(&[3.0f64], &Device::Cpu).unwrap();
         let b = Var::new(&[4.0f64], &Device::Cpu).unwrap();
         // loss = 0.5 (a² + b²): gradients (3, 4), norm 5.
-        let loss = ((a.as_tensor().sqr().unwrap() + b.as_tensor().sqr().unwrap()).unwrap() * 0.5).unwrap();
+        let loss =
+            ((a.as_tensor().sqr().unwrap() + b.as_tensor().sqr().unwrap()).unwrap() * 0.5).unwrap();
         let mut grads = loss.sum_all().unwrap().backward().unwrap();
         let vars = [a.clone(), b.clone()];
         let norm = clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
@@ -209,14 +258,25 @@ mod tests {
         // Below the threshold nothing changes.
         let mut grads = loss.sum_all().unwrap().backward().unwrap();
         assert!((clip_grad_norm(&mut grads, &vars, 10.0).unwrap() - 5.0).abs() < 1e-12);
-        assert_eq!(grads.get(a.as_tensor()).unwrap().to_vec1::<f64>().unwrap()[0], 3.0);
+        assert_eq!(
+            grads.get(a.as_tensor()).unwrap().to_vec1::<f64>().unwrap()[0],
+            3.0
+        );
     }
 
     #[test]
     fn state_round_trips() {
         let x = scalar_var(1.0);
-        let mut opt = AdamW::new(vec![("x".into(), x.clone(), true)], AdamWConfig::default()).unwrap();
-        let grads = x.as_tensor().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let mut opt =
+            AdamW::new(vec![("x".into(), x.clone(), true)], AdamWConfig::default()).unwrap();
+        let grads = x
+            .as_tensor()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         opt.step(&grads, 0.1).unwrap();
         let state = opt.state_tensors();
         let x2 = Var::new(&[1.0f64], &Device::Cpu).unwrap();

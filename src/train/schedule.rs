@@ -28,7 +28,10 @@ impl Schedule {
             LrScheduler::Constant => self.peak_lr,
             LrScheduler::Linear => min_lr + (self.peak_lr - min_lr) * (1.0 - progress),
             LrScheduler::Cosine => {
-                min_lr + (self.peak_lr - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+                min_lr
+                    + (self.peak_lr - min_lr)
+                        * 0.5
+                        * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         }
     }
@@ -39,7 +42,13 @@ mod tests {
     use super::*;
 
     fn sched(kind: LrScheduler) -> Schedule {
-        Schedule { peak_lr: 1e-3, warmup_steps: 10, total_steps: 110, kind, min_lr_ratio: 0.1 }
+        Schedule {
+            peak_lr: 1e-3,
+            warmup_steps: 10,
+            total_steps: 110,
+            kind,
+            min_lr_ratio: 0.1,
+        }
     }
 
     #[test]
@@ -74,7 +83,10 @@ mod tests {
 
     #[test]
     fn no_warmup_starts_at_peak() {
-        let s = Schedule { warmup_steps: 0, ..sched(LrScheduler::Cosine) };
+        let s = Schedule {
+            warmup_steps: 0,
+            ..sched(LrScheduler::Cosine)
+        };
         assert!((s.lr_at(1) - 1e-3).abs() < 1e-6);
     }
 }

@@ -84,6 +84,11 @@ pub enum TrainError {
         presets = crate::model::PRESETS.join(", ")
     )]
     UnknownModel(String),
+    /// The job would not fit in memory; running it would abort the whole process.
+    #[error(
+        "the job needs about {needed_mib} MiB but only {available_mib} MiB are available; lower batch_size or max_seq_len, or pick a smaller model"
+    )]
+    TooLarge { needed_mib: u64, available_mib: u64 },
     #[error("training diverged at step {step}: {reason}; lower the learning rate or raise warmup")]
     Diverged { step: u64, reason: String },
     #[error(transparent)]
@@ -95,7 +100,10 @@ pub enum TrainError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("tensor error: {0}")]
     Candle(#[from] candle_core::Error),
 }
@@ -111,7 +119,10 @@ struct Start {
 }
 
 fn spec_error(spec: &JobSpec, field: &str, message: String) -> TrainError {
-    TrainError::Spec(SpecError { param: format!("{}.{field}", spec.hyperparameters_path()), message })
+    TrainError::Spec(SpecError {
+        param: format!("{}.{field}", spec.hyperparameters_path()),
+        message,
+    })
 }
 
 /// Runs one pretraining job to the end (or until `progress` asks it to stop) and writes the model.
@@ -124,7 +135,9 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
         ));
     }
     if spec.hyperparameters().lora.is_some() {
-        return Err(TrainError::Unsupported("LoRA is not implemented yet; omit lora for full training".into()));
+        return Err(TrainError::Unsupported(
+            "LoRA is not implemented yet; omit lora for full training".into(),
+        ));
     }
     for f in std::iter::once(&job.training_file).chain(job.validation_file.as_ref()) {
         if !f.is_file() {
@@ -133,8 +146,10 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
     }
     let device = &job.device;
     let dtype = DType::F32;
-    std::fs::create_dir_all(&job.output_dir)
-        .map_err(|source| TrainError::Io { path: job.output_dir.clone(), source })?;
+    std::fs::create_dir_all(&job.output_dir).map_err(|source| TrainError::Io {
+        path: job.output_dir.clone(),
+        source,
+    })?;
 
     // --- tokenizer and starting weights ---------------------------------------------------------
     let is_preset = model::preset(&spec.model).is_some();
@@ -142,14 +157,35 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
     let start = prepare_start(job, &hp0, dtype, device)?;
     let hp = Resolved::from_spec(spec, start.from_scratch);
     let cfg = start.cfg;
-    let specials = tok::special_ids(&start.tokenizer, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id)?;
-    let seq_len = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings));
+    let specials = tok::special_ids(
+        &start.tokenizer,
+        cfg.bos_token_id,
+        cfg.eos_token_id,
+        cfg.pad_token_id,
+    )?;
+    let seq_len = hp
+        .max_seq_len
+        .unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings));
     if seq_len > cfg.max_position_embeddings {
         return Err(spec_error(
             spec,
             "max_seq_len",
-            format!("max_seq_len {seq_len} exceeds the model's max_position_embeddings {}", cfg.max_position_embeddings),
+            format!(
+                "max_seq_len {seq_len} exceeds the model's max_position_embeddings {}",
+                cfg.max_position_embeddings
+            ),
         ));
+    }
+
+    // Out-of-memory aborts the process (it cannot be caught), so refuse jobs that cannot fit.
+    let needed = super::estimate::estimate(&cfg, &hp, 0, 1.0).memory.total;
+    if let Some(available) = available_memory_bytes()
+        && needed > available
+    {
+        return Err(TrainError::TooLarge {
+            needed_mib: needed >> 20,
+            available_mib: available >> 20,
+        });
     }
 
     // --- data ----------------------------------------------------------------------------------
@@ -172,7 +208,11 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
     );
     let total_steps = hp.total_steps(train_rows.len());
     if total_steps == 0 {
-        return Err(spec_error(spec, "max_steps", "the job would run zero steps: the training file has no full row".into()));
+        return Err(spec_error(
+            spec,
+            "max_steps",
+            "the job would run zero steps: the training file has no full row".into(),
+        ));
     }
     let warmup = hp.warmup_for(total_steps);
     let schedule = Schedule {
@@ -187,12 +227,25 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
 
     // --- model and optimiser -------------------------------------------------------------------
     let varmap = model::varmap_from_tensors(start.weights, dtype)?;
-    let net = Llama::load_with_context(VarBuilder::from_varmap(&varmap, dtype, device), &cfg, seq_len)?;
+    let net = Llama::load_with_context(
+        VarBuilder::from_varmap(&varmap, dtype, device),
+        &cfg,
+        seq_len,
+    )?;
     let named = model::named_vars(&cfg, &varmap).map_err(|name| {
-        TrainError::Model(HfError::Weights { path: job.output_dir.clone(), message: format!("no variable {name}") })
+        TrainError::Model(HfError::Weights {
+            path: job.output_dir.clone(),
+            message: format!("no variable {name}"),
+        })
     })?;
     let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
-    let mut opt = AdamW::new(named.into_iter().map(|(n, v, k)| (n, v, k.decays())).collect(), hp.adamw)?;
+    let mut opt = AdamW::new(
+        named
+            .into_iter()
+            .map(|(n, v, k)| (n, v, k.decays()))
+            .collect(),
+        hp.adamw,
+    )?;
     let mut state = start.state.unwrap_or(TrainerState {
         step: 0,
         total_steps,
@@ -234,7 +287,9 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
     };
     let weights_of = |varmap: &VarMap| -> HashMap<String, Tensor> {
         let data = varmap.data().lock().expect("varmap lock");
-        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
     };
     let loop_start = Instant::now();
     let first_step = state.step + 1;
@@ -245,7 +300,14 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
                 return Ok(outcome);
             }
             Some(StopReason::Pause) => {
-                let path = checkpoint::save(&ckpt_root, &cfg, &weights_of(&varmap), &opt, &state, &job.output_dir)?;
+                let path = checkpoint::save(
+                    &ckpt_root,
+                    &cfg,
+                    &weights_of(&varmap),
+                    &opt,
+                    &state,
+                    &job.output_dir,
+                )?;
                 progress.on_checkpoint(state.step, &path);
                 outcome.last_checkpoint = Some(path);
                 outcome.stopped = Some(Stopped::Paused);
@@ -285,7 +347,10 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
         }
         let grad_norm = clip_grad_norm(&mut grads, &vars, hp.max_grad_norm)?;
         if !grad_norm.is_finite() {
-            return Err(TrainError::Diverged { step, reason: format!("gradient norm {grad_norm}") });
+            return Err(TrainError::Diverged {
+                step,
+                reason: format!("gradient norm {grad_norm}"),
+            });
         }
 
         // 4) the update
@@ -333,23 +398,27 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
                 valid_perplexity: valid_loss.exp(),
                 valid_mean_token_accuracy: valid_acc,
             };
-            tracing::info!(step, valid_loss = format_args!("{valid_loss:.4}"), ppl = format_args!("{:.2}", m.valid_perplexity), "eval");
+            tracing::info!(
+                step,
+                valid_loss = format_args!("{valid_loss:.4}"),
+                ppl = format_args!("{:.2}", m.valid_perplexity),
+                "eval"
+            );
             progress.on_eval(&m);
             outcome.final_valid_loss = Some(valid_loss);
-            if state.best_valid_loss.is_none_or(|b| valid_loss < b) {
-                state.best_valid_loss = Some(valid_loss);
-                state.evals_without_improvement = 0;
-            } else {
-                state.evals_without_improvement += 1;
-            }
-            if let Some(patience) = hp.early_stopping_patience {
-                stop_early = state.evals_without_improvement >= patience;
-            }
+            stop_early = state.record_eval(valid_loss, hp.early_stopping_patience);
         }
 
         // 6) checkpoint
         if step % checkpoint_every == 0 && step < total_steps {
-            let path = checkpoint::save(&ckpt_root, &cfg, &weights_of(&varmap), &opt, &state, &job.output_dir)?;
+            let path = checkpoint::save(
+                &ckpt_root,
+                &cfg,
+                &weights_of(&varmap),
+                &opt,
+                &state,
+                &job.output_dir,
+            )?;
             checkpoint::prune(&ckpt_root, hp.n_checkpoints)?;
             progress.on_checkpoint(step, &path);
             outcome.last_checkpoint = Some(path);
@@ -368,7 +437,12 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
 }
 
 /// Mean loss and token accuracy over every validation row.
-pub fn evaluate(net: &Llama, rows: &PackedRows, batch_size: usize, device: &Device) -> Result<(f64, f64), TrainError> {
+pub fn evaluate(
+    net: &Llama,
+    rows: &PackedRows,
+    batch_size: usize,
+    device: &Device,
+) -> Result<(f64, f64), TrainError> {
     let (mut loss, mut correct, mut tokens) = (0.0, 0.0, 0.0);
     let all: Vec<usize> = (0..rows.len()).collect();
     for idx in all.chunks(batch_size) {
@@ -385,7 +459,12 @@ pub fn evaluate(net: &Llama, rows: &PackedRows, batch_size: usize, device: &Devi
 
 /// Finds the starting point: a checkpoint, a preset trained from scratch (with a fresh BPE
 /// tokenizer), or a Hugging Face folder. Leaves the tokenizer files in the output folder.
-fn prepare_start(job: &TrainJob, hp: &Resolved, dtype: DType, device: &Device) -> Result<Start, TrainError> {
+fn prepare_start(
+    job: &TrainJob,
+    hp: &Resolved,
+    dtype: DType,
+    device: &Device,
+) -> Result<Start, TrainError> {
     let out = &job.output_dir;
     if let Some(ckpt) = &job.resume_from {
         if !ckpt.is_dir() {
@@ -416,8 +495,21 @@ fn prepare_start(job: &TrainJob, hp: &Resolved, dtype: DType, device: &Device) -
         cfg.pad_token_id = Some(ids.pad);
         tok::save_trained(&tokenizer, out, cfg.max_position_embeddings)?;
         let varmap = model::init_varmap(&cfg, hp.seed, dtype, device)?;
-        let weights = varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-        return Ok(Start { cfg, weights, tokenizer, state: None, optimizer: None, from_scratch: true });
+        let weights = varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        return Ok(Start {
+            cfg,
+            weights,
+            tokenizer,
+            state: None,
+            optimizer: None,
+            from_scratch: true,
+        });
     }
     let dir = Path::new(&job.spec.model);
     if dir.join("config.json").is_file() {
@@ -427,7 +519,28 @@ fn prepare_start(job: &TrainJob, hp: &Resolved, dtype: DType, device: &Device) -
         if dir != out.as_path() {
             tok::copy_files(dir, out)?;
         }
-        return Ok(Start { cfg, weights, tokenizer, state: None, optimizer: None, from_scratch: false });
+        return Ok(Start {
+            cfg,
+            weights,
+            tokenizer,
+            state: None,
+            optimizer: None,
+            from_scratch: false,
+        });
     }
     Err(TrainError::UnknownModel(job.spec.model.clone()))
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux); `None` elsewhere.
+fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }

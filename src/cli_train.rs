@@ -118,6 +118,15 @@ struct BarProgress {
 }
 
 impl BarProgress {
+    /// Prints above the bar, or plainly when there is no terminal to draw it on.
+    fn say(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
     fn new() -> Self {
         let bar = ProgressBar::new(0).with_style(
             ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} [{elapsed} < {eta}]")
@@ -138,13 +147,12 @@ impl Progress for BarProgress {
         ));
     }
     fn on_eval(&mut self, m: &EvalMetrics) {
-        self.bar.println(format!(
+        self.say(format!(
             "step {:>6}: valid loss {:.4}, perplexity {:.2}, token accuracy {:.3}",
             m.step, m.valid_loss, m.valid_perplexity, m.valid_mean_token_accuracy
         ));
     }
     fn on_checkpoint(&mut self, step: u64, path: &Path) {
-        self.bar
-            .println(format!("step {step:>6}: checkpoint {}", path.display()));
+        self.say(format!("step {step:>6}: checkpoint {}", path.display()));
     }
 }

@@ -635,3 +635,123 @@ fn exploding_loss_stops_the_job_with_an_error() {
     assert!(matches!(e, TrainError::Diverged { .. }), "{e}");
     assert!(p.steps.len() < 40);
 }
+
+#[test]
+fn explicit_masks_match_the_fused_causal_path_and_packed_rows_match_separate_rows() {
+    let cfg = tiny_all_kinds();
+    let varmap = init_varmap(&cfg, 4, DType::F64, &CPU).unwrap();
+    let model = build(&cfg, &varmap, DType::F64);
+    let a: &[u32] = &[1, 5, 7, 2, 9];
+    let b: &[u32] = &[4, 8, 15];
+    let logits =
+        |x: &Tensor, pos: &Tensor, mask: Option<&Tensor>| model.forward(x, pos, mask).unwrap();
+    let max_diff = |x: &Tensor, y: &Tensor| -> f64 {
+        (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+
+    // The composite path with an explicit causal mask equals the fused causal softmax.
+    let x = ids(&[a]);
+    let pos = sequential_positions(1, 5, &CPU).unwrap();
+    let causal = wick::model::llama::causal_mask(5, DType::F64, &CPU).unwrap();
+    assert!(max_diff(&logits(&x, &pos, None), &logits(&x, &pos, Some(&causal))) < 1e-12);
+
+    // SFT packing: [a ; b] in one row, positions restarting, block-diagonal causal mask, gives
+    // the logits of a and b run on their own.
+    let packed = ids(&[&[a, b].concat()]);
+    let packed_pos = Tensor::new(&[[0u32, 1, 2, 3, 4, 0, 1, 2]], &CPU).unwrap();
+    let mut m = vec![f64::NEG_INFINITY; 64];
+    for i in 0..8 {
+        for j in 0..=i {
+            if (i < 5) == (j < 5) {
+                m[i * 8 + j] = 0.0;
+            }
+        }
+    }
+    let mask = Tensor::from_vec(m, (1, 1, 8, 8), &CPU).unwrap();
+    let out = logits(&packed, &packed_pos, Some(&mask));
+    let alone_a = logits(&ids(&[a]), &sequential_positions(1, 5, &CPU).unwrap(), None);
+    let alone_b = logits(&ids(&[b]), &sequential_positions(1, 3, &CPU).unwrap(), None);
+    assert!(max_diff(&out.narrow(1, 0, 5).unwrap(), &alone_a) < 1e-12);
+    assert!(max_diff(&out.narrow(1, 5, 3).unwrap(), &alone_b) < 1e-12);
+}
+
+#[test]
+fn continued_pretraining_starts_from_a_hugging_face_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(&dir.path().join("train.jsonl"), 120);
+    let spec = pretrain_spec(
+        "wick-llama-1m",
+        serde_json::json!({"max_steps": 10, "eval_every": 10}),
+    );
+    let mut base_progress = RecordingProgress::default();
+    let first = run_job(&job(dir.path(), spec, "base"), &mut base_progress).unwrap();
+    let base = first.model_dir.unwrap();
+    // Continue from the exported folder: its tokenizer is reused and its weights are the start.
+    let spec = pretrain_spec(
+        base.to_str().unwrap(),
+        serde_json::json!({"max_steps": 2, "eval_every": 1}),
+    );
+    let mut p = RecordingProgress::default();
+    let out = run_job(&job(dir.path(), spec, "continued"), &mut p).unwrap();
+    assert_eq!(out.steps_completed, 2);
+    // It starts where the base left off, well below the from-scratch first step (about ln V).
+    let scratch_first = base_progress.steps[0].train_loss;
+    assert!(
+        p.steps[0].train_loss < scratch_first - 0.5,
+        "{} vs {scratch_first}",
+        p.steps[0].train_loss
+    );
+    assert_eq!(
+        std::fs::read(base.join("tokenizer.json")).unwrap(),
+        std::fs::read(dir.path().join("continued/tokenizer.json")).unwrap()
+    );
+}
+
+#[test]
+fn sharded_checkpoints_load_through_their_index() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama-gqa");
+    let cfg = hf::read_config(&src).unwrap();
+    let weights = hf::load_weights(&src, &cfg, DType::F32, &CPU).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut names: Vec<&String> = weights.keys().collect();
+    names.sort();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        let shard: HashMap<String, Tensor> = part
+            .iter()
+            .map(|n| ((*n).clone(), weights[*n].clone()))
+            .collect();
+        hf::save_weights(&dir.path().join(file), &shard).unwrap();
+        for n in part {
+            map.insert((*n).clone(), serde_json::json!(file));
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let loaded = hf::load_weights(dir.path(), &cfg, DType::F32, &CPU).unwrap();
+    assert_eq!(loaded.len(), weights.len());
+    for (k, v) in &weights {
+        assert_eq!(
+            loaded[k].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            v.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+    // A missing shard is an error, not a silently partial model.
+    std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    assert!(hf::load_weights(dir.path(), &cfg, DType::F32, &CPU).is_err());
+}

@@ -10,6 +10,7 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::ModelConfig;
+use super::ops::{causal_softmax, fused_available};
 use super::rope::{Rope, apply_rotary};
 
 /// `y = x W^T + b`, with the input flattened to 2-D so the matmul is one GEMM.
@@ -100,8 +101,15 @@ impl Attention {
         })
     }
 
-    /// `x` (B, T, C), cos/sin (B, 1, T, hd), `mask` additive and broadcastable to (B, H, T, T).
-    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `x` (B, T, C), cos/sin (B, 1, T, hd), `mask` additive and broadcastable to (B, H, T, T);
+    /// `None` is plain causal attention through the fused [`causal_softmax`].
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             y.reshape((b, t, n, self.head_dim))?
@@ -116,8 +124,15 @@ impl Attention {
         let k = repeat_kv(&k, self.n_heads / self.n_kv_heads)?; // (B, H, T, hd)
         let v = repeat_kv(&v, self.n_heads / self.n_kv_heads)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // (B, H, T, T)
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
+        let probs = match mask {
+            None if fused_available(&scores) => causal_softmax(&scores, scale)?,
+            None => {
+                let causal = causal_mask(t, scores.dtype(), scores.device())?;
+                candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&causal)?, D::Minus1)?
+            }
+            Some(m) => candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(m)?, D::Minus1)?,
+        };
         let y = probs.matmul(&v)?; // (B, H, T, hd)
         let y = y
             .transpose(1, 2)?
@@ -189,7 +204,13 @@ impl Block {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let x = (x + self
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, cos, sin, mask)?)?;
@@ -269,15 +290,6 @@ impl Llama {
                 self.rope.max_len()
             );
         }
-        let dtype = self.embed_tokens.dtype();
-        let causal;
-        let mask = match mask {
-            Some(m) => m,
-            None => {
-                causal = causal_mask(t, dtype, input_ids.device())?;
-                &causal
-            }
-        };
         let (cos, sin) = self.rope.cos_sin(positions)?;
         let mut x = self
             .embed_tokens

@@ -8,6 +8,7 @@ pub mod config;
 pub mod generate;
 pub mod hf;
 pub mod llama;
+pub mod ops;
 pub mod rope;
 
 use candle_core::{DType, Device, Tensor, Var};

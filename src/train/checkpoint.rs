@@ -31,6 +31,20 @@ pub struct TrainerState {
     pub evals_without_improvement: u32,
 }
 
+impl TrainerState {
+    /// Records an evaluation for early stopping. True when the last `patience` evaluations in a
+    /// row failed to beat the best validation loss so far.
+    pub fn record_eval(&mut self, valid_loss: f64, patience: Option<u32>) -> bool {
+        if self.best_valid_loss.is_none_or(|best| valid_loss < best) {
+            self.best_valid_loss = Some(valid_loss);
+            self.evals_without_improvement = 0;
+        } else {
+            self.evals_without_improvement += 1;
+        }
+        patience.is_some_and(|p| self.evals_without_improvement >= p)
+    }
+}
+
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -157,4 +171,45 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded, Checkpo
         optimizer,
         state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_stopping_counts_evaluations_without_improvement() {
+        let mut s = TrainerState {
+            step: 0,
+            total_steps: 10,
+            data_position: 0,
+            seed: 1,
+            trained_tokens: 0,
+            best_valid_loss: None,
+            evals_without_improvement: 0,
+        };
+        assert!(!s.record_eval(3.0, Some(2)));
+        assert!(!s.record_eval(3.1, Some(2))); // 1 without improvement
+        assert!(!s.record_eval(2.9, Some(2))); // improved: reset
+        assert!(!s.record_eval(2.95, Some(2)));
+        assert!(s.record_eval(2.9, Some(2))); // equal is not better: 2 in a row
+        assert_eq!(s.best_valid_loss, Some(2.9));
+        assert!(!s.record_eval(5.0, None), "no patience, no stopping");
+    }
+
+    #[test]
+    fn prune_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        for step in [3, 12, 6, 9] {
+            std::fs::create_dir_all(dir.path().join(folder_name(step))).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join(".tmp-checkpoint-00000015")).unwrap();
+        prune(dir.path(), 2).unwrap();
+        let left: Vec<_> = list(dir.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec![folder_name(9), folder_name(12)]);
+        assert_eq!(latest(dir.path()), Some(dir.path().join(folder_name(12))));
+    }
 }

@@ -7,6 +7,8 @@
 
 use candle_core::{D, DType, Result, Tensor};
 
+use crate::model::ops::{cross_entropy_rows, fused_available};
+
 /// Sums over one batch.
 #[derive(Debug, Clone)]
 pub struct LossSums {
@@ -33,9 +35,16 @@ pub fn shifted_cross_entropy(
         .narrow(1, 1, t - 1)?
         .reshape(n)?
         .to_dtype(logits.dtype())?; // (N)
-    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?; // (N, V)
-    let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?; // (N)
-    let loss_sum = (picked * &weights)?.sum_all()?.neg()?;
+    let per_token = if fused_available(&logits) {
+        cross_entropy_rows(&logits, &targets)? // (N), fused forward and backward
+    } else {
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?; // (N, V)
+        log_probs
+            .gather(&targets.unsqueeze(1)?, 1)?
+            .squeeze(1)?
+            .neg()? // (N)
+    };
+    let loss_sum = (per_token * &weights)?.sum_all()?;
     let tokens = weights
         .to_dtype(DType::F64)?
         .sum_all()?

@@ -84,6 +84,11 @@ pub enum TrainError {
         presets = crate::model::PRESETS.join(", ")
     )]
     UnknownModel(String),
+    /// The job would not fit in memory; running it would abort the whole process.
+    #[error(
+        "the job needs about {needed_mib} MiB but only {available_mib} MiB are available; lower batch_size or max_seq_len, or pick a smaller model"
+    )]
+    TooLarge { needed_mib: u64, available_mib: u64 },
     #[error("training diverged at step {step}: {reason}; lower the learning rate or raise warmup")]
     Diverged { step: u64, reason: String },
     #[error(transparent)]
@@ -170,6 +175,17 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
                 cfg.max_position_embeddings
             ),
         ));
+    }
+
+    // Out-of-memory aborts the process (it cannot be caught), so refuse jobs that cannot fit.
+    let needed = super::estimate::estimate(&cfg, &hp, 0, 1.0).memory.total;
+    if let Some(available) = available_memory_bytes()
+        && needed > available
+    {
+        return Err(TrainError::TooLarge {
+            needed_mib: needed >> 20,
+            available_mib: available >> 20,
+        });
     }
 
     // --- data ----------------------------------------------------------------------------------
@@ -390,15 +406,7 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
             );
             progress.on_eval(&m);
             outcome.final_valid_loss = Some(valid_loss);
-            if state.best_valid_loss.is_none_or(|b| valid_loss < b) {
-                state.best_valid_loss = Some(valid_loss);
-                state.evals_without_improvement = 0;
-            } else {
-                state.evals_without_improvement += 1;
-            }
-            if let Some(patience) = hp.early_stopping_patience {
-                stop_early = state.evals_without_improvement >= patience;
-            }
+            stop_early = state.record_eval(valid_loss, hp.early_stopping_patience);
         }
 
         // 6) checkpoint
@@ -521,4 +529,18 @@ fn prepare_start(
         });
     }
     Err(TrainError::UnknownModel(job.spec.model.clone()))
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux); `None` elsewhere.
+fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }

@@ -3,13 +3,14 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::query::ApiQuery;
 use crate::app::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
@@ -49,7 +50,7 @@ async fn download(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Query(q): Query<DownloadQuery>,
+    ApiQuery(q): ApiQuery<DownloadQuery>,
 ) -> ApiResult<Response> {
     let job = jobs::get_job(&state.db, &caller.org_id, &id)
         .await?

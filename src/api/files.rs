@@ -8,7 +8,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use sqlx::types::Json;
 use tokio::sync::mpsc;
 
 use super::pagination::{PageQuery, page};
+use super::query::ApiQuery;
 use crate::app::AppState;
 use crate::auth::Auth;
 use crate::blob::{BlobWriter, Blobs};
@@ -314,24 +315,27 @@ pub fn file_object(f: &FileRow) -> Value {
     })
 }
 
+/// `?purpose=&after=&limit=` (not a flattened [`PageQuery`]: flattening makes serde see every
+/// value as a string, so `limit=5` would be refused).
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     purpose: Option<String>,
-    #[serde(flatten)]
-    page: PageQuery,
+    after: Option<String>,
+    limit: Option<i64>,
 }
 
 async fn list_files(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<axum::Json<Value>> {
-    let limit = q.page.limit(100, 10_000)?;
+    let cursor = PageQuery { after: q.after, limit: q.limit };
+    let limit = cursor.limit(100, 10_000)?;
     let rows = files::list_files(
         &state.db,
         &caller.org_id,
         q.purpose.as_deref(),
-        q.page.after.as_deref(),
+        cursor.after.as_deref(),
         limit + 1,
     )
     .await?;

@@ -5,12 +5,13 @@
 //! organization, have the purpose the method needs and passed validation.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sqlx::types::Json;
 
 use super::json::ApiJson;
+use super::query::ApiQuery;
 use super::pagination::{PageQuery, page};
 use crate::app::AppState;
 use crate::auth::Auth;
@@ -143,7 +144,7 @@ async fn create_job(
 async fn list_jobs(
     State(state): State<AppState>,
     Auth(caller): Auth,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<axum::Json<Value>> {
     let limit = q.limit(20, 100)?;
     let rows = jobs::list_jobs(&state.db, &caller.org_id, q.after.as_deref(), limit + 1).await?;
@@ -246,7 +247,7 @@ async fn list_events(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<axum::Json<Value>> {
     let job = find_job(&state, &caller.org_id, &id).await?;
     let limit = q.limit(20, 1000)?;

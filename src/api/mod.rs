@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod json;
 pub mod models;
 pub mod pagination;
+pub mod query;
 pub mod results;
 pub mod stream;
 pub mod web;

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use axum::routing::get;
@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::jobs::event_object;
+use super::query::ApiQuery;
 use crate::app::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
@@ -75,7 +76,7 @@ async fn stream_job(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
-    Query(q): Query<StreamQuery>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>> {
     let job = jobs::get_job(&state.db, &caller.org_id, &id)

@@ -169,9 +169,20 @@ async fn good_files_are_processed_with_stats(backend: Backend) {
     let (_, list) = app.get(&app.admin_key, "/v1/files?purpose=pretrain").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
     let (s, list) = app.get(&app.admin_key, "/v1/files?limit=1").await;
-    assert_eq!((s, list["data"].as_array().unwrap().len(), list["has_more"].as_bool()), (200, 1, Some(true)));
+    assert_eq!(
+        (
+            s,
+            list["data"].as_array().unwrap().len(),
+            list["has_more"].as_bool()
+        ),
+        (200, 1, Some(true))
+    );
     let (s, e) = app.get(&app.admin_key, "/v1/files?limit=lots").await;
-    assert_eq!((s, e["error"]["param"].as_str()), (400, Some("limit")), "{e}");
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("limit")),
+        "{e}"
+    );
 }
 
 async fn oversize_upload_is_413_and_leaves_nothing(backend: Backend) {

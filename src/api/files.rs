@@ -329,7 +329,10 @@ async fn list_files(
     Auth(caller): Auth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<axum::Json<Value>> {
-    let cursor = PageQuery { after: q.after, limit: q.limit };
+    let cursor = PageQuery {
+        after: q.after,
+        limit: q.limit,
+    };
     let limit = cursor.limit(100, 10_000)?;
     let rows = files::list_files(
         &state.db,

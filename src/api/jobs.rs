@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use sqlx::types::Json;
 
 use super::json::ApiJson;
-use super::query::ApiQuery;
 use super::pagination::{PageQuery, page};
+use super::query::ApiQuery;
 use crate::app::AppState;
 use crate::auth::Auth;
 use crate::catalog;

@@ -33,7 +33,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 /// The parameter a rejection is about. axum writes `...query string: limit: invalid digit...`
 /// for a bad value and ``...missing field `after` `` for an absent one.
 fn param_of(text: &str) -> Option<String> {
-    let detail = text.split_once("query string: ").map(|(_, d)| d).unwrap_or(text);
+    let detail = text
+        .split_once("query string: ")
+        .map(|(_, d)| d)
+        .unwrap_or(text);
     if let Some((field, _)) = detail.split_once(": ")
         && !field.is_empty()
         && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -11,7 +11,7 @@ use super::sampler::Sampler;
 use crate::chat::template::{ChatMessage, ChatTemplate, TemplateError};
 use crate::model::ModelConfig;
 use crate::model::hf::{self, HfError};
-use crate::model::llama::{Llama, sequential_positions};
+use crate::model::llama::{KvCache, Llama};
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -121,22 +121,22 @@ impl LoadedModel {
         }
         let device = Device::Cpu;
         let mut sampler = Sampler::new(params.temperature, params.top_p, params.seed);
-        let mut ids = prompt.to_vec();
+        let mut cache = KvCache::default();
         let mut completion: Vec<u32> = Vec::new();
         let mut text = String::new();
         let mut finish = FinishReason::Length;
         let budget = params.max_tokens.min(max_ctx - prompt.len());
+        // The prompt goes through once; after that each step feeds only the newest token.
+        let mut feed: Vec<u32> = prompt.to_vec();
         for _ in 0..budget {
-            let input = Tensor::new(ids.as_slice(), &device)?.unsqueeze(0)?; // (1, T)
-            let positions = sequential_positions(1, ids.len(), &device)?;
-            let logits = self.model.forward(&input, &positions, None)?; // (1, T, V)
-            let last = logits.narrow(1, ids.len() - 1, 1)?.squeeze(1)?.squeeze(0)?; // (V)
+            let input = Tensor::new(feed.as_slice(), &device)?.unsqueeze(0)?; // (1, Tn)
+            let last = self.model.forward_cached(&input, &mut cache)?.squeeze(0)?; // (V)
             let next = sampler.pick(&last.to_dtype(DType::F32)?.to_vec1::<f32>()?);
             if self.stop_ids.contains(&next) {
                 finish = FinishReason::Stop;
                 break;
             }
-            ids.push(next);
+            feed = vec![next];
             completion.push(next);
             // Decode the whole completion each time so multi-byte characters split across
             // tokens come out whole; send only what is new.

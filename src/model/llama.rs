@@ -325,3 +325,116 @@ pub fn sequential_positions(b: usize, t: usize, device: &Device) -> Result<Tenso
         .unsqueeze(0)?
         .repeat((b, 1))
 }
+
+/// Keys and values of every layer for the tokens seen so far, so generation computes each new
+/// token's attention against the cache instead of re-running the whole sequence.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    /// Per layer: keys and values before the GQA repeat, (B, kv heads, T so far, hd).
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Tokens cached so far: the position of the next one.
+    pub len: usize,
+}
+
+impl Attention {
+    /// Attention of the new tokens `x` (B, Tn, C) over the cache plus themselves; appends their
+    /// keys and values to `cache`. `past` tokens are already cached.
+    fn forward_cached(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+        past: usize,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            y.reshape((b, t, n, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous() // (B, n, Tn, hd)
+        };
+        let q = apply_rotary(&heads(self.q_proj.forward(x)?, self.n_heads)?, cos, sin)?;
+        let k = apply_rotary(&heads(self.k_proj.forward(x)?, self.n_kv_heads)?, cos, sin)?;
+        let v = heads(self.v_proj.forward(x)?, self.n_kv_heads)?;
+        let (k, v) = match cache.take() {
+            Some((ck, cv)) => (Tensor::cat(&[&ck, &k], 2)?, Tensor::cat(&[&cv, &v], 2)?), // (B, kv, Tp+Tn, hd)
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let total = past + t;
+        let k = repeat_kv(&k, self.n_heads / self.n_kv_heads)?.contiguous()?; // (B, H, Tp+Tn, hd)
+        let v = repeat_kv(&v, self.n_heads / self.n_kv_heads)?.contiguous()?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)? * scale)?; // (B, H, Tn, Tp+Tn)
+        if t > 1 {
+            // New token i sits at position past + i and sees keys 0..=past + i.
+            let mask: Vec<f32> = (0..t)
+                .flat_map(|i| {
+                    (0..total).map(move |j| {
+                        if j <= past + i {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+                .collect();
+            let mask =
+                Tensor::from_vec(mask, (1, 1, t, total), x.device())?.to_dtype(scores.dtype())?;
+            scores = scores.broadcast_add(&mask)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, self.n_heads * self.head_dim))?; // (B, Tn, H*hd)
+        self.o_proj.forward(&y)
+    }
+}
+
+impl Llama {
+    /// Logits (B, V) of the last of `input_ids` (B, Tn), the tokens that follow those in `cache`,
+    /// which this call extends. For inference only (no gradients flow through the cache).
+    pub fn forward_cached(&self, input_ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let past = cache.len;
+        if past + t > self.rope.max_len() {
+            candle_core::bail!(
+                "sequence of {} tokens exceeds the model's {} positions",
+                past + t,
+                self.rope.max_len()
+            );
+        }
+        if cache.layers.len() != self.layers.len() {
+            cache.layers = vec![None; self.layers.len()];
+        }
+        let positions = Tensor::arange(past as u32, (past + t) as u32, input_ids.device())?
+            .unsqueeze(0)?
+            .repeat((b, 1))?;
+        let (cos, sin) = self.rope.cos_sin(&positions)?;
+        let mut x = self
+            .embed_tokens
+            .index_select(&input_ids.flatten_all()?, 0)?
+            .reshape((b, t, ()))?; // (B, Tn, C)
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = layer.self_attn.forward_cached(
+                &layer.input_layernorm.forward(&x)?,
+                &cos,
+                &sin,
+                kv,
+                past,
+            )?;
+            let x1 = (&x + h)?;
+            x = (&x1
+                + layer
+                    .mlp
+                    .forward(&layer.post_attention_layernorm.forward(&x1)?)?)?;
+        }
+        cache.len = past + t;
+        let last = self.norm.forward(&x.narrow(1, t - 1, 1)?)?.squeeze(1)?; // (B, C)
+        match &self.lm_head {
+            Some(head) => head.forward(&last),
+            None => last.matmul(&self.embed_tokens.t()?), // (B, V)
+        }
+    }
+}

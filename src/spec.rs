@@ -96,7 +96,11 @@ mod auto_literal {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
         let s = String::deserialize(d)?;
-        if s == "auto" { Ok(()) } else { Err(D::Error::custom("expected \"auto\" or a number")) }
+        if s == "auto" {
+            Ok(())
+        } else {
+            Err(D::Error::custom("expected \"auto\" or a number"))
+        }
     }
 }
 
@@ -136,8 +140,15 @@ pub struct LoraSpec {
 }
 
 /// The projections LoRA may wrap, by their Hugging Face names.
-pub const LORA_TARGETS: [&str; 7] =
-    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 impl LoraSpec {
     fn default_r() -> u32 {
@@ -267,17 +278,24 @@ impl JobSpec {
 
     /// Checks everything that can be checked without the store: names, ranges, combinations.
     pub fn validate(&self) -> Result<(), SpecError> {
-        let err = |param: &str, message: String| SpecError { param: param.to_string(), message };
+        let err = |param: &str, message: String| SpecError {
+            param: param.to_string(),
+            message,
+        };
         if self.model.trim().is_empty() {
             return Err(err("model", "model must not be empty".into()));
         }
         if self.training_file.trim().is_empty() {
-            return Err(err("training_file", "training_file must not be empty".into()));
+            return Err(err(
+                "training_file",
+                "training_file must not be empty".into(),
+            ));
         }
         if let Some(s) = &self.suffix {
             let ok = !s.is_empty()
                 && s.len() <= 64
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !ok {
                 return Err(err(
                     "suffix",
@@ -287,10 +305,16 @@ impl JobSpec {
         }
         match self.method.kind {
             MethodType::Supervised if self.method.pretrain.is_some() => {
-                return Err(err("method.pretrain", "method.type is supervised but method.pretrain is set".into()));
+                return Err(err(
+                    "method.pretrain",
+                    "method.type is supervised but method.pretrain is set".into(),
+                ));
             }
             MethodType::Pretrain if self.method.supervised.is_some() => {
-                return Err(err("method.supervised", "method.type is pretrain but method.supervised is set".into()));
+                return Err(err(
+                    "method.supervised",
+                    "method.type is pretrain but method.supervised is set".into(),
+                ));
             }
             MethodType::Pretrain if self.hyperparameters.is_some() => {
                 return Err(err("hyperparameters", "top-level hyperparameters apply to supervised jobs only; use method.pretrain.hyperparameters".into()));
@@ -298,10 +322,12 @@ impl JobSpec {
             _ => {}
         }
         let prefix = self.hyperparameters_path();
-        self.hyperparameters().validate(self.method.kind).map_err(|e| SpecError {
-            param: format!("{prefix}.{}", e.param),
-            message: e.message,
-        })
+        self.hyperparameters()
+            .validate(self.method.kind)
+            .map_err(|e| SpecError {
+                param: format!("{prefix}.{}", e.param),
+                message: e.message,
+            })
     }
 }
 
@@ -317,15 +343,23 @@ impl Hyperparameters {
                 _ => Ok(()),
             }
         }
-        fn float_range(name: &str, v: Option<f64>, lo: f64, hi: f64, lo_open: bool) -> Result<(), SpecError> {
+        fn float_range(
+            name: &str,
+            v: Option<f64>,
+            lo: f64,
+            hi: f64,
+            lo_open: bool,
+        ) -> Result<(), SpecError> {
             match v {
-                Some(x) if !x.is_finite() || x > hi || x < lo || (lo_open && x == lo) => Err(SpecError {
-                    param: name.into(),
-                    message: format!(
-                        "{name} must be {} {lo} and at most {hi}, got {x}",
-                        if lo_open { "greater than" } else { "at least" }
-                    ),
-                }),
+                Some(x) if !x.is_finite() || x > hi || x < lo || (lo_open && x == lo) => {
+                    Err(SpecError {
+                        param: name.into(),
+                        message: format!(
+                            "{name} must be {} {lo} and at most {hi}, got {x}",
+                            if lo_open { "greater than" } else { "at least" }
+                        ),
+                    })
+                }
                 _ => Ok(()),
             }
         }
@@ -347,14 +381,24 @@ impl Hyperparameters {
         float_range("adam_beta2", self.adam_beta2, 0.0, 0.999_999_9, false)?;
         float_range("adam_epsilon", self.adam_epsilon, 0.0, 1.0, true)?;
         float_range("max_grad_norm", self.max_grad_norm, 0.0, 1e6, true)?;
-        int_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 1024)?;
+        int_range(
+            "gradient_accumulation_steps",
+            self.gradient_accumulation_steps,
+            1,
+            1024,
+        )?;
         int_range("max_seq_len", self.max_seq_len, 8, 131_072)?;
         int_range("max_steps", self.max_steps, 1, 100_000_000)?;
         int_range("eval_every", self.eval_every, 1, 100_000_000)?;
         float_range("validation_split", self.validation_split, 0.0, 0.5, false)?;
         int_range("checkpoint_every", self.checkpoint_every, 1, 100_000_000)?;
         int_range("n_checkpoints", self.n_checkpoints, 1, 1000)?;
-        int_range("early_stopping_patience", self.early_stopping_patience, 1, 100_000)?;
+        int_range(
+            "early_stopping_patience",
+            self.early_stopping_patience,
+            1,
+            100_000,
+        )?;
         int_range("vocab_size", self.vocab_size, 256, 262_144)?;
         if self.vocab_size.is_some() && kind != MethodType::Pretrain {
             return Err(SpecError {
@@ -376,7 +420,10 @@ impl Hyperparameters {
                 if !LORA_TARGETS.contains(&t.as_str()) {
                     return Err(SpecError {
                         param: format!("lora.target_modules[{i}]"),
-                        message: format!("unknown target module {t:?}; expected one of {}", LORA_TARGETS.join(", ")),
+                        message: format!(
+                            "unknown target module {t:?}; expected one of {}",
+                            LORA_TARGETS.join(", ")
+                        ),
                     });
                 }
             }
@@ -422,17 +469,28 @@ mod tests {
 
     #[test]
     fn legacy_top_level_hyperparameters_apply_to_supervised() {
-        let spec: JobSpec =
-            serde_json::from_str(r#"{"model":"m","training_file":"f","hyperparameters":{"n_epochs":0}}"#).unwrap();
-        assert_eq!(spec.validate().unwrap_err().param, "hyperparameters.n_epochs");
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"model":"m","training_file":"f","hyperparameters":{"n_epochs":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.validate().unwrap_err().param,
+            "hyperparameters.n_epochs"
+        );
     }
 
     #[test]
     fn unknown_lora_target_is_rejected() {
         let h = Hyperparameters {
-            lora: Some(LoraSpec { target_modules: vec!["q_proj".into(), "lm_head".into()], ..Default::default() }),
+            lora: Some(LoraSpec {
+                target_modules: vec!["q_proj".into(), "lm_head".into()],
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        assert_eq!(h.validate(MethodType::Supervised).unwrap_err().param, "lora.target_modules[1]");
+        assert_eq!(
+            h.validate(MethodType::Supervised).unwrap_err().param,
+            "lora.target_modules[1]"
+        );
     }
 }

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What one optimiser update did. `train_loss` is the loss of the batch this update used,
 /// computed before the update.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
     /// Counted from 1.
     pub step: u64,
@@ -26,7 +26,7 @@ pub struct StepMetrics {
 }
 
 /// One evaluation on the validation rows.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalMetrics {
     pub step: u64,
     pub valid_loss: f64,
@@ -35,7 +35,7 @@ pub struct EvalMetrics {
 }
 
 /// Why the caller wants the run to stop early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StopReason {
     /// Stop now; no final export.

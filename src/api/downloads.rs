@@ -1,0 +1,120 @@
+//! Downloads of what a job produced: the final model folder, or any checkpoint, as one tar file
+//! whose SHA-256 is sent in `X-Checksum-Sha256` (and `Digest`), so a client can verify it.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::store::{checkpoints, jobs};
+use crate::worker::results::model_prefix;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/fine_tuning/jobs/{id}/download", get(download))
+}
+
+#[derive(Debug, Deserialize)]
+struct DownloadQuery {
+    /// A checkpoint id from `GET .../checkpoints`; absent means the final model.
+    checkpoint: Option<String>,
+}
+
+/// Packs the local folder `dir` into `tar_path` as `root/...`; returns the tar's SHA-256.
+fn pack(dir: &std::path::Path, root: &str, tar_path: &std::path::Path) -> std::io::Result<String> {
+    let file = std::fs::File::create(tar_path)?;
+    let mut builder = tar::Builder::new(file);
+    builder.append_dir_all(root, dir)?;
+    builder.into_inner()?.sync_all()?;
+    let mut hasher = Sha256::new();
+    let mut f = std::fs::File::open(tar_path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+async fn download(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<DownloadQuery>,
+) -> ApiResult<Response> {
+    let job = jobs::get_job(&state.db, &caller.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("fine-tuning job", &id))?;
+    let (prefix, name) = match &q.checkpoint {
+        Some(ck) => {
+            let all = checkpoints::list_checkpoints(&state.db, &job.id).await?;
+            let c = all
+                .iter()
+                .find(|c| &c.id == ck)
+                .ok_or_else(|| ApiError::Client {
+                    status: axum::http::StatusCode::NOT_FOUND,
+                    code: "not_found",
+                    message: format!("job {id} has no checkpoint {ck:?}"),
+                    param: Some("checkpoint".into()),
+                })?;
+            (c.blob_path.clone(), format!("{}-step-{}", job.id, c.step))
+        }
+        None => {
+            if job.status != "succeeded" {
+                return Err(ApiError::conflict(
+                    "model_not_ready",
+                    format!(
+                        "job {id} is {}; its model exists once it has succeeded",
+                        job.status
+                    ),
+                ));
+            }
+            (model_prefix(&job.id), format!("{}-model", job.id))
+        }
+    };
+    let tmp = tempfile::tempdir_in(state.settings.data_dir.as_path())
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let folder = tmp.path().join("files");
+    state.blobs.get_dir(&prefix, &folder).await?;
+    let tar_path = tmp.path().join("out.tar");
+    let (root, tar_for_pack) = (name.clone(), tar_path.clone());
+    let sha = tokio::task::spawn_blocking(move || pack(&folder, &root, &tar_for_pack))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let file = tokio::fs::File::open(&tar_path)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .len();
+    // The temp folder lives until the body has been streamed.
+    let stream = futures::StreamExt::map(tokio_util::io::ReaderStream::new(file), move |chunk| {
+        let _keep = &tmp;
+        chunk
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.tar\""),
+            ),
+            (header::HeaderName::from_static("x-checksum-sha256"), sha),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,405 @@
+//! `/v1/files`: OpenAI-compatible dataset uploads, validated while they stream to the blob store.
+//!
+//! An upload never sits in memory: each multipart chunk goes to the blob writer and, through a
+//! bounded channel, to a blocking thread that hashes and validates it. Over the size limit, or on a
+//! broken body, the staged blob is aborted and no row is written. `purpose` may come before or after
+//! `file` (the OpenAI SDK sends it first, curl in the order given); when it comes after, the stored
+//! blob is validated in a second streamed pass.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::types::Json;
+use tokio::sync::mpsc;
+
+use super::pagination::{PageQuery, page};
+use crate::app::AppState;
+use crate::auth::Auth;
+use crate::blob::{BlobWriter, Blobs};
+use crate::datasets::{Purpose, ValidationReport, Validator};
+use crate::error::{ApiError, ApiResult};
+use crate::ids::{new_id, now, unix};
+use crate::store::files::{self, FileRow};
+
+/// Routes that take ordinary requests.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/files", get(list_files))
+        .route("/v1/files/{id}", get(get_file).delete(delete_file))
+        .route("/v1/files/{id}/content", get(file_content))
+}
+
+/// The upload route: no request timeout, and a body limit just above the upload limit (the
+/// multipart framing adds a little), so the exact limit is enforced on the file's own bytes.
+pub fn upload_router(max_upload_bytes: u64) -> Router<AppState> {
+    let body_limit =
+        usize::try_from(max_upload_bytes.saturating_add(1 << 20)).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/v1/files", post(upload_file))
+        .layer(DefaultBodyLimit::max(body_limit))
+}
+
+/// Purposes a client may upload with.
+fn parse_purpose(s: &str) -> Result<Purpose, ApiError> {
+    match s {
+        "fine-tune" => Ok(Purpose::FineTune),
+        "pretrain" => Ok(Purpose::Pretrain),
+        other => Err(ApiError::invalid_param(
+            "purpose",
+            format!(
+                "purpose must be 'fine-tune' (chat JSONL) or 'pretrain' ({{\"text\"}} JSONL), got {other:?}"
+            ),
+        )),
+    }
+}
+
+fn purpose_name(p: &Purpose) -> &'static str {
+    match p {
+        Purpose::FineTune => "fine-tune",
+        Purpose::Pretrain => "pretrain",
+    }
+}
+
+/// What the digest thread computes over the stream.
+struct StreamDigest {
+    sha256: String,
+    report: Option<ValidationReport>,
+}
+
+/// Hashes, and validates when the purpose is known, on a blocking thread fed chunk by chunk.
+fn spawn_digest(
+    purpose: Option<Purpose>,
+) -> (mpsc::Sender<Bytes>, tokio::task::JoinHandle<StreamDigest>) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut validator = purpose.map(Validator::new);
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            if let Some(v) = validator.as_mut() {
+                v.feed(&chunk);
+            }
+        }
+        StreamDigest {
+            sha256: hex::encode(hasher.finalize()),
+            report: validator.map(Validator::finish),
+        }
+    });
+    (tx, handle)
+}
+
+/// A file's bytes received and stored, not yet recorded.
+struct Received {
+    filename: String,
+    bytes: u64,
+    digest: StreamDigest,
+}
+
+async fn upload_file(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    mut multipart: Multipart,
+) -> ApiResult<Response> {
+    let id = new_id("file");
+    let blob_path = format!("files/{}/{}", caller.org_id, id);
+    let mut purpose: Option<Purpose> = None;
+    let mut received: Option<Received> = None;
+
+    let outcome: ApiResult<()> = async {
+        while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+            match field.name().unwrap_or("") {
+                "purpose" => {
+                    let text = field.text().await.map_err(multipart_error)?;
+                    purpose = Some(parse_purpose(text.trim())?);
+                }
+                "file" => {
+                    if received.is_some() {
+                        return Err(ApiError::invalid_param("file", "send exactly one file"));
+                    }
+                    let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
+                    received = Some(
+                        receive_file(
+                            &state.blobs,
+                            &blob_path,
+                            field,
+                            purpose.clone(),
+                            state.settings.max_upload_bytes,
+                        )
+                        .await
+                        .map(|(bytes, digest)| Received {
+                            filename,
+                            bytes,
+                            digest,
+                        })?,
+                    );
+                }
+                // Unknown fields are ignored, as OpenAI does.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        if received.is_some() {
+            let _ = state.blobs.delete(&blob_path).await;
+        }
+        return Err(e);
+    }
+    let Some(mut received) = received else {
+        return Err(ApiError::invalid_param(
+            "file",
+            "the multipart body has no 'file' field",
+        ));
+    };
+    let Some(purpose) = purpose else {
+        let _ = state.blobs.delete(&blob_path).await;
+        return Err(ApiError::invalid_param(
+            "purpose",
+            "the multipart body has no 'purpose' field",
+        ));
+    };
+    if received.digest.report.is_none() {
+        // `purpose` came after `file`: validate the stored bytes in a second streamed pass.
+        match validate_blob(&state.blobs, &blob_path, purpose.clone()).await {
+            Ok(report) => received.digest.report = Some(report),
+            Err(e) => {
+                let _ = state.blobs.delete(&blob_path).await;
+                return Err(e);
+            }
+        }
+    }
+    let report = received.digest.report.take().expect("validated above");
+    let ok = report.is_ok();
+    let row = FileRow {
+        id,
+        org_id: caller.org_id,
+        filename: received.filename,
+        purpose: purpose_name(&purpose).to_string(),
+        bytes: received.bytes as i64,
+        sha256: received.digest.sha256,
+        blob_path: blob_path.clone(),
+        status: if ok { "processed" } else { "error" }.to_string(),
+        status_details: (!ok).then(|| status_details(&report)),
+        report: Some(Json(
+            serde_json::to_value(&report).map_err(anyhow::Error::from)?,
+        )),
+        created_at: now(),
+    };
+    if let Err(e) = files::insert_file(&state.db, &row).await {
+        let _ = state.blobs.delete(&blob_path).await;
+        return Err(e.into());
+    }
+    tracing::info!(file = %row.id, bytes = row.bytes, status = %row.status, "file uploaded");
+    Ok((StatusCode::OK, axum::Json(file_object(&row))).into_response())
+}
+
+/// Streams one multipart field into the blob store; returns its size and digest. On any failure
+/// the staged blob is aborted, so nothing is left behind.
+async fn receive_file(
+    blobs: &Blobs,
+    blob_path: &str,
+    mut field: axum::extract::multipart::Field<'_>,
+    purpose: Option<Purpose>,
+    limit: u64,
+) -> ApiResult<(u64, StreamDigest)> {
+    let mut writer = blobs.writer(blob_path).await?;
+    let (tx, digest) = spawn_digest(purpose);
+    let mut total: u64 = 0;
+    let streamed: ApiResult<()> = async {
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            total += chunk.len() as u64;
+            if total > limit {
+                return Err(ApiError::too_large(limit));
+            }
+            writer.write(&chunk).await?;
+            // The digest thread only stops early if it panicked; the join below reports that.
+            let _ = tx.send(chunk).await;
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let digest = digest.await.map_err(|e| ApiError::Internal(e.into()));
+    match (streamed, digest) {
+        (Ok(()), Ok(digest)) => {
+            finish_or_abort(writer).await?;
+            Ok((total, digest))
+        }
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
+    }
+}
+
+async fn finish_or_abort(writer: BlobWriter) -> ApiResult<()> {
+    writer.finish().await.map_err(ApiError::from)
+}
+
+/// Validates a stored blob, streaming it through the validator on a blocking thread.
+async fn validate_blob(blobs: &Blobs, path: &str, purpose: Purpose) -> ApiResult<ValidationReport> {
+    let mut stream = blobs.read_stream(path).await?;
+    let (tx, digest) = spawn_digest(Some(purpose));
+    while let Some(chunk) = stream.next().await {
+        let _ = tx.send(chunk?).await;
+    }
+    drop(tx);
+    let digest = digest.await.map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(digest.report.expect("validator was given a purpose"))
+}
+
+/// A broken or oversize multipart body is the client's doing.
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::Client {
+            status,
+            code: "file_too_large",
+            message: format!("the request body is too large: {}", e.body_text()),
+            param: Some("file".into()),
+        };
+    }
+    ApiError::Client {
+        status,
+        code: "invalid_multipart",
+        message: e.body_text(),
+        param: None,
+    }
+}
+
+/// One line a person can read, naming the first errors.
+fn status_details(report: &ValidationReport) -> String {
+    let first: Vec<String> = report
+        .errors
+        .iter()
+        .take(3)
+        .map(|e| {
+            if e.line > 0 {
+                format!("line {}: {}", e.line, e.message)
+            } else {
+                e.message.clone()
+            }
+        })
+        .collect();
+    format!(
+        "{} invalid line(s) of {}; {}",
+        report.invalid_lines,
+        report.total_lines,
+        first.join("; ")
+    )
+}
+
+/// The OpenAI file object, plus our `sha256` and `validation` report.
+pub fn file_object(f: &FileRow) -> Value {
+    json!({
+        "id": f.id,
+        "object": "file",
+        "bytes": f.bytes,
+        "created_at": unix(f.created_at),
+        "filename": f.filename,
+        "purpose": f.purpose,
+        "status": f.status,
+        "status_details": f.status_details,
+        "sha256": f.sha256,
+        "validation": f.report.as_ref().map(|r| &r.0),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    purpose: Option<String>,
+    #[serde(flatten)]
+    page: PageQuery,
+}
+
+async fn list_files(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    let limit = q.page.limit(100, 10_000)?;
+    let rows = files::list_files(
+        &state.db,
+        &caller.org_id,
+        q.purpose.as_deref(),
+        q.page.after.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    Ok(axum::Json(page(rows, limit, file_object)))
+}
+
+async fn get_file(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let f = files::get_file(&state.db, &caller.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file", &id))?;
+    Ok(axum::Json(file_object(&f)))
+}
+
+/// The bytes exactly as uploaded, streamed from the blob store.
+async fn file_content(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let f = files::get_file(&state.db, &caller.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file", &id))?;
+    let stream = state.blobs.read_stream(&f.blob_path).await?;
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        f.filename.replace(['"', '\\', '\r', '\n'], "_")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, f.bytes.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Refused with 409 while a job that has not ended uses the file.
+async fn delete_file(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let f = files::get_file(&state.db, &caller.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file", &id))?;
+    if files::file_in_use(&state.db, &f.id).await? {
+        return Err(ApiError::conflict(
+            "file_in_use",
+            format!(
+                "file {} is used by a job that has not ended; cancel the job first",
+                f.id
+            ),
+        ));
+    }
+    if files::file_referenced(&state.db, &f.id).await? {
+        // Ended jobs keep pointing at the id; keep the row, drop the bytes.
+        files::mark_file_deleted(&state.db, &caller.org_id, &f.id).await?;
+    } else {
+        files::delete_file(&state.db, &caller.org_id, &f.id).await?;
+    }
+    state.blobs.delete(&f.blob_path).await?;
+    Ok(axum::Json(
+        json!({"id": f.id, "object": "file", "deleted": true}),
+    ))
+}

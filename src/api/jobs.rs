@@ -1,0 +1,322 @@
+//! `/v1/fine_tuning/jobs`: OpenAI-compatible job creation, listing, retrieval, cancel and events.
+//!
+//! A request is checked in full before anything is written: the spec's structure and ranges
+//! ([`JobSpec::validate`]), then that the model is known and the files exist in the caller's
+//! organization, have the purpose the method needs and passed validation.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sqlx::types::Json;
+
+use super::json::ApiJson;
+use super::pagination::{PageQuery, page};
+use crate::app::AppState;
+use crate::auth::Auth;
+use crate::catalog;
+use crate::error::{ApiError, ApiResult};
+use crate::ids::{new_id, now, unix};
+use crate::jobs::status::JobStatus;
+use crate::spec::{Auto, JobSpec, MethodType};
+use crate::store::events::{self, EventRow, NewEvent};
+use crate::store::files::{self, FileRow};
+use crate::store::jobs::{self, JobRow, Transition};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/fine_tuning/jobs", post(create_job).get(list_jobs))
+        .route("/v1/fine_tuning/jobs/{id}", get(get_job))
+        .route("/v1/fine_tuning/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/fine_tuning/jobs/{id}/pause", post(pause_job))
+        .route("/v1/fine_tuning/jobs/{id}/resume", post(resume_job))
+        .route("/v1/fine_tuning/jobs/{id}/events", get(list_events))
+}
+
+/// The file purpose each method trains on.
+fn purpose_for(kind: MethodType) -> &'static str {
+    match kind {
+        MethodType::Supervised => "fine-tune",
+        MethodType::Pretrain => "pretrain",
+    }
+}
+
+/// Looks up a file named by a job request and checks it can be trained on.
+async fn usable_file(
+    state: &AppState,
+    org_id: &str,
+    id: &str,
+    param: &str,
+    kind: MethodType,
+) -> ApiResult<FileRow> {
+    let f = files::get_file(&state.db, org_id, id)
+        .await?
+        .ok_or_else(|| ApiError::invalid_param(param, format!("no file with id {id:?}")))?;
+    let want = purpose_for(kind);
+    if f.purpose != want {
+        return Err(ApiError::invalid_param(
+            param,
+            format!(
+                "file {id} has purpose '{}', but a {} job needs purpose '{want}'",
+                f.purpose,
+                kind.as_str()
+            ),
+        ));
+    }
+    if f.status != "processed" {
+        return Err(ApiError::invalid_param(
+            param,
+            format!(
+                "file {id} failed validation and cannot be trained on: {}",
+                f.status_details
+                    .as_deref()
+                    .unwrap_or("see its validation report")
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+async fn create_job(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiJson(spec): ApiJson<JobSpec>,
+) -> ApiResult<axum::Json<Value>> {
+    spec.validate()
+        .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
+    if !catalog::is_known_model(&spec.model) {
+        return Err(ApiError::invalid_param(
+            "model",
+            format!(
+                "unknown model {:?}; GET /v1/models lists the models you can start from",
+                spec.model
+            ),
+        ));
+    }
+    let kind = spec.method.kind;
+    usable_file(
+        &state,
+        &caller.org_id,
+        &spec.training_file,
+        "training_file",
+        kind,
+    )
+    .await?;
+    if let Some(v) = &spec.validation_file {
+        usable_file(&state, &caller.org_id, v, "validation_file", kind).await?;
+    }
+    let seed = spec.seed.unwrap_or_else(|| rand::random::<u32>() as u64) as i64;
+    let row = JobRow {
+        id: new_id("ftjob"),
+        org_id: caller.org_id.clone(),
+        model: spec.model.clone(),
+        training_file: spec.training_file.clone(),
+        validation_file: spec.validation_file.clone(),
+        suffix: spec.suffix.clone(),
+        seed,
+        method_type: kind.as_str().to_string(),
+        spec: Json(serde_json::to_value(&spec).map_err(anyhow::Error::from)?),
+        status: JobStatus::ValidatingFiles.as_str().to_string(),
+        error: None,
+        fine_tuned_model: None,
+        trained_tokens: None,
+        estimated_finish: None,
+        result_files: Json(json!([])),
+        metadata: spec.metadata.clone().map(|m| Json(Value::Object(m))),
+        priority: 0,
+        attempts: 0,
+        max_attempts: 3,
+        created_at: now(),
+        started_at: None,
+        finished_at: None,
+    };
+    let created = NewEvent::info("message", format!("Created fine-tuning job: {}", row.id));
+    jobs::insert_job(&state.db, &row, &created).await?;
+    crate::jobs::validation::validate_and_queue(&state, &row).await?;
+    let row = jobs::get_job(&state.db, &caller.org_id, &row.id)
+        .await?
+        .unwrap_or(row);
+    tracing::info!(job = %row.id, model = %row.model, "job created");
+    Ok(axum::Json(job_object(&row)))
+}
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    let limit = q.limit(20, 100)?;
+    let rows = jobs::list_jobs(&state.db, &caller.org_id, q.after.as_deref(), limit + 1).await?;
+    Ok(axum::Json(page(rows, limit, job_object)))
+}
+
+async fn find_job(state: &AppState, org_id: &str, id: &str) -> ApiResult<JobRow> {
+    jobs::get_job(&state.db, org_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("fine-tuning job", id))
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(job_object(
+        &find_job(&state, &caller.org_id, &id).await?,
+    )))
+}
+
+/// Moves a job to `to` on a user's request and tells its watchers and its worker.
+async fn change_status(
+    state: &AppState,
+    org_id: &str,
+    id: &str,
+    to: JobStatus,
+    message: &str,
+) -> ApiResult<Value> {
+    let event = NewEvent::info("status", message).with_data(json!({"status": to.as_str()}));
+    match jobs::transition(&state.db, org_id, id, to, &event).await? {
+        Transition::Moved(row, _) => {
+            state.hub.publish(id).await;
+            state.queue_wake.notify_waiters();
+            Ok(job_object(&row))
+        }
+        Transition::NotAllowed(from) => Err(ApiError::conflict(
+            "invalid_job_state",
+            format!(
+                "job {id} is {} and cannot become {}",
+                from.as_str(),
+                to.as_str()
+            ),
+        )),
+        Transition::NotFound => Err(ApiError::not_found("fine-tuning job", id)),
+    }
+}
+
+async fn cancel_job(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let job = change_status(
+        &state,
+        &caller.org_id,
+        &id,
+        JobStatus::Cancelled,
+        "Fine-tuning job cancelled",
+    )
+    .await?;
+    Ok(axum::Json(job))
+}
+
+/// A running job writes a checkpoint and stops; `resume` queues it to continue from there.
+async fn pause_job(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let job = change_status(
+        &state,
+        &caller.org_id,
+        &id,
+        JobStatus::Paused,
+        "Fine-tuning job paused",
+    )
+    .await?;
+    Ok(axum::Json(job))
+}
+
+async fn resume_job(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let job = change_status(
+        &state,
+        &caller.org_id,
+        &id,
+        JobStatus::Queued,
+        "Fine-tuning job resumed; queued to continue from its last checkpoint",
+    )
+    .await?;
+    Ok(axum::Json(job))
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    let job = find_job(&state, &caller.org_id, &id).await?;
+    let limit = q.limit(20, 1000)?;
+    let rows = events::list_events(&state.db, &job.id, q.after.as_deref(), limit + 1).await?;
+    Ok(axum::Json(page(rows, limit, event_object)))
+}
+
+/// OpenAI's event object.
+pub fn event_object(e: &EventRow) -> Value {
+    json!({
+        "object": "fine_tuning.job.event",
+        "id": e.id,
+        "created_at": unix(e.created_at),
+        "level": e.level,
+        "message": e.message,
+        "data": e.data.as_ref().map(|d| &d.0).unwrap_or(&json!({})),
+        "type": if e.kind == "metrics" { "metrics" } else { "message" },
+    })
+}
+
+/// OpenAI's job object; our extra hyperparameters live inside `method`, as submitted.
+pub fn job_object(j: &JobRow) -> Value {
+    let spec: Option<JobSpec> = serde_json::from_value(j.spec.0.clone()).ok();
+    let hp = spec
+        .as_ref()
+        .map(JobSpec::hyperparameters)
+        .unwrap_or_default();
+    let auto_u = |a: Option<Auto<u32>>| match a {
+        Some(Auto::Value(v)) => json!(v),
+        _ => json!("auto"),
+    };
+    let lr_mult = match hp.learning_rate_multiplier {
+        Some(Auto::Value(v)) => json!(v),
+        _ => json!("auto"),
+    };
+    let mut method = spec
+        .as_ref()
+        .map(|s| serde_json::to_value(&s.method).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    // A request that used the legacy top-level hyperparameters still shows them under `method`.
+    if let (Some(s), Some(obj)) = (spec.as_ref(), method.as_object_mut()) {
+        let kind = s.method.kind.as_str();
+        if obj.get(kind).is_none() {
+            obj.insert(kind.to_string(), json!({"hyperparameters": hp}));
+        }
+    }
+    json!({
+        "object": "fine_tuning.job",
+        "id": j.id,
+        "model": j.model,
+        "created_at": unix(j.created_at),
+        "finished_at": j.finished_at.map(unix),
+        "fine_tuned_model": j.fine_tuned_model,
+        "organization_id": j.org_id,
+        "result_files": j.result_files.0,
+        "status": j.status,
+        "validation_file": j.validation_file,
+        "training_file": j.training_file,
+        "hyperparameters": {
+            "n_epochs": auto_u(hp.n_epochs),
+            "batch_size": auto_u(hp.batch_size),
+            "learning_rate_multiplier": lr_mult,
+        },
+        "trained_tokens": j.trained_tokens,
+        "error": j.error.as_ref().map(|e| &e.0),
+        "user_provided_suffix": j.suffix,
+        "seed": j.seed,
+        "estimated_finish": j.estimated_finish.map(unix),
+        "integrations": [],
+        "metadata": j.metadata.as_ref().map(|m| &m.0),
+        "method": method,
+    })
+}

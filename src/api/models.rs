@@ -1,0 +1,59 @@
+//! `/v1/models`: the presets jobs can start from and the models the caller's jobs produced, in
+//! OpenAI's list shape.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::auth::Auth;
+use crate::catalog;
+use crate::error::{ApiError, ApiResult};
+use crate::ids::unix;
+use crate::store::models::{self, ModelRow};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+}
+
+fn trained_object(m: &ModelRow) -> Value {
+    json!({
+        "id": m.id,
+        "object": "model",
+        "created": unix(m.created_at),
+        "owned_by": m.org_id,
+        "kind": m.kind,
+        "base_model": m.base_model,
+        "job_id": m.job_id,
+    })
+}
+
+async fn list_models(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+) -> ApiResult<axum::Json<Value>> {
+    let mut data: Vec<Value> = models::list_models(&state.db, &caller.org_id)
+        .await?
+        .iter()
+        .map(trained_object)
+        .collect();
+    data.extend(catalog::models().into_iter().map(|m| json!(m)));
+    Ok(axum::Json(json!({"object": "list", "data": data})))
+}
+
+async fn get_model(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    if let Some(m) = catalog::find_model(&id) {
+        return Ok(axum::Json(json!(m)));
+    }
+    let m = models::get_model(&state.db, &caller.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("model", &id))?;
+    Ok(axum::Json(trained_object(&m)))
+}

@@ -1,0 +1,43 @@
+//! Bearer-key authentication: every `/v1` route takes an [`Auth`] extractor, which resolves the
+//! key to its organization or answers 401.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::store::keys::{Caller, find_caller};
+
+/// The authenticated caller of a request.
+pub struct Auth(pub Caller);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing Authorization header; send 'Authorization: Bearer <key>'",
+            )
+        })?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+        let key = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be 'Bearer <key>'")
+            })?;
+        match find_caller(&state.db, key).await? {
+            Some(caller) => Ok(Auth(caller)),
+            None => Err(ApiError::unauthorized("incorrect API key provided")),
+        }
+    }
+}

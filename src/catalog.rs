@@ -1,0 +1,45 @@
+//! The models a job may start from and `/v1/models` lists: Wick's from-scratch presets for now
+//! (local Hugging Face folders and trained results join them in later issues).
+
+use crate::model::config::{PRESETS, preset};
+
+/// A model as `/v1/models` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub object: &'static str,
+    /// Unix seconds; presets are as old as the binary, shown as 0.
+    pub created: i64,
+    pub owned_by: &'static str,
+    /// `preset`: an untrained architecture that pretraining starts from scratch.
+    pub kind: &'static str,
+    pub parameters: u64,
+    pub context_length: u64,
+}
+
+/// Every model a job may name.
+pub fn models() -> Vec<ModelInfo> {
+    PRESETS
+        .iter()
+        .filter_map(|name| {
+            let cfg = preset(name)?;
+            Some(ModelInfo {
+                id: name.to_string(),
+                object: "model",
+                created: 0,
+                owned_by: "wick",
+                kind: "preset",
+                parameters: cfg.num_parameters(),
+                context_length: cfg.max_position_embeddings as u64,
+            })
+        })
+        .collect()
+}
+
+pub fn find_model(id: &str) -> Option<ModelInfo> {
+    models().into_iter().find(|m| m.id == id)
+}
+
+pub fn is_known_model(id: &str) -> bool {
+    find_model(id).is_some()
+}

@@ -1,0 +1,131 @@
+//! Chat templates: the model's own `chat_template` (Jinja, from `tokenizer_config.json`) rendered
+//! with minijinja the way transformers' `apply_chat_template` renders it; ChatML when a model has
+//! none. Settings follow what was measured byte-for-byte against transformers (see
+//! shared/notes/dependencies.md): trim_blocks, lstrip_blocks, Python string methods,
+//! `raise_exception`, and `bos_token` / `eos_token` always passed.
+
+use std::path::Path;
+
+use minijinja::{Environment, Error, ErrorKind, Value, context};
+use serde::Serialize;
+
+use crate::tokenizer::CHATML_TEMPLATE;
+
+/// One message as templates see it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Why a template could not be read or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, String),
+    #[error("chat template error: {0}")]
+    Render(#[from] Error),
+}
+
+/// A compiled chat template with the special tokens it refers to.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    pub bos_token: String,
+    pub eos_token: String,
+}
+
+fn raise_exception(msg: String) -> Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+impl ChatTemplate {
+    /// Compiles `source`.
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template_owned("chat", source.to_string())?;
+        Ok(ChatTemplate {
+            env,
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        })
+    }
+
+    /// The template of the model folder `dir`: `chat_template` from its `tokenizer_config.json`,
+    /// or ChatML.
+    pub fn from_model_dir(dir: &Path) -> Result<Self, TemplateError> {
+        let path = dir.join("tokenizer_config.json");
+        let config: serde_json::Value = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| TemplateError::Read(path.display().to_string(), e.to_string()))?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let token = |key: &str| match &config[key] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => o
+                .get("content")
+                .and_then(|c| c.as_str())
+                .unwrap_or("")
+                .to_string(),
+            _ => String::new(),
+        };
+        let source = config["chat_template"].as_str().unwrap_or(CHATML_TEMPLATE);
+        Self::new(source, &token("bos_token"), &token("eos_token"))
+    }
+
+    /// Renders `messages`, ending with the assistant's opening when `add_generation_prompt`.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
+        let tmpl = self.env.get_template("chat")?;
+        Ok(tmpl.render(context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
+            tools => Value::from(()),
+        })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chatml_renders_as_transformers_does() {
+        // transformers' apply_chat_template with the ChatML template above gives exactly this.
+        let t = ChatTemplate::new(CHATML_TEMPLATE, "", "<|endoftext|>").unwrap();
+        let msgs = vec![
+            ChatMessage {
+                role: "system".into(),
+                content: "Be brief.".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: "2+2?".into(),
+            },
+        ];
+        assert_eq!(
+            t.render(&msgs, true).unwrap(),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn raise_exception_is_an_error() {
+        let t = ChatTemplate::new("{{ raise_exception('no system role') }}", "", "").unwrap();
+        assert!(
+            t.render(&[], false)
+                .unwrap_err()
+                .to_string()
+                .contains("no system role")
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! The `wick` command line: `serve`, `keys create`, and the training commands.
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{Application, shutdown_signal};
+use crate::config::Settings;
+use crate::store::{Db, keys, orgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wick",
+    version,
+    about = "A training service for language models"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the API (and its in-process training slots).
+    Serve(Settings),
+    /// Run one training job locally, without a server, with a progress bar.
+    Train(crate::cli_train::TrainArgs),
+    /// Estimate a job's parameters, memory, FLOPs and time before running it.
+    Estimate(crate::cli_train::EstimateArgs),
+    /// Run worker slots only (no API), against the same store and blob store as `serve`.
+    Worker(Settings),
+    /// Run one job's training in this process (started by a worker slot; not for people).
+    #[command(hide = true)]
+    RunJob {
+        #[arg(long)]
+        job: std::path::PathBuf,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key for an organization (created if new) and print it once.
+    Create {
+        /// Organization name.
+        #[arg(long)]
+        org: String,
+        /// A label for the key.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(settings) => {
+            let app = Application::build(settings).await?;
+            if let Some(key) = &app.new_admin_key {
+                let path = app.state().settings.admin_key_path();
+                eprintln!(
+                    "Created the admin API key (shown once; also saved to {}):\n\n    {key}\n",
+                    path.display()
+                );
+            }
+            app.run_until(shutdown_signal()).await?;
+        }
+        Command::Train(args) => {
+            tokio::task::spawn_blocking(move || crate::cli_train::run_train(&args)).await??
+        }
+        Command::Estimate(args) => {
+            tokio::task::spawn_blocking(move || crate::cli_train::run_estimate(&args)).await??
+        }
+        Command::Worker(settings) => {
+            let state = crate::app::AppState::open(settings).await?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            let slots = crate::worker::spawn_slots(&state, &stop);
+            shutdown_signal().await;
+            tracing::info!("shutting down: checkpointing running jobs");
+            stop.cancel();
+            for s in slots {
+                let _ = s.await;
+            }
+        }
+        Command::RunJob { job } => {
+            tokio::task::spawn_blocking(move || crate::worker::child::run_child(&job)).await??;
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    org,
+                    name,
+                    settings,
+                },
+        } => {
+            let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+            let org = orgs::find_or_create_org(&db, &org).await?;
+            let (_, key) = keys::create_key(&db, &org.id, &name).await?;
+            println!("{key}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Settings for `wick serve` and `wick worker`, read from flags and environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything the service needs to start.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Settings {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "WICK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Postgres URL (`postgres://...`). Without it, an embedded SQLite file in the data folder.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Folder for the SQLite file, the blob store (datasets, checkpoints, models) and the admin key.
+    #[arg(long, env = "WICK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Largest accepted upload, in bytes.
+    #[arg(long, env = "WICK_MAX_UPLOAD_BYTES", default_value_t = 512_000_000)]
+    pub max_upload_bytes: u64,
+    /// In-process training slots (`wick serve`); 0 runs the API alone.
+    #[arg(long, env = "WICK_WORKER_SLOTS", default_value_t = 1)]
+    pub worker_slots: usize,
+    /// A worker that has not renewed its job's lease for this long is presumed dead, and another
+    /// worker resumes the job from its last checkpoint.
+    #[arg(long, env = "WICK_LEASE_SECS", default_value_t = 30)]
+    pub lease_secs: u64,
+    /// Compute threads each training process uses; 0 divides this machine's cores among the slots.
+    #[arg(long, env = "WICK_THREADS_PER_JOB", default_value_t = 0)]
+    pub threads_per_job: usize,
+    /// The `wick` executable that training child processes run (default: this one).
+    #[arg(long, env = "WICK_TRAINER_EXE")]
+    pub trainer_exe: Option<PathBuf>,
+    /// Time limit for ordinary API requests (uploads and streams are exempt), in seconds.
+    #[arg(long, env = "WICK_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
+}
+
+impl Settings {
+    /// Defaults for a data folder, as tests and embedders build them.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Settings {
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            database_url: None,
+            data_dir: data_dir.into(),
+            max_upload_bytes: 512_000_000,
+            worker_slots: 1,
+            lease_secs: 30,
+            threads_per_job: 0,
+            trainer_exe: None,
+            request_timeout_secs: 60,
+        }
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir.join("blobs")
+    }
+
+    pub fn admin_key_path(&self) -> PathBuf {
+        self.data_dir.join("admin_key")
+    }
+}
+
+impl Settings {
+    /// Where jobs' local files live while they train.
+    pub fn work_dir(&self) -> PathBuf {
+        self.data_dir.join("work")
+    }
+}

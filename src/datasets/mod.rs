@@ -1,0 +1,10 @@
+//! Dataset handling: streaming validation of uploaded JSONL files, the report it produces and
+//! the statistics shown for a dataset.
+
+pub mod report;
+pub mod stats;
+pub mod validate;
+
+pub use report::{LineError, ValidationReport};
+pub use stats::{DatasetStats, HistogramBucket, Summary};
+pub use validate::{Purpose, Validator};

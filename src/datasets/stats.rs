@@ -1,0 +1,179 @@
+//! Statistics over the valid examples of a dataset, accumulated per batch of lines (in
+//! parallel) and merged, so they cost no second pass over the file.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Aggregate figures shown for a dataset.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DatasetStats {
+    /// Valid examples counted (duplicates included, as they are in the file).
+    pub examples: u64,
+    /// Messages per chat example; all zeros for pretraining data.
+    pub messages_per_example: Summary,
+    /// Unicode scalar values (`chars().count()`) per example: sum over message contents for
+    /// chat, the `text` for pretraining.
+    pub chars_per_example: Summary,
+    /// Messages per role over the valid examples; roles that never occur are absent.
+    pub role_counts: BTreeMap<String, u64>,
+    /// Examples per power-of-two bucket of `chars_per_example`, from the first non-empty
+    /// bucket to the last (empty buckets in between are kept so the shape is easy to plot).
+    pub length_histogram: Vec<HistogramBucket>,
+}
+
+/// Minimum, mean and maximum of a per-example count; all zero when there is no example.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Default)]
+pub struct Summary {
+    /// Smallest value.
+    pub min: u64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Largest value.
+    pub max: u64,
+}
+
+/// Examples whose length `n` satisfies `le / 2 < n <= le` (the first bucket, `le = 1`, also
+/// holds `n = 0`). Counts are per bucket, not cumulative.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistogramBucket {
+    /// Upper bound (inclusive) of the bucket, a power of two.
+    pub le: u64,
+    /// Examples in the bucket.
+    pub count: u64,
+}
+
+/// The roles a chat message may have, in the index order used by [`StatsAcc`].
+pub(crate) const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
+
+/// Index of the assistant role in [`ROLES`].
+pub(crate) const ASSISTANT: usize = 2;
+
+/// 65 buckets: `le = 2^0 ..= 2^63`, plus one for lengths above 2^63.
+const BUCKETS: usize = 65;
+
+#[derive(Clone, Copy, Debug)]
+struct MinMaxSum {
+    min: u64,
+    max: u64,
+    sum: u64,
+}
+
+impl MinMaxSum {
+    const EMPTY: Self = Self {
+        min: u64::MAX,
+        max: 0,
+        sum: 0,
+    };
+
+    fn add(&mut self, v: u64) {
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum = self.sum.saturating_add(v);
+    }
+
+    fn merge(&mut self, o: &Self) {
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.sum = self.sum.saturating_add(o.sum);
+    }
+
+    fn summary(&self, n: u64) -> Summary {
+        if n == 0 {
+            return Summary::default();
+        }
+        Summary {
+            min: self.min,
+            mean: self.sum as f64 / n as f64,
+            max: self.max,
+        }
+    }
+}
+
+/// Mergeable accumulator behind [`DatasetStats`]: fixed-size, so per-batch copies are cheap
+/// and merging in any grouping gives the same result.
+#[derive(Clone, Debug)]
+pub(crate) struct StatsAcc {
+    examples: u64,
+    messages: MinMaxSum,
+    chars: MinMaxSum,
+    roles: [u64; ROLES.len()],
+    hist: [u64; BUCKETS],
+}
+
+impl Default for StatsAcc {
+    fn default() -> Self {
+        Self {
+            examples: 0,
+            messages: MinMaxSum::EMPTY,
+            chars: MinMaxSum::EMPTY,
+            roles: [0; ROLES.len()],
+            hist: [0; BUCKETS],
+        }
+    }
+}
+
+fn bucket(chars: u64) -> usize {
+    if chars <= 1 {
+        0
+    } else {
+        (u64::BITS - (chars - 1).leading_zeros()) as usize
+    }
+}
+
+impl StatsAcc {
+    /// Counts one valid example.
+    pub(crate) fn add(&mut self, messages: u64, chars: u64, roles: &[u64; ROLES.len()]) {
+        self.examples += 1;
+        self.messages.add(messages);
+        self.chars.add(chars);
+        for (acc, n) in self.roles.iter_mut().zip(roles) {
+            *acc += n;
+        }
+        self.hist[bucket(chars)] += 1;
+    }
+
+    pub(crate) fn merge(&mut self, o: &Self) {
+        self.examples += o.examples;
+        self.messages.merge(&o.messages);
+        self.chars.merge(&o.chars);
+        for (acc, n) in self.roles.iter_mut().zip(&o.roles) {
+            *acc += n;
+        }
+        for (acc, n) in self.hist.iter_mut().zip(&o.hist) {
+            *acc += n;
+        }
+    }
+
+    /// `chat` is false for pretraining data, whose examples have no messages.
+    pub(crate) fn finish(&self, chat: bool) -> DatasetStats {
+        let role_counts = ROLES
+            .iter()
+            .zip(&self.roles)
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| (r.to_string(), *n))
+            .collect();
+        let first = self.hist.iter().position(|&n| n > 0);
+        let last = self.hist.iter().rposition(|&n| n > 0);
+        let length_histogram = match (first, last) {
+            (Some(a), Some(b)) => (a..=b)
+                .map(|k| HistogramBucket {
+                    le: if k >= 64 { u64::MAX } else { 1 << k },
+                    count: self.hist[k],
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        DatasetStats {
+            examples: self.examples,
+            messages_per_example: if chat {
+                self.messages.summary(self.examples)
+            } else {
+                Summary::default()
+            },
+            chars_per_example: self.chars.summary(self.examples),
+            role_counts,
+            length_histogram,
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! A model loaded for inference, frozen, with its tokenizer, chat template and end-of-turn
+//! tokens, and the generation loop that streams tokens out as they are chosen.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use tokenizers::Tokenizer;
+
+use super::sampler::Sampler;
+use crate::chat::template::{ChatMessage, ChatTemplate, TemplateError};
+use crate::model::ModelConfig;
+use crate::model::hf::{self, HfError};
+use crate::model::llama::{Llama, sequential_positions};
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error(transparent)]
+    Model(#[from] HfError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("the prompt has {0} tokens; this model reads at most {1}")]
+    PromptTooLong(usize, usize),
+}
+
+/// Settings of one generation.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+}
+
+/// Why generation ended, as OpenAI names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+pub struct Generation {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub finish_reason: FinishReason,
+}
+
+pub struct LoadedModel {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    cfg: ModelConfig,
+    /// Tokens that end the assistant's turn: EOS and the template's end-of-turn marker.
+    stop_ids: Vec<u32>,
+}
+
+impl LoadedModel {
+    /// Loads a Hugging Face folder written by the trainer (or any Llama-family folder).
+    pub fn load(dir: &Path) -> Result<Self, InferError> {
+        let device = Device::Cpu;
+        let cfg = hf::read_config(dir)?;
+        let weights = hf::load_weights(dir, &cfg, DType::F32, &device)?;
+        let model = Llama::load(VarBuilder::from_tensors(weights, DType::F32, &device), &cfg)?;
+        let tokenizer = crate::tokenizer::load(&dir.join("tokenizer.json"))?;
+        let template = ChatTemplate::from_model_dir(dir)?;
+        let mut stop_ids: Vec<u32> = [
+            "<|im_end|>",
+            "<|endoftext|>",
+            "<|eot_id|>",
+            "<|end_of_text|>",
+            "</s>",
+        ]
+        .iter()
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .collect();
+        if let Some(eos) = cfg.eos_token_id {
+            stop_ids.push(eos as u32);
+        }
+        Ok(LoadedModel {
+            model,
+            tokenizer,
+            template,
+            cfg,
+            stop_ids,
+        })
+    }
+
+    /// The prompt for `messages`, rendered with the model's template and tokenised.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, InferError> {
+        let text = self.template.render(messages, true)?;
+        Ok(crate::tokenizer::encode(&self.tokenizer, &text)?)
+    }
+
+    /// Continues `prompt`, calling `on_text` with each new piece of text; `on_text` returning
+    /// false stops early (the client went away).
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation, InferError> {
+        let max_ctx = self.cfg.max_position_embeddings;
+        if prompt.len() >= max_ctx {
+            return Err(InferError::PromptTooLong(prompt.len(), max_ctx));
+        }
+        let device = Device::Cpu;
+        let mut sampler = Sampler::new(params.temperature, params.top_p, params.seed);
+        let mut ids = prompt.to_vec();
+        let mut completion: Vec<u32> = Vec::new();
+        let mut text = String::new();
+        let mut finish = FinishReason::Length;
+        let budget = params.max_tokens.min(max_ctx - prompt.len());
+        for _ in 0..budget {
+            let input = Tensor::new(ids.as_slice(), &device)?.unsqueeze(0)?; // (1, T)
+            let positions = sequential_positions(1, ids.len(), &device)?;
+            let logits = self.model.forward(&input, &positions, None)?; // (1, T, V)
+            let last = logits.narrow(1, ids.len() - 1, 1)?.squeeze(1)?.squeeze(0)?; // (V)
+            let next = sampler.pick(&last.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+            if self.stop_ids.contains(&next) {
+                finish = FinishReason::Stop;
+                break;
+            }
+            ids.push(next);
+            completion.push(next);
+            // Decode the whole completion each time so multi-byte characters split across
+            // tokens come out whole; send only what is new.
+            let decoded = self.tokenizer.decode(&completion, true).unwrap_or_default();
+            let (cut, hit_stop) = match params
+                .stop
+                .iter()
+                .filter_map(|s| decoded.find(s.as_str()))
+                .min()
+            {
+                Some(i) => (i, true),
+                None => (decoded.len(), false),
+            };
+            let fresh = decoded[..cut]
+                .strip_prefix(text.as_str())
+                .map(str::to_string);
+            if let Some(piece) = fresh.filter(|p| !p.is_empty() && !p.ends_with('\u{FFFD}')) {
+                text.push_str(&piece);
+                if !on_text(&piece) {
+                    break;
+                }
+            }
+            if hit_stop {
+                finish = FinishReason::Stop;
+                break;
+            }
+        }
+        Ok(Generation {
+            text,
+            prompt_tokens: prompt.len(),
+            completion_tokens: completion.len(),
+            finish_reason: finish,
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! The models this process has loaded, least recently used first out, so a second request to the
+//! same model is fast and memory stays bounded. Trained models are copied from the blob store to a
+//! local cache folder the first time they are needed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use super::engine::LoadedModel;
+use crate::blob::Blobs;
+
+/// How many models stay loaded.
+pub const CAPACITY: usize = 2;
+
+#[derive(Clone, Default)]
+pub struct Registry {
+    /// Most recently used last.
+    loaded: Arc<Mutex<Vec<(String, Arc<LoadedModel>)>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    fn cached(&self, id: &str) -> Option<Arc<LoadedModel>> {
+        let mut loaded = self.loaded.lock().expect("registry lock");
+        let i = loaded.iter().position(|(k, _)| k == id)?;
+        let entry = loaded.remove(i);
+        let model = entry.1.clone();
+        loaded.push(entry);
+        Some(model)
+    }
+
+    /// The model `id`, whose files are under `blob_prefix`, loading it (off the async runtime) if
+    /// it is not loaded yet.
+    pub async fn get(
+        &self,
+        id: &str,
+        blobs: &Blobs,
+        blob_prefix: &str,
+        cache_dir: PathBuf,
+    ) -> anyhow::Result<Arc<LoadedModel>> {
+        if let Some(m) = self.cached(id) {
+            return Ok(m);
+        }
+        if !cache_dir.join("config.json").exists() {
+            let staging = cache_dir.with_extension("partial");
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            blobs.get_dir(blob_prefix, &staging).await?;
+            let _ = tokio::fs::remove_dir_all(&cache_dir).await;
+            tokio::fs::rename(&staging, &cache_dir).await?;
+        }
+        let model =
+            Arc::new(tokio::task::spawn_blocking(move || LoadedModel::load(&cache_dir)).await??);
+        let mut loaded = self.loaded.lock().expect("registry lock");
+        loaded.retain(|(k, _)| k != id);
+        loaded.push((id.to_string(), model.clone()));
+        while loaded.len() > CAPACITY {
+            loaded.remove(0);
+        }
+        Ok(model)
+    }
+}

@@ -1,0 +1,77 @@
+//! The `validating_files` step: before a job is queued, its files are checked again (they may
+//! have been deleted or replaced since the request was checked) and their sizes recorded in an
+//! event. A job left in `validating_files` by a crash is validated again at the next start.
+
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::jobs::status::JobStatus;
+use crate::store::events::NewEvent;
+use crate::store::files;
+use crate::store::jobs::{self, JobRow, Transition};
+
+/// Checks `job`'s files and moves it to `queued`, or to `failed` with the reason.
+pub async fn validate_and_queue(state: &AppState, job: &JobRow) -> Result<JobStatus, sqlx::Error> {
+    let mut summary = Vec::new();
+    let mut problem = None;
+    for (label, id) in [
+        ("training", Some(&job.training_file)),
+        ("validation", job.validation_file.as_ref()),
+    ] {
+        let Some(id) = id else { continue };
+        match files::get_file(&state.db, &job.org_id, id).await? {
+            Some(f) if f.status == "processed" => {
+                let examples = f
+                    .report
+                    .as_ref()
+                    .and_then(|r| r.0.get("valid_examples"))
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                summary.push(format!(
+                    "{label} file {id}: {examples} examples, {} bytes",
+                    f.bytes
+                ));
+            }
+            Some(f) => problem = Some(format!("{label} file {id} is {}", f.status)),
+            None => problem = Some(format!("{label} file {id} no longer exists")),
+        }
+    }
+    let (to, event) = match problem {
+        None => (
+            JobStatus::Queued,
+            NewEvent::info(
+                "status",
+                format!("Files validated ({}); job queued", summary.join("; ")),
+            )
+            .with_data(json!({"status": "queued"})),
+        ),
+        Some(p) => (
+            JobStatus::Failed,
+            NewEvent {
+                level: "error",
+                ..NewEvent::info("status", format!("File validation failed: {p}"))
+            }
+            .with_data(json!({"status": "failed"})),
+        ),
+    };
+    if to == JobStatus::Failed {
+        jobs::set_error(&state.db, &job.id, "invalid_file", &event.message).await?;
+    }
+    match jobs::transition(&state.db, &job.org_id, &job.id, to, &event).await? {
+        Transition::Moved(..) => {
+            state.hub.publish(&job.id).await;
+            state.queue_wake.notify_waiters();
+            Ok(to)
+        }
+        Transition::NotAllowed(now) => Ok(now),
+        Transition::NotFound => Ok(JobStatus::Cancelled),
+    }
+}
+
+/// Validates every job a previous run left in `validating_files`.
+pub async fn resume_pending(state: &AppState) -> Result<(), sqlx::Error> {
+    for job in jobs::jobs_in_status(&state.db, JobStatus::ValidatingFiles).await? {
+        validate_and_queue(state, &job).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! Uploaded files: metadata and validation report; the bytes live in the blob store.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+
+use super::Db;
+use crate::with_db;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FileRow {
+    pub id: String,
+    pub org_id: String,
+    pub filename: String,
+    pub purpose: String,
+    pub bytes: i64,
+    pub sha256: String,
+    pub blob_path: String,
+    pub status: String,
+    pub status_details: Option<String>,
+    pub report: Option<Json<Value>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, org_id, filename, purpose, bytes, sha256, blob_path, status, status_details, report, created_at";
+
+pub async fn insert_file(db: &Db, f: &FileRow) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "insert into files ({COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    );
+    with_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&f.id).bind(&f.org_id).bind(&f.filename).bind(&f.purpose).bind(f.bytes)
+        .bind(&f.sha256).bind(&f.blob_path).bind(&f.status).bind(&f.status_details)
+        .bind(&f.report).bind(f.created_at)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The file `id` if it belongs to `org_id`; another organization's file is as good as absent.
+pub async fn get_file(db: &Db, org_id: &str, id: &str) -> Result<Option<FileRow>, sqlx::Error> {
+    let sql = format!(
+        "select {COLUMNS} from files where id = $1 and org_id = $2 and status <> 'deleted'"
+    );
+    with_db!(db, p => sqlx::query_as::<_, FileRow>(sqlx::AssertSqlSafe(sql)).bind(id).bind(org_id).fetch_optional(p).await)
+}
+
+/// Newest first; `after` is the id of the last file of the previous page.
+pub async fn list_files(
+    db: &Db,
+    org_id: &str,
+    purpose: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<FileRow>, sqlx::Error> {
+    let sql = format!(
+        "select {COLUMNS} from files where org_id = $1 and status <> 'deleted' and ($2 is null or purpose = $2)
+         and ($3 is null or id < $3) order by id desc limit $4"
+    );
+    with_db!(db, p => sqlx::query_as::<_, FileRow>(sqlx::AssertSqlSafe(sql))
+        .bind(org_id).bind(purpose).bind(after).bind(limit)
+        .fetch_all(p).await)
+}
+
+/// Whether a job that has not ended uses the file.
+pub async fn file_in_use(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
+    let sql = "select count(*) from jobs where (training_file = $1 or validation_file = $1)
+               and status in ('validating_files', 'queued', 'running', 'paused')";
+    let n = with_db!(db, p => sqlx::query_scalar::<_, i64>(sql).bind(id).fetch_one(p).await)?;
+    Ok(n > 0)
+}
+
+/// Whether any job, ended or not, refers to the file (it then keeps its row for the job's record).
+pub async fn file_referenced(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
+    let sql = "select count(*) from jobs where training_file = $1 or validation_file = $1";
+    let n = with_db!(db, p => sqlx::query_scalar::<_, i64>(sql).bind(id).fetch_one(p).await)?;
+    Ok(n > 0)
+}
+
+/// Deletes the row; returns whether one was deleted.
+pub async fn delete_file(db: &Db, org_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let r = with_db!(db, p => sqlx::query("delete from files where id = $1 and org_id = $2")
+        .bind(id).bind(org_id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(r > 0)
+}
+
+/// Marks a file deleted while jobs still refer to it: its bytes are gone, its row stays.
+pub async fn mark_file_deleted(db: &Db, org_id: &str, id: &str) -> Result<(), sqlx::Error> {
+    with_db!(db, p => sqlx::query("update files set status = 'deleted' where id = $1 and org_id = $2")
+        .bind(id).bind(org_id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The file `id` whatever its organization: for workers, never for requests.
+pub async fn get_file_any_org(db: &Db, id: &str) -> Result<Option<FileRow>, sqlx::Error> {
+    let sql = format!("select {COLUMNS} from files where id = $1 and status <> 'deleted'");
+    with_db!(db, p => sqlx::query_as::<_, FileRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await)
+}

@@ -1,0 +1,27 @@
+//! Organizations: every key, file and job belongs to exactly one.
+
+use chrono::{DateTime, Utc};
+
+use super::Db;
+use crate::ids::{new_id, now};
+use crate::with_db;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The organization named `name`, created if it does not exist yet.
+pub async fn find_or_create_org(db: &Db, name: &str) -> Result<Org, sqlx::Error> {
+    let id = new_id("org");
+    with_db!(db, p => {
+        sqlx::query("insert into organizations (id, name, created_at) values ($1, $2, $3) on conflict (name) do nothing")
+            .bind(&id).bind(name).bind(now())
+            .execute(p).await?;
+        sqlx::query_as::<_, Org>("select id, name, created_at from organizations where name = $1")
+            .bind(name)
+            .fetch_one(p).await
+    })
+}

@@ -1,0 +1,232 @@
+//! The job queue: claiming work with a lease, renewing it by heartbeat, and giving it back.
+//!
+//! A worker claims the most urgent queued job (priority, then age), or a running job whose lease
+//! has expired (its worker died), in one statement that also takes the lease, records the first
+//! heartbeat and counts the attempt. On Postgres the candidate row is locked with
+//! `for update skip locked`, so concurrent claimers never wait on each other or take the same job;
+//! SQLite has a single writer, so the same `update ... where id = (select ...)` is already atomic.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::Db;
+use super::events::NewEvent;
+use super::jobs::JobRow;
+use crate::ids::now;
+use crate::with_db;
+
+const JOB_COLUMNS: &str = "id, org_id, model, training_file, validation_file, suffix, seed, method_type, spec, \
+    status, error, fine_tuned_model, trained_tokens, estimated_finish, result_files, metadata, priority, \
+    attempts, max_attempts, created_at, started_at, finished_at";
+
+const INSERT_EVENT: &str = "insert into job_events (id, job_id, level, kind, message, data, created_at) values ($1, $2, $3, $4, $5, $6, $7)";
+
+/// Claims the next job for `worker_id`, holding it for `lease`. The claimed job is `running`.
+pub async fn claim_next_job(
+    db: &Db,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    fail_exhausted_jobs(db).await?;
+    let t = now();
+    let candidates = "select id from jobs
+        where status = 'queued' or (status = 'running' and lease_expires_at < $3)
+        order by priority desc, id limit 1";
+    let job = match db {
+        Db::Pg(p) => {
+            let sql = format!(
+                "update jobs set status = 'running', lease_owner = $1, lease_expires_at = $2, heartbeat_at = $3,
+                 attempts = attempts + 1, started_at = coalesce(started_at, $3)
+                 where id = ({candidates} for update skip locked) returning {JOB_COLUMNS}"
+            );
+            sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql))
+                .bind(worker_id)
+                .bind(t + lease)
+                .bind(t)
+                .fetch_optional(p)
+                .await?
+        }
+        Db::Sqlite(p) => {
+            let sql = format!(
+                "update jobs set status = 'running', lease_owner = $1, lease_expires_at = $2, heartbeat_at = $3,
+                 attempts = attempts + 1, started_at = coalesce(started_at, $3)
+                 where id = ({candidates}) returning {JOB_COLUMNS}"
+            );
+            sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql))
+                .bind(worker_id)
+                .bind(t + lease)
+                .bind(t)
+                .fetch_optional(p)
+                .await?
+        }
+    };
+    if let Some(j) = &job {
+        let msg = if j.attempts > 1 {
+            format!(
+                "Job resumed by worker {worker_id} (attempt {} of {})",
+                j.attempts, j.max_attempts
+            )
+        } else {
+            format!("Job started by worker {worker_id}")
+        };
+        let ev = NewEvent::info("status", msg)
+            .with_data(serde_json::json!({"status": "running", "attempt": j.attempts}));
+        insert_event(db, &j.id, &ev).await?;
+    }
+    Ok(job)
+}
+
+/// Jobs whose lease expired after their last allowed attempt fail with the last error they had.
+async fn fail_exhausted_jobs(db: &Db) -> Result<(), sqlx::Error> {
+    let t = now();
+    let sql = "update jobs set status = 'failed', finished_at = $1, lease_owner = null,
+               error = coalesce(error, $2)
+               where status = 'running' and lease_expires_at < $1 and attempts >= max_attempts
+               returning id";
+    let err = sqlx::types::Json(serde_json::json!({
+        "code": "worker_lost",
+        "message": "the job's worker stopped answering on its last allowed attempt",
+        "param": null
+    }));
+    let ids: Vec<String> =
+        with_db!(db, p => sqlx::query_scalar(sql).bind(t).bind(&err).fetch_all(p).await)?;
+    for id in ids {
+        let ev = NewEvent::info(
+            "status",
+            "Job failed: its worker stopped answering on the last allowed attempt",
+        )
+        .with_data(serde_json::json!({"status": "failed"}));
+        insert_event(
+            db,
+            &id,
+            &NewEvent {
+                level: "error",
+                ..ev
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// What a heartbeat learns about its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still ours; `status` is the job's status now (`cancelled` or `paused` tell the worker to stop).
+    Held { status: String },
+    /// Another worker holds it now, or the job is gone: stop without writing anything more.
+    Lost,
+}
+
+/// Renews the lease of `job_id` held by `worker_id`.
+pub async fn heartbeat(
+    db: &Db,
+    job_id: &str,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<LeaseState, sqlx::Error> {
+    let t = now();
+    let sql = "update jobs set heartbeat_at = $1, lease_expires_at = $2
+               where id = $3 and lease_owner = $4 returning status";
+    let status: Option<String> = with_db!(db, p => sqlx::query_scalar(sql).bind(t).bind(t + lease).bind(job_id).bind(worker_id).fetch_optional(p).await)?;
+    Ok(match status {
+        Some(status) => LeaseState::Held { status },
+        None => LeaseState::Lost,
+    })
+}
+
+/// Marks a job `succeeded` with its results; false if `worker_id` no longer holds it.
+pub async fn complete_job(
+    db: &Db,
+    job_id: &str,
+    worker_id: &str,
+    fine_tuned_model: &str,
+    trained_tokens: i64,
+    result_files: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let sql = "update jobs set status = 'succeeded', finished_at = $1, lease_owner = null, lease_expires_at = null,
+               fine_tuned_model = $2, trained_tokens = $3, result_files = $4, estimated_finish = null
+               where id = $5 and lease_owner = $6 and status = 'running'";
+    let files = sqlx::types::Json(result_files.clone());
+    let n = with_db!(db, p => sqlx::query(sql).bind(now()).bind(fine_tuned_model).bind(trained_tokens).bind(&files)
+        .bind(job_id).bind(worker_id).execute(p).await?.rows_affected());
+    if n > 0 {
+        let ev = NewEvent::info("status", "The job has successfully completed")
+            .with_data(serde_json::json!({"status": "succeeded"}));
+        insert_event(db, job_id, &ev).await?;
+    }
+    Ok(n > 0)
+}
+
+/// Marks a job `failed` with a clear error; false if `worker_id` no longer holds it.
+pub async fn fail_job(
+    db: &Db,
+    job_id: &str,
+    worker_id: &str,
+    code: &str,
+    message: &str,
+) -> Result<bool, sqlx::Error> {
+    let sql = "update jobs set status = 'failed', finished_at = $1, lease_owner = null, lease_expires_at = null,
+               error = $2, estimated_finish = null
+               where id = $3 and lease_owner = $4 and status = 'running'";
+    let error =
+        sqlx::types::Json(serde_json::json!({"code": code, "message": message, "param": null}));
+    let n = with_db!(db, p => sqlx::query(sql).bind(now()).bind(&error).bind(job_id).bind(worker_id)
+        .execute(p).await?.rows_affected());
+    if n > 0 {
+        let ev = NewEvent {
+            level: "error",
+            ..NewEvent::info("status", format!("Job failed: {message}"))
+                .with_data(serde_json::json!({"status": "failed"}))
+        };
+        insert_event(db, job_id, &ev).await?;
+    }
+    Ok(n > 0)
+}
+
+/// Gives a running job back to the queue (the worker is shutting down); the attempt is not
+/// counted against the job, and the next worker resumes from the last checkpoint.
+pub async fn requeue_job(db: &Db, job_id: &str, worker_id: &str) -> Result<bool, sqlx::Error> {
+    let sql = "update jobs set status = 'queued', lease_owner = null, lease_expires_at = null,
+               attempts = attempts - 1, estimated_finish = null
+               where id = $1 and lease_owner = $2 and status = 'running'";
+    let n = with_db!(db, p => sqlx::query(sql).bind(job_id).bind(worker_id).execute(p).await?.rows_affected());
+    if n > 0 {
+        let ev = NewEvent::info(
+            "status",
+            "Worker shut down; the job is queued to resume from its last checkpoint",
+        )
+        .with_data(serde_json::json!({"status": "queued"}));
+        insert_event(db, job_id, &ev).await?;
+    }
+    Ok(n > 0)
+}
+
+/// Lets go of a job whose status a user already changed (cancelled, paused).
+pub async fn drop_lease(db: &Db, job_id: &str, worker_id: &str) -> Result<(), sqlx::Error> {
+    let sql = "update jobs set lease_owner = null, lease_expires_at = null, estimated_finish = null
+               where id = $1 and lease_owner = $2";
+    with_db!(db, p => sqlx::query(sql).bind(job_id).bind(worker_id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Records the progress figures shown on the job object while it runs.
+pub async fn record_progress(
+    db: &Db,
+    job_id: &str,
+    worker_id: &str,
+    trained_tokens: i64,
+    estimated_finish: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    let sql = "update jobs set trained_tokens = $1, estimated_finish = $2 where id = $3 and lease_owner = $4";
+    with_db!(db, p => sqlx::query(sql).bind(trained_tokens).bind(estimated_finish).bind(job_id).bind(worker_id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn insert_event(db: &Db, job_id: &str, ev: &NewEvent) -> Result<(), sqlx::Error> {
+    let row = ev.to_row(job_id);
+    with_db!(db, p => sqlx::query(INSERT_EVENT)
+        .bind(&row.id).bind(&row.job_id).bind(&row.level).bind(&row.kind).bind(&row.message).bind(&row.data)
+        .bind(row.created_at)
+        .execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}

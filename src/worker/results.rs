@@ -1,0 +1,104 @@
+//! What a finished job leaves behind: the model in the blob store and the models table, the
+//! results CSV as a `fine-tune-results` file, and the job marked `succeeded`, as OpenAI fills them.
+
+use serde_json::json;
+
+use crate::api::results::{metric_series, series_csv};
+use crate::app::AppState;
+use crate::ids::{new_id, now};
+use crate::spec::{JobSpec, MethodType};
+use crate::store::events::NewEvent;
+use crate::store::files::{self, FileRow};
+use crate::store::jobs::JobRow;
+use crate::store::{models, queue};
+use crate::train::TrainOutcome;
+
+/// The name OpenAI gives a fine-tuned model: `ft:<base>:<suffix>:<job id>`.
+pub fn fine_tuned_model_name(job: &JobRow) -> String {
+    format!(
+        "ft:{}:{}:{}",
+        job.model,
+        job.suffix.as_deref().unwrap_or(""),
+        job.id
+    )
+}
+
+/// Blob folder of a job's final model.
+pub fn model_prefix(job_id: &str) -> String {
+    format!("models/{job_id}")
+}
+
+pub async fn publish_results(
+    state: &AppState,
+    job: &JobRow,
+    spec: &JobSpec,
+    worker_id: &str,
+    outcome: &TrainOutcome,
+) -> anyhow::Result<()> {
+    let name = fine_tuned_model_name(job);
+    let prefix = model_prefix(&job.id);
+    if let Some(dir) = &outcome.model_dir {
+        state.blobs.put_dir(dir, &prefix).await?;
+    }
+    let kind = match spec.method.kind {
+        MethodType::Pretrain => "pretrained",
+        MethodType::Supervised => "fine-tuned",
+    };
+    models::insert_model(
+        &state.db,
+        &name,
+        &job.org_id,
+        kind,
+        &job.model,
+        &job.id,
+        &prefix,
+    )
+    .await?;
+
+    let series = metric_series(state, &job.id)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the metric series: {e:?}"))?;
+    let csv = series_csv(&series);
+    let file_id = new_id("file");
+    let blob_path = format!("files/{}/{}", job.org_id, file_id);
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(csv.as_bytes()));
+    let bytes = csv.len() as i64;
+    state.blobs.put(&blob_path, csv.into_bytes().into()).await?;
+    files::insert_file(
+        &state.db,
+        &FileRow {
+            id: file_id.clone(),
+            org_id: job.org_id.clone(),
+            filename: "step_metrics.csv".into(),
+            purpose: "fine-tune-results".into(),
+            bytes,
+            sha256: sha,
+            blob_path,
+            status: "processed".into(),
+            status_details: None,
+            report: None,
+            created_at: now(),
+        },
+    )
+    .await?;
+    queue::insert_event(
+        &state.db,
+        &job.id,
+        &NewEvent::info("message", format!("New fine-tuned model created: {name}"))
+            .with_data(json!({"model": name})),
+    )
+    .await?;
+    let done = queue::complete_job(
+        &state.db,
+        &job.id,
+        worker_id,
+        &name,
+        outcome.trained_tokens as i64,
+        &json!([file_id]),
+    )
+    .await?;
+    if !done {
+        tracing::warn!(job = %job.id, "the job changed hands before it could be marked succeeded");
+    }
+    Ok(())
+}

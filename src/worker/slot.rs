@@ -1,0 +1,439 @@
+//! One worker slot: claims a job, stages its files, runs it in a child process, and relays what
+//! the child reports (metrics in batches, checkpoints to the blob store) while renewing the lease.
+//! Cancel and pause reach the child within one training step; shutdown checkpoints and requeues.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use super::child::job_file_path;
+use super::protocol::{ChildCommand, ChildJob, ChildMessage};
+use super::results::publish_results;
+use crate::app::AppState;
+use crate::spec::JobSpec;
+use crate::store::checkpoints;
+use crate::store::events::NewEvent;
+use crate::store::jobs::JobRow;
+use crate::store::metrics::{self, NewPoint};
+use crate::store::queue::{self, LeaseState};
+use crate::train::{Stopped, TrainOutcome};
+
+/// Metric points are written at least this often while a job trains.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// ...or as soon as this many are waiting.
+const FLUSH_AT: usize = 64;
+
+/// Runs slot `worker_id` until `shutdown` fires.
+pub async fn run_slot(state: AppState, worker_id: String, shutdown: CancellationToken) {
+    let lease = chrono::Duration::seconds(state.settings.lease_secs as i64);
+    tracing::info!(worker = %worker_id, "worker slot ready");
+    while !shutdown.is_cancelled() {
+        match queue::claim_next_job(&state.db, &worker_id, lease).await {
+            Ok(Some(job)) => {
+                state.hub.publish(&job.id).await;
+                let id = job.id.clone();
+                if let Err(e) = run_claimed(&state, &worker_id, job, &shutdown).await {
+                    tracing::error!(job = %id, error = ?e, "worker failed to run the job");
+                    let _ = queue::fail_job(
+                        &state.db,
+                        &id,
+                        &worker_id,
+                        "worker_error",
+                        &format!("{e:#}"),
+                    )
+                    .await;
+                    state.hub.publish(&id).await;
+                }
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = state.queue_wake.notified() => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming a job failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    tracing::info!(worker = %worker_id, "worker slot stopped");
+}
+
+/// Where the job's files live on this machine while it trains.
+fn work_dir(state: &AppState, job_id: &str) -> PathBuf {
+    state.settings.work_dir().join(job_id)
+}
+
+/// Blob folder of a job's checkpoint at `step`.
+pub fn checkpoint_prefix(job_id: &str, step: u64) -> String {
+    format!(
+        "jobs/{job_id}/checkpoints/{}",
+        crate::train::checkpoint::folder_name(step)
+    )
+}
+
+/// Copies the training files and the latest checkpoint (if any) to the work folder.
+async fn stage(
+    state: &AppState,
+    job: &JobRow,
+    spec: &JobSpec,
+    dir: &Path,
+) -> anyhow::Result<ChildJob> {
+    let _ = tokio::fs::remove_dir_all(dir).await;
+    tokio::fs::create_dir_all(dir).await?;
+    let fetch = |id: String, name: &'static str| async move {
+        let f = crate::store::files::get_file_any_org(&state.db, &id)
+            .await?
+            .with_context(|| format!("file {id} no longer exists"))?;
+        let local = dir.join(name);
+        state.blobs.get_file(&f.blob_path, &local).await?;
+        anyhow::Ok(local)
+    };
+    let training_file = fetch(job.training_file.clone(), "train.jsonl").await?;
+    let validation_file = match &job.validation_file {
+        Some(v) => Some(fetch(v.clone(), "valid.jsonl").await?),
+        None => None,
+    };
+    let output_dir = dir.join("out");
+    let mut resume_from = None;
+    if let Some(latest) = checkpoints::list_checkpoints(&state.db, &job.id)
+        .await?
+        .first()
+    {
+        let local = output_dir
+            .join("checkpoints")
+            .join(crate::train::checkpoint::folder_name(latest.step as u64));
+        state.blobs.get_dir(&latest.blob_path, &local).await?;
+        resume_from = Some(local);
+    }
+    let mut spec = spec.clone();
+    spec.seed = Some(job.seed as u64);
+    Ok(ChildJob {
+        job_id: job.id.clone(),
+        spec,
+        training_file,
+        validation_file,
+        output_dir,
+        resume_from,
+    })
+}
+
+fn spawn_child(state: &AppState, job_file: &Path) -> anyhow::Result<Child> {
+    let exe = match &state.settings.trainer_exe {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?,
+    };
+    let threads = match state.settings.threads_per_job {
+        0 => (std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            / state.settings.worker_slots.max(1))
+        .max(1),
+        n => n,
+    };
+    let child = Command::new(exe)
+        .arg("run-job")
+        .arg("--job")
+        .arg(job_file)
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the training process")?;
+    Ok(child)
+}
+
+/// How the slot's watch over a child ended.
+enum Ending {
+    Reported(TrainOutcome),
+    Failed { code: String, message: String },
+    Crashed(String),
+    LeaseLost,
+}
+
+async fn run_claimed(
+    state: &AppState,
+    worker_id: &str,
+    job: JobRow,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let spec: JobSpec =
+        serde_json::from_value(job.spec.0.clone()).context("reading the stored job spec")?;
+    let dir = work_dir(state, &job.id);
+    let child_job = stage(state, &job, &spec, &dir).await?;
+    if let Some(refusal) = memory_refusal(&spec, &child_job.training_file) {
+        queue::fail_job(
+            &state.db,
+            &job.id,
+            worker_id,
+            "insufficient_memory",
+            &refusal,
+        )
+        .await?;
+        state.hub.publish(&job.id).await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        return Ok(());
+    }
+    let job_file = job_file_path(&dir);
+    tokio::fs::write(&job_file, serde_json::to_vec(&child_job)?).await?;
+    let mut child = spawn_child(state, &job_file)?;
+    let mut stdin = child.stdin.take().context("child stdin")?;
+    let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
+
+    let lease = chrono::Duration::seconds(state.settings.lease_secs as i64);
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(
+        (state.settings.lease_secs * 1000 / 3).max(200),
+    ));
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    let mut pending: Vec<NewPoint> = Vec::new();
+    let mut sent_command: Option<ChildCommand> = None;
+    let mut shutting_down = false;
+    let mut last_tokens: i64 = 0;
+    let mut eta: Option<chrono::DateTime<chrono::Utc>> = None;
+    let keep = spec.hyperparameters().n_checkpoints.unwrap_or(3).max(1) as usize;
+
+    let ending = loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Ok(Some(line)) = line else {
+                    // stdout closed: the child is exiting without a report.
+                    let status = child.wait().await?;
+                    break Ending::Crashed(describe_exit(status));
+                };
+                let msg: ChildMessage = match serde_json::from_str(&line) {
+                    Ok(m) => m,
+                    Err(_) => { tracing::debug!(line, "child said something that is not a message"); continue; }
+                };
+                match msg {
+                    ChildMessage::Step(m) => {
+                        last_tokens = m.trained_tokens as i64;
+                        eta = Some(crate::ids::now() + chrono::Duration::milliseconds((m.eta_seconds * 1000.0) as i64));
+                        let mut data = serde_json::to_value(&m)?;
+                        // When the step reached the service: the start of its delivery lag.
+                        data["reported_at"] = json!(chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+                        pending.push(NewPoint { step: m.step as i64, kind: "train", data });
+                        if pending.len() >= FLUSH_AT { flush_points(state, &job.id, &mut pending).await?; }
+                    }
+                    ChildMessage::Eval(m) => {
+                        pending.push(NewPoint { step: m.step as i64, kind: "eval", data: serde_json::to_value(&m)? });
+                        flush_points(state, &job.id, &mut pending).await?;
+                    }
+                    ChildMessage::Checkpoint { step, path } => {
+                        flush_points(state, &job.id, &mut pending).await?;
+                        save_checkpoint(state, &job.id, step, &path, keep).await?;
+                    }
+                    ChildMessage::Done(outcome) => {
+                        let _ = child.wait().await;
+                        break Ending::Reported(outcome);
+                    }
+                    ChildMessage::Failed { code, message } => {
+                        let _ = child.wait().await;
+                        break Ending::Failed { code, message };
+                    }
+                }
+            }
+            _ = flush.tick() => {
+                flush_points(state, &job.id, &mut pending).await?;
+                // Cancel and pause are user actions on the job row: look every tick, so the
+                // child hears of them within a step or two.
+                if let Some(status) = crate::store::jobs::status_of(&state.db, &job.id).await? {
+                    send_for_status(&mut stdin, &status, &mut sent_command).await;
+                }
+            }
+            _ = heartbeat.tick() => {
+                match queue::heartbeat(&state.db, &job.id, worker_id, lease).await? {
+                    LeaseState::Lost => {
+                        let _ = child.kill().await;
+                        break Ending::LeaseLost;
+                    }
+                    LeaseState::Held { status } => {
+                        let _ = queue::record_progress(&state.db, &job.id, worker_id, last_tokens, eta).await;
+                        send_for_status(&mut stdin, &status, &mut sent_command).await;
+                    }
+                }
+            }
+            _ = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                if sent_command.is_none() {
+                    let _ = stdin.write_all(ChildCommand::Pause.line().as_bytes()).await;
+                    let _ = stdin.flush().await;
+                    sent_command = Some(ChildCommand::Pause);
+                }
+            }
+        }
+    };
+    flush_points(state, &job.id, &mut pending).await?;
+    let terminal = match ending {
+        Ending::LeaseLost => {
+            tracing::warn!(job = %job.id, "lease lost; another worker has the job");
+            false
+        }
+        Ending::Crashed(how) => {
+            let msg = format!(
+                "the training process exited unexpectedly ({how}); the server is unaffected"
+            );
+            queue::fail_job(
+                &state.db,
+                &job.id,
+                worker_id,
+                "training_process_crashed",
+                &msg,
+            )
+            .await?;
+            true
+        }
+        Ending::Failed { code, message } => {
+            queue::fail_job(&state.db, &job.id, worker_id, &code, &message).await?;
+            true
+        }
+        Ending::Reported(outcome) => match outcome.stopped {
+            Some(Stopped::Cancelled) => {
+                queue::drop_lease(&state.db, &job.id, worker_id).await?;
+                true
+            }
+            Some(Stopped::Paused) if shutting_down && sent_command == Some(ChildCommand::Pause) => {
+                queue::requeue_job(&state.db, &job.id, worker_id).await?;
+                false
+            }
+            Some(Stopped::Paused) => {
+                queue::drop_lease(&state.db, &job.id, worker_id).await?;
+                false
+            }
+            None | Some(Stopped::EarlyStopped) => {
+                if outcome.stopped == Some(Stopped::EarlyStopped) {
+                    queue::insert_event(
+                        &state.db,
+                        &job.id,
+                        &NewEvent::info(
+                            "message",
+                            format!(
+                                "Early stopping at step {}: validation loss stopped improving",
+                                outcome.steps_completed
+                            ),
+                        ),
+                    )
+                    .await?;
+                }
+                publish_results(state, &job, &spec, worker_id, &outcome).await?;
+                true
+            }
+        },
+    };
+    state.hub.publish(&job.id).await;
+    if terminal {
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+    }
+    Ok(())
+}
+
+/// Memory this machine can still give, from `/proc/meminfo`.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Why a job must not start here: candle aborts the whole process on out-of-memory, so a job
+/// whose estimated peak exceeds what this machine has is refused before it starts.
+fn memory_refusal(spec: &JobSpec, training_file: &Path) -> Option<String> {
+    let estimate = crate::train::estimate::estimate_job(spec, Some(training_file)).ok()?;
+    let available = available_memory()?;
+    let need = estimate.memory.total;
+    (need > available).then(|| {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        format!(
+            "the job needs about {:.1} GiB (weights, gradients, AdamW state and activations) but this worker has {:.1} GiB available; use a smaller model, batch size or sequence length",
+            gib(need),
+            gib(available)
+        )
+    })
+}
+
+/// Tells the child to stop when the job's status asks for it, once.
+async fn send_for_status(
+    stdin: &mut tokio::process::ChildStdin,
+    status: &str,
+    sent: &mut Option<ChildCommand>,
+) {
+    let wanted = match status {
+        "cancelled" => ChildCommand::Cancel,
+        "paused" => ChildCommand::Pause,
+        _ => return,
+    };
+    if *sent != Some(wanted) {
+        let _ = stdin.write_all(wanted.line().as_bytes()).await;
+        let _ = stdin.flush().await;
+        *sent = Some(wanted);
+    }
+}
+
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (_, Some(6)) => "aborted (signal 6), as on running out of memory".to_string(),
+        (_, Some(9)) => "killed (signal 9), possibly by the out-of-memory killer".to_string(),
+        (_, Some(s)) => format!("killed by signal {s}"),
+        (Some(c), None) => format!("exit code {c} without a report"),
+        (None, None) => "unknown exit".to_string(),
+    }
+}
+
+async fn flush_points(
+    state: &AppState,
+    job_id: &str,
+    pending: &mut Vec<NewPoint>,
+) -> anyhow::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    metrics::insert_points(&state.db, job_id, pending).await?;
+    pending.clear();
+    state.hub.publish(job_id).await;
+    Ok(())
+}
+
+/// Copies a checkpoint folder to the blob store, records it, and keeps only the newest `keep`.
+async fn save_checkpoint(
+    state: &AppState,
+    job_id: &str,
+    step: u64,
+    path: &Path,
+    keep: usize,
+) -> anyhow::Result<()> {
+    let prefix = checkpoint_prefix(job_id, step);
+    state.blobs.put_dir(path, &prefix).await?;
+    let m = metrics::point_at(&state.db, job_id, step as i64).await?;
+    checkpoints::insert_checkpoint(&state.db, job_id, step as i64, &prefix, &m).await?;
+    queue::insert_event(
+        &state.db,
+        job_id,
+        &NewEvent::info("message", format!("Checkpoint saved at step {step}"))
+            .with_data(json!({"step": step})),
+    )
+    .await?;
+    for old in checkpoints::list_checkpoints(&state.db, job_id)
+        .await?
+        .into_iter()
+        .skip(keep)
+    {
+        state.blobs.delete_dir(&old.blob_path).await?;
+        checkpoints::delete_checkpoint(&state.db, &old.id).await?;
+    }
+    Ok(())
+}

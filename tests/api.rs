@@ -1,0 +1,550 @@
+//! API tests against the real server on a loopback port, each run on SQLite and on Postgres.
+
+mod common;
+
+use common::{Backend, TestApp, spawn_app, spawn_app_with};
+use serde_json::{Value, json};
+
+const GOOD: &str =
+    r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}"#;
+
+/// A chat file with known duplicates and one bad line of each kind; returns bytes.
+fn chat_file_with_known_problems() -> Vec<u8> {
+    let mut b = Vec::new();
+    let mut line = |s: &[u8]| {
+        b.extend_from_slice(s);
+        b.push(b'\n');
+    };
+    line(GOOD.as_bytes()); // 1 valid
+    line(br#"{"messages":[{"role":"bot","content":"x"},{"role":"assistant","content":"y"}]}"#); // 2 wrong role
+    line(GOOD.as_bytes()); // 3 duplicate of 1
+    line(br#"{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"y","weight":2}]}"#); // 4
+    line(b"this is not json"); // 5
+    line(b"{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"); // 6 invalid UTF-8
+    line(b""); // 7 blank: allowed
+    line(br#"{"messages":[]}"#); // 8 empty messages
+    line(br#"{"messages":[{"role":"user","content":"only a question"}]}"#); // 9 no assistant
+    line(br#"{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"2+2"},{"role":"assistant","content":"4"}]}"#); // 10
+    line(GOOD.as_bytes()); // 11 duplicate of 1
+    b
+}
+
+fn good_chat_file(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| format!(r#"{{"messages":[{{"role":"user","content":"q{i}"}},{{"role":"assistant","content":"a{i}"}}]}}"#) + "\n")
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn pretrain_file() -> Vec<u8> {
+    b"{\"text\": \"The cat sat on the mat.\"}\n{\"text\": \"A second document.\"}\n".to_vec()
+}
+
+async fn upload_round_trip_reports_every_bad_line(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let bytes = chat_file_with_known_problems();
+    let (status, file) = app
+        .upload(&app.admin_key, "fine-tune", "train.jsonl", bytes.clone())
+        .await;
+    assert_eq!(status, 200, "{file}");
+    assert_eq!(file["object"], "file");
+    assert_eq!(file["bytes"], bytes.len() as u64);
+    assert_eq!(file["status"], "error");
+    let report = &file["validation"];
+    assert_eq!(report["total_lines"], 11);
+    assert_eq!(report["blank_lines"], 1);
+    assert_eq!(report["valid_examples"], 4);
+    assert_eq!(report["duplicates"], 2);
+    assert_eq!(report["invalid_lines"], 6);
+    let errors: Vec<(u64, String, String)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["line"].as_u64().unwrap(),
+                e["code"].as_str().unwrap().into(),
+                e["param"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expect = [
+        (2, "invalid_role", "messages[0].role"),
+        (4, "invalid_weight", "messages[1].weight"),
+        (5, "invalid_json", ""),
+        (6, "invalid_utf8", ""),
+        (8, "empty_messages", "messages"),
+        (9, "no_trained_assistant", "messages"),
+    ];
+    assert_eq!(errors.len(), expect.len(), "{errors:?}");
+    for ((line, code, param), (el, ec, ep)) in errors.iter().zip(expect) {
+        assert_eq!((*line, code.as_str()), (el, ec), "{errors:?}");
+        assert_eq!(param, ep, "param of line {line}");
+    }
+    assert!(file["status_details"].as_str().unwrap().contains("line 2"));
+
+    // The bytes come back exactly as sent.
+    let id = file["id"].as_str().unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/files/{id}/content")))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+
+    // And the object reads back the same as the upload answered.
+    let (status, got) = app.get(&app.admin_key, &format!("/v1/files/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, file);
+}
+
+async fn purpose_after_file_gives_the_same_report(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let bytes = chat_file_with_known_problems();
+    let (_, first) = app
+        .upload(&app.admin_key, "fine-tune", "a.jsonl", bytes.clone())
+        .await;
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name("b.jsonl"),
+        )
+        .text("purpose", "fine-tune");
+    let r = app
+        .client
+        .post(app.url("/v1/files"))
+        .bearer_auth(&app.admin_key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let second: Value = r.json().await.unwrap();
+    assert_eq!(first["validation"], second["validation"]);
+    assert_eq!(first["sha256"], second["sha256"]);
+}
+
+async fn good_files_are_processed_with_stats(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (s, f) = app
+        .upload(
+            &app.admin_key,
+            "fine-tune",
+            "good.jsonl",
+            good_chat_file(10),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(f["status"], "processed", "{f}");
+    assert_eq!(f["validation"]["stats"]["examples"], 10);
+    assert_eq!(f["validation"]["stats"]["role_counts"]["assistant"], 10);
+    assert_eq!(f["validation"]["stats"]["messages_per_example"]["max"], 2);
+    let (s, p) = app
+        .upload(&app.admin_key, "pretrain", "docs.jsonl", pretrain_file())
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(p["status"], "processed", "{p}");
+    // A chat file uploaded for pretraining has no `text`: every line is reported.
+    let (_, wrong) = app
+        .upload(&app.admin_key, "pretrain", "chat.jsonl", good_chat_file(2))
+        .await;
+    assert_eq!(wrong["status"], "error");
+    assert_eq!(wrong["validation"]["error_counts"]["missing_text"], 2);
+    // An unknown purpose is refused before anything is stored.
+    let (s, e) = app
+        .upload(
+            &app.admin_key,
+            "fine-tune-results",
+            "x.jsonl",
+            good_chat_file(1),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(e["error"]["param"], "purpose");
+    let (_, list) = app.get(&app.admin_key, "/v1/files").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 3);
+    let (_, list) = app.get(&app.admin_key, "/v1/files?purpose=pretrain").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+}
+
+async fn oversize_upload_is_413_and_leaves_nothing(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.max_upload_bytes = 2_000).await;
+    let (ok, _) = app
+        .upload(
+            &app.admin_key,
+            "fine-tune",
+            "small.jsonl",
+            good_chat_file(5),
+        )
+        .await;
+    assert_eq!(ok, 200);
+    let blobs_before = app.blob_files();
+    let (status, e) = app
+        .upload(&app.admin_key, "fine-tune", "big.jsonl", good_chat_file(60))
+        .await;
+    assert_eq!(status, 413, "{e}");
+    assert_eq!(e["error"]["code"], "file_too_large");
+    // Far over the limit the server answers 413 and closes without reading the rest, so the
+    // client may see its write cut off before it reads the answer; either way nothing is kept.
+    match app
+        .try_upload(
+            &app.admin_key,
+            "fine-tune",
+            "huge.jsonl",
+            good_chat_file(100_000),
+        )
+        .await
+    {
+        Ok((status, e)) => assert_eq!(status, 413, "{e}"),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
+    let (_, list) = app.get(&app.admin_key, "/v1/files").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(app.blob_files(), blobs_before);
+}
+
+async fn truncated_multipart_body_leaves_nothing(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(backend).await;
+    let boundary = "XyZboundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n--{boundary}\r\n\
+         Content-Disposition: form-data; name=\"file\"; filename=\"t.jsonl\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(good_chat_file(2000));
+    // Announce more than is sent, then stop sending: the body ends mid-file.
+    let head = format!(
+        "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\n\r\n",
+        app.admin_key,
+        body.len() + 10_000
+    );
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&body).await.unwrap();
+    sock.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sock.read_to_end(&mut answer),
+    )
+    .await;
+    // Whatever the server could answer, nothing may have been kept.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_, list) = app.get(&app.admin_key, "/v1/files").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    assert!(app.blob_files().is_empty(), "{:?}", app.blob_files());
+}
+
+async fn keys_are_required_and_orgs_are_isolated(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, file) = app
+        .upload(&app.admin_key, "fine-tune", "a.jsonl", good_chat_file(3))
+        .await;
+    let file_id = file["id"].as_str().unwrap();
+    let (_, job) = app
+        .post(
+            &app.admin_key,
+            "/v1/fine_tuning/jobs",
+            &json!({"model": "wick-llama-1m", "training_file": file_id}),
+        )
+        .await;
+    let job_id = job["id"].as_str().unwrap();
+
+    let r = app.client.get(app.url("/v1/files")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_api_key");
+    let (s, _) = app.get("wick-not-a-real-key", "/v1/files").await;
+    assert_eq!(s, 401);
+
+    let other = app.key_for_org("beta").await;
+    for path in [
+        format!("/v1/files/{file_id}"),
+        format!("/v1/files/{file_id}/content"),
+        format!("/v1/fine_tuning/jobs/{job_id}"),
+        format!("/v1/fine_tuning/jobs/{job_id}/events"),
+    ] {
+        let (s, e) = app.get(&other, &path).await;
+        assert_eq!(s, 404, "{path}: {e}");
+    }
+    let (s, _) = app
+        .post(
+            &other,
+            &format!("/v1/fine_tuning/jobs/{job_id}/cancel"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = app.delete(&other, &format!("/v1/files/{file_id}")).await;
+    assert_eq!(s, 404);
+    let (_, list) = app.get(&other, "/v1/files").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    // The other org cannot train on our file either.
+    let (s, e) = app
+        .post(
+            &other,
+            "/v1/fine_tuning/jobs",
+            &json!({"model": "wick-llama-1m", "training_file": file_id}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("training_file"))
+    );
+    // Health is open.
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn job_errors_name_the_bad_param(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = &app.admin_key;
+    let (_, chat) = app
+        .upload(key, "fine-tune", "a.jsonl", good_chat_file(3))
+        .await;
+    let (_, docs) = app
+        .upload(key, "pretrain", "d.jsonl", pretrain_file())
+        .await;
+    let (_, bad) = app
+        .upload(
+            key,
+            "fine-tune",
+            "bad.jsonl",
+            chat_file_with_known_problems(),
+        )
+        .await;
+    let chat = chat["id"].as_str().unwrap();
+    let docs = docs["id"].as_str().unwrap();
+    let bad = bad["id"].as_str().unwrap();
+    let cases = [
+        (json!({"model": "gpt-9", "training_file": chat}), "model"),
+        (
+            json!({"model": "wick-llama-1m", "training_file": "file-nope"}),
+            "training_file",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": docs}),
+            "training_file",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": bad}),
+            "training_file",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": chat, "validation_file": "file-nope"}),
+            "validation_file",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": chat, "suffix": "no spaces please"}),
+            "suffix",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": chat,
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"learning_rate": 5.0}}}}),
+            "method.supervised.hyperparameters.learning_rate",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": chat,
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": "lots"}}}}),
+            "method.supervised.hyperparameters.n_epochs",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": docs,
+                "method": {"type": "pretrain", "pretrain": {"hyperparameters": {"max_seq_len": 1}}}}),
+            "method.pretrain.hyperparameters.max_seq_len",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": chat,
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"lora": {"target_modules": ["lm_head"]}}}}}),
+            "method.supervised.hyperparameters.lora.target_modules[0]",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": chat, "colour": "blue"}),
+            "colour",
+        ),
+        (json!({"training_file": chat}), "model"),
+    ];
+    for (body, param) in cases {
+        let (s, e) = app.post(key, "/v1/fine_tuning/jobs", &body).await;
+        assert_eq!(s, 400, "{body} -> {e}");
+        assert_eq!(e["error"]["param"], param, "{body} -> {e}");
+        assert!(!e["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let r = app
+        .client
+        .post(app.url("/v1/fine_tuning/jobs"))
+        .bearer_auth(key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Nothing was created by any of them.
+    let (_, list) = app.get(key, "/v1/fine_tuning/jobs").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+}
+
+async fn jobs_are_listed_paginated_and_cancellable(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = &app.admin_key;
+    let (_, chat) = app
+        .upload(key, "fine-tune", "a.jsonl", good_chat_file(3))
+        .await;
+    let chat = chat["id"].as_str().unwrap().to_string();
+    let mut ids = vec![];
+    for i in 0..3 {
+        let (s, job) = app
+            .post(key, "/v1/fine_tuning/jobs", &json!({
+                "model": "wick-llama-1m", "training_file": chat, "suffix": format!("run{i}"), "seed": 7,
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto"}}}}))
+            .await;
+        assert_eq!(s, 200, "{job}");
+        assert_eq!(job["object"], "fine_tuning.job");
+        assert_eq!(job["status"], "queued");
+        assert_eq!(job["seed"], 7);
+        assert_eq!(job["hyperparameters"]["n_epochs"], 2);
+        assert_eq!(job["hyperparameters"]["batch_size"], "auto");
+        assert_eq!(
+            job["method"]["supervised"]["hyperparameters"]["n_epochs"],
+            2
+        );
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    // Newest first, two per page.
+    let (_, p1) = app.get(key, "/v1/fine_tuning/jobs?limit=2").await;
+    let p1_ids: Vec<&str> = p1["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(p1_ids, [ids[2].as_str(), ids[1].as_str()]);
+    assert_eq!(p1["has_more"], true);
+    let (_, p2) = app
+        .get(
+            key,
+            &format!("/v1/fine_tuning/jobs?limit=2&after={}", ids[1]),
+        )
+        .await;
+    let p2_ids: Vec<&str> = p2["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(p2_ids, [ids[0].as_str()]);
+    assert_eq!(p2["has_more"], false);
+    let (s, e) = app.get(key, "/v1/fine_tuning/jobs?limit=0").await;
+    assert_eq!((s, e["error"]["param"].as_str()), (400, Some("limit")));
+
+    // The file cannot be deleted while jobs use it.
+    let (s, e) = app.delete(key, &format!("/v1/files/{chat}")).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (409, Some("file_in_use")));
+
+    for id in &ids {
+        let (s, job) = app
+            .post(
+                key,
+                &format!("/v1/fine_tuning/jobs/{id}/cancel"),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(job["status"], "cancelled");
+        assert!(job["finished_at"].is_i64());
+    }
+    let (s, e) = app
+        .post(
+            key,
+            &format!("/v1/fine_tuning/jobs/{}/cancel", ids[0]),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("invalid_job_state"))
+    );
+
+    let (_, events) = app
+        .get(key, &format!("/v1/fine_tuning/jobs/{}/events", ids[0]))
+        .await;
+    let messages: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 3, "{events}");
+    assert!(messages[0].contains("cancelled"));
+    assert!(messages[1].starts_with("Files validated"), "{messages:?}");
+    assert!(messages[2].starts_with("Created fine-tuning job"));
+    let (_, page) = app
+        .get(
+            key,
+            &format!("/v1/fine_tuning/jobs/{}/events?limit=1", ids[0]),
+        )
+        .await;
+    assert_eq!(page["has_more"], true);
+    let after = page["data"][0]["id"].as_str().unwrap();
+    let (_, rest) = app
+        .get(
+            key,
+            &format!("/v1/fine_tuning/jobs/{}/events?after={after}", ids[0]),
+        )
+        .await;
+    assert_eq!(rest["data"][0]["message"].as_str().unwrap(), messages[1]);
+
+    // With every job ended the file can go; the jobs keep their record.
+    let (s, d) = app.delete(key, &format!("/v1/files/{chat}")).await;
+    assert_eq!((s, d["deleted"].as_bool()), (200, Some(true)));
+    let (s, _) = app.get(key, &format!("/v1/files/{chat}")).await;
+    assert_eq!(s, 404);
+    let (s, job) = app
+        .get(key, &format!("/v1/fine_tuning/jobs/{}", ids[0]))
+        .await;
+    assert_eq!(
+        (s, job["training_file"].as_str()),
+        (200, Some(chat.as_str()))
+    );
+    assert!(app.blob_files().is_empty());
+}
+
+async fn models_and_unknown_routes(backend: Backend) {
+    let app: TestApp = spawn_app(backend).await;
+    let (s, models) = app.get(&app.admin_key, "/v1/models").await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"wick-llama-1m"), "{ids:?}");
+    let (s, m) = app.get(&app.admin_key, "/v1/models/wick-llama-1m").await;
+    assert_eq!((s, m["object"].as_str()), (200, Some("model")));
+    let (s, e) = app.get(&app.admin_key, "/v1/nothing-here").await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("unknown_route"))
+    );
+}
+
+on_both_stores!(
+    upload_round_trip_reports_every_bad_line,
+    purpose_after_file_gives_the_same_report,
+    good_files_are_processed_with_stats,
+    oversize_upload_is_413_and_leaves_nothing,
+    truncated_multipart_body_leaves_nothing,
+    keys_are_required_and_orgs_are_isolated,
+    job_errors_name_the_bad_param,
+    jobs_are_listed_paginated_and_cancellable,
+    models_and_unknown_routes,
+);

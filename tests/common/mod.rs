@@ -1,0 +1,213 @@
+//! Test harness: `spawn_app(backend)` starts the real server on a loopback port, on a fresh SQLite
+//! file or a fresh database on the real Postgres server, and hands back a client for it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use wick::app::{AppState, Application};
+use wick::config::Settings;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The Postgres server the suite uses; `WICK_TEST_DATABASE_URL` points at its maintenance database.
+pub fn pg_admin_url() -> String {
+    std::env::var("WICK_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty Postgres database for one test.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let name = format!("wick_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test Postgres server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin_key: String,
+    pub state: AppState,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts the server with settings adjusted by `tweak`.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::for_data_dir(dir.path().join("data"));
+    settings.worker_slots = 0;
+    settings.trainer_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_wick")));
+    settings.threads_per_job = 1;
+    if let Backend::Postgres = backend {
+        settings.database_url = Some(fresh_pg_database().await);
+    }
+    tweak(&mut settings);
+    let data_dir = settings.data_dir.clone();
+    let database_url = settings.database_url.clone();
+    let app = Application::build(settings).await.expect("build app");
+    let admin_key = app
+        .new_admin_key
+        .clone()
+        .expect("fresh store creates an admin key");
+    let state = app.state().clone();
+    let base = format!("http://{}", app.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        admin_key,
+        state,
+        data_dir,
+        database_url,
+        _dir: dir,
+        _shutdown: tx,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A key for another organization.
+    pub async fn key_for_org(&self, org: &str) -> String {
+        let o = wick::store::orgs::find_or_create_org(&self.state.db, org)
+            .await
+            .unwrap();
+        wick::store::keys::create_key(&self.state.db, &o.id, "test")
+            .await
+            .unwrap()
+            .1
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .delete(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Uploads `bytes` with `purpose` sent before the file, as the OpenAI SDK does.
+    pub async fn upload(
+        &self,
+        key: &str,
+        purpose: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> (u16, Value) {
+        self.try_upload(key, purpose, name, bytes)
+            .await
+            .expect("upload request")
+    }
+
+    /// As [`TestApp::upload`], but a server that answers and closes before taking the whole body
+    /// (as it may for an oversize upload) gives `Err` instead of a panic.
+    pub async fn try_upload(
+        &self,
+        key: &str,
+        purpose: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::Result<(u16, Value)> {
+        let form = Form::new()
+            .text("purpose", purpose.to_string())
+            .part("file", Part::bytes(bytes).file_name(name.to_string()));
+        let r = self
+            .client
+            .post(self.url("/v1/files"))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Every file under the blob store, staged parts included.
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, out)
+                    } else {
+                        out.push(p)
+                    }
+                }
+            }
+        }
+        let mut out = vec![];
+        walk(&self.data_dir.join("blobs"), &mut out);
+        out
+    }
+}
+
+/// Runs each listed async test body once against SQLite and once against Postgres.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::common::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name($crate::common::Backend::Postgres).await } )*
+        }
+    };
+}

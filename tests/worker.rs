@@ -1,0 +1,687 @@
+//! Scheduler and worker tests with real processes: jobs train a tiny model through the HTTP API,
+//! survive a worker killed mid-training, run exactly once across two workers, fail cleanly when
+//! their training process aborts, honour cancel and pause, and stream over SSE without gaps.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestApp, spawn_app_with};
+use serde_json::{Value, json};
+
+/// A small deterministic English corpus for pretraining, one `{"text"}` document per line.
+fn corpus(docs: usize) -> Vec<u8> {
+    let subj = [
+        "the cat",
+        "a dog",
+        "the bird",
+        "my friend",
+        "the old man",
+        "a child",
+    ];
+    let verb = [
+        "sat on",
+        "looked at",
+        "ran to",
+        "jumped over",
+        "found",
+        "liked",
+    ];
+    let obj = [
+        "the mat",
+        "a ball",
+        "the tree",
+        "the river",
+        "a small box",
+        "the red door",
+    ];
+    let mut x: u64 = 7;
+    let mut next = |n: usize| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 33) as usize) % n
+    };
+    let mut out = String::new();
+    for _ in 0..docs {
+        let k = 2 + next(5);
+        let text: Vec<String> = (0..k)
+            .map(|_| format!("{} {} {}.", subj[next(6)], verb[next(6)], obj[next(6)]))
+            .collect();
+        out.push_str(&json!({"text": text.join(" ")}).to_string());
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn pretrain_job(file: &str, steps: u32, checkpoint_every: u32) -> Value {
+    json!({"model": "wick-llama-1m", "training_file": file, "seed": 11, "suffix": "tiny",
+           "method": {"type": "pretrain", "pretrain": {"hyperparameters": {
+               "vocab_size": 320, "max_seq_len": 32, "batch_size": 4, "max_steps": steps,
+               "learning_rate": 3e-3, "warmup_steps": 2, "eval_every": 5,
+               "checkpoint_every": checkpoint_every, "n_checkpoints": 2, "validation_split": 0.1}}}})
+}
+
+async fn upload_corpus(app: &TestApp) -> String {
+    let (s, f) = app
+        .upload(&app.admin_key, "pretrain", "docs.jsonl", corpus(300))
+        .await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(f["status"], "processed", "{f}");
+    f["id"].as_str().unwrap().to_string()
+}
+
+async fn create_job(app: &TestApp, body: &Value) -> String {
+    let (s, j) = app.post(&app.admin_key, "/v1/fine_tuning/jobs", body).await;
+    assert_eq!(s, 200, "{j}");
+    j["id"].as_str().unwrap().to_string()
+}
+
+async fn get_job(app: &TestApp, id: &str) -> Value {
+    app.get(&app.admin_key, &format!("/v1/fine_tuning/jobs/{id}"))
+        .await
+        .1
+}
+
+/// Polls the job until `done(job)` or the deadline.
+async fn wait_for(
+    app: &TestApp,
+    id: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let j = get_job(app, id).await;
+        if done(&j) {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_status(app: &TestApp, id: &str, status: &str, secs: u64) -> Value {
+    wait_for(app, id, secs, status, |j| {
+        j["status"] == status || (j["status"] == "failed" && status != "failed")
+    })
+    .await
+}
+
+/// The metric series of a job: (step, train_loss) of each train point, in order.
+async fn train_points(app: &TestApp, id: &str) -> Vec<(u64, f64)> {
+    let (_, m) = app
+        .get(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/metrics"),
+        )
+        .await;
+    m["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.get("train_loss").is_some())
+        .map(|p| {
+            (
+                p["step"].as_u64().unwrap(),
+                p["train_loss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn assert_each_step_once(points: &[(u64, f64)], steps: u64) {
+    let got: Vec<u64> = points.iter().map(|p| p.0).collect();
+    assert_eq!(
+        got,
+        (1..=steps).collect::<Vec<_>>(),
+        "every step exactly once, in order"
+    );
+}
+
+/// A `wick worker` process against the app's store and blob folder.
+fn start_worker(app: &TestApp, lease_secs: u64) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wick"));
+    cmd.arg("worker")
+        .arg("--data-dir")
+        .arg(&app.data_dir)
+        .args(["--worker-slots", "1", "--threads-per-job", "1"])
+        .args(["--lease-secs", &lease_secs.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    if let Some(url) = &app.database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    cmd.spawn().expect("start wick worker")
+}
+
+async fn pretraining_job_succeeds_with_metrics_checkpoints_and_a_model(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.worker_slots = 1).await;
+    let file = upload_corpus(&app).await;
+    let id = create_job(&app, &pretrain_job(&file, 12, 5)).await;
+    let job = wait_status(&app, &id, "succeeded", 120).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        job["fine_tuned_model"],
+        format!("ft:wick-llama-1m:tiny:{id}")
+    );
+    assert!(job["trained_tokens"].as_u64().unwrap() > 0);
+    assert!(job["finished_at"].is_i64());
+
+    let points = train_points(&app, &id).await;
+    assert_each_step_once(&points, 12);
+    assert!(
+        points.last().unwrap().1 < points[0].1,
+        "loss fell: {points:?}"
+    );
+    let (_, m) = app
+        .get(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/metrics"),
+        )
+        .await;
+    let evals: Vec<&Value> = m["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.get("valid_loss").is_some())
+        .collect();
+    assert!(!evals.is_empty());
+    for e in &evals {
+        let (l, p) = (
+            e["valid_loss"].as_f64().unwrap(),
+            e["valid_perplexity"].as_f64().unwrap(),
+        );
+        assert!((l.exp() - p).abs() < 1e-6 * p, "perplexity = exp(loss)");
+    }
+    let csv = app
+        .client
+        .get(app.url(&format!("/v1/fine_tuning/jobs/{id}/metrics")))
+        .bearer_auth(&app.admin_key)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.starts_with("step,epoch,train_loss"));
+    assert_eq!(csv.lines().count(), 13);
+
+    // Checkpoints at steps 10 and 5 (newest first), each with its metrics.
+    let (_, ck) = app
+        .get(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
+        )
+        .await;
+    let steps: Vec<u64> = ck["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [10, 5]);
+    assert!(ck["data"][0]["metrics"]["train_loss"].is_f64());
+
+    // The results file, as OpenAI lists it.
+    let result = job["result_files"][0].as_str().unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/files/{result}/content")))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), csv);
+
+    // The model in the blob store loads and generates.
+    let model_dir = app.data_dir.join("blobs").join("models").join(&id);
+    let tokens = wick::model::generate::generate_greedy(&model_dir, "The cat", 5).unwrap();
+    assert_eq!(tokens.len(), 5);
+
+    let (_, events) = app
+        .get(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
+        )
+        .await;
+    let messages: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("Job started")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("Checkpoint saved at step 5")),
+        "{messages:?}"
+    );
+    assert_eq!(messages[0], "The job has successfully completed");
+}
+
+async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.worker_slots = 1).await;
+    let file = upload_corpus(&app).await;
+
+    let long = create_job(&app, &pretrain_job(&file, 5000, 1000)).await;
+    wait_for(&app, &long, 60, "some steps", |j| {
+        j["trained_tokens"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let (s, j) = app
+        .post(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{long}/cancel"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((s, j["status"].as_str()), (200, Some("cancelled")));
+    let at_cancel = train_points(&app, &long).await.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = train_points(&app, &long).await.len();
+    // Points already computed but not yet flushed (at most 64), plus the few steps that run
+    // before the worker's 200 ms status check reaches the child.
+    assert!(
+        after <= at_cancel + 74,
+        "kept training after cancel: {at_cancel} -> {after}"
+    );
+    let after_more = {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        train_points(&app, &long).await.len()
+    };
+    assert_eq!(after, after_more, "no step after the cancel was seen");
+    assert_eq!(get_job(&app, &long).await["status"], "cancelled");
+
+    // Pause mid-run: a checkpoint is written; resume finishes from it, each step once.
+    let id = create_job(&app, &pretrain_job(&file, 300, 1000)).await;
+    wait_for(&app, &id, 60, "steps", |j| {
+        j["trained_tokens"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let (s, _) = app
+        .post(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/pause"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, ck) = app
+            .get(
+                &app.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
+            )
+            .await;
+        if !ck["data"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pause wrote no checkpoint");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get_job(&app, &id).await["status"], "paused");
+    let (s, j) = app
+        .post(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/resume"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((s, j["status"].as_str()), (200, Some("queued")));
+    let done = wait_status(&app, &id, "succeeded", 120).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_each_step_once(&train_points(&app, &id).await, 300);
+}
+
+/// Reads SSE messages until `stop(messages so far)`; returns (id, event, data) triples.
+async fn read_sse(
+    app: &TestApp,
+    id: &str,
+    last_event_id: Option<&str>,
+    stop: impl Fn(&[(String, String, Value)]) -> bool,
+) -> Vec<(String, String, Value)> {
+    use futures::StreamExt;
+    let mut req = app
+        .client
+        .get(app.url(&format!("/v1/fine_tuning/jobs/{id}/stream")))
+        .bearer_auth(&app.admin_key);
+    if let Some(l) = last_event_id {
+        req = req.header("Last-Event-ID", l);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = vec![];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline.into(), body.next()).await {
+        buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut mid, mut ev, mut data) = (String::new(), String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    mid = v.trim().into()
+                }
+                if let Some(v) = line.strip_prefix("event:") {
+                    ev = v.trim().into()
+                }
+                if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim())
+                }
+            }
+            if ev.is_empty() {
+                continue; // keep-alive comment
+            }
+            out.push((mid, ev, serde_json::from_str(&data).unwrap_or(Value::Null)));
+            if stop(&out) {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+async fn sse_reconnect_with_last_event_id_sees_every_point_once(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.worker_slots = 1).await;
+    let file = upload_corpus(&app).await;
+    let id = create_job(&app, &pretrain_job(&file, 60, 20)).await;
+    // First connection: leave after ten metric points.
+    let first = read_sse(&app, &id, None, |m| {
+        m.iter().filter(|x| x.1 == "metrics").count() >= 10
+    })
+    .await;
+    let last_id = first.last().unwrap().0.clone();
+    // Reconnect from there and read to the end of the job.
+    let second = read_sse(&app, &id, Some(&last_id), |m| {
+        m.last().is_some_and(|x| x.1 == "done")
+    })
+    .await;
+    assert_eq!(second.last().unwrap().1, "done");
+    assert_eq!(second.last().unwrap().2["status"], "succeeded");
+    let steps: Vec<u64> = first
+        .iter()
+        .chain(second.iter())
+        .filter(|x| x.1 == "metrics" && x.2["kind"] == "train")
+        .map(|x| x.2["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=60).collect::<Vec<_>>(),
+        "every train point once, in order"
+    );
+    let statuses: Vec<&str> = first
+        .iter()
+        .chain(second.iter())
+        .filter(|x| x.1 == "status")
+        .map(|x| x.2["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.last(), Some(&"succeeded"), "{statuses:?}");
+    // A watcher arriving after the end gets the whole history and a clean end.
+    let late = read_sse(&app, &id, None, |m| m.last().is_some_and(|x| x.1 == "done")).await;
+    assert_eq!(
+        late.iter()
+            .filter(|x| x.1 == "metrics" && x.2["kind"] == "train")
+            .count(),
+        60
+    );
+}
+
+async fn a_job_too_big_for_this_machine_is_refused_before_it_starts(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.worker_slots = 1).await;
+    let file = upload_corpus(&app).await;
+    let id = create_job(&app, &json!({"model": "wick-llama-125m", "training_file": file,
+        "method": {"type": "pretrain", "pretrain": {"hyperparameters": {"batch_size": 1024, "max_seq_len": 2048}}}})).await;
+    let j = wait_for(&app, &id, 60, "failure", |j| j["status"] == "failed").await;
+    assert_eq!(j["error"]["code"], "insufficient_memory", "{j}");
+    assert!(
+        j["error"]["message"].as_str().unwrap().contains("GiB"),
+        "{j}"
+    );
+    assert!(train_points(&app, &id).await.is_empty());
+}
+
+on_both_stores!(
+    a_job_too_big_for_this_machine_is_refused_before_it_starts,
+    pretraining_job_succeeds_with_metrics_checkpoints_and_a_model,
+    cancel_stops_within_a_step_and_pause_resumes,
+    sse_reconnect_with_last_event_id_sees_every_point_once,
+);
+
+/// Postgres only: several processes share one store, as `wick worker`s do when scaled out.
+mod multi_process {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_worker_is_resumed_elsewhere_with_every_step_once_and_the_same_loss() {
+        let app = spawn_app_with(Backend::Postgres, |s| s.worker_slots = 0).await;
+        let file = upload_corpus(&app).await;
+        let steps = 40;
+        let id = create_job(&app, &pretrain_job(&file, steps, 5)).await;
+        let mut w1 = start_worker(&app, 2);
+        // Kill it once a checkpoint exists and it has trained past it.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, ck) = app
+                .get(
+                    &app.admin_key,
+                    &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
+                )
+                .await;
+            let n = train_points(&app, &id).await.len() as u64;
+            if let Some(c) = ck["data"].as_array().unwrap().first()
+                && n > c["step_number"].as_u64().unwrap() + 1
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "worker never checkpointed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        w1.kill().unwrap(); // SIGKILL
+        w1.wait().unwrap();
+        assert_eq!(get_job(&app, &id).await["status"], "running");
+        let mut w2 = start_worker(&app, 2);
+        let done = wait_status(&app, &id, "succeeded", 180).await;
+        w2.kill().unwrap();
+        w2.wait().unwrap();
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let resumed = train_points(&app, &id).await;
+        assert_each_step_once(&resumed, steps as u64);
+        let (_, events) = app
+            .get(
+                &app.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
+            )
+            .await;
+        assert!(
+            events["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["message"].as_str().unwrap().starts_with("Job resumed")),
+            "{events}"
+        );
+
+        // The same spec run without interruption ends on the same loss.
+        let straight = create_job(&app, &pretrain_job(&file, steps, 5)).await;
+        let mut w3 = start_worker(&app, 2);
+        wait_status(&app, &straight, "succeeded", 180).await;
+        w3.kill().unwrap();
+        w3.wait().unwrap();
+        let reference = train_points(&app, &straight).await;
+        let (a, b) = (resumed.last().unwrap().1, reference.last().unwrap().1);
+        assert!(
+            (a - b).abs() <= 1e-6,
+            "final loss after resume {a} vs uninterrupted {b}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_workers_run_twenty_jobs_exactly_once() {
+        let app = spawn_app_with(Backend::Postgres, |s| s.worker_slots = 0).await;
+        let file = upload_corpus(&app).await;
+        let mut ids = vec![];
+        for _ in 0..20 {
+            ids.push(create_job(&app, &pretrain_job(&file, 2, 1000)).await);
+        }
+        let mut workers = [start_worker(&app, 10), start_worker(&app, 10)];
+        for id in &ids {
+            let j = wait_status(&app, id, "succeeded", 300).await;
+            assert_eq!(j["status"], "succeeded", "{j}");
+        }
+        for w in &mut workers {
+            w.kill().unwrap();
+            w.wait().unwrap();
+        }
+        let mut by_worker = std::collections::HashMap::<String, usize>::new();
+        for id in &ids {
+            let (_, ev) = app
+                .get(
+                    &app.admin_key,
+                    &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
+                )
+                .await;
+            let starts: Vec<&str> = ev["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["message"].as_str().unwrap())
+                .filter(|m| m.starts_with("Job started") || m.starts_with("Job resumed"))
+                .collect();
+            assert_eq!(starts.len(), 1, "job {id} ran once: {starts:?}");
+            let worker = starts[0]
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .rsplit_once("-slot")
+                .unwrap()
+                .0
+                .to_string();
+            *by_worker.entry(worker).or_default() += 1;
+            assert_each_step_once(&train_points(&app, id).await, 2);
+        }
+        assert_eq!(by_worker.values().sum::<usize>(), 20);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_aborting_training_process_fails_its_job_and_the_server_keeps_serving() {
+        // A real `wick serve` whose training processes abort at step 3, as out-of-memory would.
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let data = dir.path().join("data");
+        let mut server = Command::new(env!("CARGO_BIN_EXE_wick"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--threads-per-job",
+                "1",
+            ])
+            .env(wick::worker::child::FAULT_ABORT_ENV, "3")
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let key_path = data.join("admin_key");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(key_path.exists() && client.get(format!("{base}/healthz")).send().await.is_ok()) {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let key = std::fs::read_to_string(&key_path)
+            .unwrap()
+            .trim()
+            .to_string();
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", "pretrain")
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(corpus(100)).file_name("d.jsonl"),
+            );
+        let f: Value = client
+            .post(format!("{base}/v1/files"))
+            .bearer_auth(&key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let job: Value = client
+            .post(format!("{base}/v1/fine_tuning/jobs"))
+            .bearer_auth(&key)
+            .json(&pretrain_job(f["id"].as_str().unwrap(), 20, 1000))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = job["id"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let failed = loop {
+            let j: Value = client
+                .get(format!("{base}/v1/fine_tuning/jobs/{id}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if j["status"] == "failed" {
+                break j;
+            }
+            assert!(Instant::now() < deadline, "job did not fail: {j}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(failed["error"]["code"], "training_process_crashed");
+        assert!(
+            failed["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("signal 6"),
+            "{failed}"
+        );
+        // The server is still there and answering.
+        let r = client
+            .get(format!("{base}/v1/fine_tuning/jobs"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "the server process must survive"
+        );
+        server.kill().unwrap();
+        server.wait().unwrap();
+    }
+}

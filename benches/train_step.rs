@@ -4,7 +4,8 @@
 //! matmul peak measured in the same run.
 //!
 //! `RAYON_NUM_THREADS=2 cargo bench --bench train_step` (figures in docs/benchmarks.md).
-//! Pass `A` or `B` after `--` to run one config.
+//! Pass `A` or `B` after `--` to run one config; `--composite` also measures each config with
+//! candle's composite softmax / log-softmax instead of the fused ops, for comparison.
 
 use std::time::Instant;
 
@@ -70,6 +71,12 @@ fn peak_rss_mib() -> f64 {
 
 fn main() -> candle_core::Result<()> {
     let only: Option<String> = std::env::args().skip(1).find(|a| a == "A" || a == "B");
+    let composite_too = std::env::args().any(|a| a == "--composite");
+    let variants: &[bool] = if composite_too {
+        &[true, false]
+    } else {
+        &[true]
+    };
     let dev = Device::Cpu;
     let threads = candle_core::utils::get_num_threads();
     let peak = measure_matmul_gflops(2048, 5)?;
@@ -78,10 +85,16 @@ fn main() -> candle_core::Result<()> {
         "| config | params | tokens/step | tokens/s | step ms | forward ms | backward ms | optimiser ms | peak RSS MiB | GFLOP/s | % of peak |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    for c in configs() {
+    for (c, fused) in configs()
+        .iter()
+        .flat_map(|c| variants.iter().map(move |&f| (c, f)))
+    {
         if only.as_ref().is_some_and(|o| o != c.name) {
             continue;
         }
+        wick::model::ops::set_fused_ops(fused);
+        // Reset the peak-RSS counter (VmHWM) so each row reports its own peak.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
         let varmap = init_varmap(&c.cfg, 0, DType::F32, &dev)?;
         let model = Llama::load_with_context(
             VarBuilder::from_varmap(&varmap, DType::F32, &dev),
@@ -131,7 +144,11 @@ fn main() -> candle_core::Result<()> {
         let gflops = 6.0 * n * tok_s / 1e9;
         println!(
             "| {} | {:.1}M | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% |",
-            c.name,
+            if fused {
+                c.name.to_string()
+            } else {
+                format!("{} (composite ops)", c.name)
+            },
             n / 1e6,
             tokens,
             tok_s,

@@ -95,14 +95,13 @@ fn gradients_of_every_parameter_kind_match_central_finite_differences_in_f64() {
     for cfg in [tiny_all_kinds(), tied] {
         let varmap = init_varmap(&cfg, 11, DType::F64, &CPU).unwrap();
         // Norm weights away from 1 and biases away from 0, so their gradients are generic.
-        for (name, var, kind) in named_vars(&cfg, &varmap).unwrap() {
+        for (_, var, kind) in named_vars(&cfg, &varmap).unwrap() {
             if !kind.decays() {
                 let noise = (Tensor::randn(0f64, 0.2, var.shape(), &CPU).unwrap()
                     + var.as_tensor())
                 .unwrap();
                 var.set(&noise).unwrap();
             }
-            let _ = name;
         }
         let model = build(&cfg, &varmap, DType::F64);
         let input = ids(&[&[1, 5, 7, 2, 9, 11, 3], &[4, 4, 8, 15, 16, 23, 1]]);

@@ -11,6 +11,7 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Row-wise softmax of `scale · x` over keys `j <= i`, where `i` is the query index (the
 /// second-to-last dimension); masked entries are exactly 0. `x`: (..., T, T).
@@ -336,7 +337,17 @@ impl CustomOp3 for CrossEntropyGrad {
 /// Whether [`causal_softmax`] can run on this tensor (CPU, f32/f64); otherwise callers use the
 /// composite ops.
 pub fn fused_available(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    FUSED.load(Ordering::Relaxed)
+        && x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fused ops off (process-wide), so the benchmark can compare them with the composite
+/// candle ops in the same run. On by default.
+pub fn set_fused_ops(enabled: bool) {
+    FUSED.store(enabled, Ordering::Relaxed);
 }
 
 #[cfg(test)]

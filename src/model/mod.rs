@@ -8,6 +8,8 @@ pub mod config;
 pub mod generate;
 pub mod hf;
 pub mod llama;
+pub mod lora;
+pub mod peft;
 pub mod rope;
 
 use candle_core::{DType, Device, Tensor, Var};

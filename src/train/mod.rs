@@ -11,6 +11,7 @@ pub mod loss;
 pub mod optim;
 pub mod progress;
 pub mod schedule;
+pub mod sft;
 pub mod sft_pack;
 pub mod trainer;
 

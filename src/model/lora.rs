@@ -84,17 +84,17 @@ pub struct LoraAdapter {
 }
 
 impl LoraAdapter {
-    /// A fresh adapter initialised as PEFT does: `A` uniform(−1/√in, 1/√in), `B` zero.
+    /// A fresh adapter initialised as PEFT does: `A` uniform(−1/√in, 1/√in), `B` zero;
+    /// `base_weight` (out, in) gives the shape, dtype and device.
     pub fn new(
-        in_dim: usize,
-        out_dim: usize,
+        base_weight: &Tensor,
         r: usize,
         scaling: f64,
         rng: &mut StdRng,
         runtime: Arc<LoraRuntime>,
-        dtype: DType,
-        device: &Device,
     ) -> Result<Self> {
+        let (out_dim, in_dim) = base_weight.dims2()?;
+        let (dtype, device) = (base_weight.dtype(), base_weight.device());
         let bound = 1.0 / (in_dim as f64).sqrt();
         let a: Vec<f32> = (0..r * in_dim)
             .map(|_| rng.random_range(-bound..bound) as f32)
@@ -172,17 +172,12 @@ pub fn attach_lora(model: &mut Llama, spec: &LoraSpec, seed: u64) -> Result<Lora
         if !spec.target_modules.iter().any(|t| t == short) {
             continue;
         }
-        let w = linear.weight(); // (out, in)
-        let (out_dim, in_dim) = w.dims2()?;
         let adapter = LoraAdapter::new(
-            in_dim,
-            out_dim,
+            linear.weight(),
             spec.r as usize,
             scaling,
             &mut rng,
             runtime.clone(),
-            w.dtype(),
-            w.device(),
         )?;
         linear.set_lora(Some(adapter.clone()));
         adapters.push((path, adapter));
@@ -201,16 +196,18 @@ pub fn attach_lora(model: &mut Llama, spec: &LoraSpec, seed: u64) -> Result<Lora
 }
 
 /// A `Llama` whose every base weight is a plain (frozen) tensor, with LoRA adapters attached.
+/// RoPE tables cover `max_len` positions (see [`Llama::load_with_context`]).
 pub fn load_lora_llama(
     base: HashMap<String, Tensor>,
     cfg: &ModelConfig,
     spec: &LoraSpec,
     seed: u64,
+    max_len: usize,
     dtype: DType,
     device: &Device,
 ) -> Result<(Llama, LoraAdapters)> {
     let vb = VarBuilder::from_tensors(base, dtype, device);
-    let mut model = Llama::load(vb, cfg)?;
+    let mut model = Llama::load_with_context(vb, cfg, max_len)?;
     let adapters = attach_lora(&mut model, spec, seed)?;
     Ok((model, adapters))
 }
@@ -293,7 +290,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         let (model, adapters) =
-            load_lora_llama(base, &cfg, &spec(), 1, DType::F32, &Device::Cpu).unwrap();
+            load_lora_llama(base, &cfg, &spec(), 1, 64, DType::F32, &Device::Cpu).unwrap();
         // 2 layers × 7 projections.
         assert_eq!(adapters.adapters.len(), 14);
         assert_eq!(adapters.adapters[0].0, "model.layers.0.self_attn.q_proj");
@@ -337,7 +334,7 @@ pub(crate) mod tests {
         let cfg = tiny();
         let base = base_tensors(&cfg);
         let (model, adapters) =
-            load_lora_llama(base.clone(), &cfg, &spec(), 1, DType::F32, &Device::Cpu).unwrap();
+            load_lora_llama(base.clone(), &cfg, &spec(), 1, 64, DType::F32, &Device::Cpu).unwrap();
         let a0: Vec<Vec<f32>> = adapters
             .adapters
             .iter()

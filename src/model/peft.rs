@@ -137,7 +137,7 @@ mod tests {
         let cfg = tiny();
         let base = base_tensors(&cfg);
         let (model, adapters) =
-            load_lora_llama(base.clone(), &cfg, &spec(), 1, DType::F32, &Device::Cpu).unwrap();
+            load_lora_llama(base.clone(), &cfg, &spec(), 1, 64, DType::F32, &Device::Cpu).unwrap();
         train(&model, &adapters, 3);
         let with_adapters = logits(&model, &batch());
         let base_only = Llama::load(
@@ -184,6 +184,7 @@ mod tests {
             &cfg,
             &spec(),
             1,
+            64,
             DType::F32,
             &Device::Cpu,
         )

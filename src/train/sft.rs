@@ -194,8 +194,15 @@ pub fn run_sft_job(
     // --- model: full (every weight a Var) or LoRA (frozen base, adapters only) -----------------
     let (net, params, adapters, varmap) = match &h.lora {
         Some(lspec) => {
-            let (net, adapters) =
-                lora::load_lora_llama(start.weights.clone(), &cfg, lspec, hp.seed, dtype, device)?;
+            let (net, adapters) = lora::load_lora_llama(
+                start.weights.clone(),
+                &cfg,
+                lspec,
+                hp.seed,
+                seq_len,
+                dtype,
+                device,
+            )?;
             let params: Vec<(String, Var, bool)> = adapters
                 .named_vars()
                 .into_iter()

@@ -18,6 +18,7 @@ use super::rope::{Rope, apply_rotary};
 pub struct Linear {
     weight: Tensor,       // (out, in)
     bias: Option<Tensor>, // (out)
+    lora: Option<super::lora::LoraAdapter>,
 }
 
 impl Linear {
@@ -29,7 +30,11 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias,
+            lora: None,
+        })
     }
 }
 
@@ -38,9 +43,14 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?; // (rows, out)
+        let x2 = x.reshape((rows, in_dim))?; // (rows, in)
+        let y = x2.matmul(&self.weight.t()?)?; // (rows, out)
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let y = match &self.lora {
+            Some(adapter) => (y + adapter.forward(&x2)?)?,
             None => y,
         };
         let mut out_dims = dims;
@@ -436,5 +446,40 @@ impl Llama {
             Some(head) => head.forward(&last),
             None => last.matmul(&self.embed_tokens.t()?), // (B, V)
         }
+    }
+}
+
+// LoRA hooks (see `super::lora`): access to the projections and their adapters.
+impl Linear {
+    /// The base weight (out, in).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Attaches (or removes) a LoRA adapter, applied in `forward`.
+    pub fn set_lora(&mut self, adapter: Option<super::lora::LoraAdapter>) {
+        self.lora = adapter;
+    }
+}
+
+impl Llama {
+    /// Every q/k/v/o/gate/up/down projection with its Hugging Face module path
+    /// (`model.layers.{i}.self_attn.q_proj`), in layer order.
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let attn = format!("model.layers.{i}.self_attn");
+            let mlp = format!("model.layers.{i}.mlp");
+            let a = &mut layer.self_attn;
+            out.push((format!("{attn}.q_proj"), &mut a.q_proj));
+            out.push((format!("{attn}.k_proj"), &mut a.k_proj));
+            out.push((format!("{attn}.v_proj"), &mut a.v_proj));
+            out.push((format!("{attn}.o_proj"), &mut a.o_proj));
+            let m = &mut layer.mlp;
+            out.push((format!("{mlp}.gate_proj"), &mut m.gate_proj));
+            out.push((format!("{mlp}.up_proj"), &mut m.up_proj));
+            out.push((format!("{mlp}.down_proj"), &mut m.down_proj));
+        }
+        out
     }
 }

@@ -8,7 +8,9 @@ pub mod config;
 pub mod generate;
 pub mod hf;
 pub mod llama;
+pub mod lora;
 pub mod ops;
+pub mod peft;
 pub mod rope;
 
 use candle_core::{DType, Device, Tensor, Var};

@@ -11,6 +11,8 @@ pub mod loss;
 pub mod optim;
 pub mod progress;
 pub mod schedule;
+pub mod sft;
+pub mod sft_pack;
 pub mod trainer;
 
 pub use progress::{EvalMetrics, NoProgress, Progress, RecordingProgress, StepMetrics, StopReason};

@@ -109,10 +109,10 @@ pub enum TrainError {
 }
 
 /// Where the starting weights and tokenizer come from.
-struct Start {
-    cfg: ModelConfig,
-    weights: HashMap<String, Tensor>,
-    tokenizer: Tokenizer,
+pub(super) struct Start {
+    pub(super) cfg: ModelConfig,
+    pub(super) weights: HashMap<String, Tensor>,
+    pub(super) tokenizer: Tokenizer,
     state: Option<TrainerState>,
     optimizer: Option<HashMap<String, Tensor>>,
     from_scratch: bool,
@@ -130,13 +130,12 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
     let spec = &job.spec;
     spec.validate()?;
     if spec.method.kind == MethodType::Supervised {
-        return Err(TrainError::Unsupported(
-            "supervised fine-tuning is not implemented yet; use method.type \"pretrain\"".into(),
-        ));
+        return super::sft::run_sft_job(job, progress);
     }
     if spec.hyperparameters().lora.is_some() {
         return Err(TrainError::Unsupported(
-            "LoRA is not implemented yet; omit lora for full training".into(),
+            "LoRA is only supported for method.type \"supervised\"; omit lora for pretraining"
+                .into(),
         ));
     }
     for f in std::iter::once(&job.training_file).chain(job.validation_file.as_ref()) {
@@ -459,7 +458,7 @@ pub fn evaluate(
 
 /// Finds the starting point: a checkpoint, a preset trained from scratch (with a fresh BPE
 /// tokenizer), or a Hugging Face folder. Leaves the tokenizer files in the output folder.
-fn prepare_start(
+pub(super) fn prepare_start(
     job: &TrainJob,
     hp: &Resolved,
     dtype: DType,

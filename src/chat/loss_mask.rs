@@ -1,0 +1,472 @@
+//! Assistant-only loss masks for supervised fine-tuning.
+//!
+//! A conversation is rendered with the model's own chat template (the same text the model sees at
+//! inference), tokenized once, and every token is marked 1 (trained) or 0 (context only). Trained
+//! tokens are the content of each assistant message whose `weight` is not 0, plus the template's
+//! end-of-turn marker that follows that content (`<|im_end|>` for ChatML, `<|eot_id|>` for
+//! Llama 3, ...), so the model learns to stop. System, user and tool messages and the template's
+//! own text (role headers, separators) are never trained on.
+//!
+//! Where a message's content lands in the rendered text is found without guessing: the template is
+//! rendered once with a unique placeholder in place of each content, and the placeholder positions
+//! give the spans. Substituting the contents back must reproduce the real rendering exactly (as is,
+//! or trimmed for templates that apply `| trim`); otherwise the example is refused rather than
+//! masked wrongly. Character spans map to tokens through the tokenizer's byte offsets.
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use super::template::{ChatMessage, ChatTemplate, TemplateError};
+use crate::spec::Overlength;
+
+/// One message of a training conversation, as a chat JSONL line holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainMessage {
+    pub role: String,
+    pub content: String,
+    /// 0 excludes an assistant message from the loss; absent or 1 trains on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+}
+
+impl TrainMessage {
+    /// A message with no explicit weight.
+    pub fn new(role: &str, content: &str) -> Self {
+        TrainMessage {
+            role: role.into(),
+            content: content.into(),
+            weight: None,
+        }
+    }
+
+    /// Whether this message's tokens are trained on.
+    pub fn trained(&self) -> bool {
+        self.role == "assistant" && self.weight != Some(0.0)
+    }
+}
+
+/// One tokenized conversation: ids and, per token, 1 when the token is a training target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatExample {
+    pub input_ids: Vec<u32>,
+    pub loss_mask: Vec<u8>,
+    /// Whether the conversation was cut at `max_seq_len`.
+    pub truncated: bool,
+}
+
+/// Why a conversation could not be tokenized.
+#[derive(Debug, thiserror::Error)]
+pub enum LossMaskError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+    #[error(
+        "the chat template transforms message contents in a way that cannot be located \
+         (message {0})"
+    )]
+    Unlocatable(usize),
+}
+
+/// Counts of what happened to examples over a dataset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChatStats {
+    /// Examples kept.
+    pub kept: usize,
+    /// Longer than `max_seq_len` and cut (`overlength: truncate`).
+    pub truncated: usize,
+    /// Longer than `max_seq_len` and dropped (`overlength: drop`).
+    pub dropped: usize,
+    /// Dropped because no trained token was left (all weights 0, or cut away by truncation).
+    pub no_trainable: usize,
+}
+
+impl ChatStats {
+    /// Records the outcome of one [`tokenize_chat`] call.
+    pub fn record(&mut self, outcome: &ChatOutcome) {
+        match outcome {
+            ChatOutcome::Kept(ex) => {
+                self.kept += 1;
+                self.truncated += usize::from(ex.truncated);
+            }
+            ChatOutcome::Overlength => self.dropped += 1,
+            ChatOutcome::NoTrainableTokens => self.no_trainable += 1,
+        }
+    }
+}
+
+/// What [`tokenize_chat`] made of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatOutcome {
+    Kept(ChatExample),
+    /// Longer than `max_seq_len` with `overlength: drop`.
+    Overlength,
+    /// No token to train on (after truncation, if any).
+    NoTrainableTokens,
+}
+
+impl ChatOutcome {
+    /// The example, when one was kept.
+    pub fn example(self) -> Option<ChatExample> {
+        match self {
+            ChatOutcome::Kept(ex) => Some(ex),
+            _ => None,
+        }
+    }
+}
+
+/// Placeholder for message `i`: private-use characters no template or real text produces.
+fn placeholder(i: usize) -> String {
+    format!("\u{E000}wick{i}\u{E001}")
+}
+
+/// Renders `messages` and returns the text plus each message's content span (byte offsets).
+pub fn render_with_spans(
+    template: &ChatTemplate,
+    messages: &[TrainMessage],
+) -> Result<(String, Vec<Range<usize>>), LossMaskError> {
+    let as_chat = |content: &dyn Fn(usize, &TrainMessage) -> String| -> Vec<ChatMessage> {
+        messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ChatMessage {
+                role: m.role.clone(),
+                content: content(i, m),
+            })
+            .collect()
+    };
+    let real = template.render(&as_chat(&|_, m| m.content.clone()), false)?;
+    let marked = template.render(&as_chat(&|i, _| placeholder(i)), false)?;
+    // Contents as rendered: as given, or trimmed (Llama 3 applies `| trim`).
+    let variants: [fn(&str) -> &str; 2] = [|s| s, str::trim];
+    for variant in variants {
+        let mut text = String::with_capacity(real.len());
+        let mut spans = Vec::with_capacity(messages.len());
+        let mut rest = marked.as_str();
+        let mut ok = true;
+        for (i, m) in messages.iter().enumerate() {
+            let ph = placeholder(i);
+            let Some(at) = rest.find(&ph) else {
+                ok = false;
+                break;
+            };
+            text.push_str(&rest[..at]);
+            let content = variant(&m.content);
+            spans.push(text.len()..text.len() + content.len());
+            text.push_str(content);
+            rest = &rest[at + ph.len()..];
+        }
+        text.push_str(rest);
+        if ok && text == real {
+            return Ok((real, spans));
+        }
+    }
+    // Report the first message whose placeholder is missing or whose content was rewritten.
+    let bad = (0..messages.len())
+        .find(|&i| !marked.contains(&placeholder(i)))
+        .unwrap_or(0);
+    Err(LossMaskError::Unlocatable(bad))
+}
+
+/// Renders `messages` with `template`, tokenizes the text (no special tokens added: the template
+/// writes BOS itself when the model wants one) and marks the trained tokens: every token that
+/// overlaps the content of a trained assistant message, plus the special token that follows that
+/// content (after optional whitespace) as the end-of-turn marker.
+///
+/// Longer than `max_seq_len`: cut to its first `max_seq_len` tokens, or dropped, as `overlength`
+/// says. A conversation with no trained token left is not kept.
+pub fn tokenize_chat(
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    messages: &[TrainMessage],
+    max_seq_len: usize,
+    overlength: Overlength,
+) -> Result<ChatOutcome, LossMaskError> {
+    let (text, spans) = render_with_spans(template, messages)?;
+    let enc = tokenizer
+        .encode(text.as_str(), false)
+        .map_err(|e| LossMaskError::Tokenize(e.to_string()))?;
+    let ids = enc.get_ids().to_vec();
+    let offsets = enc.get_offsets(); // byte offsets into `text`
+    let special: HashSet<u32> = tokenizer
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| id)
+        .collect();
+    let mut mask = vec![0u8; ids.len()];
+    for (m, span) in messages.iter().zip(&spans) {
+        if !m.trained() {
+            continue;
+        }
+        let mut last = None;
+        for (j, &(s, e)) in offsets.iter().enumerate() {
+            let overlaps = if span.is_empty() {
+                false
+            } else {
+                s < span.end && e > span.start
+            };
+            if overlaps {
+                mask[j] = 1;
+                last = Some(j);
+            }
+        }
+        // The end-of-turn marker: the first special token starting at or after the content's
+        // end, with only whitespace in between.
+        let from = last.map_or(0, |j| j + 1);
+        for j in from..ids.len() {
+            let (s, _) = offsets[j];
+            if s < span.end {
+                continue;
+            }
+            if !text[span.end..s].trim().is_empty() {
+                break;
+            }
+            if special.contains(&ids[j]) {
+                mask[j] = 1;
+                break;
+            }
+        }
+    }
+    let mut ids = ids;
+    let mut truncated = false;
+    if ids.len() > max_seq_len {
+        match overlength {
+            Overlength::Drop => return Ok(ChatOutcome::Overlength),
+            Overlength::Truncate => {
+                ids.truncate(max_seq_len);
+                mask.truncate(max_seq_len);
+                truncated = true;
+            }
+        }
+    }
+    if !mask.contains(&1) {
+        return Ok(ChatOutcome::NoTrainableTokens);
+    }
+    Ok(ChatOutcome::Kept(ChatExample {
+        input_ids: ids,
+        loss_mask: mask,
+        truncated,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::CHATML_TEMPLATE;
+    use tokenizers::models::wordlevel::WordLevel;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::{AddedToken, SplitDelimiterBehavior};
+
+    /// A word-level tokenizer whose tokens are easy to write by hand: each run of word characters
+    /// is one token, every other character (space, newline, punctuation) is its own token, and
+    /// `specials` are atomic special tokens.
+    fn tiny_tokenizer(specials: &[&str]) -> Tokenizer {
+        let words = [
+            "<unk>",
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "Be",
+            "brief",
+            "Hi",
+            "Hello",
+            "there",
+            "Weather",
+            "Let",
+            "me",
+            "check",
+            "20",
+            "C",
+            "It",
+            "is",
+            "\n",
+            " ",
+            ".",
+            "?",
+        ];
+        let vocab = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), i as u32))
+            .collect();
+        let model = WordLevel::builder()
+            .vocab(vocab)
+            .unk_token("<unk>".into())
+            .build()
+            .unwrap();
+        let mut tok = Tokenizer::new(model);
+        let split = Split::new(
+            SplitPattern::Regex(r"\w+|[^\w]".into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .unwrap();
+        tok.with_pre_tokenizer(Some(split));
+        let added: Vec<AddedToken> = specials
+            .iter()
+            .map(|s| AddedToken::from(*s, true))
+            .collect();
+        tok.add_special_tokens(added).unwrap();
+        tok
+    }
+
+    /// system, two trained assistant turns, a weight-0 assistant turn and a tool message.
+    fn conversation() -> Vec<TrainMessage> {
+        vec![
+            TrainMessage::new("system", "Be brief."),
+            TrainMessage::new("user", "Hi"),
+            TrainMessage::new("assistant", "Hello there"),
+            TrainMessage::new("user", "Weather?"),
+            TrainMessage {
+                weight: Some(0.0),
+                ..TrainMessage::new("assistant", "Let me check")
+            },
+            TrainMessage::new("tool", "20 C"),
+            TrainMessage {
+                weight: Some(1.0),
+                // Trailing whitespace: Llama 3's template trims it away.
+                ..TrainMessage::new("assistant", "It is 20 C.\n")
+            },
+        ]
+    }
+
+    fn check(tok: &Tokenizer, ex: &ChatExample, expected: &[(&str, u8)]) {
+        let got: Vec<(String, u8)> = ex
+            .input_ids
+            .iter()
+            .zip(&ex.loss_mask)
+            .map(|(&id, &m)| (tok.id_to_token(id).unwrap(), m))
+            .collect();
+        let want: Vec<(String, u8)> = expected.iter().map(|(t, m)| (t.to_string(), *m)).collect();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "token {i}");
+        }
+        assert_eq!(got.len(), want.len());
+    }
+
+    #[rustfmt::skip]
+    // ChatML: "<|im_start|>{role}\n{content}<|im_end|>\n" per message. Written out by hand from
+    // the rendered text; 1 = assistant content of a trained turn, and its <|im_end|>.
+    const CHATML_EXPECTED: &[(&str, u8)] = &[
+        ("<|im_start|>", 0), ("system", 0), ("\n", 0), ("Be", 0), (" ", 0), ("brief", 0),
+        (".", 0), ("<|im_end|>", 0), ("\n", 0),
+        ("<|im_start|>", 0), ("user", 0), ("\n", 0), ("Hi", 0), ("<|im_end|>", 0), ("\n", 0),
+        ("<|im_start|>", 0), ("assistant", 0), ("\n", 0),
+        ("Hello", 1), (" ", 1), ("there", 1), ("<|im_end|>", 1), ("\n", 0),
+        ("<|im_start|>", 0), ("user", 0), ("\n", 0), ("Weather", 0), ("?", 0), ("<|im_end|>", 0),
+        ("\n", 0),
+        ("<|im_start|>", 0), ("assistant", 0), ("\n", 0),
+        ("Let", 0), (" ", 0), ("me", 0), (" ", 0), ("check", 0), ("<|im_end|>", 0), ("\n", 0),
+        ("<|im_start|>", 0), ("tool", 0), ("\n", 0), ("20", 0), (" ", 0), ("C", 0),
+        ("<|im_end|>", 0), ("\n", 0),
+        ("<|im_start|>", 0), ("assistant", 0), ("\n", 0),
+        ("It", 1), (" ", 1), ("is", 1), (" ", 1), ("20", 1), (" ", 1), ("C", 1), (".", 1),
+        ("\n", 1), ("<|im_end|>", 1), ("\n", 0),
+    ];
+
+    #[rustfmt::skip]
+    // Meta-Llama-3-8B-Instruct's template trims contents:
+    // "<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\n\n{content|trim}<|eot_id|>".
+    const LLAMA3_EXPECTED: &[(&str, u8)] = &[
+        ("<|begin_of_text|>", 0),
+        ("<|start_header_id|>", 0), ("system", 0), ("<|end_header_id|>", 0), ("\n", 0), ("\n", 0),
+        ("Be", 0), (" ", 0), ("brief", 0), (".", 0), ("<|eot_id|>", 0),
+        ("<|start_header_id|>", 0), ("user", 0), ("<|end_header_id|>", 0), ("\n", 0), ("\n", 0),
+        ("Hi", 0), ("<|eot_id|>", 0),
+        ("<|start_header_id|>", 0), ("assistant", 0), ("<|end_header_id|>", 0), ("\n", 0),
+        ("\n", 0), ("Hello", 1), (" ", 1), ("there", 1), ("<|eot_id|>", 1),
+        ("<|start_header_id|>", 0), ("user", 0), ("<|end_header_id|>", 0), ("\n", 0), ("\n", 0),
+        ("Weather", 0), ("?", 0), ("<|eot_id|>", 0),
+        ("<|start_header_id|>", 0), ("assistant", 0), ("<|end_header_id|>", 0), ("\n", 0),
+        ("\n", 0), ("Let", 0), (" ", 0), ("me", 0), (" ", 0), ("check", 0), ("<|eot_id|>", 0),
+        ("<|start_header_id|>", 0), ("tool", 0), ("<|end_header_id|>", 0), ("\n", 0), ("\n", 0),
+        ("20", 0), (" ", 0), ("C", 0), ("<|eot_id|>", 0),
+        ("<|start_header_id|>", 0), ("assistant", 0), ("<|end_header_id|>", 0), ("\n", 0),
+        ("\n", 0), ("It", 1), (" ", 1), ("is", 1), (" ", 1), ("20", 1), (" ", 1), ("C", 1),
+        (".", 1), ("<|eot_id|>", 1),
+    ];
+
+    #[test]
+    fn chatml_mask_matches_hand_written() {
+        let tok = tiny_tokenizer(&["<|im_start|>", "<|im_end|>", "<|endoftext|>"]);
+        let tmpl = ChatTemplate::new(CHATML_TEMPLATE, "", "<|endoftext|>").unwrap();
+        let out = tokenize_chat(&tok, &tmpl, &conversation(), 1000, Overlength::Drop).unwrap();
+        let ex = out.example().unwrap();
+        assert!(!ex.truncated);
+        check(&tok, &ex, CHATML_EXPECTED);
+    }
+
+    fn llama3() -> ChatTemplate {
+        let source = include_str!("../../tests/fixtures/chat_templates/llama3.jinja");
+        ChatTemplate::new(source.trim_end(), "<|begin_of_text|>", "<|eot_id|>").unwrap()
+    }
+
+    fn llama3_tokenizer() -> Tokenizer {
+        tiny_tokenizer(&[
+            "<|begin_of_text|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+        ])
+    }
+
+    #[test]
+    fn llama3_mask_matches_hand_written() {
+        let tok = llama3_tokenizer();
+        let out = tokenize_chat(&tok, &llama3(), &conversation(), 1000, Overlength::Drop).unwrap();
+        check(&tok, &out.example().unwrap(), LLAMA3_EXPECTED);
+    }
+
+    #[test]
+    fn overlength_truncates_or_drops_and_is_counted() {
+        let tok = llama3_tokenizer();
+        let msgs = conversation();
+        let n = LLAMA3_EXPECTED.len();
+        let mut stats = ChatStats::default();
+        // Exactly max_seq_len tokens is not overlength.
+        let fits = tokenize_chat(&tok, &llama3(), &msgs, n, Overlength::Drop).unwrap();
+        stats.record(&fits);
+        assert!(matches!(&fits, ChatOutcome::Kept(ex) if !ex.truncated));
+        let dropped = tokenize_chat(&tok, &llama3(), &msgs, n - 1, Overlength::Drop).unwrap();
+        stats.record(&dropped);
+        assert_eq!(dropped, ChatOutcome::Overlength);
+        // Cut after the first assistant turn's <|eot_id|> (token 27): the prefix of the mask.
+        let cut = tokenize_chat(&tok, &llama3(), &msgs, 27, Overlength::Truncate).unwrap();
+        stats.record(&cut);
+        let ex = cut.example().unwrap();
+        assert!(ex.truncated);
+        check(&tok, &ex, &LLAMA3_EXPECTED[..27]);
+        // Cut before any assistant content: nothing to train on.
+        let none = tokenize_chat(&tok, &llama3(), &msgs, 20, Overlength::Truncate).unwrap();
+        stats.record(&none);
+        assert_eq!(none, ChatOutcome::NoTrainableTokens);
+        assert_eq!(
+            stats,
+            ChatStats {
+                kept: 2,
+                truncated: 1,
+                dropped: 1,
+                no_trainable: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_template_that_rewrites_content_is_refused() {
+        let tok = tiny_tokenizer(&["<|im_end|>"]);
+        let tmpl = ChatTemplate::new(
+            "{% for m in messages %}{{ m.content | upper }}<|im_end|>{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let msgs = vec![TrainMessage::new("assistant", "Hello")];
+        let err = tokenize_chat(&tok, &tmpl, &msgs, 100, Overlength::Drop).unwrap_err();
+        assert!(matches!(err, LossMaskError::Unlocatable(_)), "{err}");
+    }
+}

@@ -1,0 +1,394 @@
+//! LoRA: low-rank adapters on a frozen base, as PEFT defines them.
+//!
+//! A wrapped projection computes `y = x Wᵀ + b + scaling · dropout(x) Aᵀ Bᵀ` with `A` (r, in)
+//! and `B` (out, r). The base weight `W` is a plain `Tensor`, not a `Var`: it gets no gradient and
+//! no optimiser state. `A` starts as PEFT's `kaiming_uniform_(a=√5)`, i.e. uniform(−1/√in, 1/√in),
+//! `B` at zero (so a fresh adapter changes nothing), and `scaling` is alpha/r (alpha/√r with
+//! rsLoRA). Dropout applies to the adapter's input only, in training mode only, with a seeded RNG
+//! shared by all adapters of a model.
+//!
+//! [`load_lora_llama`] builds a `Llama` from base tensors and attaches adapters to the chosen
+//! projections through [`Llama::projections_mut`]; [`super::peft`] exports and merges them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::VarBuilder;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use super::config::ModelConfig;
+use super::llama::Llama;
+use crate::spec::LoraSpec;
+
+/// State shared by every adapter of one model: training mode (dropout on) and the dropout RNG.
+#[derive(Debug)]
+pub struct LoraRuntime {
+    training: AtomicBool,
+    dropout: f64,
+    rng: Mutex<StdRng>,
+}
+
+impl LoraRuntime {
+    /// Dropout probability `dropout`, masks drawn from a generator seeded with `seed`.
+    pub fn new(dropout: f64, seed: u64) -> Self {
+        LoraRuntime {
+            training: AtomicBool::new(true),
+            dropout,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// Training mode applies dropout; evaluation and inference do not.
+    pub fn set_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed);
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+
+    /// Inverted dropout on `x`: zero with probability p, survivors scaled by 1/(1−p).
+    fn dropout(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.is_training() || self.dropout <= 0.0 {
+            return Ok(x.clone());
+        }
+        let p = self.dropout;
+        let keep = 1.0 / (1.0 - p);
+        let n = x.elem_count();
+        let mask: Vec<f32> = {
+            let mut rng = self.rng.lock().expect("lora rng lock");
+            (0..n)
+                .map(|_| {
+                    if rng.random::<f64>() < p {
+                        0.0
+                    } else {
+                        keep as f32
+                    }
+                })
+                .collect()
+        };
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+}
+
+/// One adapter: trainable `A` (r, in) and `B` (out, r) and the fixed scaling.
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    pub a: Var, // (r, in)
+    pub b: Var, // (out, r)
+    pub scaling: f64,
+    runtime: Arc<LoraRuntime>,
+}
+
+impl LoraAdapter {
+    /// A fresh adapter initialised as PEFT does: `A` uniform(−1/√in, 1/√in), `B` zero;
+    /// `base_weight` (out, in) gives the shape, dtype and device.
+    pub fn new(
+        base_weight: &Tensor,
+        r: usize,
+        scaling: f64,
+        rng: &mut StdRng,
+        runtime: Arc<LoraRuntime>,
+    ) -> Result<Self> {
+        let (out_dim, in_dim) = base_weight.dims2()?;
+        let (dtype, device) = (base_weight.dtype(), base_weight.device());
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let a: Vec<f32> = (0..r * in_dim)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
+        let a = Tensor::from_vec(a, (r, in_dim), device)?.to_dtype(dtype)?;
+        let b = Tensor::zeros((out_dim, r), dtype, device)?;
+        Ok(LoraAdapter {
+            a: Var::from_tensor(&a)?,
+            b: Var::from_tensor(&b)?,
+            scaling,
+            runtime,
+        })
+    }
+
+    /// The adapter's contribution for `x` (rows, in): `scaling · dropout(x) Aᵀ Bᵀ`, (rows, out).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.runtime.dropout(x)?;
+        let h = x.matmul(&self.a.as_tensor().t()?)?; // (rows, r)
+        h.matmul(&self.b.as_tensor().t()?)? * self.scaling // (rows, out)
+    }
+
+    /// `scaling · B A`, (out, in): what merging adds to the base weight.
+    pub fn delta_weight(&self) -> Result<Tensor> {
+        self.b.as_tensor().matmul(self.a.as_tensor())? * self.scaling
+    }
+}
+
+/// `alpha / r`, or `alpha / √r` with rsLoRA, as PEFT computes it.
+pub fn lora_scaling(spec: &LoraSpec) -> f64 {
+    if spec.use_rslora {
+        spec.alpha / (spec.r as f64).sqrt()
+    } else {
+        spec.alpha / spec.r as f64
+    }
+}
+
+/// Every adapter of a model, by the Hugging Face path of the projection it wraps
+/// (`model.layers.0.self_attn.q_proj`), in model order.
+#[derive(Debug, Clone)]
+pub struct LoraAdapters {
+    pub spec: LoraSpec,
+    pub adapters: Vec<(String, LoraAdapter)>,
+    runtime: Arc<LoraRuntime>,
+}
+
+impl LoraAdapters {
+    /// The trainable variables, named `{module}.lora_A.weight` / `{module}.lora_B.weight`.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        self.adapters
+            .iter()
+            .flat_map(|(m, ad)| {
+                [
+                    (format!("{m}.lora_A.weight"), ad.a.clone()),
+                    (format!("{m}.lora_B.weight"), ad.b.clone()),
+                ]
+            })
+            .collect()
+    }
+
+    /// Dropout on (training) or off (evaluation, inference, export).
+    pub fn set_training(&self, training: bool) {
+        self.runtime.set_training(training);
+    }
+}
+
+/// Attaches fresh adapters to every projection of `model` named in `spec.target_modules`.
+/// Deterministic in `seed` (initialisation and dropout masks).
+pub fn attach_lora(model: &mut Llama, spec: &LoraSpec, seed: u64) -> Result<LoraAdapters> {
+    let runtime = Arc::new(LoraRuntime::new(spec.dropout, seed ^ 0x10_4a));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let scaling = lora_scaling(spec);
+    let mut adapters = Vec::new();
+    for (path, linear) in model.projections_mut() {
+        let short = path.rsplit('.').next().unwrap_or_default();
+        if !spec.target_modules.iter().any(|t| t == short) {
+            continue;
+        }
+        let adapter = LoraAdapter::new(
+            linear.weight(),
+            spec.r as usize,
+            scaling,
+            &mut rng,
+            runtime.clone(),
+        )?;
+        linear.set_lora(Some(adapter.clone()));
+        adapters.push((path, adapter));
+    }
+    if adapters.is_empty() {
+        candle_core::bail!(
+            "no projection matches lora.target_modules {:?}",
+            spec.target_modules
+        );
+    }
+    Ok(LoraAdapters {
+        spec: spec.clone(),
+        adapters,
+        runtime,
+    })
+}
+
+/// A `Llama` whose every base weight is a plain (frozen) tensor, with LoRA adapters attached.
+/// RoPE tables cover `max_len` positions (see [`Llama::load_with_context`]).
+pub fn load_lora_llama(
+    base: HashMap<String, Tensor>,
+    cfg: &ModelConfig,
+    spec: &LoraSpec,
+    seed: u64,
+    max_len: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Llama, LoraAdapters)> {
+    let vb = VarBuilder::from_tensors(base, dtype, device);
+    let mut model = Llama::load_with_context(vb, cfg, max_len)?;
+    let adapters = attach_lora(&mut model, spec, seed)?;
+    Ok((model, adapters))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::init_varmap;
+    use crate::model::llama::sequential_positions;
+    use crate::train::loss::shifted_cross_entropy;
+    use crate::train::optim::{AdamW, AdamWConfig};
+
+    /// Tiny config shared with the PEFT fixture (tests/fixtures/make_peft_fixture.py).
+    pub(crate) fn tiny() -> ModelConfig {
+        let mut cfg = ModelConfig::llama(64, 32, 64, 2, 4, 2, 64);
+        cfg.tie_word_embeddings = false;
+        cfg.initializer_range = 0.2;
+        cfg
+    }
+
+    pub(crate) fn base_tensors(cfg: &ModelConfig) -> HashMap<String, Tensor> {
+        let vm = init_varmap(cfg, 3, DType::F32, &Device::Cpu).unwrap();
+        let data = vm.data().lock().unwrap();
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
+            .collect()
+    }
+
+    pub(crate) fn spec() -> LoraSpec {
+        LoraSpec {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.05,
+            ..LoraSpec::default()
+        }
+    }
+
+    pub(crate) fn batch() -> Tensor {
+        let ids: Vec<u32> = (0..2 * 12).map(|i| (i * 7 + 3) % 64).collect();
+        Tensor::from_vec(ids, (2, 12), &Device::Cpu).unwrap()
+    }
+
+    pub(crate) fn logits(model: &Llama, ids: &Tensor) -> Tensor {
+        let pos = sequential_positions(2, 12, &Device::Cpu).unwrap();
+        model.forward(ids, &pos, None).unwrap()
+    }
+
+    /// A few AdamW steps on the LoRA variables only.
+    pub(crate) fn train(model: &Llama, adapters: &LoraAdapters, steps: usize) {
+        let ids = batch();
+        let w = Tensor::ones((2, 12), DType::F32, &Device::Cpu).unwrap();
+        let params = adapters
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v, true))
+            .collect();
+        let mut opt = AdamW::new(params, AdamWConfig::default()).unwrap();
+        adapters.set_training(true);
+        for _ in 0..steps {
+            let s = shifted_cross_entropy(&logits(model, &ids), &ids, &w).unwrap();
+            let grads = s.loss_sum.backward().unwrap();
+            for (path, linear) in model.clone().projections_mut() {
+                assert!(
+                    grads.get(linear.weight()).is_none(),
+                    "{path} base weight got a gradient"
+                );
+            }
+            opt.step(&grads, 1e-2).unwrap();
+        }
+        adapters.set_training(false);
+    }
+
+    #[test]
+    fn fresh_adapters_follow_peft_init_and_change_nothing() {
+        let cfg = tiny();
+        let base = base_tensors(&cfg);
+        let plain = Llama::load(
+            VarBuilder::from_tensors(base.clone(), DType::F32, &Device::Cpu),
+            &cfg,
+        )
+        .unwrap();
+        let (model, adapters) =
+            load_lora_llama(base, &cfg, &spec(), 1, 64, DType::F32, &Device::Cpu).unwrap();
+        // 2 layers × 7 projections.
+        assert_eq!(adapters.adapters.len(), 14);
+        assert_eq!(adapters.adapters[0].0, "model.layers.0.self_attn.q_proj");
+        for (path, ad) in &adapters.adapters {
+            assert_eq!(ad.scaling, 2.0, "alpha 8 / r 4");
+            let (r, inp) = ad.a.as_tensor().dims2().unwrap();
+            assert_eq!(r, 4);
+            let a: Vec<f32> = ad.a.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let bound = 1.0 / (inp as f32).sqrt();
+            assert!(a.iter().all(|v| v.abs() <= bound), "{path}");
+            // Spread over the range, not a constant.
+            assert!(
+                a.iter().cloned().fold(0f32, f32::max) > bound * 0.5,
+                "{path}"
+            );
+            let b: f32 =
+                ad.b.as_tensor()
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+            assert_eq!(b, 0.0);
+        }
+        adapters.set_training(false);
+        let d = (logits(&model, &batch()) - logits(&plain, &batch())).unwrap();
+        let d: f32 = d.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert_eq!(d, 0.0);
+        // rsLoRA scales by alpha / sqrt(r).
+        let rs = LoraSpec {
+            use_rslora: true,
+            r: 16,
+            ..spec()
+        };
+        assert_eq!(lora_scaling(&rs), 2.0);
+    }
+
+    #[test]
+    fn lora_training_leaves_base_bitwise_unchanged_and_moves_adapters() {
+        let cfg = tiny();
+        let base = base_tensors(&cfg);
+        let (model, adapters) =
+            load_lora_llama(base.clone(), &cfg, &spec(), 1, 64, DType::F32, &Device::Cpu).unwrap();
+        let a0: Vec<Vec<f32>> = adapters
+            .adapters
+            .iter()
+            .map(|(_, ad)| ad.a.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect();
+        let ids = batch();
+        let w = Tensor::ones((2, 12), DType::F32, &Device::Cpu).unwrap();
+        let loss0: f32 = shifted_cross_entropy(&logits(&model, &ids), &ids, &w)
+            .unwrap()
+            .loss_sum
+            .to_scalar()
+            .unwrap();
+        train(&model, &adapters, 3);
+        let loss1: f32 = shifted_cross_entropy(&logits(&model, &ids), &ids, &w)
+            .unwrap()
+            .loss_sum
+            .to_scalar()
+            .unwrap();
+        assert!(loss1 < loss0, "{loss1} !< {loss0}");
+        // Every base projection weight is bitwise what was loaded.
+        let mut model = model;
+        for (path, linear) in model.projections_mut() {
+            let now: Vec<u32> = linear
+                .weight()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            let was: Vec<u32> = base[&format!("{path}.weight")]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            assert!(now == was, "{path} changed");
+        }
+        // Every adapter moved: B away from zero, A away from its init.
+        for ((path, ad), a0) in adapters.adapters.iter().zip(&a0) {
+            let b: f32 =
+                ad.b.as_tensor()
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+            assert!(b > 0.0, "{path} B did not move");
+            let a: Vec<f32> = ad.a.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            assert!(a != *a0, "{path} A did not move");
+        }
+    }
+}

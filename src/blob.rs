@@ -82,11 +82,24 @@ impl Blobs {
 
     /// Copies a local folder, recursively, to `prefix/...`, streaming each file.
     pub async fn put_dir(&self, local: &FsPath, prefix: &str) -> anyhow::Result<()> {
+        self.put_dir_except(local, prefix, &[]).await
+    }
+
+    /// As [`Blobs::put_dir`], leaving out the top-level entries named in `skip`.
+    pub async fn put_dir_except(
+        &self,
+        local: &FsPath,
+        prefix: &str,
+        skip: &[&str],
+    ) -> anyhow::Result<()> {
         let mut stack = vec![local.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let mut rd = tokio::fs::read_dir(&dir).await?;
             while let Some(e) = rd.next_entry().await? {
                 let p = e.path();
+                if dir == local && skip.iter().any(|s| e.file_name() == *s) {
+                    continue;
+                }
                 if e.file_type().await?.is_dir() {
                     stack.push(p);
                     continue;

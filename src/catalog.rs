@@ -1,5 +1,6 @@
-//! The models a job may start from and `/v1/models` lists: Wick's from-scratch presets for now
-//! (local Hugging Face folders and trained results join them in later issues).
+//! The models a job may start from and `/v1/models` lists: Wick's from-scratch presets, and the
+//! models the organization's own jobs produced (continued pretraining and fine-tuning start from
+//! those).
 
 use crate::model::config::{PRESETS, preset};
 
@@ -42,4 +43,27 @@ pub fn find_model(id: &str) -> Option<ModelInfo> {
 
 pub fn is_known_model(id: &str) -> bool {
     find_model(id).is_some()
+}
+
+/// A model a job may name.
+#[derive(Debug, Clone)]
+pub enum BaseModel {
+    /// An untrained architecture: pretraining starts from scratch.
+    Preset(ModelInfo),
+    /// A model an earlier job of the organization produced, in the blob store.
+    Trained(crate::store::models::ModelRow),
+}
+
+/// Resolves `id` for `org_id`: a preset, or one of the organization's trained models.
+pub async fn resolve(
+    db: &crate::store::Db,
+    org_id: &str,
+    id: &str,
+) -> Result<Option<BaseModel>, sqlx::Error> {
+    if let Some(m) = find_model(id) {
+        return Ok(Some(BaseModel::Preset(m)));
+    }
+    Ok(crate::store::models::get_model(db, org_id, id)
+        .await?
+        .map(BaseModel::Trained))
 }

@@ -25,6 +25,9 @@ pub fn router() -> Router<AppState> {
 struct DownloadQuery {
     /// A checkpoint id from `GET .../checkpoints`; absent means the final model.
     checkpoint: Option<String>,
+    /// `model` (default: the Hugging Face folder, merged for LoRA jobs) or `adapter` (the PEFT
+    /// adapter of a LoRA job).
+    artifact: Option<String>,
 }
 
 /// Packs the local folder `dir` into `tar_path` as `root/...`; returns the tar's SHA-256.
@@ -79,7 +82,27 @@ async fn download(
                     ),
                 ));
             }
-            (model_prefix(&job.id), format!("{}-model", job.id))
+            match q.artifact.as_deref().unwrap_or("model") {
+                "model" => (model_prefix(&job.id), format!("{}-model", job.id)),
+                "adapter" => {
+                    let prefix = format!("{}/adapter", model_prefix(&job.id));
+                    if state.blobs.list(&prefix).await?.is_empty() {
+                        return Err(ApiError::Client {
+                            status: axum::http::StatusCode::NOT_FOUND,
+                            code: "not_found",
+                            message: format!("job {id} trained no LoRA adapter"),
+                            param: Some("artifact".into()),
+                        });
+                    }
+                    (prefix, format!("{}-adapter", job.id))
+                }
+                other => {
+                    return Err(ApiError::invalid_param(
+                        "artifact",
+                        format!("artifact must be 'model' or 'adapter', got {other:?}"),
+                    ));
+                }
+            }
         }
     };
     let tmp = tempfile::tempdir_in(state.settings.data_dir.as_path())

@@ -85,7 +85,10 @@ async fn create_job(
 ) -> ApiResult<axum::Json<Value>> {
     spec.validate()
         .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
-    if !catalog::is_known_model(&spec.model) {
+    if catalog::resolve(&state.db, &caller.org_id, &spec.model)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::invalid_param(
             "model",
             format!(

@@ -38,7 +38,11 @@ pub async fn publish_results(
     let name = fine_tuned_model_name(job);
     let prefix = model_prefix(&job.id);
     if let Some(dir) = &outcome.model_dir {
-        state.blobs.put_dir(dir, &prefix).await?;
+        // The training checkpoints are in the blob store already, under the job's checkpoints.
+        state
+            .blobs
+            .put_dir_except(dir, &prefix, &["checkpoints"])
+            .await?;
     }
     let kind = match spec.method.kind {
         MethodType::Pretrain => "pretrained",

@@ -116,6 +116,17 @@ async fn stage(
     }
     let mut spec = spec.clone();
     spec.seed = Some(job.seed as u64);
+    // A trained model as the base: copy its folder here and train from that path.
+    if let Some(crate::catalog::BaseModel::Trained(m)) =
+        crate::catalog::resolve(&state.db, &job.org_id, &job.model).await?
+    {
+        let base = dir.join("base");
+        state
+            .blobs
+            .get_dir(m.blob_path.as_deref().unwrap_or_default(), &base)
+            .await?;
+        spec.model = base.display().to_string();
+    }
     Ok(ChildJob {
         job_id: job.id.clone(),
         spec,

@@ -1,0 +1,152 @@
+//! The fine-tuning flow through the real HTTP API: pretrain a tiny model, upload chats, LoRA-tune
+//! the pretrained model on them, watch the held-out loss fall, download the PEFT adapter and chat
+//! with the result.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestApp, spawn_app_with};
+use serde_json::{Value, json};
+
+fn sums(n: usize, offset: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let (a, b) = ((i * 7 + offset) % 10, (i * 3 + offset * 5) % 10);
+            (
+                format!("What is {a} plus {b}?"),
+                format!("Answer: {}", a + b),
+            )
+        })
+        .collect()
+}
+
+fn chat_file(pairs: &[(String, String)]) -> Vec<u8> {
+    pairs.iter().map(|(q, a)| json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}).to_string() + "\n").collect::<String>().into_bytes()
+}
+
+/// Plain text in the same words, so pretraining builds a tokenizer and a model that know them.
+fn corpus() -> Vec<u8> {
+    sums(300, 1)
+        .iter()
+        .map(|(q, a)| json!({"text": format!("{q} {a}.")}).to_string() + "\n")
+        .collect::<String>()
+        .into_bytes()
+}
+
+async fn run(app: &TestApp, body: Value) -> Value {
+    let (s, job) = app
+        .post(&app.admin_key, "/v1/fine_tuning/jobs", &body)
+        .await;
+    assert_eq!(s, 200, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (_, j) = app
+            .get(&app.admin_key, &format!("/v1/fine_tuning/jobs/{id}"))
+            .await;
+        match j["status"].as_str().unwrap() {
+            "succeeded" => return j,
+            "failed" | "cancelled" => panic!("job ended badly: {j}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "job took too long: {j}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn upload(app: &TestApp, purpose: &str, bytes: Vec<u8>) -> String {
+    let (s, f) = app.upload(&app.admin_key, purpose, "f.jsonl", bytes).await;
+    assert_eq!((s, f["status"].as_str()), (200, Some("processed")), "{f}");
+    f["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.worker_slots = 1).await;
+    let key = &app.admin_key;
+    let docs = upload(&app, "pretrain", corpus()).await;
+    let base = run(&app, json!({"model": "wick-llama-1m", "training_file": docs, "suffix": "base", "seed": 1,
+        "method": {"type": "pretrain", "pretrain": {"hyperparameters": {
+            "vocab_size": 320, "max_seq_len": 64, "batch_size": 8, "max_steps": 60, "learning_rate": 3e-3,
+            "warmup_steps": 5, "checkpoint_every": 1000}}}})).await;
+    let base_model = base["fine_tuned_model"].as_str().unwrap().to_string();
+
+    let train = upload(&app, "fine-tune", chat_file(&sums(200, 2))).await;
+    let valid = upload(&app, "fine-tune", chat_file(&sums(40, 9))).await;
+    let tuned = run(&app, json!({"model": base_model, "training_file": train, "validation_file": valid, "suffix": "sums", "seed": 2,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {
+            "max_steps": 40, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 2, "max_seq_len": 64,
+            "eval_every": 10, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}}}})).await;
+    let id = tuned["id"].as_str().unwrap();
+    assert_eq!(
+        tuned["fine_tuned_model"],
+        format!("ft:{base_model}:sums:{id}")
+    );
+
+    // The held-out chats' loss went down.
+    let (_, m) = app
+        .get(key, &format!("/v1/fine_tuning/jobs/{id}/metrics"))
+        .await;
+    let valid_losses: Vec<f64> = m["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["valid_loss"].as_f64())
+        .collect();
+    assert!(valid_losses.len() >= 2, "{m}");
+    assert!(
+        valid_losses.last().unwrap() < &valid_losses[0],
+        "held-out loss fell: {valid_losses:?}"
+    );
+
+    // The PEFT adapter downloads with PEFT's file names and keys.
+    let r = app
+        .client
+        .get(app.url(&format!(
+            "/v1/fine_tuning/jobs/{id}/download?artifact=adapter"
+        )))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    tar::Archive::new(bytes.as_ref())
+        .unpack(dir.path())
+        .unwrap();
+    let adapter = dir.path().join(format!("{id}-adapter"));
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (config["peft_type"].as_str(), config["r"].as_u64()),
+        (Some("LORA"), Some(8))
+    );
+    let weights = std::fs::read(adapter.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    assert!(
+        st.names()
+            .iter()
+            .any(|n| *n == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"),
+        "{:?}",
+        st.names()
+    );
+    // A pretraining job has no adapter to give.
+    let (s, _) = app
+        .get(
+            key,
+            &format!(
+                "/v1/fine_tuning/jobs/{}/download?artifact=adapter",
+                base["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // And the fine-tuned (merged) model answers in the chat API.
+    let (s, c) = app.post(key, "/v1/chat/completions", &json!({"model": tuned["fine_tuned_model"], "messages": [{"role": "user", "content": "What is 2 plus 3?"}], "max_tokens": 6, "temperature": 0})).await;
+    assert_eq!(s, 200, "{c}");
+    assert!(c["choices"][0]["message"]["content"].is_string());
+}

@@ -535,6 +535,52 @@ mod multi_process {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sigterm_checkpoints_requeues_and_exits_cleanly() {
+        let app = spawn_app_with(Backend::Postgres, |s| s.worker_slots = 0).await;
+        let file = upload_corpus(&app).await;
+        let steps = 400;
+        let id = create_job(&app, &pretrain_job(&file, steps, 1000)).await;
+        let mut w1 = start_worker(&app, 30);
+        wait_for(&app, &id, 60, "training", |j| {
+            j["trained_tokens"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+        let term = Command::new("kill")
+            .args(["-TERM", &w1.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(status) = w1.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(exit.success(), "clean exit: {exit:?}");
+        // Back in the queue, with a checkpoint to resume from, and no lease held.
+        let j = get_job(&app, &id).await;
+        assert_eq!(j["status"], "queued", "{j}");
+        let (_, ck) = app
+            .get(
+                &app.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
+            )
+            .await;
+        assert_eq!(ck["data"].as_array().unwrap().len(), 1, "{ck}");
+        let mut w2 = start_worker(&app, 30);
+        let done = wait_status(&app, &id, "succeeded", 180).await;
+        w2.kill().unwrap();
+        w2.wait().unwrap();
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_each_step_once(&train_points(&app, &id).await, steps as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_workers_run_twenty_jobs_exactly_once() {
         let app = spawn_app_with(Backend::Postgres, |s| s.worker_slots = 0).await;
         let file = upload_corpus(&app).await;

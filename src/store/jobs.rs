@@ -36,11 +36,13 @@ pub struct JobRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, org_id, model, training_file, validation_file, suffix, seed, method_type, spec, \
+/// Every column of a job row, in [`JobRow`]'s order.
+pub(crate) const COLUMNS: &str = "id, org_id, model, training_file, validation_file, suffix, seed, method_type, spec, \
     status, error, fine_tuned_model, trained_tokens, estimated_finish, result_files, metadata, priority, \
     attempts, max_attempts, created_at, started_at, finished_at";
 
-const INSERT_EVENT: &str = "insert into job_events (id, job_id, level, kind, message, data, created_at) values ($1, $2, $3, $4, $5, $6, $7)";
+/// Writes one event row; binds id, job_id, level, kind, message, data, created_at.
+pub(crate) const INSERT_EVENT: &str = "insert into job_events (id, job_id, level, kind, message, data, created_at) values ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Inserts a job and its `created` event atomically.
 pub async fn insert_job(db: &Db, j: &JobRow, created: &NewEvent) -> Result<(), sqlx::Error> {

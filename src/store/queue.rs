@@ -10,15 +10,9 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::Db;
 use super::events::NewEvent;
-use super::jobs::JobRow;
+use super::jobs::{COLUMNS, INSERT_EVENT, JobRow};
 use crate::ids::now;
 use crate::with_db;
-
-const JOB_COLUMNS: &str = "id, org_id, model, training_file, validation_file, suffix, seed, method_type, spec, \
-    status, error, fine_tuned_model, trained_tokens, estimated_finish, result_files, metadata, priority, \
-    attempts, max_attempts, created_at, started_at, finished_at";
-
-const INSERT_EVENT: &str = "insert into job_events (id, job_id, level, kind, message, data, created_at) values ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Claims the next job for `worker_id`, holding it for `lease`. The claimed job is `running`.
 pub async fn claim_next_job(
@@ -36,7 +30,7 @@ pub async fn claim_next_job(
             let sql = format!(
                 "update jobs set status = 'running', lease_owner = $1, lease_expires_at = $2, heartbeat_at = $3,
                  attempts = attempts + 1, started_at = coalesce(started_at, $3)
-                 where id = ({candidates} for update skip locked) returning {JOB_COLUMNS}"
+                 where id = ({candidates} for update skip locked) returning {COLUMNS}"
             );
             sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql))
                 .bind(worker_id)
@@ -49,7 +43,7 @@ pub async fn claim_next_job(
             let sql = format!(
                 "update jobs set status = 'running', lease_owner = $1, lease_expires_at = $2, heartbeat_at = $3,
                  attempts = attempts + 1, started_at = coalesce(started_at, $3)
-                 where id = ({candidates}) returning {JOB_COLUMNS}"
+                 where id = ({candidates}) returning {COLUMNS}"
             );
             sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql))
                 .bind(worker_id)

@@ -27,11 +27,14 @@ use crate::model::{self, Llama, lora, peft};
 use super::data::{DataError, RowSampler};
 use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
 use super::loss::shifted_cross_entropy;
-use super::optim::{AdamW, accumulate, clip_grad_norm};
+use super::optim::AdamW;
 use super::progress::{EvalMetrics, Progress, StepMetrics, StopReason};
 use super::schedule::Schedule;
 use super::sft_pack::{PackError, PackedRow, collate, pack_examples};
-use super::trainer::{Stopped, TrainError, TrainJob, TrainOutcome, prepare_start};
+use super::trainer::{
+    MicroBatch, Stopped, TrainError, TrainJob, TrainOutcome, WindowStep, backward_window,
+    prepare_start,
+};
 
 fn data_err(path: &Path, line: usize, message: String) -> TrainError {
     TrainError::Data(DataError::Line {
@@ -288,30 +291,29 @@ pub fn run_sft_job(
             .collect::<Result<Vec<_>, _>>()?;
         let window_tokens: usize = batches.iter().map(|b| b.tokens).sum();
         let norm = window_tokens.max(1) as f64;
-        let (mut loss_sum, mut correct) = (0.0, 0.0);
-        let mut grads = None;
-        for b in &batches {
-            let logits = net.forward(&b.input_ids, &b.positions, Some(&b.mask))?; // (B, T, V)
-            let sums = shifted_cross_entropy(&logits, &b.input_ids, &b.label_weights)?;
-            loss_sum += sums.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            correct += sums.correct;
-            accumulate(&mut grads, (sums.loss_sum / norm)?.backward()?, &vars)?;
-        }
-        let mut grads = grads.expect("at least one micro-batch");
-        let train_loss = loss_sum / norm;
-        if !train_loss.is_finite() || train_loss > explode_at {
-            return Err(TrainError::Diverged {
-                step,
-                reason: format!("loss {train_loss} (limit {explode_at:.1}, 3·ln(vocab))"),
-            });
-        }
-        let grad_norm = clip_grad_norm(&mut grads, &vars, hp.max_grad_norm)?;
-        if !grad_norm.is_finite() {
-            return Err(TrainError::Diverged {
-                step,
-                reason: format!("gradient norm {grad_norm}"),
-            });
-        }
+        let micro: Vec<MicroBatch> = batches
+            .iter()
+            .map(|b| MicroBatch {
+                input_ids: &b.input_ids,
+                positions: &b.positions,
+                label_weights: &b.label_weights,
+                mask: Some(&b.mask),
+            })
+            .collect();
+        let WindowStep {
+            grads,
+            train_loss,
+            correct,
+            grad_norm,
+        } = backward_window(
+            &net,
+            &micro,
+            norm,
+            &vars,
+            hp.max_grad_norm,
+            explode_at,
+            step,
+        )?;
         opt.step(&grads, lr)?;
         outcome.trained_tokens += window_tokens as u64;
         let dt = t0.elapsed().as_secs_f64();

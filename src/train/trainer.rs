@@ -108,6 +108,71 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
 }
 
+/// One micro-batch of an accumulation window, as [`backward_window`] takes it.
+pub(super) struct MicroBatch<'a> {
+    pub input_ids: &'a Tensor,     // (B, T)
+    pub positions: &'a Tensor,     // (B, T)
+    pub label_weights: &'a Tensor, // (B, T)
+    /// Additive attention mask; `None` is plain causal attention.
+    pub mask: Option<&'a Tensor>,
+}
+
+/// What one accumulation window produced, ready for the optimiser.
+pub(super) struct WindowStep {
+    pub grads: candle_core::backprop::GradStore,
+    /// Mean loss over the window's counted tokens, before the update.
+    pub train_loss: f64,
+    /// Correct next-token predictions among the counted tokens.
+    pub correct: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// Forward and backward over every micro-batch of a window, each loss divided by `norm` (the
+/// window's counted tokens) so the summed gradients are those of the window's mean; then the
+/// guards (a non-finite or exploding loss or gradient stops the job) and global-norm clipping.
+/// Shared by pretraining and SFT, so both normalise and guard alike.
+pub(super) fn backward_window(
+    net: &Llama,
+    batches: &[MicroBatch],
+    norm: f64,
+    vars: &[Var],
+    max_grad_norm: f64,
+    explode_at: f64,
+    step: u64,
+) -> Result<WindowStep, TrainError> {
+    let (mut loss_sum, mut correct) = (0.0, 0.0);
+    let mut grads = None;
+    for b in batches {
+        let logits = net.forward(b.input_ids, b.positions, b.mask)?; // (B, T, V)
+        let sums = shifted_cross_entropy(&logits, b.input_ids, b.label_weights)?;
+        loss_sum += sums.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        correct += sums.correct;
+        accumulate(&mut grads, (sums.loss_sum / norm)?.backward()?, vars)?;
+    }
+    let mut grads = grads.expect("at least one micro-batch");
+    let train_loss = loss_sum / norm;
+    if !train_loss.is_finite() || train_loss > explode_at {
+        return Err(TrainError::Diverged {
+            step,
+            reason: format!("loss {train_loss} (limit {explode_at:.1}, 3·ln(vocab))"),
+        });
+    }
+    let grad_norm = clip_grad_norm(&mut grads, vars, max_grad_norm)?;
+    if !grad_norm.is_finite() {
+        return Err(TrainError::Diverged {
+            step,
+            reason: format!("gradient norm {grad_norm}"),
+        });
+    }
+    Ok(WindowStep {
+        grads,
+        train_loss,
+        correct,
+        grad_norm,
+    })
+}
+
 /// Where the starting weights and tokenizer come from.
 pub(super) struct Start {
     pub(super) cfg: ModelConfig,
@@ -324,33 +389,30 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
         let window_tokens: usize = batches.iter().map(|b| b.counted_tokens).sum();
         let norm = window_tokens.max(1) as f64;
 
-        // 2) forward + backward per micro-batch, gradients summed
-        let (mut loss_sum, mut correct) = (0.0, 0.0);
-        let mut grads = None;
-        for b in &batches {
-            let logits = net.forward(&b.input_ids, &b.positions, None)?; // (B, T, V)
-            let sums = shifted_cross_entropy(&logits, &b.input_ids, &b.label_weights)?;
-            loss_sum += sums.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            correct += sums.correct;
-            accumulate(&mut grads, (sums.loss_sum / norm)?.backward()?, &vars)?;
-        }
-        let mut grads = grads.expect("at least one micro-batch");
-        let train_loss = loss_sum / norm;
-
-        // 3) guards: never apply an update computed from garbage
-        if !train_loss.is_finite() || train_loss > explode_at {
-            return Err(TrainError::Diverged {
-                step,
-                reason: format!("loss {train_loss} (limit {explode_at:.1}, 3·ln(vocab))"),
-            });
-        }
-        let grad_norm = clip_grad_norm(&mut grads, &vars, hp.max_grad_norm)?;
-        if !grad_norm.is_finite() {
-            return Err(TrainError::Diverged {
-                step,
-                reason: format!("gradient norm {grad_norm}"),
-            });
-        }
+        // 2) forward + backward per micro-batch, gradients summed; 3) guards and clipping
+        let micro: Vec<MicroBatch> = batches
+            .iter()
+            .map(|b| MicroBatch {
+                input_ids: &b.input_ids,
+                positions: &b.positions,
+                label_weights: &b.label_weights,
+                mask: None,
+            })
+            .collect();
+        let WindowStep {
+            grads,
+            train_loss,
+            correct,
+            grad_norm,
+        } = backward_window(
+            &net,
+            &micro,
+            norm,
+            &vars,
+            hp.max_grad_norm,
+            explode_at,
+            step,
+        )?;
 
         // 4) the update
         opt.step(&grads, lr)?;

@@ -77,6 +77,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         output_dir,
         resume_from: args.resume.clone(),
         device: candle_core::Device::Cpu,
+        base_model_name: None,
     };
     let mut bar = BarProgress::new();
     let outcome = train::run_job(&job, &mut bar).map_err(anyhow::Error::from)?;

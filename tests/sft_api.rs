@@ -77,7 +77,7 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
     let tuned = run(&app, json!({"model": base_model, "training_file": train, "validation_file": valid, "suffix": "sums", "seed": 2,
         "method": {"type": "supervised", "supervised": {"hyperparameters": {
             "max_steps": 40, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 2, "max_seq_len": 64,
-            "eval_every": 10, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}}}})).await;
+            "eval_every": 10, "checkpoint_every": 10, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}}}})).await;
     let id = tuned["id"].as_str().unwrap();
     assert_eq!(
         tuned["fine_tuned_model"],
@@ -133,6 +133,35 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
         "{:?}",
         st.names()
     );
+    // Each checkpoint of the LoRA job gives its own adapter too.
+    let (_, ckpts) = app
+        .get(key, &format!("/v1/fine_tuning/jobs/{id}/checkpoints"))
+        .await;
+    let ckpts = ckpts["data"].as_array().unwrap().clone();
+    assert!(!ckpts.is_empty(), "the LoRA job wrote checkpoints");
+    for c in &ckpts {
+        let step = c["step_number"].as_u64().unwrap();
+        let r = app
+            .client
+            .get(app.url(&format!(
+                "/v1/fine_tuning/jobs/{id}/download?checkpoint={}&artifact=adapter",
+                c["id"].as_str().unwrap()
+            )))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let bytes = r.bytes().await.unwrap();
+        let cdir = tempfile::tempdir().unwrap();
+        tar::Archive::new(bytes.as_ref())
+            .unpack(cdir.path())
+            .unwrap();
+        let folder = cdir.path().join(format!("{id}-step-{step}-adapter"));
+        assert!(folder.join("adapter_config.json").is_file());
+        assert!(folder.join("adapter_model.safetensors").is_file());
+    }
+
     // A pretraining job has no adapter to give.
     let (s, _) = app
         .get(

@@ -484,6 +484,7 @@ fn job(dir: &Path, spec: JobSpec, out: &str) -> TrainJob {
         output_dir: dir.join(out),
         resume_from: None,
         device: CPU,
+        base_model_name: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Downloads of what a job produced: the final model folder, or any checkpoint, as one tar file
+//! Downloads of what a job produced: the final model folder, any checkpoint, or the PEFT adapter
+//! of either (LoRA jobs), as one tar file
 //! whose SHA-256 is sent in `X-Checksum-Sha256` (and `Digest`), so a client can verify it.
 
 use axum::Router;
@@ -25,8 +26,8 @@ pub fn router() -> Router<AppState> {
 struct DownloadQuery {
     /// A checkpoint id from `GET .../checkpoints`; absent means the final model.
     checkpoint: Option<String>,
-    /// `model` (default: the Hugging Face folder, merged for LoRA jobs) or `adapter` (the PEFT
-    /// adapter of a LoRA job).
+    /// `model` (default: the final Hugging Face folder, merged for LoRA jobs; for a checkpoint, the
+    /// whole checkpoint folder) or `adapter` (the PEFT adapter of a LoRA job or checkpoint).
     artifact: Option<String>,
 }
 
@@ -82,27 +83,29 @@ async fn download(
                     ),
                 ));
             }
-            match q.artifact.as_deref().unwrap_or("model") {
-                "model" => (model_prefix(&job.id), format!("{}-model", job.id)),
-                "adapter" => {
-                    let prefix = format!("{}/adapter", model_prefix(&job.id));
-                    if state.blobs.list(&prefix).await?.is_empty() {
-                        return Err(ApiError::Client {
-                            status: axum::http::StatusCode::NOT_FOUND,
-                            code: "not_found",
-                            message: format!("job {id} trained no LoRA adapter"),
-                            param: Some("artifact".into()),
-                        });
-                    }
-                    (prefix, format!("{}-adapter", job.id))
-                }
-                other => {
-                    return Err(ApiError::invalid_param(
-                        "artifact",
-                        format!("artifact must be 'model' or 'adapter', got {other:?}"),
-                    ));
-                }
+            (model_prefix(&job.id), job.id.clone())
+        }
+    };
+    let (prefix, name) = match q.artifact.as_deref().unwrap_or("model") {
+        "model" if q.checkpoint.is_none() => (prefix, format!("{name}-model")),
+        "model" => (prefix, name),
+        "adapter" => {
+            let adapter = format!("{prefix}/{}", crate::train::checkpoint::ADAPTER_DIR);
+            if state.blobs.list(&adapter).await?.is_empty() {
+                return Err(ApiError::Client {
+                    status: axum::http::StatusCode::NOT_FOUND,
+                    code: "not_found",
+                    message: format!("job {id} trained no LoRA adapter"),
+                    param: Some("artifact".into()),
+                });
             }
+            (adapter, format!("{name}-adapter"))
+        }
+        other => {
+            return Err(ApiError::invalid_param(
+                "artifact",
+                format!("artifact must be 'model' or 'adapter', got {other:?}"),
+            ));
         }
     };
     let tmp = tempfile::tempdir_in(state.settings.data_dir.as_path())

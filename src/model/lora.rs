@@ -27,6 +27,7 @@ use crate::spec::LoraSpec;
 pub struct LoraRuntime {
     training: AtomicBool,
     dropout: f64,
+    seed: u64,
     rng: Mutex<StdRng>,
 }
 
@@ -36,8 +37,16 @@ impl LoraRuntime {
         LoraRuntime {
             training: AtomicBool::new(true),
             dropout,
+            seed,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         }
+    }
+
+    /// Restarts the mask generator for training step `step`, so the masks of a step depend only
+    /// on the seed and the step (a resumed run draws what an uninterrupted one would).
+    pub fn start_step(&self, step: u64) {
+        let seed = self.seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        *self.rng.lock().expect("lora rng lock") = StdRng::seed_from_u64(seed);
     }
 
     /// Training mode applies dropout; evaluation and inference do not.
@@ -157,6 +166,31 @@ impl LoraAdapters {
     /// Dropout on (training) or off (evaluation, inference, export).
     pub fn set_training(&self, training: bool) {
         self.runtime.set_training(training);
+    }
+
+    /// Dropout masks for training step `step` (see [`LoraRuntime::start_step`]).
+    pub fn start_step(&self, step: u64) {
+        self.runtime.start_step(step);
+    }
+
+    /// Sets every adapter from tensors under PEFT's names
+    /// (`base_model.model.{module}.lora_A.weight`), as a checkpoint or adapter file holds them.
+    pub fn load_peft_tensors(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        for (name, var) in self.named_vars() {
+            let key = format!("base_model.model.{name}");
+            let Some(t) = tensors.get(&key) else {
+                candle_core::bail!("the adapter has no tensor {key}");
+            };
+            if t.dims() != var.dims() {
+                candle_core::bail!(
+                    "adapter tensor {key} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    var.dims()
+                );
+            }
+            var.set(&t.to_dtype(var.dtype())?)?;
+        }
+        Ok(())
     }
 }
 

@@ -1,11 +1,13 @@
 //! Checkpoints: everything needed to continue a run as if it had never stopped.
 //!
-//! A checkpoint is a folder `checkpoint-{step:08}` that is also a Hugging Face model folder
-//! (config.json, model.safetensors, tokenizer files) plus `optimizer.safetensors` (AdamW moments)
-//! and `trainer_state.json` (step, data position, seed, early-stopping state). The data order and
-//! every other random choice are pure functions of the seed and the data position, so those two
-//! numbers are the whole RNG state. Folders are written under a temporary name and renamed, so a
-//! crash never leaves a half-written checkpoint behind.
+//! A checkpoint is a folder `checkpoint-{step:08}` holding the trained weights, the tokenizer
+//! files, `optimizer.safetensors` (AdamW moments) and `trainer_state.json` (step, data position,
+//! seed, early-stopping state). The weights are either a whole Hugging Face model folder
+//! (config.json, model.safetensors: pretraining and full fine-tuning) or, for LoRA, the PEFT
+//! adapter in `adapter/` (the frozen base is the job's base model and is not copied). The data
+//! order and every other random choice are pure functions of the seed, the data position and the
+//! step, so those numbers are the whole RNG state. Folders are written under a temporary name and
+//! renamed, so a crash never leaves a half-written checkpoint behind.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,19 @@ pub struct TrainerState {
 }
 
 impl TrainerState {
+    /// The state before the first step of a fresh run.
+    pub fn new(total_steps: u64, seed: u64) -> Self {
+        TrainerState {
+            step: 0,
+            total_steps,
+            data_position: 0,
+            seed,
+            trained_tokens: 0,
+            best_valid_loss: None,
+            evals_without_improvement: 0,
+        }
+    }
+
     /// Records an evaluation for early stopping. True when the last `patience` evaluations in a
     /// row failed to beat the best validation loss so far.
     pub fn record_eval(&mut self, valid_loss: f64, patience: Option<u32>) -> bool {
@@ -58,6 +73,8 @@ pub enum CheckpointError {
     #[error(transparent)]
     Hf(#[from] HfError),
     #[error(transparent)]
+    Peft(#[from] crate::model::peft::PeftError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
@@ -73,11 +90,27 @@ pub fn folder_name(step: u64) -> String {
     format!("checkpoint-{step:08}")
 }
 
+/// The sub-folder of a LoRA checkpoint that holds its PEFT adapter.
+pub const ADAPTER_DIR: &str = "adapter";
+
+/// What a checkpoint keeps of the model.
+pub enum Weights<'a> {
+    /// Every weight, as a Hugging Face model folder.
+    Full {
+        cfg: &'a ModelConfig,
+        weights: HashMap<String, Tensor>,
+    },
+    /// Only the LoRA adapters, as a PEFT folder in [`ADAPTER_DIR`].
+    Adapter {
+        adapters: &'a crate::model::lora::LoraAdapters,
+        base_model: &'a str,
+    },
+}
+
 /// Writes a checkpoint under `root`, copying tokenizer files from `tokenizer_dir`. Returns its path.
 pub fn save(
     root: &Path,
-    cfg: &ModelConfig,
-    weights: &HashMap<String, Tensor>,
+    weights: Weights<'_>,
     optimizer: &AdamW,
     state: &TrainerState,
     tokenizer_dir: &Path,
@@ -88,7 +121,13 @@ pub fn save(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    hf::save_model_folder(&tmp, cfg, weights)?;
+    match weights {
+        Weights::Full { cfg, weights } => hf::save_model_folder(&tmp, cfg, &weights)?,
+        Weights::Adapter {
+            adapters,
+            base_model,
+        } => crate::model::peft::save_adapter(&tmp.join(ADAPTER_DIR), adapters, Some(base_model))?,
+    }
     crate::tokenizer::copy_files(tokenizer_dir, &tmp).map_err(|e| CheckpointError::Invalid {
         path: tmp.clone(),
         message: e.to_string(),
@@ -139,18 +178,37 @@ pub fn prune(root: &Path, keep: usize) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// The weights a checkpoint holds, read back.
+pub enum LoadedWeights {
+    Full {
+        config: ModelConfig,
+        weights: HashMap<String, Tensor>,
+    },
+    /// Adapter tensors under their PEFT names (`base_model.model.{module}.lora_A.weight`).
+    Adapter(HashMap<String, Tensor>),
+}
+
 /// A checkpoint read back.
 pub struct Loaded {
-    pub config: ModelConfig,
-    pub weights: HashMap<String, Tensor>,
+    pub weights: LoadedWeights,
     pub optimizer: HashMap<String, Tensor>,
     pub state: TrainerState,
 }
 
 /// Reads a checkpoint folder written by [`save`].
 pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded, CheckpointError> {
-    let config = hf::read_config(dir)?;
-    let weights = hf::load_weights(dir, &config, dtype, device)?;
+    let adapter = dir.join(ADAPTER_DIR).join("adapter_model.safetensors");
+    let weights = if adapter.is_file() {
+        let tensors = candle_core::safetensors::load(&adapter, device)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_dtype(dtype)?)))
+            .collect::<candle_core::Result<_>>()?;
+        LoadedWeights::Adapter(tensors)
+    } else {
+        let config = hf::read_config(dir)?;
+        let weights = hf::load_weights(dir, &config, dtype, device)?;
+        LoadedWeights::Full { config, weights }
+    };
     let opt_path = dir.join("optimizer.safetensors");
     if !opt_path.exists() {
         return Err(CheckpointError::Invalid {
@@ -166,7 +224,6 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Loaded, Checkpo
         message: e.to_string(),
     })?;
     Ok(Loaded {
-        config,
         weights,
         optimizer,
         state,

@@ -1,7 +1,9 @@
 //! The training engine: synchronous, no async runtime inside, so it runs on a server worker's
 //! blocking thread and from the command line alike.
 //!
-//! Entry point: [`run_job`]. The loop itself is in [`trainer`]; each ingredient has its own file.
+//! Entry point: [`run_job`]. Each job's setup is in [`trainer`] (pretraining)
+//! and [`sft`]; the step loop they share is in `step_loop`, what trains in `trainee`; each
+//! ingredient has its own file.
 
 pub mod checkpoint;
 pub mod data;
@@ -13,6 +15,8 @@ pub mod progress;
 pub mod schedule;
 pub mod sft;
 pub mod sft_pack;
+mod step_loop;
+mod trainee;
 pub mod trainer;
 
 pub use progress::{EvalMetrics, NoProgress, Progress, RecordingProgress, StepMetrics, StopReason};

@@ -8,33 +8,32 @@
 //! - with `lora`, only the adapters train and the job writes the PEFT adapter to
 //!   `output_dir/adapter` plus the merged model to `output_dir`; without it, the full model.
 //!
-//! Not yet: pausing and resuming a supervised job (no checkpoints are written).
+//! Checkpoints, pause and resume work as in pretraining (the shared `step_loop`); a LoRA
+//! checkpoint keeps only the adapters.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Var};
-use candle_nn::VarBuilder;
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
 use tokenizers::Tokenizer;
 
 use crate::chat::loss_mask::{ChatExample, ChatStats, TrainMessage, tokenize_chat};
 use crate::chat::template::ChatTemplate;
-use crate::model::{self, Llama, lora, peft};
+use crate::model::{self, peft};
 
-use super::data::{DataError, RowSampler};
+use super::checkpoint::TrainerState;
+use super::data::DataError;
 use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
-use super::loss::shifted_cross_entropy;
 use super::optim::AdamW;
-use super::progress::{EvalMetrics, Progress, StepMetrics, StopReason};
+use super::progress::Progress;
 use super::schedule::Schedule;
 use super::sft_pack::{PackError, PackedRow, collate, pack_examples};
-use super::trainer::{
-    MicroBatch, Stopped, TrainError, TrainJob, TrainOutcome, WindowStep, backward_window,
-    prepare_start,
-};
+use super::step_loop::{Batch, RowSet, StepLoop, Trainee};
+use super::trainee::{FullModel, LoraModel};
+use super::trainer::{Stopped, TrainError, TrainJob, TrainOutcome, prepare_start};
 
 fn data_err(path: &Path, line: usize, message: String) -> TrainError {
     TrainError::Data(DataError::Line {
@@ -106,11 +105,6 @@ pub fn run_sft_job(
              weights (pretrain it first)",
             spec.model
         )));
-    }
-    if job.resume_from.is_some() {
-        return Err(TrainError::Unsupported(
-            "resuming a supervised job is not implemented yet".into(),
-        ));
     }
     for f in std::iter::once(&job.training_file).chain(job.validation_file.as_ref()) {
         if !f.is_file() {
@@ -193,193 +187,110 @@ pub fn run_sft_job(
         min_lr_ratio: hp.min_lr_ratio,
     };
     let eval_every = hp.eval_every.unwrap_or((total_steps / 10).max(1));
+    let checkpoint_every = hp.checkpoint_every.unwrap_or((total_steps / 4).max(1));
 
     // --- model: full (every weight a Var) or LoRA (frozen base, adapters only) -----------------
-    let (net, params, adapters, varmap) = match &h.lora {
-        Some(lspec) => {
-            let (net, adapters) = lora::load_lora_llama(
+    let base_name = job.base_model_name.as_deref().unwrap_or(&spec.model);
+    let (full, lora_model) = match (&h.lora, &start.adapter, &start.state) {
+        (Some(lspec), adapter, state) => {
+            if state.is_some() && adapter.is_none() {
+                return Err(TrainError::Unsupported(
+                    "the checkpoint holds a full model, but the job trains LoRA adapters".into(),
+                ));
+            }
+            let m = LoraModel::new(
                 start.weights.clone(),
                 &cfg,
                 lspec,
                 hp.seed,
                 seq_len,
-                dtype,
+                base_name,
+                adapter.as_ref(),
                 device,
             )?;
-            let params: Vec<(String, Var, bool)> = adapters
-                .named_vars()
-                .into_iter()
-                .map(|(n, v)| (n, v, true))
-                .collect();
-            (net, params, Some(adapters), None)
+            (None, Some(m))
         }
-        None => {
-            let varmap = model::varmap_from_tensors(start.weights.clone(), dtype)?;
-            let net = Llama::load_with_context(
-                VarBuilder::from_varmap(&varmap, dtype, device),
+        (None, Some(_), _) => {
+            return Err(TrainError::Unsupported(
+                "the checkpoint holds LoRA adapters, but the job fine-tunes the full model".into(),
+            ));
+        }
+        (None, None, _) => (
+            Some(FullModel::new(
+                start.weights.clone(),
                 &cfg,
                 seq_len,
-            )?;
-            let named = model::named_vars(&cfg, &varmap)
-                .map_err(|name| TrainError::Unsupported(format!("no variable {name}")))?;
-            let params = named
-                .into_iter()
-                .map(|(n, v, k)| (n, v, k.decays()))
-                .collect();
-            (net, params, None, Some(varmap))
-        }
+                dtype,
+                device,
+            )?),
+            None,
+        ),
     };
-    let vars: Vec<Var> = params.iter().map(|(_, v, _)| v.clone()).collect();
+    let (trainee, named): (&dyn Trainee, _) = match (&full, &lora_model) {
+        (Some(f), _) => (f, f.named_vars(&job.output_dir)?),
+        (None, Some(l)) => (l, l.named_vars()),
+        (None, None) => unreachable!("either LoRA or full weights"),
+    };
+    let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
     let num_trainable: u64 = vars.iter().map(|v| v.elem_count() as u64).sum();
-    let mut opt = AdamW::new(params, hp.adamw)?;
-    let mut sampler = RowSampler::new(train_rows.len(), hp.seed, 0);
-    let set_training = |on: bool| {
-        if let Some(a) = &adapters {
-            a.set_training(on);
-        }
-    };
+    let mut opt = AdamW::new(named, hp.adamw)?;
+    let state = start
+        .state
+        .clone()
+        .unwrap_or_else(|| TrainerState::new(total_steps, hp.seed));
+    if let Some(moments) = start.optimizer.clone() {
+        opt.load_state(moments, state.step)?;
+    }
     tracing::info!(
         parameters = cfg.num_parameters(),
         trainable = num_trainable,
-        lora = adapters.is_some(),
+        lora = lora_model.is_some(),
         packing,
         total_steps,
         seq_len,
+        start_step = state.step,
         "supervised fine-tuning"
     );
 
     // --- the loop ------------------------------------------------------------------------------
-    let mut outcome = TrainOutcome {
-        steps_completed: 0,
-        total_steps,
-        final_train_loss: None,
-        final_valid_loss: None,
-        trained_tokens: 0,
+    let (train_set, valid_set) = (
+        SftRows::new(&train_rows, specials.pad, device),
+        SftRows::new(&valid_rows, specials.pad, device),
+    );
+    let mut outcome = StepLoop {
+        job,
+        hp: &hp,
+        trainee,
+        vars,
+        opt,
+        state,
+        train: &train_set,
+        valid: &valid_set,
+        schedule,
+        eval_every,
+        checkpoint_every,
+        explode_at: (3.0 * (cfg.vocab_size as f64).ln()).max(10.0),
         num_parameters: cfg.num_parameters(),
-        stopped: None,
-        model_dir: None,
-        last_checkpoint: None,
-    };
-    let explode_at = (3.0 * (cfg.vocab_size as f64).ln()).max(10.0);
-    let (mut best, mut bad_evals) = (None::<f64>, 0u32);
-    let loop_start = Instant::now();
-    for step in 1..=total_steps {
-        match progress.should_stop() {
-            Some(StopReason::Cancel) => {
-                outcome.stopped = Some(Stopped::Cancelled);
-                return Ok(outcome);
-            }
-            Some(StopReason::Pause) => {
-                return Err(TrainError::Unsupported(
-                    "pausing a supervised job is not implemented yet".into(),
-                ));
-            }
-            None => {}
-        }
-        let t0 = Instant::now();
-        let lr = schedule.lr_at(step);
-        set_training(true);
-        let batches = (0..hp.gradient_accumulation_steps)
-            .map(|_| {
-                let rows: Vec<PackedRow> = sampler
-                    .next_rows(hp.batch_size)
-                    .into_iter()
-                    .map(|i| train_rows[i].clone())
-                    .collect();
-                collate(&rows, specials.pad, dtype, device).map_err(pack_err)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let window_tokens: usize = batches.iter().map(|b| b.tokens).sum();
-        let norm = window_tokens.max(1) as f64;
-        let micro: Vec<MicroBatch> = batches
-            .iter()
-            .map(|b| MicroBatch {
-                input_ids: &b.input_ids,
-                positions: &b.positions,
-                label_weights: &b.label_weights,
-                mask: Some(&b.mask),
-            })
-            .collect();
-        let WindowStep {
-            grads,
-            train_loss,
-            correct,
-            grad_norm,
-        } = backward_window(
-            &net,
-            &micro,
-            norm,
-            &vars,
-            hp.max_grad_norm,
-            explode_at,
-            step,
-        )?;
-        opt.step(&grads, lr)?;
-        outcome.trained_tokens += window_tokens as u64;
-        let dt = t0.elapsed().as_secs_f64();
-        let per_step = loop_start.elapsed().as_secs_f64() / step as f64;
-        let metrics = StepMetrics {
-            step,
-            total_steps,
-            epoch: sampler.epoch(),
-            train_loss,
-            train_mean_token_accuracy: correct / norm,
-            learning_rate: lr,
-            grad_norm,
-            tokens_per_second: window_tokens as f64 / dt,
-            trained_tokens: outcome.trained_tokens,
-            eta_seconds: per_step * (total_steps - step) as f64,
-        };
-        progress.on_step(&metrics);
-        outcome.steps_completed = step;
-        outcome.final_train_loss = Some(train_loss);
-
-        if (step % eval_every == 0 || step == total_steps) && !valid_rows.is_empty() {
-            set_training(false);
-            let (valid_loss, valid_acc) =
-                evaluate_sft(&net, &valid_rows, hp.batch_size, specials.pad, device)?;
-            progress.on_eval(&EvalMetrics {
-                step,
-                valid_loss,
-                valid_perplexity: valid_loss.exp(),
-                valid_mean_token_accuracy: valid_acc,
-            });
-            outcome.final_valid_loss = Some(valid_loss);
-            if best.is_none_or(|b| valid_loss < b) {
-                best = Some(valid_loss);
-                bad_evals = 0;
-            } else {
-                bad_evals += 1;
-            }
-            if hp.early_stopping_patience.is_some_and(|p| bad_evals >= p) {
-                outcome.stopped = Some(Stopped::EarlyStopped);
-                break;
-            }
-        }
+    }
+    .run(progress)?;
+    if matches!(outcome.stopped, Some(Stopped::Cancelled | Stopped::Paused)) {
+        return Ok(outcome);
     }
 
     // --- export --------------------------------------------------------------------------------
-    set_training(false);
-    match (&adapters, &varmap) {
-        (Some(adapters), _) => {
+    match (&full, &lora_model) {
+        (_, Some(l)) => {
             peft::save_adapter(
                 &job.output_dir.join("adapter"),
-                adapters,
-                Some(spec.model.as_str()),
+                &l.adapters,
+                Some(base_name),
             )
             .map_err(|e| TrainError::Unsupported(e.to_string()))?;
-            peft::save_merged(&job.output_dir, &cfg, &start.weights, adapters)
+            peft::save_merged(&job.output_dir, &cfg, &start.weights, &l.adapters)
                 .map_err(|e| TrainError::Unsupported(e.to_string()))?;
         }
-        (None, Some(varmap)) => {
-            let weights = varmap
-                .data()
-                .lock()
-                .expect("varmap lock")
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-                .collect();
-            crate::model::hf::save_model_folder(&job.output_dir, &cfg, &weights)?;
+        (Some(f), None) => {
+            crate::model::hf::save_model_folder(&job.output_dir, &cfg, &f.weights())?;
         }
         (None, None) => unreachable!("either LoRA or full weights"),
     }
@@ -387,27 +298,37 @@ pub fn run_sft_job(
     Ok(outcome)
 }
 
-/// Mean loss and token accuracy over the assistant tokens of every validation row.
-pub fn evaluate_sft(
-    net: &Llama,
-    rows: &[PackedRow],
-    batch_size: usize,
+/// Packed chat rows on a device, as the step loop takes them.
+struct SftRows<'a> {
+    rows: &'a [PackedRow],
     pad: u32,
-    device: &Device,
-) -> Result<(f64, f64), TrainError> {
-    let (mut loss, mut correct, mut tokens) = (0.0, 0.0, 0.0);
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let b = collate(chunk, pad, DType::F32, device).map_err(pack_err)?;
-        let logits = net
-            .forward(&b.input_ids, &b.positions, Some(&b.mask))?
-            .detach();
-        let s = shifted_cross_entropy(&logits, &b.input_ids, &b.label_weights)?;
-        loss += s.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        correct += s.correct;
-        tokens += s.tokens;
+    device: &'a Device,
+}
+
+impl<'a> SftRows<'a> {
+    fn new(rows: &'a [PackedRow], pad: u32, device: &'a Device) -> Self {
+        SftRows { rows, pad, device }
     }
-    let tokens = tokens.max(1.0);
-    Ok((loss / tokens, correct / tokens))
+}
+
+impl RowSet for SftRows<'_> {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn batch(&self, indices: &[usize]) -> Result<Batch, TrainError> {
+        let rows: Vec<PackedRow> = indices.iter().map(|&i| self.rows[i].clone()).collect();
+        let input_tokens = rows.iter().map(|r| r.input_ids.len()).sum();
+        let b = collate(&rows, self.pad, DType::F32, self.device).map_err(pack_err)?;
+        Ok(Batch {
+            input_ids: b.input_ids,
+            positions: b.positions,
+            label_weights: b.label_weights,
+            mask: Some(b.mask),
+            counted_tokens: b.tokens,
+            input_tokens,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -479,6 +400,7 @@ mod tests {
             output_dir: dir.join(out),
             resume_from: None,
             device: Device::Cpu,
+            base_model_name: None,
         }
     }
 
@@ -543,5 +465,74 @@ mod tests {
         for (name, t) in &base {
             assert!(!same(t, &tuned[name]), "{name} did not change");
         }
+    }
+
+    /// Pauses after 3 of 6 steps, resumes from the pause checkpoint, and checks every step's loss
+    /// and the final weights against an uninterrupted run.
+    fn paused_and_resumed_equals_uninterrupted(hyper: serde_json::Value, lora: bool) {
+        use crate::train::{RecordingProgress, StopReason};
+        let dir = tempfile::tempdir().unwrap();
+        model_dir(&dir.path().join("base"));
+        write_chats(&dir.path().join("train.jsonl"));
+        let mut whole = RecordingProgress::default();
+        run_job(&job(dir.path(), hyper.clone(), "whole"), &mut whole).unwrap();
+        let mut first = RecordingProgress {
+            stop_after: Some((3, StopReason::Pause)),
+            ..Default::default()
+        };
+        let paused = run_job(&job(dir.path(), hyper.clone(), "split"), &mut first).unwrap();
+        assert_eq!(paused.stopped, Some(Stopped::Paused));
+        let ckpt = paused.last_checkpoint.clone().unwrap();
+        assert_eq!(
+            ckpt.join("adapter/adapter_model.safetensors").is_file(),
+            lora,
+            "a LoRA checkpoint keeps the adapter, a full one the model"
+        );
+        assert_eq!(ckpt.join("model.safetensors").is_file(), !lora);
+        let mut rest = RecordingProgress::default();
+        let mut resumed = job(dir.path(), hyper, "split");
+        resumed.resume_from = Some(ckpt);
+        let out = run_job(&resumed, &mut rest).unwrap();
+        assert_eq!(out.steps_completed, 6);
+        let steps: Vec<_> = first.steps.iter().chain(&rest.steps).collect();
+        assert_eq!(steps.len(), whole.steps.len());
+        for (a, b) in whole.steps.iter().zip(steps) {
+            assert_eq!(a.step, b.step);
+            assert!(
+                (a.train_loss - b.train_loss).abs() < 1e-6,
+                "step {}: uninterrupted {} vs resumed {}",
+                a.step,
+                a.train_loss,
+                b.train_loss
+            );
+        }
+        let (w, r) = (
+            tensors(&dir.path().join("whole")),
+            tensors(&dir.path().join("split")),
+        );
+        for (name, t) in &w {
+            let d = (t - &r[name]).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "{name}");
+        }
+    }
+
+    #[test]
+    fn paused_lora_job_resumes_as_if_never_stopped() {
+        paused_and_resumed_equals_uninterrupted(
+            serde_json::json!({
+                "batch_size": 2, "max_seq_len": 128, "max_steps": 6, "learning_rate": 1e-2,
+                "gradient_accumulation_steps": 2,
+                "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+            }),
+            true,
+        );
+    }
+
+    #[test]
+    fn paused_full_job_resumes_as_if_never_stopped() {
+        paused_and_resumed_equals_uninterrupted(
+            serde_json::json!({"batch_size": 2, "max_seq_len": 128, "max_steps": 6, "learning_rate": 1e-3}),
+            false,
+        );
     }
 }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
@@ -16,13 +15,15 @@ use crate::model::{self, Llama, ModelConfig};
 use crate::spec::{JobSpec, MethodType, SpecError};
 use crate::tokenizer::{self as tok, TokenizerError};
 
-use super::checkpoint::{self, CheckpointError, TrainerState};
-use super::data::{DataError, JsonlTexts, PackedRows, RowSampler};
+use super::checkpoint::{self, CheckpointError, LoadedWeights, TrainerState};
+use super::data::{DataError, JsonlTexts, PackedRows};
 use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
 use super::loss::shifted_cross_entropy;
 use super::optim::{AdamW, accumulate, clip_grad_norm};
-use super::progress::{EvalMetrics, Progress, StepMetrics, StopReason};
+use super::progress::Progress;
 use super::schedule::Schedule;
+use super::step_loop::{Batch, RowSet, StepLoop};
+use super::trainee::FullModel;
 
 /// One job as the trainer runs it: the spec plus everything the caller has resolved.
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct TrainJob {
     /// A checkpoint folder to continue from.
     pub resume_from: Option<PathBuf>,
     pub device: Device,
+    /// The model's name as the user gave it (`spec.model` may be a local copy's path); written
+    /// into LoRA adapters as `base_model_name_or_path`.
+    pub base_model_name: Option<String>,
 }
 
 impl TrainJob {
@@ -178,8 +182,10 @@ pub(super) struct Start {
     pub(super) cfg: ModelConfig,
     pub(super) weights: HashMap<String, Tensor>,
     pub(super) tokenizer: Tokenizer,
-    state: Option<TrainerState>,
-    optimizer: Option<HashMap<String, Tensor>>,
+    /// LoRA adapter tensors (PEFT names) of the checkpoint being resumed.
+    pub(super) adapter: Option<HashMap<String, Tensor>>,
+    pub(super) state: Option<TrainerState>,
+    pub(super) optimizer: Option<HashMap<String, Tensor>>,
     from_scratch: bool,
 }
 
@@ -290,42 +296,14 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
     let checkpoint_every = hp.checkpoint_every.unwrap_or((total_steps / 4).max(1));
 
     // --- model and optimiser -------------------------------------------------------------------
-    let varmap = model::varmap_from_tensors(start.weights, dtype)?;
-    let net = Llama::load_with_context(
-        VarBuilder::from_varmap(&varmap, dtype, device),
-        &cfg,
-        seq_len,
-    )?;
-    let named = model::named_vars(&cfg, &varmap).map_err(|name| {
-        TrainError::Model(HfError::Weights {
-            path: job.output_dir.clone(),
-            message: format!("no variable {name}"),
-        })
-    })?;
+    let trainee = FullModel::new(start.weights, &cfg, seq_len, dtype, device)?;
+    let named = trainee.named_vars(&job.output_dir)?;
     let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
-    let mut opt = AdamW::new(
-        named
-            .into_iter()
-            .map(|(n, v, k)| (n, v, k.decays()))
-            .collect(),
-        hp.adamw,
-    )?;
-    let mut state = start.state.unwrap_or(TrainerState {
-        step: 0,
-        total_steps,
-        data_position: 0,
-        seed: hp.seed,
-        trained_tokens: 0,
-        best_valid_loss: None,
-        evals_without_improvement: 0,
-    });
+    let mut opt = AdamW::new(named, hp.adamw)?;
+    let state = start.state.unwrap_or_else(|| TrainerState::new(total_steps, hp.seed));
     if let Some(moments) = start.optimizer {
         opt.load_state(moments, state.step)?;
     }
-    state.total_steps = total_steps;
-    let mut sampler = RowSampler::new(train_rows.len(), state.seed, state.data_position);
-    let explode_at = (3.0 * (cfg.vocab_size as f64).ln()).max(10.0);
-    let ckpt_root = job.checkpoint_root();
     tracing::info!(
         parameters = cfg.num_parameters(),
         total_steps,
@@ -338,184 +316,55 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
     );
 
     // --- the loop ------------------------------------------------------------------------------
-    let mut outcome = TrainOutcome {
-        steps_completed: state.step,
-        total_steps,
-        final_train_loss: None,
-        final_valid_loss: None,
-        trained_tokens: state.trained_tokens,
+    let (train_set, valid_set) = (
+        PretrainRows(&train_rows, device),
+        PretrainRows(&valid_rows, device),
+    );
+    let mut outcome = StepLoop {
+        job,
+        hp: &hp,
+        trainee: &trainee,
+        vars,
+        opt,
+        state,
+        train: &train_set,
+        valid: &valid_set,
+        schedule,
+        eval_every,
+        checkpoint_every,
+        explode_at: (3.0 * (cfg.vocab_size as f64).ln()).max(10.0),
         num_parameters: cfg.num_parameters(),
-        stopped: None,
-        model_dir: None,
-        last_checkpoint: None,
-    };
-    let weights_of = |varmap: &VarMap| -> HashMap<String, Tensor> {
-        let data = varmap.data().lock().expect("varmap lock");
-        data.iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect()
-    };
-    let loop_start = Instant::now();
-    let first_step = state.step + 1;
-    for step in first_step..=total_steps {
-        match progress.should_stop() {
-            Some(StopReason::Cancel) => {
-                outcome.stopped = Some(Stopped::Cancelled);
-                return Ok(outcome);
-            }
-            Some(StopReason::Pause) => {
-                let path = checkpoint::save(
-                    &ckpt_root,
-                    &cfg,
-                    &weights_of(&varmap),
-                    &opt,
-                    &state,
-                    &job.output_dir,
-                )?;
-                progress.on_checkpoint(state.step, &path);
-                outcome.last_checkpoint = Some(path);
-                outcome.stopped = Some(Stopped::Paused);
-                return Ok(outcome);
-            }
-            None => {}
-        }
-        let t0 = Instant::now();
-        let lr = schedule.lr_at(step);
-
-        // 1) the accumulation window: all micro-batches, so the loss is normalised by its tokens
-        let batches = (0..hp.gradient_accumulation_steps)
-            .map(|_| train_rows.batch(&sampler.next_rows(hp.batch_size), device))
-            .collect::<Result<Vec<_>, _>>()?;
-        let window_tokens: usize = batches.iter().map(|b| b.counted_tokens).sum();
-        let norm = window_tokens.max(1) as f64;
-
-        // 2) forward + backward per micro-batch, gradients summed; 3) guards and clipping
-        let micro: Vec<MicroBatch> = batches
-            .iter()
-            .map(|b| MicroBatch {
-                input_ids: &b.input_ids,
-                positions: &b.positions,
-                label_weights: &b.label_weights,
-                mask: None,
-            })
-            .collect();
-        let WindowStep {
-            grads,
-            train_loss,
-            correct,
-            grad_norm,
-        } = backward_window(
-            &net,
-            &micro,
-            norm,
-            &vars,
-            hp.max_grad_norm,
-            explode_at,
-            step,
-        )?;
-
-        // 4) the update
-        opt.step(&grads, lr)?;
-        drop(grads);
-        state.step = step;
-        state.data_position = sampler.position();
-        state.trained_tokens += window_tokens as u64;
-
-        let dt = t0.elapsed().as_secs_f64();
-        let input_tokens = (hp.batch_size * hp.gradient_accumulation_steps * seq_len) as f64;
-        let per_step = loop_start.elapsed().as_secs_f64() / (step - first_step + 1) as f64;
-        let metrics = StepMetrics {
-            step,
-            total_steps,
-            epoch: sampler.epoch(),
-            train_loss,
-            train_mean_token_accuracy: correct / norm,
-            learning_rate: lr,
-            grad_norm,
-            tokens_per_second: input_tokens / dt,
-            trained_tokens: state.trained_tokens,
-            eta_seconds: per_step * (total_steps - step) as f64,
-        };
-        tracing::info!(
-            step,
-            loss = format_args!("{train_loss:.4}"),
-            lr = format_args!("{lr:.3e}"),
-            grad_norm = format_args!("{grad_norm:.3}"),
-            tok_s = format_args!("{:.0}", metrics.tokens_per_second),
-            "step"
-        );
-        progress.on_step(&metrics);
-        outcome.steps_completed = step;
-        outcome.final_train_loss = Some(train_loss);
-        outcome.trained_tokens = state.trained_tokens;
-
-        // 5) evaluation and early stopping
-        let mut stop_early = false;
-        if (step % eval_every == 0 || step == total_steps) && !valid_rows.is_empty() {
-            let (valid_loss, valid_acc) = evaluate(&net, &valid_rows, hp.batch_size, device)?;
-            let m = EvalMetrics {
-                step,
-                valid_loss,
-                valid_perplexity: valid_loss.exp(),
-                valid_mean_token_accuracy: valid_acc,
-            };
-            tracing::info!(
-                step,
-                valid_loss = format_args!("{valid_loss:.4}"),
-                ppl = format_args!("{:.2}", m.valid_perplexity),
-                "eval"
-            );
-            progress.on_eval(&m);
-            outcome.final_valid_loss = Some(valid_loss);
-            stop_early = state.record_eval(valid_loss, hp.early_stopping_patience);
-        }
-
-        // 6) checkpoint
-        if step % checkpoint_every == 0 && step < total_steps {
-            let path = checkpoint::save(
-                &ckpt_root,
-                &cfg,
-                &weights_of(&varmap),
-                &opt,
-                &state,
-                &job.output_dir,
-            )?;
-            checkpoint::prune(&ckpt_root, hp.n_checkpoints)?;
-            progress.on_checkpoint(step, &path);
-            outcome.last_checkpoint = Some(path);
-        }
-        if stop_early {
-            tracing::info!(step, "early stopping: validation loss stopped improving");
-            outcome.stopped = Some(Stopped::EarlyStopped);
-            break;
-        }
+    }
+    .run(progress)?;
+    if matches!(outcome.stopped, Some(Stopped::Cancelled | Stopped::Paused)) {
+        return Ok(outcome);
     }
 
     // --- export --------------------------------------------------------------------------------
-    hf::save_model_folder(&job.output_dir, &cfg, &weights_of(&varmap))?;
+    hf::save_model_folder(&job.output_dir, &cfg, &trainee.weights())?;
     outcome.model_dir = Some(job.output_dir.clone());
     Ok(outcome)
 }
 
-/// Mean loss and token accuracy over every validation row.
-pub fn evaluate(
-    net: &Llama,
-    rows: &PackedRows,
-    batch_size: usize,
-    device: &Device,
-) -> Result<(f64, f64), TrainError> {
-    let (mut loss, mut correct, mut tokens) = (0.0, 0.0, 0.0);
-    let all: Vec<usize> = (0..rows.len()).collect();
-    for idx in all.chunks(batch_size) {
-        let b = rows.batch(idx, device)?;
-        let logits = net.forward(&b.input_ids, &b.positions, None)?.detach();
-        let s = shifted_cross_entropy(&logits, &b.input_ids, &b.label_weights)?;
-        loss += s.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        correct += s.correct;
-        tokens += s.tokens;
+/// Pretraining rows on a device, as the step loop takes them.
+struct PretrainRows<'a>(&'a PackedRows, &'a Device);
+
+impl RowSet for PretrainRows<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
     }
-    let tokens = tokens.max(1.0);
-    Ok((loss / tokens, correct / tokens))
+
+    fn batch(&self, indices: &[usize]) -> Result<Batch, TrainError> {
+        let b = self.0.batch(indices, self.1)?;
+        Ok(Batch {
+            input_tokens: b.counted_tokens + indices.len(),
+            input_ids: b.input_ids,
+            positions: b.positions,
+            label_weights: b.label_weights,
+            mask: None,
+            counted_tokens: b.counted_tokens,
+        })
+    }
 }
 
 /// Finds the starting point: a checkpoint, a preset trained from scratch (with a fresh BPE
@@ -536,10 +385,19 @@ pub(super) fn prepare_start(
         if ckpt != out {
             tok::copy_files(ckpt, out)?;
         }
+        let (cfg, weights, adapter) = match loaded.weights {
+            LoadedWeights::Full { config, weights } => (config, weights, None),
+            // A LoRA checkpoint keeps only the adapters; the frozen base is the job's model.
+            LoadedWeights::Adapter(tensors) => {
+                let (cfg, weights) = base_folder(&job.spec.model, dtype, device)?;
+                (cfg, weights, Some(tensors))
+            }
+        };
         return Ok(Start {
-            cfg: loaded.config,
-            weights: loaded.weights,
+            cfg,
+            weights,
             tokenizer,
+            adapter,
             state: Some(loaded.state),
             optimizer: Some(loaded.optimizer),
             from_scratch: model::preset(&job.spec.model).is_some(),
@@ -567,29 +425,42 @@ pub(super) fn prepare_start(
             cfg,
             weights,
             tokenizer,
+            adapter: None,
             state: None,
             optimizer: None,
             from_scratch: true,
         });
     }
+    let (cfg, weights) = base_folder(&job.spec.model, dtype, device)?;
     let dir = Path::new(&job.spec.model);
-    if dir.join("config.json").is_file() {
-        let cfg = hf::read_config(dir)?;
-        let weights = hf::load_weights(dir, &cfg, dtype, device)?;
-        let tokenizer = tok::load(&dir.join("tokenizer.json"))?;
-        if dir != out.as_path() {
-            tok::copy_files(dir, out)?;
-        }
-        return Ok(Start {
-            cfg,
-            weights,
-            tokenizer,
-            state: None,
-            optimizer: None,
-            from_scratch: false,
-        });
+    let tokenizer = tok::load(&dir.join("tokenizer.json"))?;
+    if dir != out.as_path() {
+        tok::copy_files(dir, out)?;
     }
-    Err(TrainError::UnknownModel(job.spec.model.clone()))
+    Ok(Start {
+        cfg,
+        weights,
+        tokenizer,
+        adapter: None,
+        state: None,
+        optimizer: None,
+        from_scratch: false,
+    })
+}
+
+/// The config and weights of the Hugging Face folder `model`.
+fn base_folder(
+    model: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<(ModelConfig, HashMap<String, Tensor>), TrainError> {
+    let dir = Path::new(model);
+    if !dir.join("config.json").is_file() {
+        return Err(TrainError::UnknownModel(model.to_string()));
+    }
+    let cfg = hf::read_config(dir)?;
+    let weights = hf::load_weights(dir, &cfg, dtype, device)?;
+    Ok((cfg, weights))
 }
 
 /// `MemAvailable` from /proc/meminfo (Linux); `None` elsewhere.

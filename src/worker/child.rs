@@ -104,6 +104,7 @@ pub fn run_child(job_file: &Path) -> anyhow::Result<()> {
         output_dir: job.output_dir,
         resume_from: job.resume_from,
         device: Device::Cpu,
+        base_model_name: job.base_model_name,
     };
     match run_job(&train_job, &mut progress) {
         Ok(outcome) => emit(&ChildMessage::Done(outcome)),

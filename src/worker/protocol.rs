@@ -21,6 +21,9 @@ pub struct ChildJob {
     pub validation_file: Option<PathBuf>,
     pub output_dir: PathBuf,
     pub resume_from: Option<PathBuf>,
+    /// The job's `model` as the user named it, when `spec.model` points at a staged copy.
+    #[serde(default)]
+    pub base_model_name: Option<String>,
 }
 
 /// One line from the child.

@@ -134,6 +134,7 @@ async fn stage(
         validation_file,
         output_dir,
         resume_from,
+        base_model_name: Some(job.model.clone()),
     })
 }
 

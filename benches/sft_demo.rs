@@ -1,0 +1,245 @@
+//! The SFT demo (issue 5's figures): learning is real, and what LoRA costs against full
+//! fine-tuning on the same model.
+//!
+//! 1. Wick pretrains a tiny model (`wick-llama-1m`, BPE trained on the corpus) on plain sentences
+//!    about small numbers, which never show the answer format.
+//! 2. A generated instruction set with a strict answer format: two kinds of question
+//!    ("What is 3 plus 4?", "Which is larger, 7 or 3?"), answered exactly `Answer: <number>` and
+//!    nothing else, then the end-of-turn token.
+//! 3. Held-out prompts (number pairs never seen in training) are answered greedily before and
+//!    after LoRA fine-tuning: exact-format accuracy (the whole reply matches `Answer: <digits>` and
+//!    the model stopped by itself) and exact-answer accuracy (the number is also right).
+//! 4. Tokens/s of LoRA vs full fine-tuning, same base, data and settings, in this process.
+//!
+//! `cargo bench --bench sft_demo` (figures in docs/benchmarks.md).
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::Device;
+use wick::chat::template::ChatMessage;
+use wick::infer::engine::{FinishReason, GenerateParams, LoadedModel};
+use wick::spec::JobSpec;
+use wick::train::{RecordingProgress, TrainJob, run_job};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A question of the instruction set and its one right answer.
+fn question(kind: usize, a: u32, b: u32) -> (String, String) {
+    match kind {
+        0 => (format!("What is {a} plus {b}?"), format!("Answer: {}", a + b)),
+        _ => (
+            format!("Which is larger, {a} or {b}?"),
+            format!("Answer: {}", a.max(b)),
+        ),
+    }
+}
+
+/// Number pairs, split so held-out prompts never appear in training.
+fn pairs() -> (Vec<(usize, u32, u32)>, Vec<(usize, u32, u32)>) {
+    let mut all = Vec::new();
+    for kind in 0..2 {
+        for a in 0..20u32 {
+            for b in 0..20u32 {
+                if kind == 1 && a == b {
+                    continue;
+                }
+                all.push((kind, a, b));
+            }
+        }
+    }
+    // A fixed, seedless shuffle: every 7th pair is held out.
+    let (mut train, mut held) = (Vec::new(), Vec::new());
+    for (i, p) in all.into_iter().enumerate() {
+        if i % 7 == 3 { &mut held } else { &mut train }.push(p);
+    }
+    (train, held)
+}
+
+fn write_lines(path: &Path, lines: impl Iterator<Item = serde_json::Value>) {
+    let text: String = lines.map(|l| l.to_string() + "\n").collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn chat_line(q: &str, a: &str) -> serde_json::Value {
+    serde_json::json!({"messages": [
+        {"role": "system", "content": "Reply with the answer only."},
+        {"role": "user", "content": q},
+        {"role": "assistant", "content": a}]})
+}
+
+fn spec(model: &str, method: serde_json::Value) -> JobSpec {
+    serde_json::from_value(
+        serde_json::json!({"model": model, "training_file": "t", "seed": 11, "method": method}),
+    )
+    .unwrap()
+}
+
+fn run(dir: &Path, spec: JobSpec, train: &str, out: &str) -> (f64, RecordingProgress) {
+    let job = TrainJob {
+        spec,
+        training_file: dir.join(train),
+        validation_file: None,
+        output_dir: dir.join(out),
+        resume_from: None,
+        device: Device::Cpu,
+        base_model_name: Some("demo-base".into()),
+    };
+    let mut progress = RecordingProgress::default();
+    let t = Instant::now();
+    run_job(&job, &mut progress).unwrap();
+    (t.elapsed().as_secs_f64(), progress)
+}
+
+/// Exact-format and exact-answer accuracy of the model in `dir` on `held`, greedy decoding.
+fn accuracy(dir: &Path, held: &[(usize, u32, u32)]) -> (f64, f64, Vec<String>) {
+    let model = LoadedModel::load(dir).unwrap();
+    let params = GenerateParams {
+        max_tokens: 12,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: None,
+        stop: vec![],
+    };
+    let (mut format_ok, mut answer_ok, mut samples) = (0, 0, Vec::new());
+    for (i, &(kind, a, b)) in held.iter().enumerate() {
+        let (q, want) = question(kind, a, b);
+        let prompt = model
+            .chat_prompt(&[
+                ChatMessage {
+                    role: "system".into(),
+                    content: "Reply with the answer only.".into(),
+                },
+                ChatMessage {
+                    role: "user".into(),
+                    content: q.clone(),
+                },
+            ])
+            .unwrap();
+        let g = model.generate(&prompt, &params, |_| true).unwrap();
+        let digits = g.text.strip_prefix("Answer: ").unwrap_or("");
+        let formatted = g.finish_reason == FinishReason::Stop
+            && !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit());
+        format_ok += usize::from(formatted);
+        answer_ok += usize::from(formatted && g.text == want);
+        if i < 4 {
+            samples.push(format!("{q} -> {:?} ({})", g.text, g.finish_reason.as_str()));
+        }
+    }
+    let n = held.len() as f64;
+    (format_ok as f64 / n, answer_ok as f64 / n, samples)
+}
+
+fn mean_tokens_per_second(p: &RecordingProgress) -> f64 {
+    // Skip the first steps (allocator and thread-pool warm-up).
+    let tail: Vec<f64> = p
+        .steps
+        .iter()
+        .skip(5)
+        .map(|s| s.tokens_per_second)
+        .collect();
+    tail.iter().sum::<f64>() / tail.len().max(1) as f64
+}
+
+fn main() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (train, held) = pairs();
+
+    // 1. Pretraining text: the same numbers and words, never the answer format.
+    let corpus = (0..2000).map(|i| {
+        let (a, b) = ((i * 7 + 3) % 20, (i * 13 + 5) % 20);
+        let text = match i % 3 {
+            0 => format!("{a} plus {b} is {}. The sum of {a} and {b} is {}.", a + b, a + b),
+            1 => format!("Which is larger, {a} or {b}? Of {a} and {b}, {} is larger.", a.max(b)),
+            _ => format!("Reply with care. {b} and {a} are numbers; {} is their sum.", a + b),
+        };
+        serde_json::json!({ "text": text })
+    });
+    write_lines(&dir.join("corpus.jsonl"), corpus);
+    let (t_pre, pre) = run(
+        dir,
+        spec(
+            "wick-llama-1m",
+            serde_json::json!({"type": "pretrain", "pretrain": {"hyperparameters": {
+            "vocab_size": 512, "max_seq_len": 128, "batch_size": 8, "max_steps": 400,
+            "learning_rate": 3e-3, "warmup_steps": 20, "checkpoint_every": 100000}}}),
+        ),
+        "corpus.jsonl",
+        "base",
+    );
+    println!(
+        "pretrain: {} steps in {t_pre:.1} s, final loss {:.3}",
+        pre.steps.len(),
+        pre.steps.last().unwrap().train_loss
+    );
+
+    // 2. The instruction set.
+    write_lines(
+        &dir.join("chat.jsonl"),
+        train.iter().map(|&(k, a, b)| {
+            let (q, ans) = question(k, a, b);
+            chat_line(&q, &ans)
+        }),
+    );
+    println!(
+        "instruction set: {} training chats, {} held-out prompts",
+        train.len(),
+        held.len()
+    );
+
+    // 3. Before and after.
+    let (before_fmt, before_ans, before_samples) = accuracy(&dir.join("base"), &held);
+    println!(
+        "before SFT: exact format {:.1}%, exact answer {:.1}%",
+        100.0 * before_fmt,
+        100.0 * before_ans
+    );
+    for s in before_samples {
+        println!("  {s}");
+    }
+    let base = dir.join("base").display().to_string();
+    let sft = |lora: Option<serde_json::Value>| {
+        let mut h = serde_json::json!({"n_epochs": 3, "batch_size": 8, "max_seq_len": 128,
+            "learning_rate": 2e-3, "warmup_ratio": 0.05, "checkpoint_every": 100000});
+        if let Some(l) = lora {
+            h["lora"] = l;
+        } else {
+            h["learning_rate"] = serde_json::json!(5e-4);
+        }
+        spec(
+            &base,
+            serde_json::json!({"type": "supervised", "supervised": {"hyperparameters": h}}),
+        )
+    };
+    let lora = serde_json::json!({"r": 16, "alpha": 32, "dropout": 0.05,
+        "target_modules": ["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]});
+    let (t_lora, p_lora) = run(dir, sft(Some(lora)), "chat.jsonl", "lora");
+    let (after_fmt, after_ans, after_samples) = accuracy(&dir.join("lora"), &held);
+    println!(
+        "after LoRA SFT ({} steps, {t_lora:.1} s): exact format {:.1}%, exact answer {:.1}%",
+        p_lora.steps.len(),
+        100.0 * after_fmt,
+        100.0 * after_ans
+    );
+    for s in after_samples {
+        println!("  {s}");
+    }
+
+    // 4. Full fine-tuning of the same base, for speed (and its accuracy for comparison).
+    let (t_full, p_full) = run(dir, sft(None), "chat.jsonl", "full");
+    let (full_fmt, full_ans, _) = accuracy(&dir.join("full"), &held);
+    let (lora_tps, full_tps) = (mean_tokens_per_second(&p_lora), mean_tokens_per_second(&p_full));
+    println!(
+        "after full SFT ({} steps, {t_full:.1} s): exact format {:.1}%, exact answer {:.1}%",
+        p_full.steps.len(),
+        100.0 * full_fmt,
+        100.0 * full_ans
+    );
+    println!(
+        "throughput: LoRA {lora_tps:.0} tok/s, full {full_tps:.0} tok/s (LoRA/full {:.2}x)",
+        lora_tps / full_tps
+    );
+}

@@ -55,8 +55,9 @@ impl ChatTemplate {
         })
     }
 
-    /// The template of the model folder `dir`: `chat_template` from its `tokenizer_config.json`,
-    /// or ChatML.
+    /// The template of the model folder `dir`: `chat_template` from its `tokenizer_config.json`
+    /// (a string, or the `default` of a list of named templates), else `chat_template.jinja`,
+    /// else ChatML.
     pub fn from_model_dir(dir: &Path) -> Result<Self, TemplateError> {
         let path = dir.join("tokenizer_config.json");
         let config: serde_json::Value = match std::fs::read_to_string(&path) {
@@ -73,7 +74,19 @@ impl ChatTemplate {
                 .to_string(),
             _ => String::new(),
         };
-        let source = config["chat_template"].as_str().unwrap_or(CHATML_TEMPLATE);
+        // Newer folders keep the template in chat_template.jinja; older configs may hold a list of
+        // named templates, of which "default" is the chat one.
+        let jinja = std::fs::read_to_string(dir.join("chat_template.jinja")).ok();
+        let named_default = config["chat_template"].as_array().and_then(|list| {
+            list.iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+        });
+        let source = config["chat_template"]
+            .as_str()
+            .or(named_default)
+            .or(jinja.as_deref())
+            .unwrap_or(CHATML_TEMPLATE);
         Self::new(source, &token("bos_token"), &token("eos_token"))
     }
 

@@ -146,11 +146,15 @@ pub fn lora_scaling(spec: &LoraSpec) -> f64 {
 pub struct LoraAdapters {
     pub spec: LoraSpec,
     pub adapters: Vec<(String, LoraAdapter)>,
+    /// Whole weights trained beside the adapters (PEFT's `modules_to_save`), by Hugging Face
+    /// weight name: the embeddings when a job adds tokens to the vocabulary.
+    pub modules_to_save: Vec<(String, Var)>,
     runtime: Arc<LoraRuntime>,
 }
 
 impl LoraAdapters {
-    /// The trainable variables, named `{module}.lora_A.weight` / `{module}.lora_B.weight`.
+    /// The trainable variables, named `{module}.lora_A.weight` / `{module}.lora_B.weight`, then
+    /// the whole weights of `modules_to_save` under their own names.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
         self.adapters
             .iter()
@@ -160,6 +164,7 @@ impl LoraAdapters {
                     (format!("{m}.lora_B.weight"), ad.b.clone()),
                 ]
             })
+            .chain(self.modules_to_save.iter().cloned())
             .collect()
     }
 
@@ -225,8 +230,27 @@ pub fn attach_lora(model: &mut Llama, spec: &LoraSpec, seed: u64) -> Result<Lora
     Ok(LoraAdapters {
         spec: spec.clone(),
         adapters,
+        modules_to_save: Vec::new(),
         runtime,
     })
+}
+
+/// Makes the weights `names` of `base` trainable: each becomes a variable (a copy), and `base`
+/// holds the variable's tensor so a model built from it trains that variable. Names `base` lacks
+/// (an `lm_head` tied to the embedding) are skipped.
+pub fn trainable_copies(
+    base: &mut HashMap<String, Tensor>,
+    names: &[&str],
+) -> Result<Vec<(String, Var)>> {
+    let mut out = Vec::new();
+    for &name in names {
+        if let Some(t) = base.get(name) {
+            let var = Var::from_tensor(t)?;
+            base.insert(name.to_string(), var.as_tensor().clone());
+            out.push((name.to_string(), var));
+        }
+    }
+    Ok(out)
 }
 
 /// A `Llama` whose every base weight is a plain (frozen) tensor, with LoRA adapters attached.

@@ -2,7 +2,9 @@
 //!
 //! The adapter folder is what `peft.PeftModel.from_pretrained(base, dir)` loads:
 //! `adapter_config.json` and `adapter_model.safetensors` with PEFT's key names
-//! `base_model.model.{module}.lora_A.weight` (r, in) and `.lora_B.weight` (out, r). PEFT only warns
+//! `base_model.model.{module}.lora_A.weight` (r, in) and `.lora_B.weight` (out, r), plus whole
+//! trained weights listed in `modules_to_save` (`base_model.model.model.embed_tokens.weight`)
+//! when the job added tokens (the base must then be resized to the tokenizer first). PEFT only warns
 //! about a missing key and then silently uses zeros, so the names are tested against a fixture made
 //! by real PEFT (tests/fixtures/make_peft_fixture.py).
 //!
@@ -48,7 +50,21 @@ pub fn adapter_tensors(adapters: &LoraAdapters) -> HashMap<String, Tensor> {
 
 /// `adapter_config.json` as PEFT writes it for these settings (the keys PEFT has understood since
 /// its 0.9 releases, with PEFT's defaults for everything Wick does not use).
-pub fn adapter_config(spec: &LoraSpec, base_model_name_or_path: Option<&str>) -> Value {
+pub fn adapter_config(
+    spec: &LoraSpec,
+    base_model_name_or_path: Option<&str>,
+    modules_to_save: &[String],
+) -> Value {
+    // PEFT names a module to save by its last path component (`embed_tokens`, `lm_head`).
+    let modules_to_save: Option<Vec<&str>> = (!modules_to_save.is_empty()).then(|| {
+        modules_to_save
+            .iter()
+            .map(|n| {
+                let module = n.strip_suffix(".weight").unwrap_or(n);
+                module.rsplit('.').next().unwrap_or(module)
+            })
+            .collect()
+    });
     json!({
         "alpha_pattern": {},
         "base_model_name_or_path": base_model_name_or_path,
@@ -60,7 +76,7 @@ pub fn adapter_config(spec: &LoraSpec, base_model_name_or_path: Option<&str>) ->
         "layers_to_transform": null,
         "lora_alpha": spec.alpha,
         "lora_dropout": spec.dropout,
-        "modules_to_save": null,
+        "modules_to_save": modules_to_save,
         "peft_type": "LORA",
         "r": spec.r,
         "rank_pattern": {},
@@ -82,7 +98,12 @@ pub fn save_adapter(
         path: dir.to_path_buf(),
         source,
     })?;
-    let config = adapter_config(&adapters.spec, base_model_name_or_path);
+    let saved: Vec<String> = adapters
+        .modules_to_save
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    let config = adapter_config(&adapters.spec, base_model_name_or_path, &saved);
     let path = dir.join("adapter_config.json");
     let text = serde_json::to_string_pretty(&config).expect("JSON values serialise") + "\n";
     std::fs::write(&path, text).map_err(|source| PeftError::Io { path, source })?;
@@ -93,7 +114,8 @@ pub fn save_adapter(
     Ok(())
 }
 
-/// The base weights with every adapter merged in: `W + scaling · B A` (in `W`'s dtype).
+/// The base weights with every adapter merged in: `W + scaling · B A` (in `W`'s dtype), and the
+/// trained copies of `modules_to_save` in place of their base weights.
 pub fn merge_weights(
     base: &HashMap<String, Tensor>,
     adapters: &LoraAdapters,
@@ -106,6 +128,9 @@ pub fn merge_weights(
             .ok_or_else(|| PeftError::MissingBase(key.clone()))?; // (out, in)
         let delta = adapter.delta_weight()?.to_dtype(w.dtype())?; // (out, in)
         merged.insert(key, (w + delta)?);
+    }
+    for (name, var) in &adapters.modules_to_save {
+        merged.insert(name.clone(), var.as_tensor().detach());
     }
     Ok(merged)
 }

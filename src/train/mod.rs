@@ -5,6 +5,7 @@
 //! and [`sft`]; the step loop they share is in `step_loop`, what trains in `trainee`; each
 //! ingredient has its own file.
 
+pub mod chat_tokens;
 pub mod checkpoint;
 pub mod data;
 pub mod estimate;

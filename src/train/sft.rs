@@ -24,6 +24,7 @@ use crate::chat::loss_mask::{ChatExample, ChatStats, TrainMessage, tokenize_chat
 use crate::chat::template::ChatTemplate;
 use crate::model::{self, peft};
 
+use super::chat_tokens::{VOCAB_WEIGHTS, grow_vocab, register_chatml};
 use super::checkpoint::TrainerState;
 use super::data::DataError;
 use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
@@ -118,7 +119,24 @@ pub fn run_sft_job(
         source,
     })?;
     let hp = Resolved::from_spec(spec, false);
-    let start = prepare_start(job, &hp, dtype, device)?;
+    let mut start = prepare_start(job, &hp, dtype, device)?;
+    // ChatML for a model without a template: its tokens, and rows for them (see chat_tokens).
+    let added = register_chatml(&mut start.tokenizer, &job.output_dir)?;
+    let grown = grow_vocab(
+        &mut start.weights,
+        &mut start.cfg,
+        start.tokenizer.get_vocab_size(true),
+    )?;
+    let embed_key = format!("base_model.model.{}", VOCAB_WEIGHTS[0]);
+    let train_vocab_rows = !added.is_empty()
+        || grown
+        || start
+            .adapter
+            .as_ref()
+            .is_some_and(|a| a.contains_key(&embed_key));
+    if !added.is_empty() || grown {
+        tracing::info!(?added, vocab = start.cfg.vocab_size, "registered ChatML tokens");
+    }
     let cfg = start.cfg.clone();
     // prepare_start left the model's tokenizer files (chat template included) in output_dir.
     let template = ChatTemplate::from_model_dir(&job.output_dir)
@@ -198,6 +216,11 @@ pub fn run_sft_job(
                     "the checkpoint holds a full model, but the job trains LoRA adapters".into(),
                 ));
             }
+            let vocab_rows: &[&str] = if train_vocab_rows {
+                &VOCAB_WEIGHTS
+            } else {
+                &[]
+            };
             let m = LoraModel::new(
                 start.weights.clone(),
                 &cfg,
@@ -205,6 +228,7 @@ pub fn run_sft_job(
                 hp.seed,
                 seq_len,
                 base_name,
+                vocab_rows,
                 adapter.as_ref(),
                 device,
             )?;
@@ -534,5 +558,106 @@ mod tests {
             serde_json::json!({"batch_size": 2, "max_seq_len": 128, "max_steps": 6, "learning_rate": 1e-3}),
             false,
         );
+    }
+
+    /// A base model whose tokenizer has no ChatML tokens and no chat template (word-level, as
+    /// some base models come).
+    fn model_without_chatml(dir: &Path, tied: bool) -> ModelConfig {
+        let mut words: Vec<String> = ["[UNK]", "</s>", "Be", "brief.", "Tell", "me", "about"]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        for t in TOPICS {
+            words.extend([format!("{t}"), format!("{t}."), format!("Sure, {t}")]);
+        }
+        words.extend(["please.", "Sure,", "are", "nice.", "More?", "system", "user", "assistant"].map(String::from));
+        words.sort();
+        words.dedup();
+        let vocab = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+        let model = tokenizers::models::wordlevel::WordLevel::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .build()
+            .unwrap();
+        let mut tok = Tokenizer::new(model);
+        tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::WhitespaceSplit));
+        std::fs::create_dir_all(dir).unwrap();
+        tok.save(dir.join("tokenizer.json"), false).unwrap();
+        std::fs::write(
+            dir.join("tokenizer_config.json"),
+            r#"{"eos_token": "</s>", "unk_token": "[UNK]"}"#,
+        )
+        .unwrap();
+        let mut cfg = ModelConfig::llama(words.len(), 32, 64, 2, 4, 2, 128);
+        cfg.tie_word_embeddings = tied;
+        cfg.eos_token_id = tok.token_to_id("</s>");
+        let vm = model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+        let w = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        hf::save_model_folder(dir, &cfg, &w).unwrap();
+        cfg
+    }
+
+    #[test]
+    fn chatml_tokens_are_registered_trained_and_saved_for_models_without_a_template() {
+        for (tied, lora) in [(true, true), (false, true), (false, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let base_cfg = model_without_chatml(&dir.path().join("base"), tied);
+            write_chats(&dir.path().join("train.jsonl"));
+            let mut hyper = serde_json::json!({"batch_size": 2, "max_seq_len": 128,
+                "max_steps": 4, "learning_rate": 1e-2});
+            if lora {
+                hyper["lora"] = serde_json::json!({"r": 4, "alpha": 8, "target_modules": ["q_proj"]});
+            }
+            run_job(&job(dir.path(), hyper, "out"), &mut NoProgress).unwrap();
+            let out = dir.path().join("out");
+            // The tokenizer saved with the model has both tokens, after the old vocabulary.
+            let tok = crate::tokenizer::load(&out.join("tokenizer.json")).unwrap();
+            let v = base_cfg.vocab_size as u32;
+            let (start, end) = (
+                tok.token_to_id(crate::tokenizer::IM_START),
+                tok.token_to_id(crate::tokenizer::IM_END),
+            );
+            assert_eq!((start, end), (Some(v), Some(v + 1)));
+            assert!(super::super::chat_tokens::has_chat_template(&out));
+            let cfg = hf::read_config(&out).unwrap();
+            assert_eq!(cfg.vocab_size, base_cfg.vocab_size + 2);
+            // Old rows of the embedding moved only by training; the new rows started at the mean
+            // and were trained (they differ from the mean of the base rows).
+            let base = tensors(&dir.path().join("base"));
+            let tuned = tensors(&out);
+            let emb = &tuned["model.embed_tokens.weight"];
+            assert_eq!(emb.dims()[0], base_cfg.vocab_size + 2);
+            let mean = base["model.embed_tokens.weight"].mean_keepdim(0).unwrap();
+            let im_end_row = emb.narrow(0, base_cfg.vocab_size + 1, 1).unwrap();
+            let moved = (im_end_row - &mean).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(moved.to_scalar::<f32>().unwrap() > 0.0, "the <|im_end|> row was trained");
+            if lora {
+                let a = out.join("adapter");
+                let cfg: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(a.join("adapter_config.json")).unwrap(),
+                )
+                .unwrap();
+                let want = if tied { serde_json::json!(["embed_tokens"]) } else { serde_json::json!(["embed_tokens", "lm_head"]) };
+                assert_eq!(cfg["modules_to_save"], want);
+                let t = candle_core::safetensors::load(a.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+                assert!(t.contains_key("base_model.model.model.embed_tokens.weight"));
+                assert_eq!(t.contains_key("base_model.model.lm_head.weight"), !tied);
+            }
+            // The model loads for chat and renders ChatML with the new single tokens.
+            let m = crate::infer::engine::LoadedModel::load(&out).unwrap();
+            let ids = m
+                .chat_prompt(&[crate::chat::template::ChatMessage {
+                    role: "user".into(),
+                    content: "More?".into(),
+                }])
+                .unwrap();
+            assert_eq!(ids[0], v, "{ids:?}");
+        }
     }
 }

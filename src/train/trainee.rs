@@ -90,7 +90,8 @@ pub(super) struct LoraModel {
 }
 
 impl LoraModel {
-    /// Attaches fresh adapters (PEFT's initialisation, seeded) to the base, then sets them from
+    /// Attaches fresh adapters (PEFT's initialisation, seeded) to the base, makes the base
+    /// weights `train_whole` trainable (PEFT's `modules_to_save`), then sets all of them from
     /// `resume` (a checkpoint's adapter tensors) when given.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -100,11 +101,15 @@ impl LoraModel {
         seed: u64,
         seq_len: usize,
         base_model: &str,
+        train_whole: &[&str],
         resume: Option<&HashMap<String, Tensor>>,
         device: &Device,
     ) -> Result<Self, TrainError> {
-        let (net, adapters) =
+        let mut base = base;
+        let whole = lora::trainable_copies(&mut base, train_whole)?;
+        let (net, mut adapters) =
             lora::load_lora_llama(base, cfg, spec, seed, seq_len, DType::F32, device)?;
+        adapters.modules_to_save = whole;
         if let Some(tensors) = resume {
             adapters.load_peft_tensors(tensors)?;
         }

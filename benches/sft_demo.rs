@@ -107,14 +107,8 @@ fn accuracy(dir: &Path, held: &[(usize, u32, u32)]) -> (f64, f64, Vec<String>) {
         let (q, want) = question(kind, a, b);
         let prompt = model
             .chat_prompt(&[
-                ChatMessage {
-                    role: "system".into(),
-                    content: "Reply with the answer only.".into(),
-                },
-                ChatMessage {
-                    role: "user".into(),
-                    content: q.clone(),
-                },
+                ChatMessage::new("system", "Reply with the answer only."),
+                ChatMessage::new("user", q.clone()),
             ])
             .unwrap();
         let g = model.generate(&prompt, &params, |_| true).unwrap();

@@ -93,7 +93,7 @@ fn check(req: &ChatRequest) -> ApiResult<(Vec<ChatMessage>, GenerateParams)> {
         } else {
             m.role.clone()
         };
-        messages.push(ChatMessage { role, content });
+        messages.push(ChatMessage::new(role, content));
     }
     let temperature = req.temperature.unwrap_or(1.0);
     if !(0.0..=2.0).contains(&temperature) {

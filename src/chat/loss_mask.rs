@@ -26,10 +26,23 @@ use crate::spec::Overlength;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainMessage {
     pub role: String,
+    /// `null` (an assistant message that only calls tools) reads as empty.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
     /// 0 excludes an assistant message from the loss; absent or 1 trains on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,
+    /// OpenAI's `tool_calls` of an assistant message, rendered by the template and trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 impl TrainMessage {
@@ -39,6 +52,9 @@ impl TrainMessage {
             role: role.into(),
             content: content.into(),
             weight: None,
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
         }
     }
 
@@ -123,10 +139,13 @@ fn placeholder(i: usize) -> String {
     format!("\u{E000}wick{i}\u{E001}")
 }
 
-/// Renders `messages` and returns the text plus each message's content span (byte offsets).
+/// Renders `messages` and returns the text plus each message's trained span (byte offsets): its
+/// content, or for an assistant message that calls tools, everything the template writes for it
+/// after the assistant's header (content, calls and end-of-turn marker).
 pub fn render_with_spans(
     template: &ChatTemplate,
     messages: &[TrainMessage],
+    tools: Option<&serde_json::Value>,
 ) -> Result<(String, Vec<Range<usize>>), LossMaskError> {
     let as_chat = |content: &dyn Fn(usize, &TrainMessage) -> String| -> Vec<ChatMessage> {
         messages
@@ -135,17 +154,48 @@ pub fn render_with_spans(
             .map(|(i, m)| ChatMessage {
                 role: m.role.clone(),
                 content: content(i, m),
+                tool_calls: m.tool_calls.clone(),
+                tool_call_id: m.tool_call_id.clone(),
+                name: m.name.clone(),
             })
             .collect()
     };
-    let real = template.render(&as_chat(&|_, m| m.content.clone()), false)?;
-    let marked = template.render(&as_chat(&|i, _| placeholder(i)), false)?;
+    let render = |msgs: &[ChatMessage], gen_prompt: bool| {
+        template.render_with_tools(msgs, gen_prompt, tools)
+    };
+    let real_msgs = as_chat(&|_, m| m.content.clone());
+    let real = render(&real_msgs, false)?;
+    let marked = render(&as_chat(&|i, _| placeholder(i)), false)?;
+    let (real, mut spans) = content_spans(messages, &real, &marked)?;
+    // Tool calls: the text message i adds after the assistant header, found by rendering the
+    // conversation up to it (with the generation prompt) and through it.
+    for (i, m) in messages.iter().enumerate() {
+        if m.tool_calls.is_none() || m.role != "assistant" {
+            continue;
+        }
+        let head = render(&real_msgs[..i], true)?;
+        let through = render(&real_msgs[..=i], false)?;
+        if !(through.starts_with(&head) && real.starts_with(&through)) {
+            return Err(LossMaskError::Unlocatable(i));
+        }
+        spans[i] = head.len()..through.trim_end().len();
+    }
+    Ok((real, spans))
+}
+
+/// Each message's content span in `real`, found from `marked` (the rendering with placeholders).
+fn content_spans(
+    messages: &[TrainMessage],
+    real: &str,
+    marked: &str,
+) -> Result<(String, Vec<Range<usize>>), LossMaskError> {
+    let real = real.to_string();
     // Contents as rendered: as given, or trimmed (Llama 3 applies `| trim`).
     let variants: [fn(&str) -> &str; 2] = [|s| s, str::trim];
     for variant in variants {
         let mut text = String::with_capacity(real.len());
         let mut spans = Vec::with_capacity(messages.len());
-        let mut rest = marked.as_str();
+        let mut rest = marked;
         let mut ok = true;
         for (i, m) in messages.iter().enumerate() {
             let ph = placeholder(i);
@@ -182,10 +232,11 @@ pub fn tokenize_chat(
     tokenizer: &Tokenizer,
     template: &ChatTemplate,
     messages: &[TrainMessage],
+    tools: Option<&serde_json::Value>,
     max_seq_len: usize,
     overlength: Overlength,
 ) -> Result<ChatOutcome, LossMaskError> {
-    let (text, spans) = render_with_spans(template, messages)?;
+    let (text, spans) = render_with_spans(template, messages, tools)?;
     let enc = tokenizer
         .encode(text.as_str(), false)
         .map_err(|e| LossMaskError::Tokenize(e.to_string()))?;
@@ -215,7 +266,11 @@ pub fn tokenize_chat(
             }
         }
         // The end-of-turn marker: the first special token starting at or after the content's
-        // end, with only whitespace in between.
+        // end, with only whitespace in between (unless the span already ends with one, as a
+        // tool-calling message's does).
+        if last.is_some_and(|j| special.contains(&ids[j])) {
+            continue;
+        }
         let from = last.map_or(0, |j| j + 1);
         for j in from..ids.len() {
             let (s, _) = offsets[j];
@@ -395,7 +450,7 @@ mod tests {
     fn chatml_mask_matches_hand_written() {
         let tok = tiny_tokenizer(&["<|im_start|>", "<|im_end|>", "<|endoftext|>"]);
         let tmpl = ChatTemplate::new(CHATML_TEMPLATE, "", "<|endoftext|>").unwrap();
-        let out = tokenize_chat(&tok, &tmpl, &conversation(), 1000, Overlength::Drop).unwrap();
+        let out = tokenize_chat(&tok, &tmpl, &conversation(), None, 1000, Overlength::Drop).unwrap();
         let ex = out.example().unwrap();
         assert!(!ex.truncated);
         check(&tok, &ex, CHATML_EXPECTED);
@@ -418,7 +473,7 @@ mod tests {
     #[test]
     fn llama3_mask_matches_hand_written() {
         let tok = llama3_tokenizer();
-        let out = tokenize_chat(&tok, &llama3(), &conversation(), 1000, Overlength::Drop).unwrap();
+        let out = tokenize_chat(&tok, &llama3(), &conversation(), None, 1000, Overlength::Drop).unwrap();
         check(&tok, &out.example().unwrap(), LLAMA3_EXPECTED);
     }
 
@@ -429,20 +484,20 @@ mod tests {
         let n = LLAMA3_EXPECTED.len();
         let mut stats = ChatStats::default();
         // Exactly max_seq_len tokens is not overlength.
-        let fits = tokenize_chat(&tok, &llama3(), &msgs, n, Overlength::Drop).unwrap();
+        let fits = tokenize_chat(&tok, &llama3(), &msgs, None, n, Overlength::Drop).unwrap();
         stats.record(&fits);
         assert!(matches!(&fits, ChatOutcome::Kept(ex) if !ex.truncated));
-        let dropped = tokenize_chat(&tok, &llama3(), &msgs, n - 1, Overlength::Drop).unwrap();
+        let dropped = tokenize_chat(&tok, &llama3(), &msgs, None, n - 1, Overlength::Drop).unwrap();
         stats.record(&dropped);
         assert_eq!(dropped, ChatOutcome::Overlength);
         // Cut after the first assistant turn's <|eot_id|> (token 27): the prefix of the mask.
-        let cut = tokenize_chat(&tok, &llama3(), &msgs, 27, Overlength::Truncate).unwrap();
+        let cut = tokenize_chat(&tok, &llama3(), &msgs, None, 27, Overlength::Truncate).unwrap();
         stats.record(&cut);
         let ex = cut.example().unwrap();
         assert!(ex.truncated);
         check(&tok, &ex, &LLAMA3_EXPECTED[..27]);
         // Cut before any assistant content: nothing to train on.
-        let none = tokenize_chat(&tok, &llama3(), &msgs, 20, Overlength::Truncate).unwrap();
+        let none = tokenize_chat(&tok, &llama3(), &msgs, None, 20, Overlength::Truncate).unwrap();
         stats.record(&none);
         assert_eq!(none, ChatOutcome::NoTrainableTokens);
         assert_eq!(
@@ -466,7 +521,58 @@ mod tests {
         )
         .unwrap();
         let msgs = vec![TrainMessage::new("assistant", "Hello")];
-        let err = tokenize_chat(&tok, &tmpl, &msgs, 100, Overlength::Drop).unwrap_err();
+        let err = tokenize_chat(&tok, &tmpl, &msgs, None, 100, Overlength::Drop).unwrap_err();
         assert!(matches!(err, LossMaskError::Unlocatable(_)), "{err}");
+    }
+
+    #[test]
+    fn tool_calls_are_trained_whole_and_tool_results_never() {
+        let tok = tiny_tokenizer(&["<|im_start|>", "<|im_end|>", "<|endoftext|>"]);
+        let tmpl = ChatTemplate::new(CHATML_TEMPLATE, "", "<|endoftext|>").unwrap();
+        let line: serde_json::Value = serde_json::from_str(
+            r#"{"messages": [
+                {"role": "user", "content": "Weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "weather", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "20 C"},
+                {"role": "assistant", "content": "It is 20 C."}],
+              "tools": [{"type": "function", "function": {"name": "weather"}}]}"#,
+        )
+        .unwrap();
+        let msgs: Vec<TrainMessage> = serde_json::from_value(line["messages"].clone()).unwrap();
+        assert_eq!(msgs[1].content, "", "null content reads as empty");
+        let (text, spans) = render_with_spans(&tmpl, &msgs, Some(&line["tools"])).unwrap();
+        // The tool-calling turn's span is its whole body up to and including <|im_end|> (keys in
+        // the order given, as transformers' `tojson` keeps them).
+        assert_eq!(
+            &text[spans[1].clone()],
+            "<tool_call>\n{\"name\":\"weather\",\"arguments\":\"{}\"}\n</tool_call><|im_end|>"
+        );
+        let ex = tokenize_chat(&tok, &tmpl, &msgs, Some(&line["tools"]), 1000, Overlength::Drop)
+            .unwrap()
+            .example()
+            .unwrap();
+        // Split into turns at <|im_start|>; per turn, the masked tokens.
+        let start = tok.token_to_id("<|im_start|>").unwrap();
+        let end = tok.token_to_id("<|im_end|>").unwrap();
+        let mut turns: Vec<Vec<(u32, u8)>> = Vec::new();
+        for (&id, &m) in ex.input_ids.iter().zip(&ex.loss_mask) {
+            if id == start {
+                turns.push(Vec::new());
+            }
+            turns.last_mut().unwrap().push((id, m));
+        }
+        assert_eq!(turns.len(), 4);
+        let header = 3; // <|im_start|> role \n
+        for (t, turn) in turns.iter().enumerate() {
+            let trained = t == 1 || t == 3;
+            for (k, &(id, m)) in turn.iter().enumerate() {
+                let want = trained && k >= header && (id == end || k + 1 < turn.len());
+                assert_eq!(m, u8::from(want), "turn {t} token {k}");
+            }
+            if trained {
+                assert_eq!(turn[turn.len() - 2], (end, 1), "turn {t} trains its <|im_end|>");
+            }
+        }
     }
 }

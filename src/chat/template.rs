@@ -11,11 +11,27 @@ use serde::Serialize;
 
 use crate::tokenizer::CHATML_TEMPLATE;
 
-/// One message as templates see it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+/// One message as templates see it. Tool fields are passed through as OpenAI writes them.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+            ..Default::default()
+        }
+    }
 }
 
 /// Why a template could not be read or rendered.
@@ -96,13 +112,23 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with_tools(messages, add_generation_prompt, None)
+    }
+
+    /// As [`ChatTemplate::render`], with the conversation's `tools` (OpenAI's function list).
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String, TemplateError> {
         let tmpl = self.env.get_template("chat")?;
         Ok(tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
-            tools => Value::from(()),
+            tools => tools.map(Value::from_serialize).unwrap_or(Value::from(())),
         })?)
     }
 }
@@ -116,14 +142,8 @@ mod tests {
         // transformers' apply_chat_template with the ChatML template above gives exactly this.
         let t = ChatTemplate::new(CHATML_TEMPLATE, "", "<|endoftext|>").unwrap();
         let msgs = vec![
-            ChatMessage {
-                role: "system".into(),
-                content: "Be brief.".into(),
-            },
-            ChatMessage {
-                role: "user".into(),
-                content: "2+2?".into(),
-            },
+            ChatMessage::new("system", "Be brief."),
+            ChatMessage::new("user", "2+2?"),
         ];
         assert_eq!(
             t.render(&msgs, true).unwrap(),

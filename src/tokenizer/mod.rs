@@ -23,8 +23,9 @@ pub const IM_END: &str = "<|im_end|>";
 /// The special tokens a trained tokenizer registers, in id order (0..4).
 pub const SPECIAL_TOKENS: [&str; 4] = [ENDOFTEXT, PAD, IM_START, IM_END];
 
-/// ChatML, the default chat template of a trained tokenizer.
-pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+/// ChatML, the default chat template of a trained tokenizer (and of models that have none).
+/// Assistant tool calls are written as Qwen2.5 writes them: `<tool_call>\n{function json}\n</tool_call>`.
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}{% if message['content'] %}{{ message['content'] }}{% endif %}{% if message['tool_calls'] %}{% for call in message['tool_calls'] %}{{ '<tool_call>\\n' + (call['function'] | tojson) + '\\n</tool_call>' }}{% endfor %}{% endif %}{{'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /// Why a tokenizer could not be loaded, trained or saved.
 #[derive(Debug, thiserror::Error)]

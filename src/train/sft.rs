@@ -62,6 +62,8 @@ pub fn read_chat_file(
     #[derive(serde::Deserialize)]
     struct Line {
         messages: Vec<TrainMessage>,
+        #[serde(default)]
+        tools: Option<serde_json::Value>,
     }
     let file = std::fs::File::open(path).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
@@ -83,6 +85,7 @@ pub fn read_chat_file(
             tokenizer,
             template,
             &parsed.messages,
+            parsed.tools.as_ref(),
             max_seq_len,
             overlength,
         )
@@ -408,6 +411,9 @@ mod tests {
             ]});
             out += &(line.to_string() + "\n");
         }
+        // A tool-calling conversation, as OpenAI's format writes it.
+        out += r#"{"messages": [{"role": "user", "content": "Tell me about tea please."}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "about", "arguments": "{\"topic\": \"tea\"}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": "tea are nice."}, {"role": "assistant", "content": "Sure, tea are nice."}], "tools": [{"type": "function", "function": {"name": "about"}}]}"#;
+        out += "\n";
         std::fs::write(path, out).unwrap();
     }
 
@@ -652,10 +658,7 @@ mod tests {
             // The model loads for chat and renders ChatML with the new single tokens.
             let m = crate::infer::engine::LoadedModel::load(&out).unwrap();
             let ids = m
-                .chat_prompt(&[crate::chat::template::ChatMessage {
-                    role: "user".into(),
-                    content: "More?".into(),
-                }])
+                .chat_prompt(&[crate::chat::template::ChatMessage::new("user", "More?")])
                 .unwrap();
             assert_eq!(ids[0], v, "{ids:?}");
         }

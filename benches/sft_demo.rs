@@ -148,7 +148,7 @@ fn main() {
         let text = match i % 3 {
             0 => format!("{a} plus {b} is {}. The sum of {a} and {b} is {}.", a + b, a + b),
             1 => format!("Which is larger, {a} or {b}? Of {a} and {b}, {} is larger.", a.max(b)),
-            _ => format!("Reply with care. {b} and {a} are numbers; {} is their sum.", a + b),
+            _ => format!("Answer with care. {b} and {a} are numbers; {} is their sum.", a + b),
         };
         serde_json::json!({ "text": text })
     });
@@ -158,7 +158,7 @@ fn main() {
         spec(
             "wick-llama-1m",
             serde_json::json!({"type": "pretrain", "pretrain": {"hyperparameters": {
-            "vocab_size": 512, "max_seq_len": 128, "batch_size": 8, "max_steps": 400,
+            "vocab_size": 512, "max_seq_len": 128, "batch_size": 8, "max_steps": 300,
             "learning_rate": 3e-3, "warmup_steps": 20, "checkpoint_every": 100000}}}),
         ),
         "corpus.jsonl",
@@ -196,12 +196,12 @@ fn main() {
     }
     let base = dir.join("base").display().to_string();
     let sft = |lora: Option<serde_json::Value>| {
-        let mut h = serde_json::json!({"n_epochs": 3, "batch_size": 8, "max_seq_len": 128,
-            "learning_rate": 2e-3, "warmup_ratio": 0.05, "checkpoint_every": 100000});
+        let mut h = serde_json::json!({"n_epochs": 6, "batch_size": 8, "max_seq_len": 128,
+            "learning_rate": 5e-3, "warmup_ratio": 0.05, "checkpoint_every": 100000});
         if let Some(l) = lora {
             h["lora"] = l;
         } else {
-            h["learning_rate"] = serde_json::json!(5e-4);
+            h["learning_rate"] = serde_json::json!(1e-3);
         }
         spec(
             &base,

@@ -28,6 +28,8 @@ pub struct AppState {
     pub queue_wake: Arc<Notify>,
     /// Models loaded for inference.
     pub models: crate::infer::registry::Registry,
+    /// The server's folder of Hugging Face base models.
+    pub local_models: crate::catalog::local::LocalModels,
 }
 
 impl AppState {
@@ -37,6 +39,10 @@ impl AppState {
         let blobs = Blobs::local(&settings.blob_dir()).context("opening the blob store")?;
         let hub = Hub::new(db.clone());
         hub.listen_for_other_processes();
+        let models_dir = settings.local_models_dir();
+        if settings.models_dir.is_some() && !models_dir.is_dir() {
+            tracing::warn!(dir = %models_dir.display(), "the models folder does not exist; no local models until it does");
+        }
         Ok(AppState {
             db,
             blobs,
@@ -44,6 +50,7 @@ impl AppState {
             hub,
             queue_wake: Arc::new(Notify::new()),
             models: Default::default(),
+            local_models: crate::catalog::local::LocalModels::new(models_dir),
         })
     }
 }

@@ -1,7 +1,14 @@
-//! The models a job may start from and `/v1/models` lists: Wick's from-scratch presets, and the
-//! models the organization's own jobs produced (continued pretraining and fine-tuning start from
-//! those).
+//! The models a job may start from and `/v1/models` lists: Wick's from-scratch presets, the
+//! models the organization's own jobs produced, and the server's local Hugging Face folders
+//! ([`local`]), visible to every organization. Continued pretraining and fine-tuning start from
+//! the last two.
+//!
+//! Ids cannot collide across the three: trained ids start with `ft:` (which no folder name may
+//! contain), and a folder named like a preset is unloadable; the preset wins.
 
+pub mod local;
+
+use crate::app::AppState;
 use crate::model::config::{PRESETS, preset};
 
 /// A model as `/v1/models` shows it.
@@ -18,7 +25,7 @@ pub struct ModelInfo {
     pub context_length: u64,
 }
 
-/// Every model a job may name.
+/// The presets, as `/v1/models` shows them.
 pub fn models() -> Vec<ModelInfo> {
     PRESETS
         .iter()
@@ -52,18 +59,23 @@ pub enum BaseModel {
     Preset(ModelInfo),
     /// A model an earlier job of the organization produced, in the blob store.
     Trained(crate::store::models::ModelRow),
+    /// A folder of the models folder, loadable or not (callers refuse the unloadable ones with
+    /// their reason).
+    Local(local::LocalModel),
 }
 
-/// Resolves `id` for `org_id`: a preset, or one of the organization's trained models.
+/// Resolves `id` for `org_id`: a preset, one of the organization's trained models, or a folder of
+/// this process's models folder.
 pub async fn resolve(
-    db: &crate::store::Db,
+    state: &AppState,
     org_id: &str,
     id: &str,
 ) -> Result<Option<BaseModel>, sqlx::Error> {
     if let Some(m) = find_model(id) {
         return Ok(Some(BaseModel::Preset(m)));
     }
-    Ok(crate::store::models::get_model(db, org_id, id)
-        .await?
-        .map(BaseModel::Trained))
+    if let Some(m) = crate::store::models::get_model(&state.db, org_id, id).await? {
+        return Ok(Some(BaseModel::Trained(m)));
+    }
+    Ok(state.local_models.get(id).await.map(BaseModel::Local))
 }

@@ -34,6 +34,11 @@ pub struct Settings {
     /// Time limit for ordinary API requests (uploads and streams are exempt), in seconds.
     #[arg(long, env = "WICK_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
+    /// Folder of Hugging Face model folders offered as base models, one subfolder per model, named
+    /// by the folder (default: `<data-dir>/models`; none there means no local models). Remote
+    /// workers need the same folders under their own setting.
+    #[arg(long, env = "WICK_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -49,6 +54,7 @@ impl Settings {
             threads_per_job: 0,
             trainer_exe: None,
             request_timeout_secs: 60,
+            models_dir: None,
         }
     }
 
@@ -58,6 +64,14 @@ impl Settings {
 
     pub fn admin_key_path(&self) -> PathBuf {
         self.data_dir.join("admin_key")
+    }
+
+    /// The folder of local base models: `models_dir` when set, else `<data_dir>/models` (which
+    /// need not exist: then there are no local models).
+    pub fn local_models_dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models"))
     }
 }
 

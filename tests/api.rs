@@ -552,6 +552,151 @@ async fn models_and_unknown_routes(backend: Backend) {
     );
 }
 
+/// A models folder with one loadable tiny Llama and two folders that cannot be loaded.
+fn models_folder() -> (tempfile::TempDir, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = (0..100)
+        .map(|i| format!("The cat number {i} sat on the mat. q{i} a{i}"))
+        .collect();
+    let parameters = common::tiny_llama_folder(&dir.path().join("tiny-llama"), &texts);
+    let gpt2 = dir.path().join("gpt2-small");
+    std::fs::create_dir_all(&gpt2).unwrap();
+    std::fs::write(
+        gpt2.join("config.json"),
+        r#"{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 768}"#,
+    )
+    .unwrap();
+    let no_tokenizer = dir.path().join("no-tokenizer");
+    common::tiny_llama_folder(&no_tokenizer, &texts);
+    std::fs::remove_file(no_tokenizer.join("tokenizer.json")).unwrap();
+    (dir, parameters)
+}
+
+async fn local_models_are_listed_trained_from_and_chatted_with(backend: Backend) {
+    let (models_dir, parameters) = models_folder();
+    let path = models_dir.path().to_path_buf();
+    let app = spawn_app_with(backend, |s| s.models_dir = Some(path)).await;
+    let key = &app.admin_key;
+
+    // Listed for every organization, loadable or with the reason it is not.
+    let other = app.key_for_org("other").await;
+    for k in [key, &other] {
+        let (s, models) = app.get(k, "/v1/models").await;
+        assert_eq!(s, 200);
+        let local: Vec<&Value> = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["kind"] == "local")
+            .collect();
+        let ids: Vec<&str> = local.iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(
+            ids,
+            ["gpt2-small", "no-tokenizer", "tiny-llama"],
+            "{models}"
+        );
+        let tiny = local[2];
+        assert_eq!(tiny["loadable"], true, "{tiny}");
+        assert_eq!(tiny["owned_by"], "local");
+        assert_eq!(tiny["object"], "model");
+        assert_eq!(tiny["parameters"], parameters);
+        assert_eq!(tiny["context_length"], 128);
+        assert_eq!(tiny["architecture"], "LlamaForCausalLM");
+        assert_eq!(tiny["chat_template"], true);
+        assert!(tiny["created"].as_i64().unwrap() > 0);
+        assert_eq!(local[0]["loadable"], false);
+        assert!(
+            local[0]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("config.json: unsupported architecture GPT2LMHeadModel"),
+            "{}",
+            local[0]
+        );
+        assert_eq!(
+            (local[1]["loadable"].as_bool(), local[1]["reason"].as_str()),
+            (Some(false), Some("no tokenizer.json"))
+        );
+    }
+    let (s, m) = app.get(&other, "/v1/models/tiny-llama").await;
+    assert_eq!((s, m["kind"].as_str()), (200, Some("local")));
+    let (s, m) = app.get(key, "/v1/models/gpt2-small").await;
+    assert_eq!((s, m["loadable"].as_bool()), (200, Some(false)));
+    let (s, _) = app.get(key, "/v1/models/%2E%2E%2Fdata").await;
+    assert_eq!(s, 404);
+
+    // Jobs may start from a loadable folder only.
+    let (_, chat) = app
+        .upload(key, "fine-tune", "a.jsonl", good_chat_file(3))
+        .await;
+    let chat = chat["id"].as_str().unwrap();
+    for (model, says) in [
+        ("gpt2-small", "GPT2LMHeadModel"),
+        ("no-tokenizer", "no tokenizer.json"),
+    ] {
+        let (s, e) = app
+            .post(
+                key,
+                "/v1/fine_tuning/jobs",
+                &json!({"model": model, "training_file": chat}),
+            )
+            .await;
+        assert_eq!(
+            (s, e["error"]["param"].as_str()),
+            (400, Some("model")),
+            "{e}"
+        );
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(says),
+            "{e}"
+        );
+    }
+    let body = json!({"model": "tiny-llama", "training_file": chat, "suffix": "local",
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"max_steps": 5, "max_seq_len": 64}}}});
+    let (s, job) = app.post(key, "/v1/fine_tuning/jobs", &body).await;
+    assert_eq!(
+        (s, job["model"].as_str()),
+        (200, Some("tiny-llama")),
+        "{job}"
+    );
+
+    // The estimate reads the folder's config.
+    let (s, e) = app.post(key, "/v1/estimate", &body).await;
+    assert_eq!(s, 200, "{e}");
+    assert_eq!(e["parameters"], parameters);
+    assert_eq!(e["total_steps"], 5);
+    let (s, e) = app
+        .post(
+            key,
+            "/v1/estimate",
+            &json!({"model": "no-tokenizer", "training_file": chat}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("model")),
+        "{e}"
+    );
+
+    // And it chats, straight from its folder.
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "The cat"}], "max_tokens": 5, "seed": 1});
+    let (s, c) = app
+        .post(&other, "/v1/chat/completions", &ask("tiny-llama"))
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["model"], "tiny-llama");
+    assert!(c["choices"][0]["message"]["content"].is_string(), "{c}");
+    let (s, e) = app
+        .post(key, "/v1/chat/completions", &ask("no-tokenizer"))
+        .await;
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("model")),
+        "{e}"
+    );
+    assert!(!app.data_dir.join("cache").exists(), "nothing was copied");
+}
+
 on_both_stores!(
     upload_round_trip_reports_every_bad_line,
     purpose_after_file_gives_the_same_report,
@@ -562,4 +707,5 @@ on_both_stores!(
     job_errors_name_the_bad_param,
     jobs_are_listed_paginated_and_cancellable,
     models_and_unknown_routes,
+    local_models_are_listed_trained_from_and_chatted_with,
 );

@@ -254,6 +254,13 @@ async fn trained_models_chat_download_and_estimate() {
     assert!((e["total_flops"].as_f64().unwrap() - flops).abs() <= 1e-6 * flops);
     assert_eq!(e["total_steps"], 30);
     assert!(e["expected_seconds"].as_f64().unwrap() > 0.0);
+    // A trained model as the base: the figures come from its config.json in the blob store.
+    let mut again = job_body(file);
+    again["model"] = json!(model);
+    let (s, t) = app.post(key, "/v1/estimate", &again).await;
+    assert_eq!(s, 200, "{t}");
+    let trained_parameters = t["parameters"].as_u64().unwrap();
+    assert!(trained_parameters > 0 && trained_parameters <= e["parameters"].as_u64().unwrap());
     let (s, bad) = app
         .post(
             key,

@@ -179,3 +179,46 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
     assert_eq!(s, 200, "{c}");
     assert!(c["choices"][0]["message"]["content"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lora_fine_tuning_of_a_local_base_model_through_the_api() {
+    let models = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = sums(300, 1)
+        .iter()
+        .map(|(q, a)| format!("{q} {a}."))
+        .collect();
+    let folder = models.path().join("tiny-base");
+    common::tiny_llama_folder(&folder, &texts);
+    let files_before = std::fs::read_dir(&folder).unwrap().count();
+    let path = models.path().to_path_buf();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.worker_slots = 1;
+        s.models_dir = Some(path);
+    })
+    .await;
+    let key = &app.admin_key;
+    let train = upload(&app, "fine-tune", chat_file(&sums(100, 2))).await;
+    let tuned = run(
+        &app,
+        json!({"model": "tiny-base", "training_file": train, "suffix": "sums", "seed": 2,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {
+            "max_steps": 10, "batch_size": 4, "learning_rate": 3e-3, "max_seq_len": 64,
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}}}}),
+    )
+    .await;
+    let id = tuned["id"].as_str().unwrap();
+    assert_eq!(tuned["model"], "tiny-base");
+    let name = format!("ft:tiny-base:sums:{id}");
+    assert_eq!(tuned["fine_tuned_model"], name.as_str());
+
+    // The result is one of the organization's models, based on the local one.
+    let (s, m) = app.get(key, &format!("/v1/models/{name}")).await;
+    assert_eq!(
+        (s, m["kind"].as_str(), m["base_model"].as_str()),
+        (200, Some("fine-tuned"), Some("tiny-base"))
+    );
+    let (s, c) = app.post(key, "/v1/chat/completions", &json!({"model": name, "messages": [{"role": "user", "content": "What is 2 plus 3?"}], "max_tokens": 4, "temperature": 0})).await;
+    assert_eq!(s, 200, "{c}");
+    // Training read the folder in place and left it as it was.
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), files_before);
+}

@@ -236,15 +236,17 @@ async function newJobPage() {
   const usable = files.data.filter((f) => f.status === 'processed');
 
   const method = h('select', { name: 'method' }, h('option', { value: 'pretrain' }, 'Pretrain from scratch'), h('option', { value: 'sft' }, 'Supervised fine-tuning (full)'), h('option', { value: 'lora' }, 'Supervised fine-tuning (LoRA)'));
-  // Presets (architectures to pretrain from scratch) first; trained models can be fine-tuned further.
+  // Presets (architectures to pretrain from scratch) first; trained and local models can be fine-tuned further.
   const presets = models.data.filter((m) => !m.kind || m.kind === 'preset');
-  const trained = models.data.filter((m) => m.kind && m.kind !== 'preset');
+  const trained = models.data.filter((m) => m.kind && m.kind !== 'preset' && m.kind !== 'local');
+  const local = models.data.filter((m) => m.kind === 'local' && m.loadable);
   const model = h('select', { name: 'model' });
   function fillModels() {
     const opt = (m) => h('option', { value: m.id }, `${m.id}${m.parameters ? ` · ${fmtSI(m.parameters)} params` : ''}`);
     const keep = model.value;
     model.replaceChildren(h('optgroup', { label: 'Presets' }, presets.map(opt)),
-      method.value !== 'pretrain' && trained.length ? h('optgroup', { label: 'Your models' }, trained.map((m) => h('option', { value: m.id }, `${m.id} (${m.kind})`))) : null);
+      method.value !== 'pretrain' && trained.length ? h('optgroup', { label: 'Your models' }, trained.map((m) => h('option', { value: m.id }, `${m.id} (${m.kind})`))) : null,
+      method.value !== 'pretrain' && local.length ? h('optgroup', { label: 'Local models' }, local.map(opt)) : null);
     if ([...model.options].some((o) => o.value === keep)) model.value = keep;
   }
   const train = h('select', { name: 'training_file' });
@@ -568,7 +570,7 @@ async function jobPage(id) {
 async function playgroundPage() {
   view.append(h('h1', {}, 'Playground'));
   const [models, jobs] = await Promise.all([api('/v1/models'), api('/v1/fine_tuning/jobs?limit=100').catch(() => ({ data: [] }))]);
-  const ids = new Set(models.data.filter((m) => m.kind && m.kind !== 'preset').map((m) => m.id));
+  const ids = new Set(models.data.filter((m) => m.kind && m.kind !== 'preset' && m.loadable !== false).map((m) => m.id));
   for (const j of jobs.data) if (j.fine_tuned_model) ids.add(j.fine_tuned_model);
   const want = new URLSearchParams(location.hash.split('?')[1] || '').get('model');
   if (want) ids.add(want);

@@ -1,9 +1,11 @@
-//! `POST /v1/chat/completions`: OpenAI's chat API over the models jobs produced, with streaming
-//! (`stream: true` answers OpenAI's `chat.completion.chunk` events and `data: [DONE]`).
+//! `POST /v1/chat/completions`: OpenAI's chat API over the models jobs produced and the server's
+//! local base models, with streaming (`stream: true` answers OpenAI's `chat.completion.chunk`
+//! events and `data: [DONE]`).
 //! Generation runs on a blocking thread, so it never stalls the async runtime; training runs in
 //! its own processes and is not slowed by the API's threads.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -21,7 +23,7 @@ use crate::auth::Auth;
 use crate::chat::template::ChatMessage;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, now, unix};
-use crate::infer::engine::{GenerateParams, InferError};
+use crate::infer::engine::{GenerateParams, InferError, LoadedModel};
 use crate::store::models;
 
 pub fn router() -> Router<AppState> {
@@ -144,28 +146,84 @@ fn infer_error(e: InferError) -> ApiError {
     }
 }
 
+/// The model `id` to chat with: one of the organization's trained models or a local folder.
+async fn load_model(state: &AppState, org_id: &str, id: &str) -> ApiResult<Arc<LoadedModel>> {
+    if let Some(row) = models::get_model(&state.db, org_id, id).await? {
+        let prefix = row.blob_path.clone().unwrap_or_default();
+        let cache = state.settings.data_dir.join("cache").join("models").join(
+            row.job_id
+                .clone()
+                .unwrap_or_else(|| row.id.replace(':', "_")),
+        );
+        return Ok(state
+            .models
+            .get(&row.id, &state.blobs, &prefix, cache)
+            .await?);
+    }
+    let Some(local) = state.local_models.get(id).await else {
+        return Err(ApiError::Client {
+            status: axum::http::StatusCode::NOT_FOUND,
+            code: "model_not_found",
+            message: format!(
+                "no model {id:?} to chat with; GET /v1/models lists them (presets are untrained and cannot chat)"
+            ),
+            param: Some("model".into()),
+        });
+    };
+    let info = local.info().ok_or_else(|| {
+        ApiError::invalid_param(
+            "model",
+            format!(
+                "local model {id} cannot be loaded: {}",
+                local.unloadable_reason().unwrap_or_default()
+            ),
+        )
+    })?;
+    let key = format!("local:{id}:{:x}", local.version);
+    // Weights load as f32; running out of memory would abort the whole server.
+    let need = info.parameters * 4;
+    if !state.models.is_loaded(&key)
+        && let Some(available) = crate::train::trainer::available_memory_bytes()
+        && need > available
+    {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(ApiError::Client {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            code: "insufficient_memory",
+            message: format!(
+                "local model {id} needs about {:.1} GiB to load and this server has {:.1} GiB available",
+                gib(need),
+                gib(available)
+            ),
+            param: Some("model".into()),
+        });
+    }
+    state
+        .models
+        .get_local(&key, &local.path)
+        .await
+        .map_err(|e| match e.downcast_ref::<InferError>() {
+            // The folder changed since it was checked, or fails in a way the check cannot see.
+            Some(e) => ApiError::Client {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                code: "model_not_loadable",
+                message: format!(
+                    "local model {id} failed to load: {}",
+                    e.to_string().replace(&local.path.display().to_string(), id)
+                ),
+                param: Some("model".into()),
+            },
+            None => ApiError::Internal(e),
+        })
+}
+
 async fn chat_completions(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> ApiResult<Response> {
     let (messages, params) = check(&req)?;
-    let row = models::get_model(&state.db, &caller.org_id, &req.model).await?.ok_or_else(|| ApiError::Client {
-        status: axum::http::StatusCode::NOT_FOUND,
-        code: "model_not_found",
-        message: format!("no trained model {:?}; GET /v1/models lists them (presets are untrained and cannot chat)", req.model),
-        param: Some("model".into()),
-    })?;
-    let prefix = row.blob_path.clone().unwrap_or_default();
-    let cache = state.settings.data_dir.join("cache").join("models").join(
-        row.job_id
-            .clone()
-            .unwrap_or_else(|| row.id.replace(':', "_")),
-    );
-    let model = state
-        .models
-        .get(&row.id, &state.blobs, &prefix, cache)
-        .await?;
+    let model = load_model(&state, &caller.org_id, &req.model).await?;
     let prompt = {
         let (model, messages) = (model.clone(), messages.clone());
         tokio::task::spawn_blocking(move || model.chat_prompt(&messages))
@@ -175,7 +233,7 @@ async fn chat_completions(
     };
     let id = new_id("chatcmpl");
     let created = unix(now());
-    let name = row.id.clone();
+    let name = req.model.clone();
     if !req.stream {
         let generation =
             tokio::task::spawn_blocking(move || model.generate(&prompt, &params, |_| true))

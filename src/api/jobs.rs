@@ -85,17 +85,27 @@ async fn create_job(
 ) -> ApiResult<axum::Json<Value>> {
     spec.validate()
         .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
-    if catalog::resolve(&state.db, &caller.org_id, &spec.model)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::invalid_param(
-            "model",
-            format!(
-                "unknown model {:?}; GET /v1/models lists the models you can start from",
-                spec.model
-            ),
-        ));
+    match catalog::resolve(&state, &caller.org_id, &spec.model).await? {
+        None => {
+            return Err(ApiError::invalid_param(
+                "model",
+                format!(
+                    "unknown model {:?}; GET /v1/models lists the models you can start from",
+                    spec.model
+                ),
+            ));
+        }
+        Some(catalog::BaseModel::Local(m)) if m.info().is_none() => {
+            return Err(ApiError::invalid_param(
+                "model",
+                format!(
+                    "local model {} cannot be trained from: {}",
+                    m.id,
+                    m.unloadable_reason().unwrap_or_default()
+                ),
+            ));
+        }
+        Some(_) => {}
     }
     let kind = spec.method.kind;
     usable_file(

@@ -1,5 +1,5 @@
-//! `/v1/models`: the presets jobs can start from and the models the caller's jobs produced, in
-//! OpenAI's list shape.
+//! `/v1/models`: the presets jobs can start from, the models the caller's jobs produced and the
+//! server's local base models (loadable or not, with the reason), in OpenAI's list shape.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::auth::Auth;
 use crate::catalog;
+use crate::catalog::local::{LocalModel, LocalStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::unix;
 use crate::store::models::{self, ModelRow};
@@ -31,6 +32,30 @@ fn trained_object(m: &ModelRow) -> Value {
     })
 }
 
+fn local_object(m: &LocalModel) -> Value {
+    let mut v = json!({
+        "id": m.id,
+        "object": "model",
+        "created": m.created,
+        "owned_by": "local",
+        "kind": "local",
+    });
+    let extra = match &m.status {
+        LocalStatus::Loadable(info) => json!({
+            "loadable": true,
+            "parameters": info.parameters,
+            "context_length": info.config.max_position_embeddings,
+            "architecture": info.config.architecture.class_name(),
+            "chat_template": info.chat_template,
+        }),
+        LocalStatus::Unloadable(reason) => json!({"loadable": false, "reason": reason}),
+    };
+    if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
+        v.extend(extra);
+    }
+    v
+}
+
 async fn list_models(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -41,6 +66,7 @@ async fn list_models(
         .map(trained_object)
         .collect();
     data.extend(catalog::models().into_iter().map(|m| json!(m)));
+    data.extend(state.local_models.list().await.iter().map(local_object));
     Ok(axum::Json(json!({"object": "list", "data": data})))
 }
 
@@ -52,8 +78,13 @@ async fn get_model(
     if let Some(m) = catalog::find_model(&id) {
         return Ok(axum::Json(json!(m)));
     }
-    let m = models::get_model(&state.db, &caller.org_id, &id)
-        .await?
+    if let Some(m) = models::get_model(&state.db, &caller.org_id, &id).await? {
+        return Ok(axum::Json(trained_object(&m)));
+    }
+    let m = state
+        .local_models
+        .get(&id)
+        .await
         .ok_or_else(|| ApiError::not_found("model", &id))?;
-    Ok(axum::Json(trained_object(&m)))
+    Ok(axum::Json(local_object(&m)))
 }

@@ -48,6 +48,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     pub bos_token: String,
     pub eos_token: String,
+    /// Whether the template is the model's own (false: the ChatML fallback).
+    pub from_model: bool,
 }
 
 fn raise_exception(msg: String) -> Result<Value, Error> {
@@ -68,17 +70,20 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
+            from_model: true,
         })
     }
 
     /// The template of the model folder `dir`: `chat_template` from its `tokenizer_config.json`
-    /// (a string, or the `default` of a list of named templates), else `chat_template.jinja`,
-    /// else ChatML.
+    /// (a string, or the `default` of a list of named templates), else `chat_template.jinja`
+    /// (where transformers 4.47 and later save it), else ChatML.
     pub fn from_model_dir(dir: &Path) -> Result<Self, TemplateError> {
+        let read_error = |path: &Path, e: &dyn std::fmt::Display| {
+            TemplateError::Read(path.display().to_string(), e.to_string())
+        };
         let path = dir.join("tokenizer_config.json");
         let config: serde_json::Value = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| TemplateError::Read(path.display().to_string(), e.to_string()))?,
+            Ok(text) => serde_json::from_str(&text).map_err(|e| read_error(&path, &e))?,
             Err(_) => serde_json::Value::Null,
         };
         let token = |key: &str| match &config[key] {
@@ -90,20 +95,23 @@ impl ChatTemplate {
                 .to_string(),
             _ => String::new(),
         };
-        // Newer folders keep the template in chat_template.jinja; older configs may hold a list of
-        // named templates, of which "default" is the chat one.
-        let jinja = std::fs::read_to_string(dir.join("chat_template.jinja")).ok();
         let named_default = config["chat_template"].as_array().and_then(|list| {
             list.iter()
                 .find(|t| t["name"] == "default")
                 .and_then(|t| t["template"].as_str())
         });
-        let source = config["chat_template"]
-            .as_str()
-            .or(named_default)
-            .or(jinja.as_deref())
-            .unwrap_or(CHATML_TEMPLATE);
-        Self::new(source, &token("bos_token"), &token("eos_token"))
+        let jinja = dir.join("chat_template.jinja");
+        let own = match config["chat_template"].as_str().or(named_default) {
+            Some(s) => Some(s.to_string()),
+            None if jinja.is_file() => {
+                Some(std::fs::read_to_string(&jinja).map_err(|e| read_error(&jinja, &e))?)
+            }
+            None => None,
+        };
+        let source = own.as_deref().unwrap_or(CHATML_TEMPLATE);
+        let mut template = Self::new(source, &token("bos_token"), &token("eos_token"))?;
+        template.from_model = own.is_some();
+        Ok(template)
     }
 
     /// Renders `messages`, ending with the assistant's opening when `add_generation_prompt`.
@@ -149,6 +157,31 @@ mod tests {
             t.render(&msgs, true).unwrap(),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"
         );
+    }
+
+    #[test]
+    fn a_folder_template_comes_from_tokenizer_config_then_chat_template_jinja() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = ChatTemplate::from_model_dir(dir.path()).unwrap();
+        assert!(!t.from_model, "an empty folder falls back to ChatML");
+        std::fs::write(
+            dir.path().join("chat_template.jinja"),
+            "J{{ messages[0].content }}",
+        )
+        .unwrap();
+        let msgs = [ChatMessage::new("user", "hi")];
+        let t = ChatTemplate::from_model_dir(dir.path()).unwrap();
+        assert_eq!(
+            (t.from_model, t.render(&msgs, false).unwrap()),
+            (true, "Jhi".into())
+        );
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"chat_template": "C{{ messages[0].content }}"}"#,
+        )
+        .unwrap();
+        let t = ChatTemplate::from_model_dir(dir.path()).unwrap();
+        assert_eq!(t.render(&msgs, false).unwrap(), "Chi");
     }
 
     #[test]

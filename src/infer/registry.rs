@@ -1,8 +1,8 @@
 //! The models this process has loaded, least recently used first out, so a second request to the
 //! same model is fast and memory stays bounded. Trained models are copied from the blob store to a
-//! local cache folder the first time they are needed.
+//! local cache folder the first time they are needed; local base models load from their folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::engine::LoadedModel;
@@ -33,6 +33,12 @@ impl Registry {
         Some(model)
     }
 
+    /// Whether `id` is loaded now.
+    pub fn is_loaded(&self, id: &str) -> bool {
+        let loaded = self.loaded.lock().expect("registry lock");
+        loaded.iter().any(|(k, _)| k == id)
+    }
+
     /// The model `id`, whose files are under `blob_prefix`, loading it (off the async runtime) if
     /// it is not loaded yet.
     pub async fn get(
@@ -54,12 +60,30 @@ impl Registry {
         }
         let model =
             Arc::new(tokio::task::spawn_blocking(move || LoadedModel::load(&cache_dir)).await??);
+        Ok(self.keep(id, model))
+    }
+
+    /// The model in the folder `dir`, loaded from there (nothing is copied) if `key` is not
+    /// loaded yet. `key` should change when the folder's files do, so a replaced model reloads.
+    /// Errors from reading the folder are [`crate::infer::engine::InferError`]s.
+    pub async fn get_local(&self, key: &str, dir: &Path) -> anyhow::Result<Arc<LoadedModel>> {
+        if let Some(m) = self.cached(key) {
+            return Ok(m);
+        }
+        let dir = dir.to_path_buf();
+        let model = tokio::task::spawn_blocking(move || LoadedModel::load(&dir)).await??;
+        Ok(self.keep(key, Arc::new(model)))
+    }
+
+    /// Records `model` as the most recently used, evicting the least recently used beyond
+    /// [`CAPACITY`].
+    fn keep(&self, id: &str, model: Arc<LoadedModel>) -> Arc<LoadedModel> {
         let mut loaded = self.loaded.lock().expect("registry lock");
         loaded.retain(|(k, _)| k != id);
         loaded.push((id.to_string(), model.clone()));
         while loaded.len() > CAPACITY {
             loaded.remove(0);
         }
-        Ok(model)
+        model
     }
 }

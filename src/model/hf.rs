@@ -48,37 +48,7 @@ pub fn load_weights(
     dtype: DType,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>, HfError> {
-    let single = dir.join("model.safetensors");
-    let index = dir.join("model.safetensors.index.json");
-    let files: Vec<PathBuf> = if single.exists() {
-        vec![single]
-    } else if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(io(&index))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| HfError::Weights {
-            path: index.clone(),
-            message: e.to_string(),
-        })?;
-        let map = v
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| HfError::Weights {
-                path: index.clone(),
-                message: "no weight_map".into(),
-            })?;
-        let mut shards: Vec<String> = map
-            .values()
-            .filter_map(Value::as_str)
-            .map(String::from)
-            .collect();
-        shards.sort();
-        shards.dedup();
-        shards.into_iter().map(|s| dir.join(s)).collect()
-    } else {
-        return Err(HfError::Weights {
-            path: dir.to_path_buf(),
-            message: "neither model.safetensors nor model.safetensors.index.json found".into(),
-        });
-    };
+    let files = weight_files(dir)?;
     let mut all = HashMap::new();
     for f in &files {
         let loaded = candle_core::safetensors::load(f, device).map_err(|e| HfError::Weights {
@@ -114,6 +84,146 @@ pub fn load_weights(
         });
     }
     Ok(out)
+}
+
+/// The safetensors files of a model folder: `model.safetensors`, else every shard that
+/// `model.safetensors.index.json` names, each checked to exist inside the folder.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HfError> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    if !index.exists() {
+        return Err(HfError::Weights {
+            path: dir.to_path_buf(),
+            message: "no model.safetensors or model.safetensors.index.json".into(),
+        });
+    }
+    let weights_error = |message: String| HfError::Weights {
+        path: index.clone(),
+        message,
+    };
+    let text = std::fs::read_to_string(&index).map_err(io(&index))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| weights_error(format!("not valid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| weights_error("no weight_map".into()))?;
+    let mut shards: Vec<&str> = map.values().filter_map(Value::as_str).collect();
+    shards.sort();
+    shards.dedup();
+    if shards.is_empty() {
+        return Err(weights_error("weight_map names no files".into()));
+    }
+    let mut files = Vec::with_capacity(shards.len());
+    for shard in shards {
+        let rel = Path::new(shard);
+        let inside = rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(weights_error(format!(
+                "names {shard}, which is outside the folder"
+            )));
+        }
+        let file = dir.join(rel);
+        if !file.is_file() {
+            return Err(weights_error(format!("names {shard}, which is missing")));
+        }
+        files.push(file);
+    }
+    Ok(files)
+}
+
+/// Checks a folder's weights against `cfg` from the safetensors headers alone (the tensors are not
+/// read): every parameter present with the config's shape and a float dtype, and no file shorter
+/// than its header says.
+pub fn check_weight_headers(dir: &Path, cfg: &ModelConfig) -> Result<(), HfError> {
+    use safetensors::Dtype;
+    use std::io::Read;
+    let mut found: HashMap<String, (Dtype, Vec<usize>)> = HashMap::new();
+    for f in weight_files(dir)? {
+        let bad = |message: String| HfError::Weights {
+            path: f.clone(),
+            message,
+        };
+        let mut file = std::fs::File::open(&f).map_err(io(&f))?;
+        let file_len = file.metadata().map_err(io(&f))?.len();
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len)
+            .map_err(|_| bad("too short to be a safetensors file".into()))?;
+        let n = u64::from_le_bytes(len);
+        // safetensors' own limit on the header.
+        if n > 100_000_000 || 8 + n > file_len {
+            return Err(bad(format!(
+                "not a safetensors file (header length {n}, file length {file_len})"
+            )));
+        }
+        let mut header = vec![0u8; n as usize];
+        file.read_exact(&mut header).map_err(io(&f))?;
+        let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("unreadable safetensors header: {e}")))?;
+        if 8 + n + meta.data_len() as u64 > file_len {
+            return Err(bad(format!(
+                "truncated: the header describes {} bytes of tensors, the file holds {}",
+                meta.data_len(),
+                file_len - 8 - n
+            )));
+        }
+        for (name, info) in meta.tensors() {
+            found.insert(name, (info.dtype, info.shape.clone()));
+        }
+    }
+    // Each layer has several tensors; checked before listing the config's (which could be huge).
+    if cfg.num_hidden_layers > found.len() {
+        return Err(HfError::Weights {
+            path: dir.to_path_buf(),
+            message: format!(
+                "the config has {} layers but the weights hold only {} tensors",
+                cfg.num_hidden_layers,
+                found.len()
+            ),
+        });
+    }
+    let mut missing = Vec::new();
+    for (name, shape, _) in cfg.parameter_shapes() {
+        match found.get(&name) {
+            Some((dtype, _))
+                if !matches!(dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64) =>
+            {
+                return Err(HfError::Weights {
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "{name} has dtype {dtype:?}; Wick loads float weights (F32, F16, BF16)"
+                    ),
+                });
+            }
+            Some((_, got)) if *got != shape => {
+                return Err(HfError::Weights {
+                    path: dir.to_path_buf(),
+                    message: format!("{name} has shape {got:?}, the config says {shape:?}"),
+                });
+            }
+            Some(_) => {}
+            None => missing.push(name),
+        }
+    }
+    if !missing.is_empty() {
+        let more = missing.len().saturating_sub(3);
+        missing.truncate(3);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        return Err(HfError::Weights {
+            path: dir.to_path_buf(),
+            message: format!("missing tensors: {}{tail}", missing.join(", ")),
+        });
+    }
+    Ok(())
 }
 
 /// Writes `model.safetensors` with the `{"format": "pt"}` metadata transformers expects.

@@ -464,7 +464,7 @@ fn base_folder(
 }
 
 /// `MemAvailable` from /proc/meminfo (Linux); `None` elsewhere.
-fn available_memory_bytes() -> Option<u64> {
+pub(crate) fn available_memory_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = text
         .lines()

@@ -16,6 +16,7 @@ use super::child::job_file_path;
 use super::protocol::{ChildCommand, ChildJob, ChildMessage};
 use super::results::publish_results;
 use crate::app::AppState;
+use crate::catalog::BaseModel;
 use crate::spec::JobSpec;
 use crate::store::checkpoints;
 use crate::store::events::NewEvent;
@@ -116,16 +117,32 @@ async fn stage(
     }
     let mut spec = spec.clone();
     spec.seed = Some(job.seed as u64);
-    // A trained model as the base: copy its folder here and train from that path.
-    if let Some(crate::catalog::BaseModel::Trained(m)) =
-        crate::catalog::resolve(&state.db, &job.org_id, &job.model).await?
-    {
-        let base = dir.join("base");
-        state
-            .blobs
-            .get_dir(m.blob_path.as_deref().unwrap_or_default(), &base)
-            .await?;
-        spec.model = base.display().to_string();
+    match crate::catalog::resolve(state, &job.org_id, &job.model).await? {
+        Some(BaseModel::Preset(_)) => {}
+        // A trained model as the base: copy its folder here and train from that path.
+        Some(BaseModel::Trained(m)) => {
+            let base = dir.join("base");
+            state
+                .blobs
+                .get_dir(m.blob_path.as_deref().unwrap_or_default(), &base)
+                .await?;
+            spec.model = base.display().to_string();
+        }
+        // A local model: train from this worker's own copy of the folder, in place.
+        Some(BaseModel::Local(m)) => {
+            if let Some(reason) = m.unloadable_reason() {
+                anyhow::bail!(
+                    "local model {} cannot be trained from on this worker: {reason}",
+                    m.id
+                );
+            }
+            spec.model = m.path.display().to_string();
+        }
+        None => anyhow::bail!(
+            "model {} is unknown to this worker (local models are read from its models folder, {})",
+            job.model,
+            state.local_models.dir().display()
+        ),
     }
     Ok(ChildJob {
         job_id: job.id.clone(),

@@ -197,6 +197,30 @@ impl TestApp {
     }
 }
 
+/// Writes a tiny, randomly initialised Llama as a Hugging Face folder at `dir` (config.json,
+/// model.safetensors, tokenizer.json with a ChatML template), as a local base model would be;
+/// returns its parameter count. The tokenizer knows the words of `texts`.
+pub fn tiny_llama_folder(dir: &std::path::Path, texts: &[String]) -> u64 {
+    use candle_core::{DType, Device};
+    let tokenizer = wick::tokenizer::train_bpe(texts.iter(), 300).unwrap();
+    let mut cfg =
+        wick::model::ModelConfig::llama(tokenizer.get_vocab_size(true), 32, 64, 2, 4, 2, 128);
+    cfg.bos_token_id = Some(0);
+    cfg.eos_token_id = Some(0);
+    cfg.pad_token_id = Some(1);
+    let varmap = wick::model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+    let weights = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    wick::model::hf::save_model_folder(dir, &cfg, &weights).unwrap();
+    wick::tokenizer::save_trained(&tokenizer, dir, 128).unwrap();
+    cfg.num_parameters()
+}
+
 /// Runs each listed async test body once against SQLite and once against Postgres.
 #[macro_export]
 macro_rules! on_both_stores {

@@ -11,7 +11,9 @@
 //!    the model stopped by itself) and exact-answer accuracy (the number is also right).
 //! 4. Tokens/s of LoRA vs full fine-tuning, same base, data and settings, in this process.
 //!
-//! `cargo bench --bench sft_demo` (figures in docs/benchmarks.md).
+//! `cargo bench --bench sft_demo` (figures in docs/benchmarks.md). `-- --speed` runs only a
+//! throughput comparison: LoRA vs full fine-tuning, 30 steps each, on two model sizes built with
+//! random weights (no pretraining needed to time a step), back to back in this process.
 
 use std::path::Path;
 use std::time::Instant;
@@ -137,7 +139,76 @@ fn mean_tokens_per_second(p: &RecordingProgress) -> f64 {
     tail.iter().sum::<f64>() / tail.len().max(1) as f64
 }
 
+/// A random-weight model folder of the given shape, with a BPE tokenizer trained on `texts`.
+fn random_model(dir: &Path, texts: &[String], hidden: usize, layers: usize) {
+    use wick::model::{ModelConfig, hf, init_varmap};
+    let tok = wick::tokenizer::train_bpe(texts.iter(), 512).unwrap();
+    let mut cfg = ModelConfig::llama(tok.get_vocab_size(true), hidden, hidden * 3, layers, 8, 4, 256);
+    cfg.eos_token_id = Some(0);
+    cfg.pad_token_id = Some(1);
+    let vm = init_varmap(&cfg, 1, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let w = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    hf::save_model_folder(dir, &cfg, &w).unwrap();
+    wick::tokenizer::save_trained(&tok, dir, 256).unwrap();
+}
+
+fn speed_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (train, _) = pairs();
+    write_lines(
+        &dir.join("chat.jsonl"),
+        train.iter().map(|&(k, a, b)| {
+            let (q, ans) = question(k, a, b);
+            chat_line(&q, &ans)
+        }),
+    );
+    let texts: Vec<String> = train
+        .iter()
+        .map(|&(k, a, b)| {
+            let (q, ans) = question(k, a, b);
+            format!("Reply with the answer only. {q} {ans}")
+        })
+        .collect();
+    for (hidden, layers) in [(128, 2), (512, 8)] {
+        let folder = dir.join(format!("base-{hidden}"));
+        random_model(&folder, &texts, hidden, layers);
+        let base = folder.display().to_string();
+        let mut rates = Vec::new();
+        for lora in [true, false] {
+            let mut h = serde_json::json!({"max_steps": 30, "batch_size": 8, "max_seq_len": 128,
+                "learning_rate": 1e-4, "checkpoint_every": 100000, "eval_every": 100000,
+                "validation_split": 0.0});
+            if lora {
+                h["lora"] = serde_json::json!({"r": 16, "alpha": 32, "dropout": 0.05,
+                    "target_modules": ["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]});
+            }
+            let spec = spec(
+                &base,
+                serde_json::json!({"type": "supervised", "supervised": {"hyperparameters": h}}),
+            );
+            let (secs, p) = run(dir, spec, "chat.jsonl", &format!("out-{hidden}-{lora}"));
+            let tps = mean_tokens_per_second(&p);
+            println!(
+                "hidden {hidden}, {layers} layers: {} {tps:.0} tok/s ({secs:.1} s for 30 steps)",
+                if lora { "LoRA r16 all 7 targets" } else { "full" }
+            );
+            rates.push(tps);
+        }
+        println!("hidden {hidden}: LoRA/full {:.2}x", rates[0] / rates[1]);
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--speed") {
+        return speed_only();
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (train, held) = pairs();

@@ -38,13 +38,23 @@ impl Linear {
     }
 }
 
+/// `x · wᵀ` for `x` (rows, in) and `w` (out, in). A frozen `w` (a plain tensor, as LoRA's base
+/// weights are) goes through [`super::frozen::frozen_matmul`], so backward skips its gradient.
+fn project(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if w.track_op() {
+        x.matmul(&w.t()?)
+    } else {
+        super::frozen::frozen_matmul(x, w)
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?; // (rows, in)
-        let y = x2.matmul(&self.weight.t()?)?; // (rows, out)
+        let y = project(&x2, &self.weight)?; // (rows, out)
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -313,9 +323,7 @@ impl Llama {
             Some(head) => head.forward(&x),
             None => {
                 let c = x.dim(2)?;
-                x.reshape((b * t, c))?
-                    .matmul(&self.embed_tokens.t()?)?
-                    .reshape((b, t, ())) // (B, T, V)
+                project(&x.reshape((b * t, c))?, &self.embed_tokens)?.reshape((b, t, ())) // (B, T, V)
             }
         }
     }

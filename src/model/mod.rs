@@ -5,6 +5,7 @@
 //! one (from plain tensors).
 
 pub mod config;
+pub mod frozen;
 pub mod generate;
 pub mod hf;
 pub mod llama;

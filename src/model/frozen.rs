@@ -1,0 +1,76 @@
+//! The matmul of a frozen weight, `x · Wᵀ`, whose backward pass returns only the input's
+//! gradient. candle's own matmul backward computes the gradients of both operands, so under LoRA
+//! every frozen base projection would still pay for `xᵀ · dy` (about a third of a step's FLOPs)
+//! and throw it away. Forward is the same CPU gemm candle's matmul runs.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+struct FrozenMatmul;
+
+impl CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, k) = x_layout.shape().dims2()?;
+        let (n, k_w) = w_layout.shape().dims2()?;
+        if k != k_w {
+            candle_core::bail!("frozen matmul: x is (_, {k}) but the weight is ({n}, {k_w})");
+        }
+        let w_t = w_layout.transpose(0, 1)?; // (k, n), a view
+        let out = x.matmul(w, (1, rows, n, k), x_layout, &w_t)?;
+        Ok((out, Shape::from((rows, n))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(w)?), None)) // (rows, n) · (n, k)
+    }
+}
+
+/// `x · wᵀ` for `x` (rows, in) and `w` (out, in), where only `x` gets a gradient. Off the CPU it
+/// is the plain matmul.
+pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.matmul(&w.t()?);
+    }
+    x.contiguous()?.apply_op2(w, FrozenMatmul)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn equals_matmul_and_gives_only_the_input_gradient() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (6, 5), &dev).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1., (3, 5), &dev).unwrap();
+        let plain = x.matmul(&w.t().unwrap()).unwrap();
+        let frozen = frozen_matmul(&x, &w).unwrap();
+        let diff = (&plain - &frozen).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+        // d(sum(y · c))/dx through both paths.
+        let c = Tensor::randn(0f32, 1., (6, 3), &dev).unwrap();
+        let g_plain = (&plain * &c).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_frozen = (&frozen * &c).unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (g_plain.get(&x).unwrap(), g_frozen.get(&x).unwrap());
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        assert!(g_frozen.get(&w).is_none(), "the frozen weight gets no gradient");
+    }
+}

@@ -30,7 +30,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// A question of the instruction set and its one right answer.
 fn question(kind: usize, a: u32, b: u32) -> (String, String) {
     match kind {
-        0 => (format!("What is {a} plus {b}?"), format!("Answer: {}", a + b)),
+        0 => (
+            format!("What is {a} plus {b}?"),
+            format!("Answer: {}", a + b),
+        ),
         _ => (
             format!("Which is larger, {a} or {b}?"),
             format!("Answer: {}", a.max(b)),
@@ -121,7 +124,11 @@ fn accuracy(dir: &Path, held: &[(usize, u32, u32)]) -> (f64, f64, Vec<String>) {
         format_ok += usize::from(formatted);
         answer_ok += usize::from(formatted && g.text == want);
         if i < 4 {
-            samples.push(format!("{q} -> {:?} ({})", g.text, g.finish_reason.as_str()));
+            samples.push(format!(
+                "{q} -> {:?} ({})",
+                g.text,
+                g.finish_reason.as_str()
+            ));
         }
     }
     let n = held.len() as f64;
@@ -143,17 +150,19 @@ fn mean_tokens_per_second(p: &RecordingProgress) -> f64 {
 fn random_model(dir: &Path, texts: &[String], hidden: usize, layers: usize) {
     use wick::model::{ModelConfig, hf, init_varmap};
     let tok = wick::tokenizer::train_bpe(texts.iter(), 512).unwrap();
-    let mut cfg = ModelConfig::llama(tok.get_vocab_size(true), hidden, hidden * 3, layers, 8, 4, 256);
+    let mut cfg = ModelConfig::llama(
+        tok.get_vocab_size(true),
+        hidden,
+        hidden * 3,
+        layers,
+        8,
+        4,
+        256,
+    );
     cfg.eos_token_id = Some(0);
     cfg.pad_token_id = Some(1);
     let vm = init_varmap(&cfg, 1, candle_core::DType::F32, &Device::Cpu).unwrap();
-    let w = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let w = wick::model::varmap_tensors(&vm);
     hf::save_model_folder(dir, &cfg, &w).unwrap();
     wick::tokenizer::save_trained(&tok, dir, 256).unwrap();
 }
@@ -197,7 +206,11 @@ fn speed_only() {
             let tps = mean_tokens_per_second(&p);
             println!(
                 "hidden {hidden}, {layers} layers: {} {tps:.0} tok/s ({secs:.1} s for 30 steps)",
-                if lora { "LoRA r16 all 7 targets" } else { "full" }
+                if lora {
+                    "LoRA r16 all 7 targets"
+                } else {
+                    "full"
+                }
             );
             rates.push(tps);
         }
@@ -217,9 +230,19 @@ fn main() {
     let corpus = (0..2000).map(|i| {
         let (a, b) = ((i * 7 + 3) % 20, (i * 13 + 5) % 20);
         let text = match i % 3 {
-            0 => format!("{a} plus {b} is {}. The sum of {a} and {b} is {}.", a + b, a + b),
-            1 => format!("Which is larger, {a} or {b}? Of {a} and {b}, {} is larger.", a.max(b)),
-            _ => format!("Answer with care. {b} and {a} are numbers; {} is their sum.", a + b),
+            0 => format!(
+                "{a} plus {b} is {}. The sum of {a} and {b} is {}.",
+                a + b,
+                a + b
+            ),
+            1 => format!(
+                "Which is larger, {a} or {b}? Of {a} and {b}, {} is larger.",
+                a.max(b)
+            ),
+            _ => format!(
+                "Answer with care. {b} and {a} are numbers; {} is their sum.",
+                a + b
+            ),
         };
         serde_json::json!({ "text": text })
     });
@@ -296,7 +319,10 @@ fn main() {
     // 4. Full fine-tuning of the same base, for speed (and its accuracy for comparison).
     let (t_full, p_full) = run(dir, sft(None), "chat.jsonl", "full");
     let (full_fmt, full_ans, _) = accuracy(&dir.join("full"), &held);
-    let (lora_tps, full_tps) = (mean_tokens_per_second(&p_lora), mean_tokens_per_second(&p_full));
+    let (lora_tps, full_tps) = (
+        mean_tokens_per_second(&p_lora),
+        mean_tokens_per_second(&p_full),
+    );
     println!(
         "after full SFT ({} steps, {t_full:.1} s): exact format {:.1}%, exact answer {:.1}%",
         p_full.steps.len(),

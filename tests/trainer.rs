@@ -291,13 +291,7 @@ fn hf_round_trip_gives_identical_logits() {
         let varmap = init_varmap(&cfg, 9, DType::F32, &CPU).unwrap();
         let model = build(&cfg, &varmap, DType::F32);
         let dir = tempfile::tempdir().unwrap();
-        let weights: HashMap<String, Tensor> = varmap
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let weights: HashMap<String, Tensor> = wick::model::varmap_tensors(&varmap);
         hf::save_model_folder(dir.path(), &cfg, &weights).unwrap();
         let cfg2 = hf::read_config(dir.path()).unwrap();
         assert_eq!(cfg2, cfg);

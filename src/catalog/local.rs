@@ -431,13 +431,7 @@ mod tests {
         let vm =
             crate::model::init_varmap(&cfg, 1, candle_core::DType::F32, &candle_core::Device::Cpu)
                 .unwrap();
-        let w = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let w = crate::model::varmap_tensors(&vm);
         hf::save_model_folder(dir, &cfg, &w).unwrap();
         crate::tokenizer::save_trained(&tokenizer, dir, 64).unwrap();
         cfg

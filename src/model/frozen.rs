@@ -62,15 +62,33 @@ mod tests {
         let w = Tensor::randn(0f32, 1., (3, 5), &dev).unwrap();
         let plain = x.matmul(&w.t().unwrap()).unwrap();
         let frozen = frozen_matmul(&x, &w).unwrap();
-        let diff = (&plain - &frozen).unwrap().abs().unwrap().max_all().unwrap();
+        let diff = (&plain - &frozen)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
         // d(sum(y · c))/dx through both paths.
         let c = Tensor::randn(0f32, 1., (6, 3), &dev).unwrap();
-        let g_plain = (&plain * &c).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_frozen = (&frozen * &c).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_plain = (&plain * &c)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_frozen = (&frozen * &c)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let (a, b) = (g_plain.get(&x).unwrap(), g_frozen.get(&x).unwrap());
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
-        assert!(g_frozen.get(&w).is_none(), "the frozen weight gets no gradient");
+        assert!(
+            g_frozen.get(&w).is_none(),
+            "the frozen weight gets no gradient"
+        );
     }
 }

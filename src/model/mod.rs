@@ -49,6 +49,16 @@ pub fn init_varmap(
     Ok(varmap)
 }
 
+/// The current tensors of every variable of `varmap`, by name (shared storage, not copies).
+pub fn varmap_tensors(
+    varmap: &candle_nn::VarMap,
+) -> std::collections::HashMap<String, candle_core::Tensor> {
+    let data = varmap.data().lock().expect("varmap lock");
+    data.iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
+}
+
 /// A `VarMap` holding the given tensors as trainable variables.
 pub fn varmap_from_tensors(
     tensors: impl IntoIterator<Item = (String, Tensor)>,

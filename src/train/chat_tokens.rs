@@ -47,10 +47,8 @@ pub fn register_chatml(tokenizer: &mut Tokenizer, dir: &Path) -> Result<Vec<u32>
         .into_iter()
         .filter(|t| tokenizer.token_to_id(t).is_none())
         .collect();
-    let added_tokens: Vec<AddedToken> = missing
-        .iter()
-        .map(|t| AddedToken::from(*t, true))
-        .collect();
+    let added_tokens: Vec<AddedToken> =
+        missing.iter().map(|t| AddedToken::from(*t, true)).collect();
     tokenizer
         .add_special_tokens(added_tokens)
         .map_err(|e| TrainError::Unsupported(format!("adding the ChatML tokens: {e}")))?;
@@ -150,7 +148,11 @@ mod tests {
             .build()
             .unwrap();
         let mut tok = Tokenizer::new(model);
-        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"eos_token": "[UNK]"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"eos_token": "[UNK]"}"#,
+        )
+        .unwrap();
         assert!(!has_chat_template(dir.path()));
         let added = register_chatml(&mut tok, dir.path()).unwrap();
         assert_eq!(added, vec![3, 4]);
@@ -162,7 +164,10 @@ mod tests {
             &std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap(),
         )
         .unwrap();
-        assert_eq!(config["eos_token"], "[UNK]", "the rest of the config is kept");
+        assert_eq!(
+            config["eos_token"], "[UNK]",
+            "the rest of the config is kept"
+        );
         assert_eq!(config["added_tokens_decoder"]["4"]["content"], IM_END);
         // The folder now has a template: nothing more is added.
         assert!(register_chatml(&mut tok, dir.path()).unwrap().is_empty());

@@ -386,13 +386,7 @@ mod tests {
         cfg.bos_token_id = Some(0);
         cfg.pad_token_id = Some(1);
         let vm = model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
-        let w = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let w = model::varmap_tensors(&vm);
         hf::save_model_folder(dir, &cfg, &w).unwrap();
         crate::tokenizer::save_trained(&tokenizer, dir, 128).unwrap();
         cfg
@@ -598,13 +592,7 @@ mod tests {
         cfg.tie_word_embeddings = tied;
         cfg.eos_token_id = tok.token_to_id("</s>");
         let vm = model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
-        let w = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let w = model::varmap_tensors(&vm);
         hf::save_model_folder(dir, &cfg, &w).unwrap();
         cfg
     }

@@ -61,10 +61,7 @@ impl FullModel {
 
     /// The current weights under their Hugging Face names.
     pub fn weights(&self) -> HashMap<String, Tensor> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        data.iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect()
+        model::varmap_tensors(&self.varmap)
     }
 }
 

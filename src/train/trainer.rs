@@ -414,13 +414,7 @@ pub(super) fn prepare_start(
         cfg.pad_token_id = Some(ids.pad);
         tok::save_trained(&tokenizer, out, cfg.max_position_embeddings)?;
         let varmap = model::init_varmap(&cfg, hp.seed, dtype, device)?;
-        let weights = varmap
-            .data()
-            .lock()
-            .expect("varmap lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let weights = model::varmap_tensors(&varmap);
         return Ok(Start {
             cfg,
             weights,

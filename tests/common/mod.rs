@@ -209,13 +209,7 @@ pub fn tiny_llama_folder(dir: &std::path::Path, texts: &[String]) -> u64 {
     cfg.eos_token_id = Some(0);
     cfg.pad_token_id = Some(1);
     let varmap = wick::model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
-    let weights = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let weights = wick::model::varmap_tensors(&varmap);
     wick::model::hf::save_model_folder(dir, &cfg, &weights).unwrap();
     wick::tokenizer::save_trained(&tokenizer, dir, 128).unwrap();
     cfg.num_parameters()

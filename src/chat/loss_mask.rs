@@ -450,7 +450,8 @@ mod tests {
     fn chatml_mask_matches_hand_written() {
         let tok = tiny_tokenizer(&["<|im_start|>", "<|im_end|>", "<|endoftext|>"]);
         let tmpl = ChatTemplate::new(CHATML_TEMPLATE, "", "<|endoftext|>").unwrap();
-        let out = tokenize_chat(&tok, &tmpl, &conversation(), None, 1000, Overlength::Drop).unwrap();
+        let out =
+            tokenize_chat(&tok, &tmpl, &conversation(), None, 1000, Overlength::Drop).unwrap();
         let ex = out.example().unwrap();
         assert!(!ex.truncated);
         check(&tok, &ex, CHATML_EXPECTED);
@@ -473,7 +474,15 @@ mod tests {
     #[test]
     fn llama3_mask_matches_hand_written() {
         let tok = llama3_tokenizer();
-        let out = tokenize_chat(&tok, &llama3(), &conversation(), None, 1000, Overlength::Drop).unwrap();
+        let out = tokenize_chat(
+            &tok,
+            &llama3(),
+            &conversation(),
+            None,
+            1000,
+            Overlength::Drop,
+        )
+        .unwrap();
         check(&tok, &out.example().unwrap(), LLAMA3_EXPECTED);
     }
 
@@ -548,10 +557,17 @@ mod tests {
             &text[spans[1].clone()],
             "<tool_call>\n{\"name\":\"weather\",\"arguments\":\"{}\"}\n</tool_call><|im_end|>"
         );
-        let ex = tokenize_chat(&tok, &tmpl, &msgs, Some(&line["tools"]), 1000, Overlength::Drop)
-            .unwrap()
-            .example()
-            .unwrap();
+        let ex = tokenize_chat(
+            &tok,
+            &tmpl,
+            &msgs,
+            Some(&line["tools"]),
+            1000,
+            Overlength::Drop,
+        )
+        .unwrap()
+        .example()
+        .unwrap();
         // Split into turns at <|im_start|>; per turn, the masked tokens.
         let start = tok.token_to_id("<|im_start|>").unwrap();
         let end = tok.token_to_id("<|im_end|>").unwrap();
@@ -571,7 +587,11 @@ mod tests {
                 assert_eq!(m, u8::from(want), "turn {t} token {k}");
             }
             if trained {
-                assert_eq!(turn[turn.len() - 2], (end, 1), "turn {t} trains its <|im_end|>");
+                assert_eq!(
+                    turn[turn.len() - 2],
+                    (end, 1),
+                    "turn {t} trains its <|im_end|>"
+                );
             }
         }
     }

@@ -138,7 +138,11 @@ pub fn run_sft_job(
             .as_ref()
             .is_some_and(|a| a.contains_key(&embed_key));
     if !added.is_empty() || grown {
-        tracing::info!(?added, vocab = start.cfg.vocab_size, "registered ChatML tokens");
+        tracing::info!(
+            ?added,
+            vocab = start.cfg.vocab_size,
+            "registered ChatML tokens"
+        );
     }
     let cfg = start.cfg.clone();
     // prepare_start left the model's tokenizer files (chat template included) in output_dir.
@@ -570,17 +574,35 @@ mod tests {
         for t in TOPICS {
             words.extend([format!("{t}"), format!("{t}."), format!("Sure, {t}")]);
         }
-        words.extend(["please.", "Sure,", "are", "nice.", "More?", "system", "user", "assistant"].map(String::from));
+        words.extend(
+            [
+                "please.",
+                "Sure,",
+                "are",
+                "nice.",
+                "More?",
+                "system",
+                "user",
+                "assistant",
+            ]
+            .map(String::from),
+        );
         words.sort();
         words.dedup();
-        let vocab = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32)).collect();
+        let vocab = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as u32))
+            .collect();
         let model = tokenizers::models::wordlevel::WordLevel::builder()
             .vocab(vocab)
             .unk_token("[UNK]".into())
             .build()
             .unwrap();
         let mut tok = Tokenizer::new(model);
-        tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::WhitespaceSplit));
+        tok.with_pre_tokenizer(Some(
+            tokenizers::pre_tokenizers::whitespace::WhitespaceSplit,
+        ));
         std::fs::create_dir_all(dir).unwrap();
         tok.save(dir.join("tokenizer.json"), false).unwrap();
         std::fs::write(
@@ -606,7 +628,8 @@ mod tests {
             let mut hyper = serde_json::json!({"batch_size": 2, "max_seq_len": 128,
                 "max_steps": 4, "learning_rate": 1e-2});
             if lora {
-                hyper["lora"] = serde_json::json!({"r": 4, "alpha": 8, "target_modules": ["q_proj"]});
+                hyper["lora"] =
+                    serde_json::json!({"r": 4, "alpha": 8, "target_modules": ["q_proj"]});
             }
             run_job(&job(dir.path(), hyper, "out"), &mut NoProgress).unwrap();
             let out = dir.path().join("out");
@@ -629,17 +652,33 @@ mod tests {
             assert_eq!(emb.dims()[0], base_cfg.vocab_size + 2);
             let mean = base["model.embed_tokens.weight"].mean_keepdim(0).unwrap();
             let im_end_row = emb.narrow(0, base_cfg.vocab_size + 1, 1).unwrap();
-            let moved = (im_end_row - &mean).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(moved.to_scalar::<f32>().unwrap() > 0.0, "the <|im_end|> row was trained");
+            let moved = (im_end_row - &mean)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(
+                moved.to_scalar::<f32>().unwrap() > 0.0,
+                "the <|im_end|> row was trained"
+            );
             if lora {
                 let a = out.join("adapter");
                 let cfg: serde_json::Value = serde_json::from_str(
                     &std::fs::read_to_string(a.join("adapter_config.json")).unwrap(),
                 )
                 .unwrap();
-                let want = if tied { serde_json::json!(["embed_tokens"]) } else { serde_json::json!(["embed_tokens", "lm_head"]) };
+                let want = if tied {
+                    serde_json::json!(["embed_tokens"])
+                } else {
+                    serde_json::json!(["embed_tokens", "lm_head"])
+                };
                 assert_eq!(cfg["modules_to_save"], want);
-                let t = candle_core::safetensors::load(a.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+                let t = candle_core::safetensors::load(
+                    a.join("adapter_model.safetensors"),
+                    &Device::Cpu,
+                )
+                .unwrap();
                 assert!(t.contains_key("base_model.model.model.embed_tokens.weight"));
                 assert_eq!(t.contains_key("base_model.model.lm_head.weight"), !tied);
             }

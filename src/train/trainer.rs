@@ -300,7 +300,9 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
     let named = trainee.named_vars(&job.output_dir)?;
     let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
     let mut opt = AdamW::new(named, hp.adamw)?;
-    let state = start.state.unwrap_or_else(|| TrainerState::new(total_steps, hp.seed));
+    let state = start
+        .state
+        .unwrap_or_else(|| TrainerState::new(total_steps, hp.seed));
     if let Some(moments) = start.optimizer {
         opt.load_state(moments, state.step)?;
     }

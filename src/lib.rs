@@ -38,6 +38,8 @@ pub mod spec;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod tokenizer;
 pub mod train;
 pub mod worker;

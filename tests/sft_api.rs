@@ -101,21 +101,12 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
     );
 
     // The PEFT adapter downloads with PEFT's file names and keys.
-    let r = app
-        .client
-        .get(app.url(&format!(
-            "/v1/fine_tuning/jobs/{id}/download?artifact=adapter"
-        )))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let bytes = r.bytes().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    tar::Archive::new(bytes.as_ref())
-        .unpack(dir.path())
-        .unwrap();
+    let dir = app
+        .download(
+            key,
+            &format!("/v1/fine_tuning/jobs/{id}/download?artifact=adapter"),
+        )
+        .await;
     let adapter = dir.path().join(format!("{id}-adapter"));
     let config: Value =
         serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).unwrap())
@@ -141,22 +132,15 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
     assert!(!ckpts.is_empty(), "the LoRA job wrote checkpoints");
     for c in &ckpts {
         let step = c["step_number"].as_u64().unwrap();
-        let r = app
-            .client
-            .get(app.url(&format!(
-                "/v1/fine_tuning/jobs/{id}/download?checkpoint={}&artifact=adapter",
-                c["id"].as_str().unwrap()
-            )))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let bytes = r.bytes().await.unwrap();
-        let cdir = tempfile::tempdir().unwrap();
-        tar::Archive::new(bytes.as_ref())
-            .unpack(cdir.path())
-            .unwrap();
+        let cdir = app
+            .download(
+                key,
+                &format!(
+                    "/v1/fine_tuning/jobs/{id}/download?checkpoint={}&artifact=adapter",
+                    c["id"].as_str().unwrap()
+                ),
+            )
+            .await;
         let folder = cdir.path().join(format!("{id}-step-{step}-adapter"));
         assert!(folder.join("adapter_config.json").is_file());
         assert!(folder.join("adapter_model.safetensors").is_file());

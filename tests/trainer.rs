@@ -35,6 +35,13 @@ fn ids(rows: &[&[u32]]) -> Tensor {
     Tensor::new(rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>(), &CPU).unwrap()
 }
 
+/// The largest absolute elementwise difference of two tensors of the same shape, as f64.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .and_then(|d| d.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>())
+        .unwrap()
+}
+
 /// Mean shifted cross-entropy of `input` with every label counted except those weighted 0.
 fn mean_loss(model: &Llama, input: &Tensor, weights: &Tensor) -> Tensor {
     let (b, t) = input.dims2().unwrap();
@@ -226,14 +233,7 @@ fn check_against_transformers(name: &str) {
         .unwrap();
     let expected: Vec<Vec<Vec<f32>>> = serde_json::from_value(r["logits"].clone()).unwrap();
     let expected = Tensor::new(expected, &CPU).unwrap();
-    let max_diff: f32 = (&logits - &expected)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let max_diff = max_abs_diff(&logits, &expected) as f32;
     let scale: f32 = expected
         .abs()
         .unwrap()
@@ -400,23 +400,9 @@ fn accumulated_micro_batches_equal_one_batch_normalised_by_window_tokens() {
     let mut naive_differs = false;
     for v in &vars {
         let f = g_full.get(v.as_tensor()).unwrap();
-        let d: f64 = (f - acc.get(v.as_tensor()).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(f, acc.get(v.as_tensor()).unwrap());
         assert!(d < 1e-12, "accumulated gradient differs by {d}");
-        let dn: f64 = (f - naive.get(v.as_tensor()).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let dn = max_abs_diff(f, naive.get(v.as_tensor()).unwrap());
         naive_differs |= dn > 1e-6;
     }
     assert!(naive_differs);
@@ -639,16 +625,7 @@ fn explicit_masks_match_the_fused_causal_path_and_packed_rows_match_separate_row
     let b: &[u32] = &[4, 8, 15];
     let logits =
         |x: &Tensor, pos: &Tensor, mask: Option<&Tensor>| model.forward(x, pos, mask).unwrap();
-    let max_diff = |x: &Tensor, y: &Tensor| -> f64 {
-        (x - y)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    };
+    let max_diff = max_abs_diff;
 
     // The composite path with an explicit causal mask equals the fused causal softmax.
     let x = ids(&[a]);

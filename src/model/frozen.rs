@@ -53,6 +53,7 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::max_abs_diff;
     use candle_core::{Device, Var};
 
     #[test]
@@ -62,13 +63,7 @@ mod tests {
         let w = Tensor::randn(0f32, 1., (3, 5), &dev).unwrap();
         let plain = x.matmul(&w.t().unwrap()).unwrap();
         let frozen = frozen_matmul(&x, &w).unwrap();
-        let diff = (&plain - &frozen)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+        assert!(max_abs_diff(&plain, &frozen) < 1e-6);
         // d(sum(y · c))/dx through both paths.
         let c = Tensor::randn(0f32, 1., (6, 3), &dev).unwrap();
         let g_plain = (&plain * &c)
@@ -84,8 +79,7 @@ mod tests {
             .backward()
             .unwrap();
         let (a, b) = (g_plain.get(&x).unwrap(), g_frozen.get(&x).unwrap());
-        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        assert!(max_abs_diff(a, b) < 1e-5);
         assert!(
             g_frozen.get(&w).is_none(),
             "the frozen weight gets no gradient"

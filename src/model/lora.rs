@@ -182,7 +182,7 @@ impl LoraAdapters {
     /// (`base_model.model.{module}.lora_A.weight`), as a checkpoint or adapter file holds them.
     pub fn load_peft_tensors(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
         for (name, var) in self.named_vars() {
-            let key = format!("base_model.model.{name}");
+            let key = super::peft::peft_key(&name);
             let Some(t) = tensors.get(&key) else {
                 candle_core::bail!("the adapter has no tensor {key}");
             };
@@ -375,8 +375,7 @@ pub(crate) mod tests {
             assert_eq!(b, 0.0);
         }
         adapters.set_training(false);
-        let d = (logits(&model, &batch()) - logits(&plain, &batch())).unwrap();
-        let d: f32 = d.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let d = crate::testing::max_abs_diff(&logits(&model, &batch()), &logits(&plain, &batch()));
         assert_eq!(d, 0.0);
         // rsLoRA scales by alpha / sqrt(r).
         let rs = LoraSpec {

@@ -353,6 +353,7 @@ pub fn set_fused_ops(enabled: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::max_abs_diff;
     use candle_core::{D, Device};
 
     #[test]
@@ -371,14 +372,7 @@ mod tests {
             D::Minus1,
         )
         .unwrap();
-        let d: f64 = (&fused - &composite)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(&fused, &composite);
         assert!(d < 1e-14, "forward differs by {d}");
         let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (composite * &w)
@@ -391,14 +385,7 @@ mod tests {
             g1.get(var.as_tensor()).unwrap(),
             g2.get(var.as_tensor()).unwrap(),
         );
-        let d: f64 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(a, b);
         assert!(d < 1e-14, "backward differs by {d}");
     }
 
@@ -418,14 +405,7 @@ mod tests {
             .unwrap()
             .neg()
             .unwrap();
-        let d: f64 = (&fused - &reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(&fused, &reference);
         assert!(d < 1e-13, "forward differs by {d}");
         let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (reference * &w)
@@ -434,14 +414,10 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let d: f64 = (g1.get(x.as_tensor()).unwrap() - g2.get(x.as_tensor()).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(
+            g1.get(x.as_tensor()).unwrap(),
+            g2.get(x.as_tensor()).unwrap(),
+        );
         assert!(d < 1e-13, "backward differs by {d}");
         assert!(
             cross_entropy_rows(

@@ -38,13 +38,18 @@ pub enum PeftError {
     Candle(#[from] candle_core::Error),
 }
 
+/// PEFT's name for the model weight or adapter variable `name`: `base_model.model.{name}`.
+pub fn peft_key(name: &str) -> String {
+    format!("base_model.model.{name}")
+}
+
 /// The adapter tensors under PEFT's names, e.g.
 /// `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`.
 pub fn adapter_tensors(adapters: &LoraAdapters) -> HashMap<String, Tensor> {
     adapters
         .named_vars()
         .into_iter()
-        .map(|(name, var)| (format!("base_model.model.{name}"), var.as_tensor().clone()))
+        .map(|(name, var)| (peft_key(&name), var.as_tensor().clone()))
         .collect()
 }
 
@@ -177,16 +182,7 @@ mod tests {
         let w = hf::load_weights(dir.path(), &cfg2, DType::F32, &Device::Cpu).unwrap();
         let merged =
             Llama::load(VarBuilder::from_tensors(w, DType::F32, &Device::Cpu), &cfg2).unwrap();
-        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let max_diff = crate::testing::max_abs_diff;
         let d = max_diff(&logits(&merged, &batch()), &with_adapters);
         assert!(d < 1e-5, "merged vs base+adapter: {d}");
         // The adapters matter: without them the logits differ clearly.

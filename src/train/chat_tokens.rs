@@ -16,14 +16,10 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::trainer::TrainError;
 use crate::model::ModelConfig;
-use crate::tokenizer::{CHATML_TEMPLATE, IM_END, IM_START};
+use crate::tokenizer::{CHATML_TEMPLATE, IM_END, IM_START, TokenizerError};
 
 /// The weights that hold one row per token, by Hugging Face name.
 pub const VOCAB_WEIGHTS: [&str; 2] = ["model.embed_tokens.weight", "lm_head.weight"];
-
-fn save_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Unsupported(format!("writing {}: {e}", path.display()))
-}
 
 /// Whether the model folder `dir` brings its own chat template.
 pub fn has_chat_template(dir: &Path) -> bool {
@@ -60,7 +56,10 @@ pub fn register_chatml(tokenizer: &mut Tokenizer, dir: &Path) -> Result<Vec<u32>
         let path = dir.join("tokenizer.json");
         tokenizer
             .save(&path, false)
-            .map_err(|e| save_err(&path, e))?;
+            .map_err(|e| TokenizerError::Save {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
     }
     let path = dir.join("tokenizer_config.json");
     let mut config: Value = std::fs::read_to_string(&path)
@@ -77,7 +76,7 @@ pub fn register_chatml(tokenizer: &mut Tokenizer, dir: &Path) -> Result<Vec<u32>
             "normalized": false, "rstrip": false, "single_word": false, "special": true});
     }
     let text = serde_json::to_string_pretty(&config).expect("JSON serialises") + "\n";
-    std::fs::write(&path, text).map_err(|e| save_err(&path, e))?;
+    std::fs::write(&path, text).map_err(|source| TrainError::Io { path, source })?;
     Ok(added)
 }
 

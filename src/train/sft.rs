@@ -130,7 +130,7 @@ pub fn run_sft_job(
         &mut start.cfg,
         start.tokenizer.get_vocab_size(true),
     )?;
-    let embed_key = format!("base_model.model.{}", VOCAB_WEIGHTS[0]);
+    let embed_key = peft::peft_key(VOCAB_WEIGHTS[0]);
     let train_vocab_rows = !added.is_empty()
         || grown
         || start
@@ -216,7 +216,7 @@ pub fn run_sft_job(
 
     // --- model: full (every weight a Var) or LoRA (frozen base, adapters only) -----------------
     let base_name = job.base_model_name.as_deref().unwrap_or(&spec.model);
-    let (full, lora_model) = match (&h.lora, &start.adapter, &start.state) {
+    let tuned = match (&h.lora, &start.adapter, &start.state) {
         (Some(lspec), adapter, state) => {
             if state.is_some() && adapter.is_none() {
                 return Err(TrainError::Unsupported(
@@ -239,43 +239,40 @@ pub fn run_sft_job(
                 adapter.as_ref(),
                 device,
             )?;
-            (None, Some(m))
+            Tuned::Lora(m)
         }
         (None, Some(_), _) => {
             return Err(TrainError::Unsupported(
                 "the checkpoint holds LoRA adapters, but the job fine-tunes the full model".into(),
             ));
         }
-        (None, None, _) => (
-            Some(FullModel::new(
-                start.weights.clone(),
-                &cfg,
-                seq_len,
-                dtype,
-                device,
-            )?),
-            None,
-        ),
+        // The variables are copies: the starting tensors need not stay alive beside them.
+        (None, None, _) => Tuned::Full(FullModel::new(
+            std::mem::take(&mut start.weights),
+            &cfg,
+            seq_len,
+            dtype,
+            device,
+        )?),
     };
-    let (trainee, named): (&dyn Trainee, _) = match (&full, &lora_model) {
-        (Some(f), _) => (f, f.named_vars(&job.output_dir)?),
-        (None, Some(l)) => (l, l.named_vars()),
-        (None, None) => unreachable!("either LoRA or full weights"),
+    let (trainee, named): (&dyn Trainee, _) = match &tuned {
+        Tuned::Full(f) => (f, f.named_vars(&job.output_dir)?),
+        Tuned::Lora(l) => (l, l.named_vars()),
     };
     let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
     let num_trainable: u64 = vars.iter().map(|v| v.elem_count() as u64).sum();
     let mut opt = AdamW::new(named, hp.adamw)?;
     let state = start
         .state
-        .clone()
+        .take()
         .unwrap_or_else(|| TrainerState::new(total_steps, hp.seed));
-    if let Some(moments) = start.optimizer.clone() {
+    if let Some(moments) = start.optimizer.take() {
         opt.load_state(moments, state.step)?;
     }
     tracing::info!(
         parameters = cfg.num_parameters(),
         trainable = num_trainable,
-        lora = lora_model.is_some(),
+        lora = matches!(tuned, Tuned::Lora(_)),
         packing,
         total_steps,
         seq_len,
@@ -309,24 +306,27 @@ pub fn run_sft_job(
     }
 
     // --- export --------------------------------------------------------------------------------
-    match (&full, &lora_model) {
-        (_, Some(l)) => {
+    match &tuned {
+        Tuned::Lora(l) => {
             peft::save_adapter(
                 &job.output_dir.join("adapter"),
                 &l.adapters,
                 Some(base_name),
-            )
-            .map_err(|e| TrainError::Unsupported(e.to_string()))?;
-            peft::save_merged(&job.output_dir, &cfg, &start.weights, &l.adapters)
-                .map_err(|e| TrainError::Unsupported(e.to_string()))?;
+            )?;
+            peft::save_merged(&job.output_dir, &cfg, &start.weights, &l.adapters)?;
         }
-        (Some(f), None) => {
+        Tuned::Full(f) => {
             crate::model::hf::save_model_folder(&job.output_dir, &cfg, &f.weights())?;
         }
-        (None, None) => unreachable!("either LoRA or full weights"),
     }
     outcome.model_dir = Some(job.output_dir.clone());
     Ok(outcome)
+}
+
+/// What a supervised job trains.
+enum Tuned {
+    Full(FullModel),
+    Lora(LoraModel),
 }
 
 /// Packed chat rows on a device, as the step loop takes them.
@@ -539,8 +539,7 @@ mod tests {
             tensors(&dir.path().join("split")),
         );
         for (name, t) in &w {
-            let d = (t - &r[name]).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "{name}");
+            assert!(crate::testing::max_abs_diff(t, &r[name]) < 1e-5, "{name}");
         }
     }
 
@@ -652,14 +651,8 @@ mod tests {
             assert_eq!(emb.dims()[0], base_cfg.vocab_size + 2);
             let mean = base["model.embed_tokens.weight"].mean_keepdim(0).unwrap();
             let im_end_row = emb.narrow(0, base_cfg.vocab_size + 1, 1).unwrap();
-            let moved = (im_end_row - &mean)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap();
             assert!(
-                moved.to_scalar::<f32>().unwrap() > 0.0,
+                crate::testing::max_abs_diff(&im_end_row, &mean) > 0.0,
                 "the <|im_end|> row was trained"
             );
             if lora {

@@ -92,7 +92,7 @@ impl LoraModel {
     /// `resume` (a checkpoint's adapter tensors) when given.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        base: HashMap<String, Tensor>,
+        mut base: HashMap<String, Tensor>,
         cfg: &ModelConfig,
         spec: &LoraSpec,
         seed: u64,
@@ -102,7 +102,6 @@ impl LoraModel {
         resume: Option<&HashMap<String, Tensor>>,
         device: &Device,
     ) -> Result<Self, TrainError> {
-        let mut base = base;
         let whole = lora::trainable_copies(&mut base, train_whole)?;
         let (net, mut adapters) =
             lora::load_lora_llama(base, cfg, spec, seed, seq_len, DType::F32, device)?;

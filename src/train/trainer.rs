@@ -103,6 +103,8 @@ pub enum TrainError {
     Model(#[from] HfError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Peft(#[from] crate::model::peft::PeftError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

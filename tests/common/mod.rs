@@ -116,6 +116,31 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// GETs a download (a tar), checks it is 200 and that `X-Checksum-Sha256` is the SHA-256 of
+    /// the body, and unpacks it into a fresh temporary folder.
+    pub async fn download(&self, key: &str, path: &str) -> tempfile::TempDir {
+        use sha2::Digest;
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        let sha = r.headers()["x-checksum-sha256"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let bytes = r.bytes().await.unwrap();
+        assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha, "GET {path}");
+        let dir = tempfile::tempdir().unwrap();
+        tar::Archive::new(bytes.as_ref())
+            .unpack(dir.path())
+            .unwrap();
+        dir
+    }
+
     pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
         let r = self
             .client

@@ -3,57 +3,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::blob::Blobs;
 use crate::config::Settings;
+use crate::state::AppState;
 use crate::store::Db;
 use crate::store::{keys, orgs};
-use crate::stream::hub::Hub;
-
-/// What every handler can reach; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub db: Db,
-    pub blobs: Blobs,
-    pub settings: Arc<Settings>,
-    /// Fans job updates out to live watchers.
-    pub hub: Hub,
-    /// Wakes idle worker slots in this process when a job is queued.
-    pub queue_wake: Arc<Notify>,
-    /// Models loaded for inference.
-    pub models: crate::infer::registry::Registry,
-    /// The server's folder of Hugging Face base models.
-    pub local_models: crate::catalog::local::LocalModels,
-}
-
-impl AppState {
-    /// Opens the store and the blob store named by `settings`.
-    pub async fn open(settings: Settings) -> anyhow::Result<Self> {
-        let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
-        let blobs = Blobs::local(&settings.blob_dir()).context("opening the blob store")?;
-        let hub = Hub::new(db.clone());
-        hub.listen_for_other_processes();
-        let models_dir = settings.local_models_dir();
-        if settings.models_dir.is_some() && !models_dir.is_dir() {
-            tracing::warn!(dir = %models_dir.display(), "the models folder does not exist; no local models until it does");
-        }
-        Ok(AppState {
-            db,
-            blobs,
-            settings: Arc::new(settings),
-            hub,
-            queue_wake: Arc::new(Notify::new()),
-            models: Default::default(),
-            local_models: crate::catalog::local::LocalModels::new(models_dir),
-        })
-    }
-}
 
 /// A built service, bound to its port but not yet serving.
 pub struct Application {
@@ -68,7 +26,7 @@ impl Application {
         let listen = settings.listen;
         let state = AppState::open(settings).await?;
         let new_admin_key = bootstrap_admin_key(&state.db, &state.settings).await?;
-        crate::jobs::validation::resume_pending(&state).await?;
+        crate::jobs::validation::resume_pending(&state.db, &state.hub, &state.queue_wake).await?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;

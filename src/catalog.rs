@@ -8,8 +8,11 @@
 
 pub mod local;
 
-use crate::app::AppState;
+use local::{LocalInfo, LocalModel, LocalModels, LocalStatus};
+
 use crate::model::config::{PRESETS, preset};
+use crate::store::Db;
+use crate::store::models::{self, ModelRow};
 
 /// A model as `/v1/models` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,30 +55,56 @@ pub fn is_known_model(id: &str) -> bool {
     find_model(id).is_some()
 }
 
-/// A model a job may name.
+/// A model a job may name, ready to use.
 #[derive(Debug, Clone)]
 pub enum BaseModel {
     /// An untrained architecture: pretraining starts from scratch.
     Preset(ModelInfo),
     /// A model an earlier job of the organization produced, in the blob store.
-    Trained(crate::store::models::ModelRow),
-    /// A folder of the models folder, loadable or not (callers refuse the unloadable ones with
-    /// their reason).
-    Local(local::LocalModel),
+    Trained(ModelRow),
+    /// A loadable folder of the models folder, with what its check learned.
+    Local { model: LocalModel, info: LocalInfo },
 }
 
-/// Resolves `id` for `org_id`: a preset, one of the organization's trained models, or a folder of
-/// this process's models folder.
+/// Why a model id cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("unknown model {0:?}; GET /v1/models lists the models you can start from")]
+    Unknown(String),
+    /// A folder of the models folder that its check refused, with the reason.
+    #[error("local model {id} cannot be loaded: {reason}")]
+    Unloadable { id: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+/// Resolves `id` for `org_id`: a preset, one of the organization's trained models, or a loadable
+/// folder of `local`. Every caller (job creation, the estimate, chat, a worker staging a job)
+/// goes through here, so all refuse the same models with the same reasons.
 pub async fn resolve(
-    state: &AppState,
+    db: &Db,
+    local: &LocalModels,
     org_id: &str,
     id: &str,
-) -> Result<Option<BaseModel>, sqlx::Error> {
+) -> Result<BaseModel, ResolveError> {
     if let Some(m) = find_model(id) {
-        return Ok(Some(BaseModel::Preset(m)));
+        return Ok(BaseModel::Preset(m));
     }
-    if let Some(m) = crate::store::models::get_model(&state.db, org_id, id).await? {
-        return Ok(Some(BaseModel::Trained(m)));
+    if let Some(m) = models::get_model(db, org_id, id).await? {
+        return Ok(BaseModel::Trained(m));
     }
-    Ok(state.local_models.get(id).await.map(BaseModel::Local))
+    let model = local
+        .get(id)
+        .await
+        .ok_or_else(|| ResolveError::Unknown(id.to_string()))?;
+    match &model.status {
+        LocalStatus::Loadable(info) => Ok(BaseModel::Local {
+            info: (**info).clone(),
+            model,
+        }),
+        LocalStatus::Unloadable(reason) => Err(ResolveError::Unloadable {
+            id: model.id.clone(),
+            reason: reason.clone(),
+        }),
+    }
 }

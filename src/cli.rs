@@ -76,7 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || crate::cli_train::run_estimate(&args)).await??
         }
         Command::Worker(settings) => {
-            let state = crate::app::AppState::open(settings).await?;
+            let state = crate::state::AppState::open(settings).await?;
             let stop = tokio_util::sync::CancellationToken::new();
             let slots = crate::worker::spawn_slots(&state, &stop);
             shutdown_signal().await;

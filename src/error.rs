@@ -131,6 +131,16 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A model id a request named that cannot be used: a 400 on `model`.
+impl From<crate::catalog::ResolveError> for ApiError {
+    fn from(e: crate::catalog::ResolveError) -> Self {
+        match e {
+            crate::catalog::ResolveError::Store(e) => e.into(),
+            other => ApiError::invalid_param("model", other.to_string()),
+        }
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         ApiError::Internal(e)

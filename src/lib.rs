@@ -1,23 +1,24 @@
 //! Wick: a training service for language models.
 //!
 //! # Layout
-//! - [`app`]: builds the service (store, blobs, listener) and runs it; [`config`] its settings.
-//! - [`api`]: the HTTP API, one module per resource; [`auth`] the bearer-key extractor;
-//!   [`error`] the one error type that crosses HTTP.
-//! - [`store`]: Postgres or SQLite through sqlx; [`blob`]: large bytes through object_store.
-//! - [`datasets`]: streaming validation of uploaded JSONL.
-//! - [`spec`]: the job specification shared by the API, the scheduler and the trainer;
-//!   [`jobs`]: job states; [`catalog`]: the models jobs start from.
-//! - [`model`]: the Llama-family network (Llama, Qwen2, Mistral), its config and presets, and
-//!   Hugging Face safetensors I/O.
-//! - [`tokenizer`]: loading a `tokenizer.json`, training a byte-level BPE from scratch.
-//! - [`train`]: the synchronous training engine: data, loss, AdamW, schedule, checkpoints,
-//!   progress reporting, the training loop (`train::run_job`) and the cost estimate.
-//! - [`chat`]: chat templates; [`infer`]: loaded models and sampling for `/v1/chat/completions`.
-//! - [`worker`]: slots that claim jobs and run each in a child process; [`stream`]: live updates
-//!   to watchers.
-//! - [`cli`]: the `wick` command line; [`cli_train`]: `wick train` and `wick estimate`;
-//!   [`telemetry`]: logging.
+//! The modules form layers; each uses only layers below it (`tests/layering.rs` keeps it so).
+//! From the top:
+//! - [`cli`] (the `wick` command line) and [`cli_train`] (`wick train`, `wick estimate`);
+//! - [`app`]: the composition root: builds the [`state`], serves the API beside the worker slots;
+//! - [`api`] (the HTTP API, one module per resource, with [`auth`] and [`error`], the one error
+//!   type that crosses HTTP) and [`worker`] (slots that claim jobs and run each in a child
+//!   process), the two front doors;
+//! - [`state`]: what handlers and slots share (store, blobs, settings, hub, loaded models);
+//! - [`jobs`] (validation before queueing, the metric series, publishing results), [`catalog`]
+//!   (the models a job may start from, one `resolve`), [`stream`] (live updates to watchers),
+//!   [`infer`] (loaded models and sampling for chat completions);
+//! - [`train`] (the synchronous training engine), [`store`] (Postgres or SQLite through sqlx,
+//!   statuses typed at the row), [`blob`] (large bytes through object_store, with its keys);
+//! - [`model`] (the Llama-family network, LoRA, Hugging Face and PEFT I/O), [`chat`] (templates
+//!   and loss masks), [`datasets`] (streaming validation of uploaded JSONL);
+//! - [`tokenizer`];
+//! - [`spec`] (the job specification), [`ids`], [`config`], [`telemetry`], [`machine`] (what
+//!   this machine has to give).
 
 pub mod api;
 pub mod app;
@@ -33,8 +34,10 @@ pub mod error;
 pub mod ids;
 pub mod infer;
 pub mod jobs;
+pub mod machine;
 pub mod model;
 pub mod spec;
+pub mod state;
 pub mod store;
 pub mod stream;
 pub mod telemetry;

@@ -18,13 +18,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::json::ApiJson;
-use crate::app::AppState;
 use crate::auth::Auth;
+use crate::catalog::{self, BaseModel, ResolveError};
 use crate::chat::template::ChatMessage;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, now, unix};
 use crate::infer::engine::{GenerateParams, InferError, LoadedModel};
-use crate::store::models;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/chat/completions", post(chat_completions))
@@ -148,42 +148,36 @@ fn infer_error(e: InferError) -> ApiError {
 
 /// The model `id` to chat with: one of the organization's trained models or a local folder.
 async fn load_model(state: &AppState, org_id: &str, id: &str) -> ApiResult<Arc<LoadedModel>> {
-    if let Some(row) = models::get_model(&state.db, org_id, id).await? {
-        let prefix = row.blob_path.clone().unwrap_or_default();
-        let cache = state.settings.data_dir.join("cache").join("models").join(
-            row.job_id
-                .clone()
-                .unwrap_or_else(|| row.id.replace(':', "_")),
-        );
-        return Ok(state
-            .models
-            .get(&row.id, &state.blobs, &prefix, cache)
-            .await?);
-    }
-    let Some(local) = state.local_models.get(id).await else {
-        return Err(ApiError::Client {
-            status: axum::http::StatusCode::NOT_FOUND,
-            code: "model_not_found",
-            message: format!(
-                "no model {id:?} to chat with; GET /v1/models lists them (presets are untrained and cannot chat)"
-            ),
-            param: Some("model".into()),
-        });
+    let not_found = || ApiError::Client {
+        status: axum::http::StatusCode::NOT_FOUND,
+        code: "model_not_found",
+        message: format!(
+            "no model {id:?} to chat with; GET /v1/models lists them (presets are untrained and cannot chat)"
+        ),
+        param: Some("model".into()),
     };
-    let info = local.info().ok_or_else(|| {
-        ApiError::invalid_param(
-            "model",
-            format!(
-                "local model {id} cannot be loaded: {}",
-                local.unloadable_reason().unwrap_or_default()
-            ),
-        )
-    })?;
+    let (local, info) = match catalog::resolve(&state.db, &state.local_models, org_id, id).await {
+        Ok(BaseModel::Trained(row)) => {
+            let prefix = row.blob_path.clone().unwrap_or_default();
+            let cache = state.settings.data_dir.join("cache").join("models").join(
+                row.job_id
+                    .clone()
+                    .unwrap_or_else(|| row.id.replace(':', "_")),
+            );
+            return Ok(state
+                .models
+                .get(&row.id, &state.blobs, &prefix, cache)
+                .await?);
+        }
+        Ok(BaseModel::Local { model, info }) => (model, info),
+        Ok(BaseModel::Preset(_)) | Err(ResolveError::Unknown(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
     let key = format!("local:{id}:{:x}", local.version);
     // Weights load as f32; running out of memory would abort the whole server.
     let need = info.parameters * 4;
     if !state.models.is_loaded(&key)
-        && let Some(available) = crate::train::trainer::available_memory_bytes()
+        && let Some(available) = crate::machine::available_memory_bytes()
         && need > available
     {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;

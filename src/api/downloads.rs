@@ -12,11 +12,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::query::ApiQuery;
-use crate::app::AppState;
 use crate::auth::Auth;
+use crate::blob::keys;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::job_status::JobStatus;
 use crate::store::{checkpoints, jobs};
-use crate::worker::results::model_prefix;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/fine_tuning/jobs/{id}/download", get(download))
@@ -74,7 +75,7 @@ async fn download(
             (c.blob_path.clone(), format!("{}-step-{}", job.id, c.step))
         }
         None => {
-            if job.status != "succeeded" {
+            if job.status != JobStatus::Succeeded {
                 return Err(ApiError::conflict(
                     "model_not_ready",
                     format!(
@@ -83,7 +84,7 @@ async fn download(
                     ),
                 ));
             }
-            (model_prefix(&job.id), job.id.clone())
+            (keys::model(&job.id), job.id.clone())
         }
     };
     let (prefix, name) = match q.artifact.as_deref().unwrap_or("model") {

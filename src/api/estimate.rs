@@ -9,15 +9,14 @@ use axum::routing::post;
 use serde_json::Value;
 
 use super::json::ApiJson;
-use crate::app::AppState;
 use crate::auth::Auth;
 use crate::catalog::{self, BaseModel};
 use crate::error::{ApiError, ApiResult};
 use crate::model::ModelConfig;
 use crate::spec::JobSpec;
+use crate::state::AppState;
 use crate::store::files;
-use crate::train::estimate::{BYTES_PER_TOKEN, estimate, machine_peak_gflops};
-use crate::train::hparams::Resolved;
+use crate::train::estimate::{BYTES_PER_TOKEN, estimate_for_spec, machine_peak_gflops};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/estimate", post(estimate_job))
@@ -25,24 +24,15 @@ pub fn router() -> Router<AppState> {
 
 /// The config of the model a job starts from, and whether it starts from scratch (a preset).
 async fn base_config(state: &AppState, org_id: &str, id: &str) -> ApiResult<(ModelConfig, bool)> {
-    match catalog::resolve(state, org_id, id).await? {
-        Some(BaseModel::Preset(_)) => {
+    match catalog::resolve(&state.db, &state.local_models, org_id, id).await? {
+        BaseModel::Preset(_) => {
             let cfg = crate::model::preset(id)
                 .ok_or_else(|| anyhow::anyhow!("preset {id} has no config"))?;
             Ok((cfg, true))
         }
-        Some(BaseModel::Local(m)) => match m.info() {
-            Some(info) => Ok((info.config.clone(), false)),
-            None => Err(ApiError::invalid_param(
-                "model",
-                format!(
-                    "local model {id} cannot be trained from: {}",
-                    m.unloadable_reason().unwrap_or_default()
-                ),
-            )),
-        },
+        BaseModel::Local { info, .. } => Ok((info.config, false)),
         // Only config.json is fetched from the blob store, not the weights.
-        Some(BaseModel::Trained(m)) => {
+        BaseModel::Trained(m) => {
             let path = format!("{}/config.json", m.blob_path.as_deref().unwrap_or_default());
             let bytes = state
                 .blobs
@@ -53,10 +43,6 @@ async fn base_config(state: &AppState, org_id: &str, id: &str) -> ApiResult<(Mod
             let cfg = ModelConfig::from_hf_json(&text).map_err(anyhow::Error::from)?;
             Ok((cfg, false))
         }
-        None => Err(ApiError::invalid_param(
-            "model",
-            format!("unknown model {id:?}; GET /v1/models lists them"),
-        )),
     }
 }
 
@@ -67,7 +53,7 @@ async fn estimate_job(
 ) -> ApiResult<axum::Json<Value>> {
     spec.validate()
         .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
-    let (mut cfg, from_scratch) = base_config(&state, &caller.org_id, &spec.model).await?;
+    let (cfg, from_scratch) = base_config(&state, &caller.org_id, &spec.model).await?;
     let file = files::get_file(&state.db, &caller.org_id, &spec.training_file)
         .await?
         .ok_or_else(|| {
@@ -76,15 +62,11 @@ async fn estimate_job(
                 format!("no file with id {:?}", spec.training_file),
             )
         })?;
-    let hp = Resolved::from_spec(&spec, from_scratch);
-    if let (true, Some(v)) = (from_scratch, hp.vocab_size) {
-        cfg.vocab_size = v;
-    }
     let tokens = (file.bytes as f64 / BYTES_PER_TOKEN) as u64;
     let peak = tokio::task::spawn_blocking(machine_peak_gflops)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let e = estimate(&cfg, &hp, tokens, peak);
+    let e = estimate_for_spec(&spec, cfg, from_scratch, tokens, peak);
     Ok(axum::Json(
         serde_json::to_value(e).map_err(anyhow::Error::from)?,
     ))

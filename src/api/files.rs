@@ -22,13 +22,13 @@ use tokio::sync::mpsc;
 
 use super::pagination::{PageQuery, page};
 use super::query::ApiQuery;
-use crate::app::AppState;
 use crate::auth::Auth;
 use crate::blob::{BlobWriter, Blobs};
 use crate::datasets::{Purpose, ValidationReport, Validator};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, now, unix};
-use crate::store::files::{self, FileRow};
+use crate::state::AppState;
+use crate::store::files::{self, FilePurpose, FileRow, FileStatus};
 
 /// Routes that take ordinary requests.
 pub fn router() -> Router<AppState> {
@@ -59,13 +59,6 @@ fn parse_purpose(s: &str) -> Result<Purpose, ApiError> {
                 "purpose must be 'fine-tune' (chat JSONL) or 'pretrain' ({{\"text\"}} JSONL), got {other:?}"
             ),
         )),
-    }
-}
-
-fn purpose_name(p: &Purpose) -> &'static str {
-    match p {
-        Purpose::FineTune => "fine-tune",
-        Purpose::Pretrain => "pretrain",
     }
 }
 
@@ -110,7 +103,7 @@ async fn upload_file(
     mut multipart: Multipart,
 ) -> ApiResult<Response> {
     let id = new_id("file");
-    let blob_path = format!("files/{}/{}", caller.org_id, id);
+    let blob_path = crate::blob::keys::file(&caller.org_id, &id);
     let mut purpose: Option<Purpose> = None;
     let mut received: Option<Received> = None;
 
@@ -184,11 +177,18 @@ async fn upload_file(
         id,
         org_id: caller.org_id,
         filename: received.filename,
-        purpose: purpose_name(&purpose).to_string(),
+        purpose: match purpose {
+            Purpose::FineTune => FilePurpose::FineTune,
+            Purpose::Pretrain => FilePurpose::Pretrain,
+        },
         bytes: received.bytes as i64,
         sha256: received.digest.sha256,
         blob_path: blob_path.clone(),
-        status: if ok { "processed" } else { "error" }.to_string(),
+        status: if ok {
+            FileStatus::Processed
+        } else {
+            FileStatus::Error
+        },
         status_details: (!ok).then(|| status_details(&report)),
         report: Some(Json(
             serde_json::to_value(&report).map_err(anyhow::Error::from)?,
@@ -319,7 +319,7 @@ pub fn file_object(f: &FileRow) -> Value {
 /// value as a string, so `limit=5` would be refused).
 #[derive(Debug, Deserialize)]
 struct ListQuery {
-    purpose: Option<String>,
+    purpose: Option<FilePurpose>,
     after: Option<String>,
     limit: Option<i64>,
 }
@@ -337,7 +337,7 @@ async fn list_files(
     let rows = files::list_files(
         &state.db,
         &caller.org_id,
-        q.purpose.as_deref(),
+        q.purpose,
         cursor.after.as_deref(),
         limit + 1,
     )

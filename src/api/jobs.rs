@@ -13,15 +13,16 @@ use sqlx::types::Json;
 use super::json::ApiJson;
 use super::pagination::{PageQuery, page};
 use super::query::ApiQuery;
-use crate::app::AppState;
 use crate::auth::Auth;
 use crate::catalog;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, now, unix};
-use crate::jobs::status::JobStatus;
+use crate::jobs::transition::move_job;
 use crate::spec::{Auto, JobSpec, MethodType};
+use crate::state::AppState;
 use crate::store::events::{self, EventRow, NewEvent};
-use crate::store::files::{self, FileRow};
+use crate::store::files::{self, FilePurpose, FileRow, FileStatus};
+use crate::store::job_status::JobStatus;
 use crate::store::jobs::{self, JobRow, Transition};
 
 pub fn router() -> Router<AppState> {
@@ -35,10 +36,10 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The file purpose each method trains on.
-fn purpose_for(kind: MethodType) -> &'static str {
+fn purpose_for(kind: MethodType) -> FilePurpose {
     match kind {
-        MethodType::Supervised => "fine-tune",
-        MethodType::Pretrain => "pretrain",
+        MethodType::Supervised => FilePurpose::FineTune,
+        MethodType::Pretrain => FilePurpose::Pretrain,
     }
 }
 
@@ -58,13 +59,14 @@ async fn usable_file(
         return Err(ApiError::invalid_param(
             param,
             format!(
-                "file {id} has purpose '{}', but a {} job needs purpose '{want}'",
-                f.purpose,
-                kind.as_str()
+                "file {id} has purpose '{}', but a {} job needs purpose '{}'",
+                f.purpose.as_str(),
+                kind.as_str(),
+                want.as_str()
             ),
         ));
     }
-    if f.status != "processed" {
+    if f.status != FileStatus::Processed {
         return Err(ApiError::invalid_param(
             param,
             format!(
@@ -85,28 +87,7 @@ async fn create_job(
 ) -> ApiResult<axum::Json<Value>> {
     spec.validate()
         .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
-    match catalog::resolve(&state, &caller.org_id, &spec.model).await? {
-        None => {
-            return Err(ApiError::invalid_param(
-                "model",
-                format!(
-                    "unknown model {:?}; GET /v1/models lists the models you can start from",
-                    spec.model
-                ),
-            ));
-        }
-        Some(catalog::BaseModel::Local(m)) if m.info().is_none() => {
-            return Err(ApiError::invalid_param(
-                "model",
-                format!(
-                    "local model {} cannot be trained from: {}",
-                    m.id,
-                    m.unloadable_reason().unwrap_or_default()
-                ),
-            ));
-        }
-        Some(_) => {}
-    }
+    catalog::resolve(&state.db, &state.local_models, &caller.org_id, &spec.model).await?;
     let kind = spec.method.kind;
     usable_file(
         &state,
@@ -130,7 +111,7 @@ async fn create_job(
         seed,
         method_type: kind.as_str().to_string(),
         spec: Json(serde_json::to_value(&spec).map_err(anyhow::Error::from)?),
-        status: JobStatus::ValidatingFiles.as_str().to_string(),
+        status: JobStatus::ValidatingFiles,
         error: None,
         fine_tuned_model: None,
         trained_tokens: None,
@@ -146,7 +127,8 @@ async fn create_job(
     };
     let created = NewEvent::info("message", format!("Created fine-tuning job: {}", row.id));
     jobs::insert_job(&state.db, &row, &created).await?;
-    crate::jobs::validation::validate_and_queue(&state, &row).await?;
+    crate::jobs::validation::validate_and_queue(&state.db, &state.hub, &state.queue_wake, &row)
+        .await?;
     let row = jobs::get_job(&state.db, &caller.org_id, &row.id)
         .await?
         .unwrap_or(row);
@@ -189,12 +171,18 @@ async fn change_status(
     message: &str,
 ) -> ApiResult<Value> {
     let event = NewEvent::info("status", message).with_data(json!({"status": to.as_str()}));
-    match jobs::transition(&state.db, org_id, id, to, &event).await? {
-        Transition::Moved(row, _) => {
-            state.hub.publish(id).await;
-            state.queue_wake.notify_waiters();
-            Ok(job_object(&row))
-        }
+    match move_job(
+        &state.db,
+        &state.hub,
+        &state.queue_wake,
+        org_id,
+        id,
+        to,
+        &event,
+    )
+    .await?
+    {
+        Transition::Moved(row, _) => Ok(job_object(&row)),
         Transition::NotAllowed(from) => Err(ApiError::conflict(
             "invalid_job_state",
             format!(

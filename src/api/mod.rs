@@ -21,8 +21,8 @@ use axum::http::StatusCode;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
 use crate::error::route_not_found;
+use crate::state::AppState;
 
 /// The whole API. Ordinary routes get a request timeout; uploads (long bodies) do not.
 pub fn router(state: AppState) -> Router {

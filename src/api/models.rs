@@ -6,12 +6,12 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::auth::Auth;
 use crate::catalog;
 use crate::catalog::local::{LocalModel, LocalStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::unix;
+use crate::state::AppState;
 use crate::store::models::{self, ModelRow};
 
 pub fn router() -> Router<AppState> {

@@ -5,14 +5,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::unix;
+use crate::jobs::metrics::{metric_series, series_csv};
+use crate::state::AppState;
 use crate::store::checkpoints::{self, CheckpointRow};
-use crate::store::{jobs, metrics};
+use crate::store::jobs;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -21,60 +22,6 @@ pub fn router() -> Router<AppState> {
             "/v1/fine_tuning/jobs/{id}/checkpoints",
             get(job_checkpoints),
         )
-}
-
-/// Columns of the metrics CSV (and of the results file), in order.
-pub const METRIC_COLUMNS: [&str; 12] = [
-    "step",
-    "epoch",
-    "train_loss",
-    "train_mean_token_accuracy",
-    "valid_loss",
-    "valid_perplexity",
-    "valid_mean_token_accuracy",
-    "learning_rate",
-    "grad_norm",
-    "tokens_per_second",
-    "trained_tokens",
-    "eta_seconds",
-];
-
-/// Every point of a job, train and eval merged per step, oldest first.
-pub async fn metric_series(state: &AppState, job_id: &str) -> ApiResult<Vec<Map<String, Value>>> {
-    let mut by_step: std::collections::BTreeMap<i64, Map<String, Value>> = Default::default();
-    let mut after = 0;
-    loop {
-        let rows = metrics::list_points(&state.db, job_id, after, 5000).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        for r in rows {
-            let point = by_step.entry(r.step).or_default();
-            point.insert("step".into(), json!(r.step));
-            if let Value::Object(o) = r.data.0 {
-                point.extend(o);
-            }
-        }
-    }
-    Ok(by_step.into_values().collect())
-}
-
-/// The series as CSV with [`METRIC_COLUMNS`]; absent values are empty.
-pub fn series_csv(series: &[Map<String, Value>]) -> String {
-    let mut out = METRIC_COLUMNS.join(",");
-    out.push('\n');
-    for p in series {
-        let cells: Vec<String> = METRIC_COLUMNS
-            .iter()
-            .map(|c| match p.get(*c) {
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::String(s)) => s.clone(),
-                _ => String::new(),
-            })
-            .collect();
-        out.push_str(&cells.join(","));
-        out.push('\n');
-    }
-    out
 }
 
 async fn job_metrics(
@@ -86,7 +33,7 @@ async fn job_metrics(
     let job = jobs::get_job(&state.db, &caller.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("fine-tuning job", &id))?;
-    let series = metric_series(&state, &job.id).await?;
+    let series = metric_series(&state.db, &job.id).await?;
     let wants_csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

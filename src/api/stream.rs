@@ -18,11 +18,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::jobs::event_object;
 use super::query::ApiQuery;
-use crate::app::AppState;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::unix;
-use crate::jobs::status::JobStatus;
+use crate::state::AppState;
+use crate::store::job_status::JobStatus;
 use crate::store::jobs;
 use crate::stream::hub::{Cursor, Item, read_after};
 
@@ -143,7 +143,7 @@ async fn feed_watcher(
     // A job that ended before this watcher came still gets a clean end.
     if !ended
         && let Ok(Some(j)) = jobs::get_job_any_org(&state.db, &job_id).await
-        && JobStatus::parse(&j.status).is_some_and(JobStatus::is_terminal)
+        && j.status.is_terminal()
     {
         // It may have ended after the replay above read: send whatever came since.
         while let Ok(items) = read_after(&state.db, &job_id, cursor).await {

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rust_embed::Embed;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 #[derive(Embed)]
 #[folder = "web/"]

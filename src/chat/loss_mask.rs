@@ -20,7 +20,16 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::template::{ChatMessage, ChatTemplate, TemplateError};
-use crate::spec::Overlength;
+
+/// What to do with a conversation longer than the row; the job specification's `overlength`
+/// converts into this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlength {
+    /// Keep the first `max_seq_len` tokens (and train on the assistant tokens among them).
+    Truncate,
+    /// Leave the conversation out.
+    Drop,
+}
 
 /// One message of a training conversation, as a chat JSONL line holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

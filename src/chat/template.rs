@@ -1,8 +1,10 @@
 //! Chat templates: the model's own `chat_template` (Jinja, from `tokenizer_config.json`) rendered
 //! with minijinja the way transformers' `apply_chat_template` renders it; ChatML when a model has
-//! none. Settings follow what was measured byte-for-byte against transformers (see
-//! shared/notes/dependencies.md): trim_blocks, lstrip_blocks, Python string methods,
-//! `raise_exception`, and `bos_token` / `eos_token` always passed.
+//! none. The settings are what transformers' rendering needs: trim_blocks and lstrip_blocks,
+//! minijinja-contrib's Python string methods (`.startswith`, `.strip`, `.items()`), a
+//! `raise_exception` function, key order kept (the `preserve_order` features of minijinja and
+//! serde_json: templates that loop over a tool's JSON render it in the order it was written), and
+//! `bos_token` / `eos_token` always passed.
 
 use std::path::Path;
 

@@ -1,4 +1,7 @@
-//! Fine-tuning jobs: their states and the rules for moving between them.
+//! Fine-tuning jobs beyond their rows: the `validating_files` step, the metric series, and what
+//! a finished job publishes. The API and the worker both build on these.
 
-pub mod status;
+pub mod metrics;
+pub mod results;
+pub mod transition;
 pub mod validation;

@@ -3,15 +3,24 @@
 //! event. A job left in `validating_files` by a crash is validated again at the next start.
 
 use serde_json::json;
+use tokio::sync::Notify;
 
-use crate::app::AppState;
-use crate::jobs::status::JobStatus;
+use super::transition::move_job;
+use crate::store::Db;
 use crate::store::events::NewEvent;
-use crate::store::files;
+use crate::store::files::{self, FileStatus};
+use crate::store::job_status::JobStatus;
 use crate::store::jobs::{self, JobRow, Transition};
+use crate::stream::hub::Hub;
 
-/// Checks `job`'s files and moves it to `queued`, or to `failed` with the reason.
-pub async fn validate_and_queue(state: &AppState, job: &JobRow) -> Result<JobStatus, sqlx::Error> {
+/// Checks `job`'s files and moves it to `queued` (waking idle worker slots through
+/// `queue_wake`), or to `failed` with the reason; live watchers hear of it through `hub`.
+pub async fn validate_and_queue(
+    db: &Db,
+    hub: &Hub,
+    queue_wake: &Notify,
+    job: &JobRow,
+) -> Result<JobStatus, sqlx::Error> {
     let mut summary = Vec::new();
     let mut problem = None;
     for (label, id) in [
@@ -19,8 +28,8 @@ pub async fn validate_and_queue(state: &AppState, job: &JobRow) -> Result<JobSta
         ("validation", job.validation_file.as_ref()),
     ] {
         let Some(id) = id else { continue };
-        match files::get_file(&state.db, &job.org_id, id).await? {
-            Some(f) if f.status == "processed" => {
+        match files::get_file(db, &job.org_id, id).await? {
+            Some(f) if f.status == FileStatus::Processed => {
                 let examples = f
                     .report
                     .as_ref()
@@ -55,23 +64,19 @@ pub async fn validate_and_queue(state: &AppState, job: &JobRow) -> Result<JobSta
         ),
     };
     if to == JobStatus::Failed {
-        jobs::set_error(&state.db, &job.id, "invalid_file", &event.message).await?;
+        jobs::set_error(db, &job.id, "invalid_file", &event.message).await?;
     }
-    match jobs::transition(&state.db, &job.org_id, &job.id, to, &event).await? {
-        Transition::Moved(..) => {
-            state.hub.publish(&job.id).await;
-            state.queue_wake.notify_waiters();
-            Ok(to)
-        }
+    match move_job(db, hub, queue_wake, &job.org_id, &job.id, to, &event).await? {
+        Transition::Moved(..) => Ok(to),
         Transition::NotAllowed(now) => Ok(now),
         Transition::NotFound => Ok(JobStatus::Cancelled),
     }
 }
 
 /// Validates every job a previous run left in `validating_files`.
-pub async fn resume_pending(state: &AppState) -> Result<(), sqlx::Error> {
-    for job in jobs::jobs_in_status(&state.db, JobStatus::ValidatingFiles).await? {
-        validate_and_queue(state, &job).await?;
+pub async fn resume_pending(db: &Db, hub: &Hub, queue_wake: &Notify) -> Result<(), sqlx::Error> {
+    for job in jobs::jobs_in_status(db, JobStatus::ValidatingFiles).await? {
+        validate_and_queue(db, hub, queue_wake, &job).await?;
     }
     Ok(())
 }

@@ -20,7 +20,6 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::config::ModelConfig;
 use super::llama::Llama;
-use crate::spec::LoraSpec;
 
 /// State shared by every adapter of one model: training mode (dropout on) and the dropout RNG.
 #[derive(Debug)]
@@ -131,8 +130,20 @@ impl LoraAdapter {
     }
 }
 
+/// LoRA's settings as the model uses them; the job specification converts into this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraConfig {
+    pub r: u32,
+    pub alpha: f64,
+    pub dropout: f64,
+    /// The projections that get adapters, by their Hugging Face names (`q_proj`, ...).
+    pub target_modules: Vec<String>,
+    /// Scale by `alpha / √r` (rsLoRA) instead of `alpha / r`.
+    pub use_rslora: bool,
+}
+
 /// `alpha / r`, or `alpha / √r` with rsLoRA, as PEFT computes it.
-pub fn lora_scaling(spec: &LoraSpec) -> f64 {
+pub fn lora_scaling(spec: &LoraConfig) -> f64 {
     if spec.use_rslora {
         spec.alpha / (spec.r as f64).sqrt()
     } else {
@@ -144,7 +155,7 @@ pub fn lora_scaling(spec: &LoraSpec) -> f64 {
 /// (`model.layers.0.self_attn.q_proj`), in model order.
 #[derive(Debug, Clone)]
 pub struct LoraAdapters {
-    pub spec: LoraSpec,
+    pub spec: LoraConfig,
     pub adapters: Vec<(String, LoraAdapter)>,
     /// Whole weights trained beside the adapters (PEFT's `modules_to_save`), by Hugging Face
     /// weight name: the embeddings when a job adds tokens to the vocabulary.
@@ -177,31 +188,11 @@ impl LoraAdapters {
     pub fn start_step(&self, step: u64) {
         self.runtime.start_step(step);
     }
-
-    /// Sets every adapter from tensors under PEFT's names
-    /// (`base_model.model.{module}.lora_A.weight`), as a checkpoint or adapter file holds them.
-    pub fn load_peft_tensors(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
-        for (name, var) in self.named_vars() {
-            let key = super::peft::peft_key(&name);
-            let Some(t) = tensors.get(&key) else {
-                candle_core::bail!("the adapter has no tensor {key}");
-            };
-            if t.dims() != var.dims() {
-                candle_core::bail!(
-                    "adapter tensor {key} has shape {:?}, expected {:?}",
-                    t.dims(),
-                    var.dims()
-                );
-            }
-            var.set(&t.to_dtype(var.dtype())?)?;
-        }
-        Ok(())
-    }
 }
 
 /// Attaches fresh adapters to every projection of `model` named in `spec.target_modules`.
 /// Deterministic in `seed` (initialisation and dropout masks).
-pub fn attach_lora(model: &mut Llama, spec: &LoraSpec, seed: u64) -> Result<LoraAdapters> {
+pub fn attach_lora(model: &mut Llama, spec: &LoraConfig, seed: u64) -> Result<LoraAdapters> {
     let runtime = Arc::new(LoraRuntime::new(spec.dropout, seed ^ 0x10_4a));
     let mut rng = StdRng::seed_from_u64(seed);
     let scaling = lora_scaling(spec);
@@ -258,7 +249,7 @@ pub fn trainable_copies(
 pub fn load_lora_llama(
     base: HashMap<String, Tensor>,
     cfg: &ModelConfig,
-    spec: &LoraSpec,
+    spec: &LoraConfig,
     seed: u64,
     max_len: usize,
     dtype: DType,
@@ -294,12 +285,23 @@ pub(crate) mod tests {
             .collect()
     }
 
-    pub(crate) fn spec() -> LoraSpec {
-        LoraSpec {
+    pub(crate) fn spec() -> LoraConfig {
+        LoraConfig {
             r: 4,
             alpha: 8.0,
             dropout: 0.05,
-            ..LoraSpec::default()
+            target_modules: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
+            use_rslora: false,
         }
     }
 
@@ -378,7 +380,7 @@ pub(crate) mod tests {
         let d = crate::testing::max_abs_diff(&logits(&model, &batch()), &logits(&plain, &batch()));
         assert_eq!(d, 0.0);
         // rsLoRA scales by alpha / sqrt(r).
-        let rs = LoraSpec {
+        let rs = LoraConfig {
             use_rslora: true,
             r: 16,
             ..spec()

@@ -19,8 +19,7 @@ use serde_json::{Value, json};
 
 use super::config::ModelConfig;
 use super::hf::{self, HfError};
-use super::lora::LoraAdapters;
-use crate::spec::LoraSpec;
+use super::lora::{LoraAdapters, LoraConfig};
 
 /// Why an adapter could not be exported or merged.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +55,7 @@ pub fn adapter_tensors(adapters: &LoraAdapters) -> HashMap<String, Tensor> {
 /// `adapter_config.json` as PEFT writes it for these settings (the keys PEFT has understood since
 /// its 0.9 releases, with PEFT's defaults for everything Wick does not use).
 pub fn adapter_config(
-    spec: &LoraSpec,
+    spec: &LoraConfig,
     base_model_name_or_path: Option<&str>,
     modules_to_save: &[String],
 ) -> Value {
@@ -150,6 +149,29 @@ pub fn save_merged(
 ) -> Result<(), PeftError> {
     let merged = merge_weights(base, adapters)?;
     hf::save_model_folder(dir, cfg, &merged)?;
+    Ok(())
+}
+
+/// Sets every adapter of `adapters` from tensors under PEFT's names
+/// (`base_model.model.{module}.lora_A.weight`), as a checkpoint or adapter file holds them.
+pub fn load_adapter_tensors(
+    adapters: &LoraAdapters,
+    tensors: &HashMap<String, Tensor>,
+) -> candle_core::Result<()> {
+    for (name, var) in adapters.named_vars() {
+        let key = peft_key(&name);
+        let Some(t) = tensors.get(&key) else {
+            candle_core::bail!("the adapter has no tensor {key}");
+        };
+        if t.dims() != var.dims() {
+            candle_core::bail!(
+                "adapter tensor {key} has shape {:?}, expected {:?}",
+                t.dims(),
+                var.dims()
+            );
+        }
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
     Ok(())
 }
 

@@ -4,19 +4,102 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::Db;
+use super::{Db, UnknownValue};
 use crate::with_db;
 
+/// What a file is for (the `purpose` column), as OpenAI names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilePurpose {
+    /// Chat JSONL for supervised fine-tuning.
+    FineTune,
+    /// `{"text": ...}` JSONL for pretraining.
+    Pretrain,
+    /// The metrics CSV a finished job leaves behind.
+    FineTuneResults,
+}
+
+impl FilePurpose {
+    pub const ALL: [FilePurpose; 3] = [Self::FineTune, Self::Pretrain, Self::FineTuneResults];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FineTune => "fine-tune",
+            Self::Pretrain => "pretrain",
+            Self::FineTuneResults => "fine-tune-results",
+        }
+    }
+}
+
+impl TryFrom<String> for FilePurpose {
+    type Error = UnknownValue;
+
+    fn try_from(s: String) -> Result<Self, UnknownValue> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(UnknownValue {
+                column: "files.purpose",
+                value: s,
+            })
+    }
+}
+
+/// Where a file stands (the `status` column): OpenAI's `processed` and `error`, and `deleted` for
+/// a file whose bytes are gone but whose row stays for the jobs that used it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Processed,
+    Error,
+    Deleted,
+}
+
+impl FileStatus {
+    pub const ALL: [FileStatus; 3] = [Self::Processed, Self::Error, Self::Deleted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Error => "error",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+impl TryFrom<String> for FileStatus {
+    type Error = UnknownValue;
+
+    fn try_from(s: String) -> Result<Self, UnknownValue> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(UnknownValue {
+                column: "files.status",
+                value: s,
+            })
+    }
+}
+
+impl std::fmt::Display for FileStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A row of `files`, its purpose and status typed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FileRow {
     pub id: String,
     pub org_id: String,
     pub filename: String,
-    pub purpose: String,
+    #[sqlx(try_from = "String")]
+    pub purpose: FilePurpose,
     pub bytes: i64,
     pub sha256: String,
     pub blob_path: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: FileStatus,
     pub status_details: Option<String>,
     pub report: Option<Json<Value>>,
     pub created_at: DateTime<Utc>,
@@ -29,8 +112,8 @@ pub async fn insert_file(db: &Db, f: &FileRow) -> Result<(), sqlx::Error> {
         "insert into files ({COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     );
     with_db!(db, p => sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&f.id).bind(&f.org_id).bind(&f.filename).bind(&f.purpose).bind(f.bytes)
-        .bind(&f.sha256).bind(&f.blob_path).bind(&f.status).bind(&f.status_details)
+        .bind(&f.id).bind(&f.org_id).bind(&f.filename).bind(f.purpose.as_str()).bind(f.bytes)
+        .bind(&f.sha256).bind(&f.blob_path).bind(f.status.as_str()).bind(&f.status_details)
         .bind(&f.report).bind(f.created_at)
         .execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
@@ -48,7 +131,7 @@ pub async fn get_file(db: &Db, org_id: &str, id: &str) -> Result<Option<FileRow>
 pub async fn list_files(
     db: &Db,
     org_id: &str,
-    purpose: Option<&str>,
+    purpose: Option<FilePurpose>,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<FileRow>, sqlx::Error> {
@@ -57,7 +140,7 @@ pub async fn list_files(
          and ($3 is null or id < $3) order by id desc limit $4"
     );
     with_db!(db, p => sqlx::query_as::<_, FileRow>(sqlx::AssertSqlSafe(sql))
-        .bind(org_id).bind(purpose).bind(after).bind(limit)
+        .bind(org_id).bind(purpose.map(FilePurpose::as_str)).bind(after).bind(limit)
         .fetch_all(p).await)
 }
 
@@ -94,4 +177,22 @@ pub async fn mark_file_deleted(db: &Db, org_id: &str, id: &str) -> Result<(), sq
 pub async fn get_file_any_org(db: &Db, id: &str) -> Result<Option<FileRow>, sqlx::Error> {
     let sql = format!("select {COLUMNS} from files where id = $1 and status <> 'deleted'");
     with_db!(db, p => sqlx::query_as::<_, FileRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purposes_and_statuses_round_trip_their_column_text() {
+        for p in FilePurpose::ALL {
+            assert_eq!(FilePurpose::try_from(p.as_str().to_string()).unwrap(), p);
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
+        for s in FileStatus::ALL {
+            assert_eq!(FileStatus::try_from(s.as_str().to_string()).unwrap(), s);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert!(FileStatus::try_from("uploaded".to_string()).is_err());
+    }
 }

@@ -6,10 +6,11 @@ use sqlx::types::Json;
 
 use super::Db;
 use super::events::{EventRow, NewEvent};
+use super::job_status::JobStatus;
 use crate::ids::now;
-use crate::jobs::status::JobStatus;
 use crate::with_db;
 
+/// A row of `jobs`, its status typed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub id: String,
@@ -21,7 +22,8 @@ pub struct JobRow {
     pub seed: i64,
     pub method_type: String,
     pub spec: Json<Value>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub error: Option<Json<Value>>,
     pub fine_tuned_model: Option<String>,
     pub trained_tokens: Option<i64>,
@@ -55,7 +57,7 @@ pub async fn insert_job(db: &Db, j: &JobRow, created: &NewEvent) -> Result<(), s
         let mut tx = p.begin().await?;
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&j.id).bind(&j.org_id).bind(&j.model).bind(&j.training_file).bind(&j.validation_file)
-            .bind(&j.suffix).bind(j.seed).bind(&j.method_type).bind(&j.spec).bind(&j.status).bind(&j.error)
+            .bind(&j.suffix).bind(j.seed).bind(&j.method_type).bind(&j.spec).bind(j.status.as_str()).bind(&j.error)
             .bind(&j.fine_tuned_model).bind(j.trained_tokens).bind(j.estimated_finish).bind(&j.result_files)
             .bind(&j.metadata).bind(j.priority).bind(j.attempts).bind(j.max_attempts).bind(j.created_at)
             .bind(j.started_at).bind(j.finished_at)
@@ -112,7 +114,7 @@ pub async fn transition(
         let Some(job) = get_job(db, org_id, id).await? else {
             return Ok(Transition::NotFound);
         };
-        let from = JobStatus::parse(&job.status).unwrap_or(JobStatus::Failed);
+        let from = job.status;
         if !from.can_become(to) {
             return Ok(Transition::NotAllowed(from));
         }
@@ -153,8 +155,11 @@ pub async fn get_job_any_org(db: &Db, id: &str) -> Result<Option<JobRow>, sqlx::
 }
 
 /// The job's status now, whatever its organization.
-pub async fn status_of(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
-    with_db!(db, p => sqlx::query_scalar::<_, String>("select status from jobs where id = $1").bind(id).fetch_optional(p).await)
+pub async fn status_of(db: &Db, id: &str) -> Result<Option<JobStatus>, sqlx::Error> {
+    let text = with_db!(db, p => sqlx::query_scalar::<_, String>("select status from jobs where id = $1").bind(id).fetch_optional(p).await)?;
+    text.map(JobStatus::try_from)
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(e.into()))
 }
 
 /// Every job in `status`, oldest first, whatever its organization.

@@ -7,6 +7,7 @@
 pub mod checkpoints;
 pub mod events;
 pub mod files;
+pub mod job_status;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;
@@ -20,6 +21,15 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// A text column holding a value its Rust type does not know (a row written by a newer Wick, or
+/// by hand): decoding the row fails with this instead of guessing.
+#[derive(Debug, thiserror::Error)]
+#[error("{column} holds {value:?}, which this version does not know")]
+pub struct UnknownValue {
+    pub column: &'static str,
+    pub value: String,
+}
 
 /// A connection pool to one of the two backends.
 #[derive(Clone, Debug)]

@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::Db;
 use super::events::NewEvent;
+use super::job_status::JobStatus;
 use super::jobs::{COLUMNS, INSERT_EVENT, JobRow};
 use crate::ids::now;
 use crate::with_db;
@@ -106,7 +107,7 @@ async fn fail_exhausted_jobs(db: &Db) -> Result<(), sqlx::Error> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseState {
     /// Still ours; `status` is the job's status now (`cancelled` or `paused` tell the worker to stop).
-    Held { status: String },
+    Held { status: JobStatus },
     /// Another worker holds it now, or the job is gone: stop without writing anything more.
     Lost,
 }
@@ -123,7 +124,9 @@ pub async fn heartbeat(
                where id = $3 and lease_owner = $4 returning status";
     let status: Option<String> = with_db!(db, p => sqlx::query_scalar(sql).bind(t).bind(t + lease).bind(job_id).bind(worker_id).fetch_optional(p).await)?;
     Ok(match status {
-        Some(status) => LeaseState::Held { status },
+        Some(status) => LeaseState::Held {
+            status: JobStatus::try_from(status).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        },
         None => LeaseState::Lost,
     })
 }

@@ -14,7 +14,7 @@ use candle_core::Tensor;
 use serde_json::{Value, json};
 use tokenizers::{AddedToken, Tokenizer};
 
-use super::trainer::TrainError;
+use super::job::TrainError;
 use crate::model::ModelConfig;
 use crate::tokenizer::{CHATML_TEMPLATE, IM_END, IM_START, TokenizerError};
 

@@ -13,7 +13,7 @@ use crate::model::{self, ModelConfig};
 use crate::spec::JobSpec;
 
 use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
-use super::trainer::TrainError;
+use super::job::TrainError;
 
 /// Fraction of the f32 matmul peak a training step achieves with candle on CPU, measured by
 /// `benches/train_step.rs` (docs/benchmarks.md): about 0.35-0.45 for the 5M-35M configs.
@@ -109,12 +109,28 @@ pub fn estimate(
     }
 }
 
+/// The estimate for `spec` on a model of config `cfg` (`from_scratch`: a preset, whose vocabulary
+/// the job's `vocab_size` may replace), with `dataset_tokens` of training data.
+pub fn estimate_for_spec(
+    spec: &JobSpec,
+    mut cfg: ModelConfig,
+    from_scratch: bool,
+    dataset_tokens: u64,
+    peak_gflops: f64,
+) -> Estimate {
+    let hp = Resolved::from_spec(spec, from_scratch);
+    if let (true, Some(v)) = (from_scratch, hp.vocab_size) {
+        cfg.vocab_size = v;
+    }
+    estimate(&cfg, &hp, dataset_tokens, peak_gflops)
+}
+
 /// The estimate for a job spec. The model is a preset or a local Hugging Face folder; the data's
 /// size comes from `training_file` (bytes / [`BYTES_PER_TOKEN`]) when given, else one epoch of
 /// `max_steps` is assumed.
 pub fn estimate_job(spec: &JobSpec, training_file: Option<&Path>) -> Result<Estimate, TrainError> {
     spec.validate()?;
-    let (mut cfg, from_scratch) = match model::preset(&spec.model) {
+    let (cfg, from_scratch) = match model::preset(&spec.model) {
         Some(c) => (c, true),
         None => {
             let dir = Path::new(&spec.model);
@@ -125,9 +141,6 @@ pub fn estimate_job(spec: &JobSpec, training_file: Option<&Path>) -> Result<Esti
         }
     };
     let hp = Resolved::from_spec(spec, from_scratch);
-    if let (true, Some(v)) = (from_scratch, hp.vocab_size) {
-        cfg.vocab_size = v;
-    }
     let tokens = match training_file {
         Some(f) => {
             let bytes = std::fs::metadata(f)
@@ -142,7 +155,13 @@ pub fn estimate_job(spec: &JobSpec, training_file: Option<&Path>) -> Result<Esti
                 * seq
         }
     };
-    Ok(estimate(&cfg, &hp, tokens, machine_peak_gflops()))
+    Ok(estimate_for_spec(
+        spec,
+        cfg,
+        from_scratch,
+        tokens,
+        machine_peak_gflops(),
+    ))
 }
 
 /// This machine's f32 matmul throughput in GFLOP/s (1024² × 1024 products), measured once.

@@ -1,24 +1,46 @@
 //! The training engine: synchronous, no async runtime inside, so it runs on a server worker's
 //! blocking thread and from the command line alike.
 //!
-//! Entry point: [`run_job`]. Each job's setup is in [`trainer`] (pretraining)
-//! and [`sft`]; the step loop they share is in `step_loop`, what trains in `trainee`; each
-//! ingredient has its own file.
+//! Read it top to bottom, as nanoGPT's `train.py`:
+//! - [`run_job`] (here) checks the spec and dispatches by method;
+//! - [`job`]: the job as the trainer takes it, how it ends, its errors;
+//! - [`pretrain`] and [`sft`]: what differs per method (data, what trains, the export), each
+//!   beginning with the shared [`start`] (files, hyperparameters, starting point, resume; then
+//!   the plan and the optimiser) and handing the rest to `step_loop` (the accumulation window,
+//!   AdamW, evaluation, checkpoints), which drives a `trainee` (full model or LoRA adapters);
+//! - the ingredients, one file each: [`data`] and [`sft_pack`] (rows), [`loss`], [`optim`],
+//!   [`schedule`], [`hparams`], [`checkpoint`], [`chat_tokens`], [`progress`], and the
+//!   [`estimate`] of a job's cost.
+//!
+//! A new method is one file beside `pretrain.rs` and `sft.rs` plus one arm in [`run_job`].
 
 pub mod chat_tokens;
 pub mod checkpoint;
 pub mod data;
 pub mod estimate;
 pub mod hparams;
+pub mod job;
 pub mod loss;
 pub mod optim;
+pub mod pretrain;
 pub mod progress;
 pub mod schedule;
 pub mod sft;
 pub mod sft_pack;
+mod start;
 mod step_loop;
 mod trainee;
-pub mod trainer;
 
+pub use job::{Stopped, TrainError, TrainJob, TrainOutcome};
 pub use progress::{EvalMetrics, NoProgress, Progress, RecordingProgress, StepMetrics, StopReason};
-pub use trainer::{Stopped, TrainError, TrainJob, TrainOutcome, run_job};
+
+use crate::spec::MethodType;
+
+/// Runs one job to the end (or until `progress` asks it to stop) and writes its model.
+pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, TrainError> {
+    job.spec.validate()?;
+    match job.spec.method.kind {
+        MethodType::Pretrain => pretrain::run(job, progress),
+        MethodType::Supervised => sft::run(job, progress),
+    }
+}

@@ -8,8 +8,9 @@
 //! - with `lora`, only the adapters train and the job writes the PEFT adapter to
 //!   `output_dir/adapter` plus the merged model to `output_dir`; without it, the full model.
 //!
-//! Checkpoints, pause and resume work as in pretraining (the shared `step_loop`); a LoRA
-//! checkpoint keeps only the adapters.
+//! The start (files, hyperparameters, resume), the step loop, checkpoints, pause and resume are
+//! shared with pretraining ([`super::start`], [`super::step_loop`]); a LoRA checkpoint keeps only
+//! the adapters.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -20,21 +21,20 @@ use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
 use tokenizers::Tokenizer;
 
-use crate::chat::loss_mask::{ChatExample, ChatStats, TrainMessage, tokenize_chat};
-use crate::chat::template::ChatTemplate;
-use crate::model::{self, peft};
-
 use super::chat_tokens::{VOCAB_WEIGHTS, grow_vocab, register_chatml};
-use super::checkpoint::TrainerState;
 use super::data::DataError;
-use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
-use super::optim::AdamW;
+use super::hparams::DEFAULT_MAX_SEQ_LEN;
+use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
 use super::progress::Progress;
-use super::schedule::Schedule;
 use super::sft_pack::{PackError, PackedRow, collate, pack_examples};
-use super::step_loop::{Batch, RowSet, StepLoop, Trainee};
-use super::trainee::{FullModel, LoraModel};
-use super::trainer::{Stopped, TrainError, TrainJob, TrainOutcome, prepare_start};
+use super::start::{self, Plan};
+use super::step_loop::{Batch, RowSet, StepLoop};
+use super::trainee::{FullModel, LoraModel, Trainee};
+use crate::chat::loss_mask::{ChatExample, ChatStats, Overlength, TrainMessage, tokenize_chat};
+use crate::chat::template::ChatTemplate;
+use crate::model::lora::LoraConfig;
+use crate::model::{self, hf, peft};
+use crate::spec::{self, LoraSpec};
 
 fn data_err(path: &Path, line: usize, message: String) -> TrainError {
     TrainError::Data(DataError::Line {
@@ -57,7 +57,7 @@ pub fn read_chat_file(
     tokenizer: &Tokenizer,
     template: &ChatTemplate,
     max_seq_len: usize,
-    overlength: crate::spec::Overlength,
+    overlength: Overlength,
 ) -> Result<(Vec<ChatExample>, ChatStats), TrainError> {
     #[derive(serde::Deserialize)]
     struct Line {
@@ -96,11 +96,27 @@ pub fn read_chat_file(
     Ok((examples, stats))
 }
 
+/// The spec's overlength policy, as the loss-mask code takes it.
+fn overlength(o: spec::Overlength) -> Overlength {
+    match o {
+        spec::Overlength::Truncate => Overlength::Truncate,
+        spec::Overlength::Drop => Overlength::Drop,
+    }
+}
+
+/// The spec's LoRA settings, as the model takes them.
+fn lora_config(l: &LoraSpec) -> LoraConfig {
+    LoraConfig {
+        r: l.r,
+        alpha: l.alpha,
+        dropout: l.dropout,
+        target_modules: l.target_modules.clone(),
+        use_rslora: l.use_rslora,
+    }
+}
+
 /// Runs one supervised fine-tuning job to the end and writes the model (and adapter).
-pub fn run_sft_job(
-    job: &TrainJob,
-    progress: &mut dyn Progress,
-) -> Result<TrainOutcome, TrainError> {
+pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, TrainError> {
     let spec = &job.spec;
     let h = spec.hyperparameters();
     if model::preset(&spec.model).is_some() {
@@ -110,19 +126,10 @@ pub fn run_sft_job(
             spec.model
         )));
     }
-    for f in std::iter::once(&job.training_file).chain(job.validation_file.as_ref()) {
-        if !f.is_file() {
-            return Err(TrainError::MissingFile(f.clone()));
-        }
-    }
     let device = &job.device;
     let dtype = DType::F32;
-    std::fs::create_dir_all(&job.output_dir).map_err(|source| TrainError::Io {
-        path: job.output_dir.clone(),
-        source,
-    })?;
-    let hp = Resolved::from_spec(spec, false);
-    let mut start = prepare_start(job, &hp, dtype, device)?;
+    let mut start = start::start(job, dtype, device)?;
+    let hp = start.hp.clone();
     // ChatML for a model without a template: its tokens, and rows for them (see chat_tokens).
     let added = register_chatml(&mut start.tokenizer, &job.output_dir)?;
     let grown = grow_vocab(
@@ -145,7 +152,7 @@ pub fn run_sft_job(
         );
     }
     let cfg = start.cfg.clone();
-    // prepare_start left the model's tokenizer files (chat template included) in output_dir.
+    // The start left the model's tokenizer files (chat template included) in output_dir.
     let template = ChatTemplate::from_model_dir(&job.output_dir)
         .map_err(|e| TrainError::Unsupported(e.to_string()))?;
     let specials = crate::tokenizer::special_ids(
@@ -158,7 +165,7 @@ pub fn run_sft_job(
         .max_seq_len
         .unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings))
         .min(cfg.max_position_embeddings);
-    let overlength = h.overlength.unwrap_or_default();
+    let overlength = overlength(h.overlength.unwrap_or_default());
     let packing = h.packing.unwrap_or(true);
 
     // --- data ----------------------------------------------------------------------------------
@@ -203,16 +210,7 @@ pub fn run_sft_job(
             path: job.training_file.clone(),
         }));
     }
-    let warmup = hp.warmup_for(total_steps);
-    let schedule = Schedule {
-        peak_lr: hp.learning_rate,
-        warmup_steps: warmup,
-        total_steps,
-        kind: hp.lr_scheduler,
-        min_lr_ratio: hp.min_lr_ratio,
-    };
-    let eval_every = hp.eval_every.unwrap_or((total_steps / 10).max(1));
-    let checkpoint_every = hp.checkpoint_every.unwrap_or((total_steps / 4).max(1));
+    let plan = Plan::new(&hp, total_steps);
 
     // --- model: full (every weight a Var) or LoRA (frozen base, adapters only) -----------------
     let base_name = job.base_model_name.as_deref().unwrap_or(&spec.model);
@@ -231,7 +229,7 @@ pub fn run_sft_job(
             let m = LoraModel::new(
                 start.weights.clone(),
                 &cfg,
-                lspec,
+                &lora_config(lspec),
                 hp.seed,
                 seq_len,
                 base_name,
@@ -261,14 +259,13 @@ pub fn run_sft_job(
     };
     let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
     let num_trainable: u64 = vars.iter().map(|v| v.elem_count() as u64).sum();
-    let mut opt = AdamW::new(named, hp.adamw)?;
-    let state = start
-        .state
-        .take()
-        .unwrap_or_else(|| TrainerState::new(total_steps, hp.seed));
-    if let Some(moments) = start.optimizer.take() {
-        opt.load_state(moments, state.step)?;
-    }
+    let (opt, state) = start::optimizer(
+        named,
+        &hp,
+        total_steps,
+        start.state.take(),
+        start.optimizer.take(),
+    )?;
     tracing::info!(
         parameters = cfg.num_parameters(),
         trainable = num_trainable,
@@ -288,17 +285,14 @@ pub fn run_sft_job(
     let mut outcome = StepLoop {
         job,
         hp: &hp,
+        cfg: &cfg,
         trainee,
         vars,
         opt,
         state,
         train: &train_set,
         valid: &valid_set,
-        schedule,
-        eval_every,
-        checkpoint_every,
-        explode_at: (3.0 * (cfg.vocab_size as f64).ln()).max(10.0),
-        num_parameters: cfg.num_parameters(),
+        plan,
     }
     .run(progress)?;
     if matches!(outcome.stopped, Some(Stopped::Cancelled | Stopped::Paused)) {
@@ -316,7 +310,7 @@ pub fn run_sft_job(
             peft::save_merged(&job.output_dir, &cfg, &start.weights, &l.adapters)?;
         }
         Tuned::Full(f) => {
-            crate::model::hf::save_model_folder(&job.output_dir, &cfg, &f.weights())?;
+            hf::save_model_folder(&job.output_dir, &cfg, &f.weights())?;
         }
     }
     outcome.model_dir = Some(job.output_dir.clone());
@@ -359,328 +353,5 @@ impl RowSet for SftRows<'_> {
             counted_tokens: b.tokens,
             input_tokens,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ModelConfig;
-    use crate::model::hf;
-    use crate::spec::JobSpec;
-    use crate::train::{NoProgress, run_job};
-
-    const TOPICS: [&str; 5] = ["cats", "rain", "tea", "maps", "bread"];
-
-    /// A tiny pretrained-looking model folder: trained BPE tokenizer (ChatML template) and random
-    /// weights.
-    fn model_dir(dir: &Path) -> ModelConfig {
-        let texts: Vec<String> = (0..100)
-            .map(|i| {
-                format!(
-                    "Tell me about {} please. Sure, {} are nice.",
-                    TOPICS[i % 5],
-                    TOPICS[i % 5]
-                )
-            })
-            .collect();
-        let tokenizer = crate::tokenizer::train_bpe(texts.iter(), 300).unwrap();
-        let mut cfg = ModelConfig::llama(tokenizer.get_vocab_size(true), 32, 64, 2, 4, 2, 128);
-        cfg.eos_token_id = Some(0);
-        cfg.bos_token_id = Some(0);
-        cfg.pad_token_id = Some(1);
-        let vm = model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
-        let w = model::varmap_tensors(&vm);
-        hf::save_model_folder(dir, &cfg, &w).unwrap();
-        crate::tokenizer::save_trained(&tokenizer, dir, 128).unwrap();
-        cfg
-    }
-
-    fn write_chats(path: &Path) {
-        let mut out = String::new();
-        for i in 0..24 {
-            let t = TOPICS[i % 5];
-            let line = serde_json::json!({"messages": [
-                {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": format!("Tell me about {t} please.")},
-                {"role": "assistant", "content": format!("Sure, {t} are nice."), "weight": i % 2},
-                {"role": "user", "content": "More?"},
-                {"role": "assistant", "content": format!("{t} {t}.")},
-            ]});
-            out += &(line.to_string() + "\n");
-        }
-        // A tool-calling conversation, as OpenAI's format writes it.
-        out += r#"{"messages": [{"role": "user", "content": "Tell me about tea please."}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "about", "arguments": "{\"topic\": \"tea\"}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": "tea are nice."}, {"role": "assistant", "content": "Sure, tea are nice."}], "tools": [{"type": "function", "function": {"name": "about"}}]}"#;
-        out += "\n";
-        std::fs::write(path, out).unwrap();
-    }
-
-    fn job(dir: &Path, hyper: serde_json::Value, out: &str) -> TrainJob {
-        let spec: JobSpec = serde_json::from_value(serde_json::json!({
-            "model": dir.join("base").to_str().unwrap(), "training_file": "train.jsonl", "seed": 3,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}}
-        }))
-        .unwrap();
-        TrainJob {
-            spec,
-            training_file: dir.join("train.jsonl"),
-            validation_file: None,
-            output_dir: dir.join(out),
-            resume_from: None,
-            device: Device::Cpu,
-            base_model_name: None,
-        }
-    }
-
-    fn tensors(dir: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
-        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
-    }
-
-    fn same(a: &candle_core::Tensor, b: &candle_core::Tensor) -> bool {
-        a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    }
-
-    #[test]
-    fn supervised_lora_job_writes_adapter_and_merged_model() {
-        let dir = tempfile::tempdir().unwrap();
-        model_dir(&dir.path().join("base"));
-        write_chats(&dir.path().join("train.jsonl"));
-        let hyper = serde_json::json!({
-            "batch_size": 2, "max_seq_len": 128, "max_steps": 3, "learning_rate": 1e-2,
-            "validation_split": 0.25,
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
-        });
-        let out = run_job(&job(dir.path(), hyper, "out"), &mut NoProgress).unwrap();
-        assert_eq!(out.steps_completed, 3);
-        assert!(out.final_train_loss.unwrap().is_finite());
-        assert!(out.final_valid_loss.is_some());
-        let adapter = dir.path().join("out/adapter");
-        let cfg: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(cfg["r"], 4);
-        let a =
-            candle_core::safetensors::load(adapter.join("adapter_model.safetensors"), &Device::Cpu)
-                .unwrap();
-        assert_eq!(a.len(), 2 * 2 * 2, "2 layers x q,v x A,B");
-        // The merged model: q/v changed, everything else bitwise the base.
-        let base = tensors(&dir.path().join("base"));
-        let merged = tensors(&dir.path().join("out"));
-        assert_eq!(base.len(), merged.len());
-        for (name, t) in &base {
-            let lora = name.contains("q_proj") || name.contains("v_proj");
-            assert_eq!(!lora, same(t, &merged[name]), "{name}");
-        }
-        assert!(dir.path().join("out/tokenizer.json").is_file());
-    }
-
-    #[test]
-    fn supervised_full_job_trains_every_weight() {
-        let dir = tempfile::tempdir().unwrap();
-        model_dir(&dir.path().join("base"));
-        write_chats(&dir.path().join("train.jsonl"));
-        let hyper = serde_json::json!({
-            "batch_size": 2, "max_seq_len": 128, "max_steps": 2, "learning_rate": 1e-3,
-            "packing": false, "overlength": "drop"
-        });
-        let out = run_job(&job(dir.path(), hyper, "full"), &mut NoProgress).unwrap();
-        assert_eq!(out.steps_completed, 2);
-        assert!(!dir.path().join("full/adapter").exists());
-        let base = tensors(&dir.path().join("base"));
-        let tuned = tensors(&dir.path().join("full"));
-        for (name, t) in &base {
-            assert!(!same(t, &tuned[name]), "{name} did not change");
-        }
-    }
-
-    /// Pauses after 3 of 6 steps, resumes from the pause checkpoint, and checks every step's loss
-    /// and the final weights against an uninterrupted run.
-    fn paused_and_resumed_equals_uninterrupted(hyper: serde_json::Value, lora: bool) {
-        use crate::train::{RecordingProgress, StopReason};
-        let dir = tempfile::tempdir().unwrap();
-        model_dir(&dir.path().join("base"));
-        write_chats(&dir.path().join("train.jsonl"));
-        let mut whole = RecordingProgress::default();
-        run_job(&job(dir.path(), hyper.clone(), "whole"), &mut whole).unwrap();
-        let mut first = RecordingProgress {
-            stop_after: Some((3, StopReason::Pause)),
-            ..Default::default()
-        };
-        let paused = run_job(&job(dir.path(), hyper.clone(), "split"), &mut first).unwrap();
-        assert_eq!(paused.stopped, Some(Stopped::Paused));
-        let ckpt = paused.last_checkpoint.clone().unwrap();
-        assert_eq!(
-            ckpt.join("adapter/adapter_model.safetensors").is_file(),
-            lora,
-            "a LoRA checkpoint keeps the adapter, a full one the model"
-        );
-        assert_eq!(ckpt.join("model.safetensors").is_file(), !lora);
-        let mut rest = RecordingProgress::default();
-        let mut resumed = job(dir.path(), hyper, "split");
-        resumed.resume_from = Some(ckpt);
-        let out = run_job(&resumed, &mut rest).unwrap();
-        assert_eq!(out.steps_completed, 6);
-        let steps: Vec<_> = first.steps.iter().chain(&rest.steps).collect();
-        assert_eq!(steps.len(), whole.steps.len());
-        for (a, b) in whole.steps.iter().zip(steps) {
-            assert_eq!(a.step, b.step);
-            assert!(
-                (a.train_loss - b.train_loss).abs() < 1e-6,
-                "step {}: uninterrupted {} vs resumed {}",
-                a.step,
-                a.train_loss,
-                b.train_loss
-            );
-        }
-        let (w, r) = (
-            tensors(&dir.path().join("whole")),
-            tensors(&dir.path().join("split")),
-        );
-        for (name, t) in &w {
-            assert!(crate::testing::max_abs_diff(t, &r[name]) < 1e-5, "{name}");
-        }
-    }
-
-    #[test]
-    fn paused_lora_job_resumes_as_if_never_stopped() {
-        paused_and_resumed_equals_uninterrupted(
-            serde_json::json!({
-                "batch_size": 2, "max_seq_len": 128, "max_steps": 6, "learning_rate": 1e-2,
-                "gradient_accumulation_steps": 2,
-                "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "down_proj"]}
-            }),
-            true,
-        );
-    }
-
-    #[test]
-    fn paused_full_job_resumes_as_if_never_stopped() {
-        paused_and_resumed_equals_uninterrupted(
-            serde_json::json!({"batch_size": 2, "max_seq_len": 128, "max_steps": 6, "learning_rate": 1e-3}),
-            false,
-        );
-    }
-
-    /// A base model whose tokenizer has no ChatML tokens and no chat template (word-level, as
-    /// some base models come).
-    fn model_without_chatml(dir: &Path, tied: bool) -> ModelConfig {
-        let mut words: Vec<String> = ["[UNK]", "</s>", "Be", "brief.", "Tell", "me", "about"]
-            .iter()
-            .map(|w| w.to_string())
-            .collect();
-        for t in TOPICS {
-            words.extend([format!("{t}"), format!("{t}."), format!("Sure, {t}")]);
-        }
-        words.extend(
-            [
-                "please.",
-                "Sure,",
-                "are",
-                "nice.",
-                "More?",
-                "system",
-                "user",
-                "assistant",
-            ]
-            .map(String::from),
-        );
-        words.sort();
-        words.dedup();
-        let vocab = words
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.clone(), i as u32))
-            .collect();
-        let model = tokenizers::models::wordlevel::WordLevel::builder()
-            .vocab(vocab)
-            .unk_token("[UNK]".into())
-            .build()
-            .unwrap();
-        let mut tok = Tokenizer::new(model);
-        tok.with_pre_tokenizer(Some(
-            tokenizers::pre_tokenizers::whitespace::WhitespaceSplit,
-        ));
-        std::fs::create_dir_all(dir).unwrap();
-        tok.save(dir.join("tokenizer.json"), false).unwrap();
-        std::fs::write(
-            dir.join("tokenizer_config.json"),
-            r#"{"eos_token": "</s>", "unk_token": "[UNK]"}"#,
-        )
-        .unwrap();
-        let mut cfg = ModelConfig::llama(words.len(), 32, 64, 2, 4, 2, 128);
-        cfg.tie_word_embeddings = tied;
-        cfg.eos_token_id = tok.token_to_id("</s>");
-        let vm = model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
-        let w = model::varmap_tensors(&vm);
-        hf::save_model_folder(dir, &cfg, &w).unwrap();
-        cfg
-    }
-
-    #[test]
-    fn chatml_tokens_are_registered_trained_and_saved_for_models_without_a_template() {
-        for (tied, lora) in [(true, true), (false, true), (false, false)] {
-            let dir = tempfile::tempdir().unwrap();
-            let base_cfg = model_without_chatml(&dir.path().join("base"), tied);
-            write_chats(&dir.path().join("train.jsonl"));
-            let mut hyper = serde_json::json!({"batch_size": 2, "max_seq_len": 128,
-                "max_steps": 4, "learning_rate": 1e-2});
-            if lora {
-                hyper["lora"] =
-                    serde_json::json!({"r": 4, "alpha": 8, "target_modules": ["q_proj"]});
-            }
-            run_job(&job(dir.path(), hyper, "out"), &mut NoProgress).unwrap();
-            let out = dir.path().join("out");
-            // The tokenizer saved with the model has both tokens, after the old vocabulary.
-            let tok = crate::tokenizer::load(&out.join("tokenizer.json")).unwrap();
-            let v = base_cfg.vocab_size as u32;
-            let (start, end) = (
-                tok.token_to_id(crate::tokenizer::IM_START),
-                tok.token_to_id(crate::tokenizer::IM_END),
-            );
-            assert_eq!((start, end), (Some(v), Some(v + 1)));
-            assert!(super::super::chat_tokens::has_chat_template(&out));
-            let cfg = hf::read_config(&out).unwrap();
-            assert_eq!(cfg.vocab_size, base_cfg.vocab_size + 2);
-            // Old rows of the embedding moved only by training; the new rows started at the mean
-            // and were trained (they differ from the mean of the base rows).
-            let base = tensors(&dir.path().join("base"));
-            let tuned = tensors(&out);
-            let emb = &tuned["model.embed_tokens.weight"];
-            assert_eq!(emb.dims()[0], base_cfg.vocab_size + 2);
-            let mean = base["model.embed_tokens.weight"].mean_keepdim(0).unwrap();
-            let im_end_row = emb.narrow(0, base_cfg.vocab_size + 1, 1).unwrap();
-            assert!(
-                crate::testing::max_abs_diff(&im_end_row, &mean) > 0.0,
-                "the <|im_end|> row was trained"
-            );
-            if lora {
-                let a = out.join("adapter");
-                let cfg: serde_json::Value = serde_json::from_str(
-                    &std::fs::read_to_string(a.join("adapter_config.json")).unwrap(),
-                )
-                .unwrap();
-                let want = if tied {
-                    serde_json::json!(["embed_tokens"])
-                } else {
-                    serde_json::json!(["embed_tokens", "lm_head"])
-                };
-                assert_eq!(cfg["modules_to_save"], want);
-                let t = candle_core::safetensors::load(
-                    a.join("adapter_model.safetensors"),
-                    &Device::Cpu,
-                )
-                .unwrap();
-                assert!(t.contains_key("base_model.model.model.embed_tokens.weight"));
-                assert_eq!(t.contains_key("base_model.model.lm_head.weight"), !tied);
-            }
-            // The model loads for chat and renders ChatML with the new single tokens.
-            let m = crate::infer::engine::LoadedModel::load(&out).unwrap();
-            let ids = m
-                .chat_prompt(&[crate::chat::template::ChatMessage::new("user", "More?")])
-                .unwrap();
-            assert_eq!(ids[0], v, "{ids:?}");
-        }
     }
 }

@@ -1,8 +1,9 @@
-//! The step loop that pretraining and supervised fine-tuning share: stop requests (cancel, or
-//! pause with a checkpoint), the accumulation window ([`backward_window`]), the AdamW update,
-//! step metrics, evaluation with early stopping, and periodic checkpoints. What differs between
-//! the two (how rows become batches, what trains and how a checkpoint keeps it) comes in through
-//! [`RowSet`] and [`Trainee`].
+//! The step loop every method shares: stop requests (cancel, or pause with a checkpoint), the
+//! accumulation window ([`backward_window`]: forward and backward normalised by the window's
+//! counted tokens, divergence guards, clipping), the AdamW update, step metrics, evaluation with
+//! early stopping, and periodic checkpoints. What differs between methods (how rows become
+//! batches, what trains and how a checkpoint keeps it) comes in through [`RowSet`] and
+//! [`Trainee`].
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -12,14 +13,13 @@ use candle_core::{DType, Tensor, Var};
 use super::checkpoint::{self, TrainerState};
 use super::data::RowSampler;
 use super::hparams::Resolved;
+use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
 use super::loss::shifted_cross_entropy;
-use super::optim::AdamW;
+use super::optim::{AdamW, accumulate, clip_grad_norm};
 use super::progress::{EvalMetrics, Progress, StepMetrics, StopReason};
-use super::schedule::Schedule;
-use super::trainer::{
-    MicroBatch, Stopped, TrainError, TrainJob, TrainOutcome, WindowStep, backward_window,
-};
-use crate::model::Llama;
+use super::start::Plan;
+use super::trainee::Trainee;
+use crate::model::{Llama, ModelConfig};
 
 /// One micro-batch ready for the model.
 pub(super) struct Batch {
@@ -40,30 +40,19 @@ pub(super) trait RowSet {
     fn batch(&self, indices: &[usize]) -> Result<Batch, TrainError>;
 }
 
-/// What trains, and how a checkpoint keeps it.
-pub(super) trait Trainee {
-    fn net(&self) -> &Llama;
-    /// Training mode (dropout on, masks for `step`) or evaluation mode.
-    fn set_mode(&self, _training: bool, _step: u64) {}
-    fn checkpoint_weights(&self) -> Result<checkpoint::Weights<'_>, TrainError>;
-}
-
 /// Everything the loop needs, resolved by the job's own setup.
 pub(super) struct StepLoop<'a> {
     pub job: &'a TrainJob,
     pub hp: &'a Resolved,
+    /// The trained model's config (its vocabulary bounds the divergence guard).
+    pub cfg: &'a ModelConfig,
     pub trainee: &'a dyn Trainee,
     pub vars: Vec<Var>,
     pub opt: AdamW,
     pub state: TrainerState,
     pub train: &'a dyn RowSet,
     pub valid: &'a dyn RowSet,
-    pub schedule: Schedule,
-    pub eval_every: u64,
-    pub checkpoint_every: u64,
-    /// A window loss above this stops the job as diverged.
-    pub explode_at: f64,
-    pub num_parameters: u64,
+    pub plan: Plan,
 }
 
 impl StepLoop<'_> {
@@ -81,7 +70,9 @@ impl StepLoop<'_> {
     /// not exported here; the caller does that when `stopped` is `None` or early stopping.
     pub fn run(mut self, progress: &mut dyn Progress) -> Result<TrainOutcome, TrainError> {
         let hp = self.hp;
-        let total_steps = self.schedule.total_steps;
+        let total_steps = self.plan.schedule.total_steps;
+        // A window loss above this stops the job as diverged: 3x the loss of a uniform guess.
+        let explode_at = (3.0 * (self.cfg.vocab_size as f64).ln()).max(10.0);
         self.state.total_steps = total_steps;
         let mut sampler =
             RowSampler::new(self.train.len(), self.state.seed, self.state.data_position);
@@ -91,7 +82,7 @@ impl StepLoop<'_> {
             final_train_loss: None,
             final_valid_loss: None,
             trained_tokens: self.state.trained_tokens,
-            num_parameters: self.num_parameters,
+            num_parameters: self.cfg.num_parameters(),
             stopped: None,
             model_dir: None,
             last_checkpoint: None,
@@ -115,7 +106,7 @@ impl StepLoop<'_> {
                 None => {}
             }
             let t0 = Instant::now();
-            let lr = self.schedule.lr_at(step);
+            let lr = self.plan.schedule.lr_at(step);
             self.trainee.set_mode(true, step);
 
             // 1) the accumulation window: all micro-batches, so the loss is normalised by its tokens
@@ -147,7 +138,7 @@ impl StepLoop<'_> {
                 norm,
                 &self.vars,
                 hp.max_grad_norm,
-                self.explode_at,
+                explode_at,
                 step,
             )?;
 
@@ -187,7 +178,7 @@ impl StepLoop<'_> {
 
             // 5) evaluation and early stopping
             let mut stop_early = false;
-            if (step % self.eval_every == 0 || step == total_steps) && self.valid.len() > 0 {
+            if (step % self.plan.eval_every == 0 || step == total_steps) && self.valid.len() > 0 {
                 self.trainee.set_mode(false, step);
                 let (valid_loss, valid_acc) =
                     evaluate(self.trainee.net(), self.valid, hp.batch_size)?;
@@ -211,7 +202,7 @@ impl StepLoop<'_> {
             }
 
             // 6) checkpoint
-            if step % self.checkpoint_every == 0 && step < total_steps {
+            if step % self.plan.checkpoint_every == 0 && step < total_steps {
                 let path = self.save_checkpoint()?;
                 checkpoint::prune(&ckpt_root, hp.n_checkpoints)?;
                 progress.on_checkpoint(step, &path);
@@ -226,6 +217,71 @@ impl StepLoop<'_> {
         self.trainee.set_mode(false, total_steps);
         Ok(outcome)
     }
+}
+
+/// One micro-batch of an accumulation window, as [`backward_window`] takes it.
+struct MicroBatch<'a> {
+    pub input_ids: &'a Tensor,     // (B, T)
+    pub positions: &'a Tensor,     // (B, T)
+    pub label_weights: &'a Tensor, // (B, T)
+    /// Additive attention mask; `None` is plain causal attention.
+    pub mask: Option<&'a Tensor>,
+}
+
+/// What one accumulation window produced, ready for the optimiser.
+struct WindowStep {
+    pub grads: candle_core::backprop::GradStore,
+    /// Mean loss over the window's counted tokens, before the update.
+    pub train_loss: f64,
+    /// Correct next-token predictions among the counted tokens.
+    pub correct: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// Forward and backward over every micro-batch of a window, each loss divided by `norm` (the
+/// window's counted tokens) so the summed gradients are those of the window's mean; then the
+/// guards (a non-finite or exploding loss or gradient stops the job) and global-norm clipping.
+/// Shared by pretraining and SFT, so both normalise and guard alike.
+fn backward_window(
+    net: &Llama,
+    batches: &[MicroBatch],
+    norm: f64,
+    vars: &[Var],
+    max_grad_norm: f64,
+    explode_at: f64,
+    step: u64,
+) -> Result<WindowStep, TrainError> {
+    let (mut loss_sum, mut correct) = (0.0, 0.0);
+    let mut grads = None;
+    for b in batches {
+        let logits = net.forward(b.input_ids, b.positions, b.mask)?; // (B, T, V)
+        let sums = shifted_cross_entropy(&logits, b.input_ids, b.label_weights)?;
+        loss_sum += sums.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        correct += sums.correct;
+        accumulate(&mut grads, (sums.loss_sum / norm)?.backward()?, vars)?;
+    }
+    let mut grads = grads.expect("at least one micro-batch");
+    let train_loss = loss_sum / norm;
+    if !train_loss.is_finite() || train_loss > explode_at {
+        return Err(TrainError::Diverged {
+            step,
+            reason: format!("loss {train_loss} (limit {explode_at:.1}, 3·ln(vocab))"),
+        });
+    }
+    let grad_norm = clip_grad_norm(&mut grads, vars, max_grad_norm)?;
+    if !grad_norm.is_finite() {
+        return Err(TrainError::Diverged {
+            step,
+            reason: format!("gradient norm {grad_norm}"),
+        });
+    }
+    Ok(WindowStep {
+        grads,
+        train_loss,
+        correct,
+        grad_norm,
+    })
 }
 
 /// Mean loss and token accuracy over the counted tokens of every row of `rows`.

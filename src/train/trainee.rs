@@ -1,6 +1,6 @@
 //! What a job trains, for the step loop: every weight of the model ([`FullModel`], pretraining
 //! and full fine-tuning) or LoRA adapters on a frozen base ([`LoraModel`]), with how each is
-//! checkpointed and exported.
+//! checkpointed and exported, behind the [`Trainee`] trait the step loop drives.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,12 +9,19 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::checkpoint::Weights;
-use super::step_loop::Trainee;
-use super::trainer::TrainError;
+use super::job::TrainError;
 use crate::model::hf::HfError;
-use crate::model::lora::{self, LoraAdapters};
+use crate::model::lora::{self, LoraAdapters, LoraConfig};
+use crate::model::peft;
 use crate::model::{self, Llama, ModelConfig};
-use crate::spec::LoraSpec;
+
+/// What trains, and how a checkpoint keeps it: the step loop's view of a model.
+pub(super) trait Trainee {
+    fn net(&self) -> &Llama;
+    /// Training mode (dropout on, masks for `step`) or evaluation mode.
+    fn set_mode(&self, _training: bool, _step: u64) {}
+    fn checkpoint_weights(&self) -> Result<Weights<'_>, TrainError>;
+}
 
 /// Every weight is a trainable variable.
 pub(super) struct FullModel {
@@ -94,7 +101,7 @@ impl LoraModel {
     pub fn new(
         mut base: HashMap<String, Tensor>,
         cfg: &ModelConfig,
-        spec: &LoraSpec,
+        spec: &LoraConfig,
         seed: u64,
         seq_len: usize,
         base_model: &str,
@@ -107,7 +114,7 @@ impl LoraModel {
             lora::load_lora_llama(base, cfg, spec, seed, seq_len, DType::F32, device)?;
         adapters.modules_to_save = whole;
         if let Some(tensors) = resume {
-            adapters.load_peft_tensors(tensors)?;
+            peft::load_adapter_tensors(&adapters, tensors)?;
         }
         Ok(LoraModel {
             net,

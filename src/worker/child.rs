@@ -75,6 +75,8 @@ fn error_code(e: &TrainError) -> &'static str {
 /// Runs the job described in `job_file`; the process's exit code is 0 whenever it could report.
 pub fn run_child(job_file: &Path) -> anyhow::Result<()> {
     let job: ChildJob = serde_json::from_slice(&std::fs::read(job_file)?)?;
+    // Every log line of the training carries its job and organisation.
+    let _span = tracing::info_span!("training", job_id = %job.job_id, org = %job.org_id).entered();
     let stop = Arc::new(AtomicU8::new(RUN));
     {
         let stop = stop.clone();

@@ -5,13 +5,12 @@
 
 pub mod child;
 pub mod protocol;
-pub mod results;
 pub mod slot;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// A name for this process's slot `n`, unique across machines.
 pub fn worker_id(n: usize) -> String {

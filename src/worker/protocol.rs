@@ -16,6 +16,9 @@ use crate::train::{EvalMetrics, StepMetrics, TrainOutcome};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildJob {
     pub job_id: String,
+    /// The job's organization, for the child's log lines.
+    #[serde(default)]
+    pub org_id: String,
     pub spec: JobSpec,
     pub training_file: PathBuf,
     pub validation_file: Option<PathBuf>,

@@ -14,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::child::job_file_path;
 use super::protocol::{ChildCommand, ChildJob, ChildMessage};
-use super::results::publish_results;
-use crate::app::AppState;
-use crate::catalog::BaseModel;
+use crate::catalog::{BaseModel, ResolveError};
 use crate::spec::JobSpec;
+use crate::state::AppState;
 use crate::store::checkpoints;
 use crate::store::events::NewEvent;
+use crate::store::job_status::JobStatus;
 use crate::store::jobs::JobRow;
 use crate::store::metrics::{self, NewPoint};
 use crate::store::queue::{self, LeaseState};
@@ -31,9 +31,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const FLUSH_AT: usize = 64;
 
 /// Runs slot `worker_id` until `shutdown` fires.
+#[tracing::instrument(name = "worker_slot", skip_all, fields(worker = %worker_id))]
 pub async fn run_slot(state: AppState, worker_id: String, shutdown: CancellationToken) {
     let lease = chrono::Duration::seconds(state.settings.lease_secs as i64);
-    tracing::info!(worker = %worker_id, "worker slot ready");
+    tracing::info!("worker slot ready");
     while !shutdown.is_cancelled() {
         match queue::claim_next_job(&state.db, &worker_id, lease).await {
             Ok(Some(job)) => {
@@ -65,20 +66,12 @@ pub async fn run_slot(state: AppState, worker_id: String, shutdown: Cancellation
             }
         }
     }
-    tracing::info!(worker = %worker_id, "worker slot stopped");
+    tracing::info!("worker slot stopped");
 }
 
 /// Where the job's files live on this machine while it trains.
 fn work_dir(state: &AppState, job_id: &str) -> PathBuf {
     state.settings.work_dir().join(job_id)
-}
-
-/// Blob folder of a job's checkpoint at `step`.
-pub fn checkpoint_prefix(job_id: &str, step: u64) -> String {
-    format!(
-        "jobs/{job_id}/checkpoints/{}",
-        crate::train::checkpoint::folder_name(step)
-    )
 }
 
 /// Copies the training files and the latest checkpoint (if any) to the work folder.
@@ -117,10 +110,19 @@ async fn stage(
     }
     let mut spec = spec.clone();
     spec.seed = Some(job.seed as u64);
-    match crate::catalog::resolve(state, &job.org_id, &job.model).await? {
-        Some(BaseModel::Preset(_)) => {}
+    let base = crate::catalog::resolve(&state.db, &state.local_models, &job.org_id, &job.model)
+        .await
+        .map_err(|e| match e {
+            ResolveError::Unknown(_) => anyhow::anyhow!(
+                "{e} (this worker reads local models from its models folder, {})",
+                state.local_models.dir().display()
+            ),
+            other => anyhow::anyhow!("on this worker: {other}"),
+        })?;
+    match base {
+        BaseModel::Preset(_) => {}
         // A trained model as the base: copy its folder here and train from that path.
-        Some(BaseModel::Trained(m)) => {
+        BaseModel::Trained(m) => {
             let base = dir.join("base");
             state
                 .blobs
@@ -129,23 +131,11 @@ async fn stage(
             spec.model = base.display().to_string();
         }
         // A local model: train from this worker's own copy of the folder, in place.
-        Some(BaseModel::Local(m)) => {
-            if let Some(reason) = m.unloadable_reason() {
-                anyhow::bail!(
-                    "local model {} cannot be trained from on this worker: {reason}",
-                    m.id
-                );
-            }
-            spec.model = m.path.display().to_string();
-        }
-        None => anyhow::bail!(
-            "model {} is unknown to this worker (local models are read from its models folder, {})",
-            job.model,
-            state.local_models.dir().display()
-        ),
+        BaseModel::Local { model, .. } => spec.model = model.path.display().to_string(),
     }
     Ok(ChildJob {
         job_id: job.id.clone(),
+        org_id: job.org_id.clone(),
         spec,
         training_file,
         validation_file,
@@ -190,6 +180,7 @@ enum Ending {
     LeaseLost,
 }
 
+#[tracing::instrument(name = "job", skip_all, fields(job_id = %job.id, org = %job.org_id))]
 async fn run_claimed(
     state: &AppState,
     worker_id: &str,
@@ -353,7 +344,15 @@ async fn run_claimed(
                     )
                     .await?;
                 }
-                publish_results(state, &job, &spec, worker_id, &outcome).await?;
+                crate::jobs::results::publish_results(
+                    &state.db,
+                    &state.blobs,
+                    &job,
+                    &spec,
+                    worker_id,
+                    &outcome,
+                )
+                .await?;
                 true
             }
         },
@@ -365,24 +364,11 @@ async fn run_claimed(
     Ok(())
 }
 
-/// Memory this machine can still give, from `/proc/meminfo`.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = info
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// Why a job must not start here: candle aborts the whole process on out-of-memory, so a job
 /// whose estimated peak exceeds what this machine has is refused before it starts.
 fn memory_refusal(spec: &JobSpec, training_file: &Path) -> Option<String> {
     let estimate = crate::train::estimate::estimate_job(spec, Some(training_file)).ok()?;
-    let available = available_memory()?;
+    let available = crate::machine::available_memory_bytes()?;
     let need = estimate.memory.total;
     (need > available).then(|| {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -397,12 +383,12 @@ fn memory_refusal(spec: &JobSpec, training_file: &Path) -> Option<String> {
 /// Tells the child to stop when the job's status asks for it, once.
 async fn send_for_status(
     stdin: &mut tokio::process::ChildStdin,
-    status: &str,
+    status: &JobStatus,
     sent: &mut Option<ChildCommand>,
 ) {
     let wanted = match status {
-        "cancelled" => ChildCommand::Cancel,
-        "paused" => ChildCommand::Pause,
+        JobStatus::Cancelled => ChildCommand::Cancel,
+        JobStatus::Paused => ChildCommand::Pause,
         _ => return,
     };
     if *sent != Some(wanted) {
@@ -445,7 +431,8 @@ async fn save_checkpoint(
     path: &Path,
     keep: usize,
 ) -> anyhow::Result<()> {
-    let prefix = checkpoint_prefix(job_id, step);
+    let prefix =
+        crate::blob::keys::checkpoint(job_id, &crate::train::checkpoint::folder_name(step));
     state.blobs.put_dir(path, &prefix).await?;
     let m = metrics::point_at(&state.db, job_id, step as i64).await?;
     checkpoints::insert_checkpoint(&state.db, job_id, step as i64, &prefix, &m).await?;

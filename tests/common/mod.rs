@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-use wick::app::{AppState, Application};
+use wick::app::Application;
 use wick::config::Settings;
+use wick::state::AppState;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {

@@ -1,5 +1,7 @@
 //! The blob store: datasets, checkpoints, adapters and models, through `object_store`, so the same
-//! code writes a local folder today and S3-compatible storage when Wick is scaled out.
+//! code writes a local folder today and S3-compatible storage when Wick is scaled out. [`keys`] names where each kind of object lives.
+
+pub mod keys;
 
 use std::path::Path as FsPath;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Job states, named as OpenAI's fine-tuning API names them (plus `paused`), and the only
+//! Job states (the `jobs.status` column, typed), named as OpenAI's fine-tuning API names them (plus `paused`), and the only
 //! transitions allowed between them.
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,24 @@ impl JobStatus {
             (Paused, Queued | Cancelled) => true,
             _ => false,
         }
+    }
+}
+
+/// The `status` column decodes straight into a [`JobStatus`].
+impl TryFrom<String> for JobStatus {
+    type Error = super::UnknownValue;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        JobStatus::parse(&s).ok_or(super::UnknownValue {
+            column: "jobs.status",
+            value: s,
+        })
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

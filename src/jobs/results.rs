@@ -3,12 +3,13 @@
 
 use serde_json::json;
 
-use crate::api::results::{metric_series, series_csv};
-use crate::app::AppState;
+use super::metrics::{metric_series, series_csv};
+use crate::blob::{Blobs, keys};
 use crate::ids::{new_id, now};
 use crate::spec::{JobSpec, MethodType};
+use crate::store::Db;
 use crate::store::events::NewEvent;
-use crate::store::files::{self, FileRow};
+use crate::store::files::{self, FilePurpose, FileRow, FileStatus};
 use crate::store::jobs::JobRow;
 use crate::store::{models, queue};
 use crate::train::TrainOutcome;
@@ -23,62 +24,45 @@ pub fn fine_tuned_model_name(job: &JobRow) -> String {
     )
 }
 
-/// Blob folder of a job's final model.
-pub fn model_prefix(job_id: &str) -> String {
-    format!("models/{job_id}")
-}
-
+/// Stores what a successful run produced and marks the job `succeeded`.
 pub async fn publish_results(
-    state: &AppState,
+    db: &Db,
+    blobs: &Blobs,
     job: &JobRow,
     spec: &JobSpec,
     worker_id: &str,
     outcome: &TrainOutcome,
 ) -> anyhow::Result<()> {
     let name = fine_tuned_model_name(job);
-    let prefix = model_prefix(&job.id);
+    let prefix = keys::model(&job.id);
     if let Some(dir) = &outcome.model_dir {
         // The training checkpoints are in the blob store already, under the job's checkpoints.
-        state
-            .blobs
-            .put_dir_except(dir, &prefix, &["checkpoints"])
-            .await?;
+        blobs.put_dir_except(dir, &prefix, &["checkpoints"]).await?;
     }
     let kind = match spec.method.kind {
         MethodType::Pretrain => "pretrained",
         MethodType::Supervised => "fine-tuned",
     };
-    models::insert_model(
-        &state.db,
-        &name,
-        &job.org_id,
-        kind,
-        &job.model,
-        &job.id,
-        &prefix,
-    )
-    .await?;
+    models::insert_model(db, &name, &job.org_id, kind, &job.model, &job.id, &prefix).await?;
 
-    let series = metric_series(state, &job.id)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the metric series: {e:?}"))?;
+    let series = metric_series(db, &job.id).await?;
     let csv = series_csv(&series);
     let file_id = new_id("file");
-    let blob_path = format!("files/{}/{}", job.org_id, file_id);
+    let blob_path = keys::file(&job.org_id, &file_id);
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(csv.as_bytes()));
     let bytes = csv.len() as i64;
-    state.blobs.put(&blob_path, csv.into_bytes().into()).await?;
+    blobs.put(&blob_path, csv.into_bytes().into()).await?;
     files::insert_file(
-        &state.db,
+        db,
         &FileRow {
             id: file_id.clone(),
             org_id: job.org_id.clone(),
             filename: "step_metrics.csv".into(),
-            purpose: "fine-tune-results".into(),
+            purpose: FilePurpose::FineTuneResults,
             bytes,
             sha256: sha,
             blob_path,
-            status: "processed".into(),
+            status: FileStatus::Processed,
             status_details: None,
             report: None,
             created_at: now(),
@@ -86,14 +70,14 @@ pub async fn publish_results(
     )
     .await?;
     queue::insert_event(
-        &state.db,
+        db,
         &job.id,
         &NewEvent::info("message", format!("New fine-tuned model created: {name}"))
             .with_data(json!({"model": name})),
     )
     .await?;
     let done = queue::complete_job(
-        &state.db,
+        db,
         &job.id,
         worker_id,
         &name,

@@ -1,0 +1,54 @@
+//! The shared state of a running service: the store, the blob store, settings, the live-update
+//! hub, the queue's wake-up, loaded models and the local models folder. Handlers and worker slots
+//! take it; the composition root ([`crate::app`]) builds it.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::blob::Blobs;
+use crate::catalog::local::LocalModels;
+use crate::config::Settings;
+use crate::infer::registry::Registry;
+use crate::store::Db;
+use crate::stream::hub::Hub;
+
+/// What every handler can reach; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Db,
+    pub blobs: Blobs,
+    pub settings: Arc<Settings>,
+    /// Fans job updates out to live watchers.
+    pub hub: Hub,
+    /// Wakes idle worker slots in this process when a job is queued.
+    pub queue_wake: Arc<Notify>,
+    /// Models loaded for inference.
+    pub models: Registry,
+    /// The server's folder of Hugging Face base models.
+    pub local_models: LocalModels,
+}
+
+impl AppState {
+    /// Opens the store and the blob store named by `settings`.
+    pub async fn open(settings: Settings) -> anyhow::Result<Self> {
+        let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+        let blobs = Blobs::local(&settings.blob_dir()).context("opening the blob store")?;
+        let hub = Hub::new(db.clone());
+        hub.listen_for_other_processes();
+        let models_dir = settings.local_models_dir();
+        if settings.models_dir.is_some() && !models_dir.is_dir() {
+            tracing::warn!(dir = %models_dir.display(), "the models folder does not exist; no local models until it does");
+        }
+        Ok(AppState {
+            db,
+            blobs,
+            settings: Arc::new(settings),
+            hub,
+            queue_wake: Arc::new(Notify::new()),
+            models: Default::default(),
+            local_models: LocalModels::new(models_dir),
+        })
+    }
+}

@@ -1,0 +1,184 @@
+//! The start every training job shares, whatever its method: the job's files checked, the output
+//! folder made, the hyperparameters resolved, and the starting point loaded (a checkpoint to
+//! resume, a preset trained from scratch with a fresh tokenizer, or a Hugging Face folder); then,
+//! once the method knows its rows, the plan (schedule, evaluation and checkpoint cadence) and the
+//! optimiser with its state restored.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use tokenizers::Tokenizer;
+
+use super::checkpoint::{self, LoadedWeights, TrainerState};
+use super::data::JsonlTexts;
+use super::hparams::Resolved;
+use super::job::{TrainError, TrainJob};
+use super::optim::AdamW;
+use super::schedule::Schedule;
+use crate::model::hf;
+use crate::model::{self, ModelConfig};
+use crate::tokenizer as tok;
+
+/// Where the starting weights and tokenizer come from.
+pub(super) struct Start {
+    pub(super) cfg: ModelConfig,
+    pub(super) weights: HashMap<String, Tensor>,
+    pub(super) tokenizer: Tokenizer,
+    /// LoRA adapter tensors (PEFT names) of the checkpoint being resumed.
+    pub(super) adapter: Option<HashMap<String, Tensor>>,
+    pub(super) state: Option<TrainerState>,
+    pub(super) optimizer: Option<HashMap<String, Tensor>>,
+    /// The job's hyperparameters, every default resolved.
+    pub(super) hp: Resolved,
+}
+
+/// Checks the job's files, makes its output folder, resolves its hyperparameters and loads its
+/// starting point.
+pub(super) fn start(job: &TrainJob, dtype: DType, device: &Device) -> Result<Start, TrainError> {
+    for f in std::iter::once(&job.training_file).chain(job.validation_file.as_ref()) {
+        if !f.is_file() {
+            return Err(TrainError::MissingFile(f.clone()));
+        }
+    }
+    std::fs::create_dir_all(&job.output_dir).map_err(|source| TrainError::Io {
+        path: job.output_dir.clone(),
+        source,
+    })?;
+    // A preset starts from scratch, which picks the pretraining learning rate.
+    let hp = Resolved::from_spec(&job.spec, model::preset(&job.spec.model).is_some());
+    load_start(job, hp, dtype, device)
+}
+
+/// Finds the starting point: a checkpoint, a preset trained from scratch (with a fresh BPE
+/// tokenizer), or a Hugging Face folder. Leaves the tokenizer files in the output folder.
+/// `hp` is moved into the result.
+fn load_start(
+    job: &TrainJob,
+    hp: Resolved,
+    dtype: DType,
+    device: &Device,
+) -> Result<Start, TrainError> {
+    let out = &job.output_dir;
+    if let Some(ckpt) = &job.resume_from {
+        if !ckpt.is_dir() {
+            return Err(TrainError::MissingFile(ckpt.clone()));
+        }
+        let loaded = checkpoint::load(ckpt, dtype, device)?;
+        let tokenizer = tok::load(&ckpt.join("tokenizer.json"))?;
+        if ckpt != out {
+            tok::copy_files(ckpt, out)?;
+        }
+        let (cfg, weights, adapter) = match loaded.weights {
+            LoadedWeights::Full { config, weights } => (config, weights, None),
+            // A LoRA checkpoint keeps only the adapters; the frozen base is the job's model.
+            LoadedWeights::Adapter(tensors) => {
+                let (cfg, weights) = base_folder(&job.spec.model, dtype, device)?;
+                (cfg, weights, Some(tensors))
+            }
+        };
+        return Ok(Start {
+            cfg,
+            weights,
+            tokenizer,
+            adapter,
+            state: Some(loaded.state),
+            optimizer: Some(loaded.optimizer),
+            hp,
+        });
+    }
+    if let Some(mut cfg) = model::preset(&job.spec.model) {
+        let vocab = hp.vocab_size.unwrap_or(cfg.vocab_size);
+        let texts = JsonlTexts::open(&job.training_file)?.map_while(Result::ok);
+        let tokenizer = tok::train_bpe(texts, vocab)?;
+        cfg.vocab_size = tokenizer.get_vocab_size(true);
+        let ids = tok::special_ids(&tokenizer, None, None, None)?;
+        cfg.bos_token_id = ids.bos.or(Some(ids.eos));
+        cfg.eos_token_id = Some(ids.eos);
+        cfg.pad_token_id = Some(ids.pad);
+        tok::save_trained(&tokenizer, out, cfg.max_position_embeddings)?;
+        let varmap = model::init_varmap(&cfg, hp.seed, dtype, device)?;
+        let weights = model::varmap_tensors(&varmap);
+        return Ok(Start {
+            cfg,
+            weights,
+            tokenizer,
+            adapter: None,
+            state: None,
+            optimizer: None,
+            hp,
+        });
+    }
+    let (cfg, weights) = base_folder(&job.spec.model, dtype, device)?;
+    let dir = Path::new(&job.spec.model);
+    let tokenizer = tok::load(&dir.join("tokenizer.json"))?;
+    if dir != out.as_path() {
+        tok::copy_files(dir, out)?;
+    }
+    Ok(Start {
+        cfg,
+        weights,
+        tokenizer,
+        adapter: None,
+        state: None,
+        optimizer: None,
+        hp,
+    })
+}
+
+/// The config and weights of the Hugging Face folder `model`.
+fn base_folder(
+    model: &str,
+    dtype: DType,
+    device: &Device,
+) -> Result<(ModelConfig, HashMap<String, Tensor>), TrainError> {
+    let dir = Path::new(model);
+    if !dir.join("config.json").is_file() {
+        return Err(TrainError::UnknownModel(model.to_string()));
+    }
+    let cfg = hf::read_config(dir)?;
+    let weights = hf::load_weights(dir, &cfg, dtype, device)?;
+    Ok((cfg, weights))
+}
+
+/// How a run of `total_steps` goes: its learning-rate schedule, and how often it evaluates and
+/// checkpoints (a tenth and a quarter of the run unless the job says).
+pub(super) struct Plan {
+    pub schedule: Schedule,
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+}
+
+impl Plan {
+    pub fn new(hp: &Resolved, total_steps: u64) -> Plan {
+        Plan {
+            schedule: Schedule {
+                peak_lr: hp.learning_rate,
+                warmup_steps: hp.warmup_for(total_steps),
+                total_steps,
+                kind: hp.lr_scheduler,
+                min_lr_ratio: hp.min_lr_ratio,
+            },
+            eval_every: hp.eval_every.unwrap_or((total_steps / 10).max(1)),
+            checkpoint_every: hp.checkpoint_every.unwrap_or((total_steps / 4).max(1)),
+        }
+    }
+}
+
+/// AdamW over `named` (name, variable, whether weight decay applies) and the trainer state: as
+/// the checkpoint being resumed left them (`state`, `moments`), or fresh for a run of
+/// `total_steps`.
+pub(super) fn optimizer(
+    named: Vec<(String, Var, bool)>,
+    hp: &Resolved,
+    total_steps: u64,
+    state: Option<TrainerState>,
+    moments: Option<HashMap<String, Tensor>>,
+) -> Result<(AdamW, TrainerState), TrainError> {
+    let mut opt = AdamW::new(named, hp.adamw)?;
+    let state = state.unwrap_or_else(|| TrainerState::new(total_steps, hp.seed));
+    if let Some(moments) = moments {
+        opt.load_state(moments, state.step)?;
+    }
+    Ok((opt, state))
+}

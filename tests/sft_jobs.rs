@@ -1,0 +1,329 @@
+//! Whole supervised fine-tuning jobs on tiny models, through `train::run_job` as a worker runs
+//! them: LoRA (adapter and merged model), full fine-tuning, pause and resume equal to an
+//! uninterrupted run, and ChatML registered for models without a chat template.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use tokenizers::Tokenizer;
+use wick::model::ModelConfig;
+use wick::model::hf;
+use wick::spec::JobSpec;
+use wick::train::chat_tokens::has_chat_template;
+use wick::train::{NoProgress, RecordingProgress, StopReason, Stopped, TrainJob, run_job};
+
+/// The largest absolute elementwise difference of two tensors of the same shape, as f64.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .and_then(|d| d.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>())
+        .unwrap()
+}
+
+const TOPICS: [&str; 5] = ["cats", "rain", "tea", "maps", "bread"];
+
+/// A tiny pretrained-looking model folder: trained BPE tokenizer (ChatML template) and random
+/// weights.
+fn model_dir(dir: &Path) -> ModelConfig {
+    let texts: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                "Tell me about {} please. Sure, {} are nice.",
+                TOPICS[i % 5],
+                TOPICS[i % 5]
+            )
+        })
+        .collect();
+    let tokenizer = wick::tokenizer::train_bpe(texts.iter(), 300).unwrap();
+    let mut cfg = ModelConfig::llama(tokenizer.get_vocab_size(true), 32, 64, 2, 4, 2, 128);
+    cfg.eos_token_id = Some(0);
+    cfg.bos_token_id = Some(0);
+    cfg.pad_token_id = Some(1);
+    let vm = wick::model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+    let w = wick::model::varmap_tensors(&vm);
+    hf::save_model_folder(dir, &cfg, &w).unwrap();
+    wick::tokenizer::save_trained(&tokenizer, dir, 128).unwrap();
+    cfg
+}
+
+fn write_chats(path: &Path) {
+    let mut out = String::new();
+    for i in 0..24 {
+        let t = TOPICS[i % 5];
+        let line = serde_json::json!({"messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": format!("Tell me about {t} please.")},
+            {"role": "assistant", "content": format!("Sure, {t} are nice."), "weight": i % 2},
+            {"role": "user", "content": "More?"},
+            {"role": "assistant", "content": format!("{t} {t}.")},
+        ]});
+        out += &(line.to_string() + "\n");
+    }
+    // A tool-calling conversation, as OpenAI's format writes it.
+    out += r#"{"messages": [{"role": "user", "content": "Tell me about tea please."}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "about", "arguments": "{\"topic\": \"tea\"}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": "tea are nice."}, {"role": "assistant", "content": "Sure, tea are nice."}], "tools": [{"type": "function", "function": {"name": "about"}}]}"#;
+    out += "\n";
+    std::fs::write(path, out).unwrap();
+}
+
+fn job(dir: &Path, hyper: serde_json::Value, out: &str) -> TrainJob {
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "model": dir.join("base").to_str().unwrap(), "training_file": "train.jsonl", "seed": 3,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}}
+    }))
+    .unwrap();
+    TrainJob {
+        spec,
+        training_file: dir.join("train.jsonl"),
+        validation_file: None,
+        output_dir: dir.join(out),
+        resume_from: None,
+        device: Device::Cpu,
+        base_model_name: None,
+    }
+}
+
+fn tensors(dir: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn same(a: &candle_core::Tensor, b: &candle_core::Tensor) -> bool {
+    a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn supervised_lora_job_writes_adapter_and_merged_model() {
+    let dir = tempfile::tempdir().unwrap();
+    model_dir(&dir.path().join("base"));
+    write_chats(&dir.path().join("train.jsonl"));
+    let hyper = serde_json::json!({
+        "batch_size": 2, "max_seq_len": 128, "max_steps": 3, "learning_rate": 1e-2,
+        "validation_split": 0.25,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
+    });
+    let out = run_job(&job(dir.path(), hyper, "out"), &mut NoProgress).unwrap();
+    assert_eq!(out.steps_completed, 3);
+    assert!(out.final_train_loss.unwrap().is_finite());
+    assert!(out.final_valid_loss.is_some());
+    let adapter = dir.path().join("out/adapter");
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["r"], 4);
+    let a = candle_core::safetensors::load(adapter.join("adapter_model.safetensors"), &Device::Cpu)
+        .unwrap();
+    assert_eq!(a.len(), 2 * 2 * 2, "2 layers x q,v x A,B");
+    // The merged model: q/v changed, everything else bitwise the base.
+    let base = tensors(&dir.path().join("base"));
+    let merged = tensors(&dir.path().join("out"));
+    assert_eq!(base.len(), merged.len());
+    for (name, t) in &base {
+        let lora = name.contains("q_proj") || name.contains("v_proj");
+        assert_eq!(!lora, same(t, &merged[name]), "{name}");
+    }
+    assert!(dir.path().join("out/tokenizer.json").is_file());
+}
+
+#[test]
+fn supervised_full_job_trains_every_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    model_dir(&dir.path().join("base"));
+    write_chats(&dir.path().join("train.jsonl"));
+    let hyper = serde_json::json!({
+        "batch_size": 2, "max_seq_len": 128, "max_steps": 2, "learning_rate": 1e-3,
+        "packing": false, "overlength": "drop"
+    });
+    let out = run_job(&job(dir.path(), hyper, "full"), &mut NoProgress).unwrap();
+    assert_eq!(out.steps_completed, 2);
+    assert!(!dir.path().join("full/adapter").exists());
+    let base = tensors(&dir.path().join("base"));
+    let tuned = tensors(&dir.path().join("full"));
+    for (name, t) in &base {
+        assert!(!same(t, &tuned[name]), "{name} did not change");
+    }
+}
+
+/// Pauses after 3 of 6 steps, resumes from the pause checkpoint, and checks every step's loss
+/// and the final weights against an uninterrupted run.
+fn paused_and_resumed_equals_uninterrupted(hyper: serde_json::Value, lora: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    model_dir(&dir.path().join("base"));
+    write_chats(&dir.path().join("train.jsonl"));
+    let mut whole = RecordingProgress::default();
+    run_job(&job(dir.path(), hyper.clone(), "whole"), &mut whole).unwrap();
+    let mut first = RecordingProgress {
+        stop_after: Some((3, StopReason::Pause)),
+        ..Default::default()
+    };
+    let paused = run_job(&job(dir.path(), hyper.clone(), "split"), &mut first).unwrap();
+    assert_eq!(paused.stopped, Some(Stopped::Paused));
+    let ckpt = paused.last_checkpoint.clone().unwrap();
+    assert_eq!(
+        ckpt.join("adapter/adapter_model.safetensors").is_file(),
+        lora,
+        "a LoRA checkpoint keeps the adapter, a full one the model"
+    );
+    assert_eq!(ckpt.join("model.safetensors").is_file(), !lora);
+    let mut rest = RecordingProgress::default();
+    let mut resumed = job(dir.path(), hyper, "split");
+    resumed.resume_from = Some(ckpt);
+    let out = run_job(&resumed, &mut rest).unwrap();
+    assert_eq!(out.steps_completed, 6);
+    let steps: Vec<_> = first.steps.iter().chain(&rest.steps).collect();
+    assert_eq!(steps.len(), whole.steps.len());
+    for (a, b) in whole.steps.iter().zip(steps) {
+        assert_eq!(a.step, b.step);
+        assert!(
+            (a.train_loss - b.train_loss).abs() < 1e-6,
+            "step {}: uninterrupted {} vs resumed {}",
+            a.step,
+            a.train_loss,
+            b.train_loss
+        );
+    }
+    let (w, r) = (
+        tensors(&dir.path().join("whole")),
+        tensors(&dir.path().join("split")),
+    );
+    for (name, t) in &w {
+        assert!(max_abs_diff(t, &r[name]) < 1e-5, "{name}");
+    }
+}
+
+#[test]
+fn paused_lora_job_resumes_as_if_never_stopped() {
+    paused_and_resumed_equals_uninterrupted(
+        serde_json::json!({
+            "batch_size": 2, "max_seq_len": 128, "max_steps": 6, "learning_rate": 1e-2,
+            "gradient_accumulation_steps": 2,
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+        }),
+        true,
+    );
+}
+
+#[test]
+fn paused_full_job_resumes_as_if_never_stopped() {
+    paused_and_resumed_equals_uninterrupted(
+        serde_json::json!({"batch_size": 2, "max_seq_len": 128, "max_steps": 6, "learning_rate": 1e-3}),
+        false,
+    );
+}
+
+/// A base model whose tokenizer has no ChatML tokens and no chat template (word-level, as
+/// some base models come).
+fn model_without_chatml(dir: &Path, tied: bool) -> ModelConfig {
+    let mut words: Vec<String> = ["[UNK]", "</s>", "Be", "brief.", "Tell", "me", "about"]
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    for t in TOPICS {
+        words.extend([format!("{t}"), format!("{t}."), format!("Sure, {t}")]);
+    }
+    words.extend(
+        [
+            "please.",
+            "Sure,",
+            "are",
+            "nice.",
+            "More?",
+            "system",
+            "user",
+            "assistant",
+        ]
+        .map(String::from),
+    );
+    words.sort();
+    words.dedup();
+    let vocab = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.clone(), i as u32))
+        .collect();
+    let model = tokenizers::models::wordlevel::WordLevel::builder()
+        .vocab(vocab)
+        .unk_token("[UNK]".into())
+        .build()
+        .unwrap();
+    let mut tok = Tokenizer::new(model);
+    tok.with_pre_tokenizer(Some(
+        tokenizers::pre_tokenizers::whitespace::WhitespaceSplit,
+    ));
+    std::fs::create_dir_all(dir).unwrap();
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"eos_token": "</s>", "unk_token": "[UNK]"}"#,
+    )
+    .unwrap();
+    let mut cfg = ModelConfig::llama(words.len(), 32, 64, 2, 4, 2, 128);
+    cfg.tie_word_embeddings = tied;
+    cfg.eos_token_id = tok.token_to_id("</s>");
+    let vm = wick::model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+    let w = wick::model::varmap_tensors(&vm);
+    hf::save_model_folder(dir, &cfg, &w).unwrap();
+    cfg
+}
+
+#[test]
+fn chatml_tokens_are_registered_trained_and_saved_for_models_without_a_template() {
+    for (tied, lora) in [(true, true), (false, true), (false, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let base_cfg = model_without_chatml(&dir.path().join("base"), tied);
+        write_chats(&dir.path().join("train.jsonl"));
+        let mut hyper = serde_json::json!({"batch_size": 2, "max_seq_len": 128,
+            "max_steps": 4, "learning_rate": 1e-2});
+        if lora {
+            hyper["lora"] = serde_json::json!({"r": 4, "alpha": 8, "target_modules": ["q_proj"]});
+        }
+        run_job(&job(dir.path(), hyper, "out"), &mut NoProgress).unwrap();
+        let out = dir.path().join("out");
+        // The tokenizer saved with the model has both tokens, after the old vocabulary.
+        let tok = wick::tokenizer::load(&out.join("tokenizer.json")).unwrap();
+        let v = base_cfg.vocab_size as u32;
+        let (start, end) = (
+            tok.token_to_id(wick::tokenizer::IM_START),
+            tok.token_to_id(wick::tokenizer::IM_END),
+        );
+        assert_eq!((start, end), (Some(v), Some(v + 1)));
+        assert!(has_chat_template(&out));
+        let cfg = hf::read_config(&out).unwrap();
+        assert_eq!(cfg.vocab_size, base_cfg.vocab_size + 2);
+        // Old rows of the embedding moved only by training; the new rows started at the mean
+        // and were trained (they differ from the mean of the base rows).
+        let base = tensors(&dir.path().join("base"));
+        let tuned = tensors(&out);
+        let emb = &tuned["model.embed_tokens.weight"];
+        assert_eq!(emb.dims()[0], base_cfg.vocab_size + 2);
+        let mean = base["model.embed_tokens.weight"].mean_keepdim(0).unwrap();
+        let im_end_row = emb.narrow(0, base_cfg.vocab_size + 1, 1).unwrap();
+        assert!(
+            max_abs_diff(&im_end_row, &mean) > 0.0,
+            "the <|im_end|> row was trained"
+        );
+        if lora {
+            let a = out.join("adapter");
+            let cfg: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(a.join("adapter_config.json")).unwrap(),
+            )
+            .unwrap();
+            let want = if tied {
+                serde_json::json!(["embed_tokens"])
+            } else {
+                serde_json::json!(["embed_tokens", "lm_head"])
+            };
+            assert_eq!(cfg["modules_to_save"], want);
+            let t =
+                candle_core::safetensors::load(a.join("adapter_model.safetensors"), &Device::Cpu)
+                    .unwrap();
+            assert!(t.contains_key("base_model.model.model.embed_tokens.weight"));
+            assert_eq!(t.contains_key("base_model.model.lm_head.weight"), !tied);
+        }
+        // The model loads for chat and renders ChatML with the new single tokens.
+        let m = wick::infer::engine::LoadedModel::load(&out).unwrap();
+        let ids = m
+            .chat_prompt(&[wick::chat::template::ChatMessage::new("user", "More?")])
+            .unwrap();
+        assert_eq!(ids[0], v, "{ids:?}");
+    }
+}

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::{Db, UnknownValue};
+use super::{Db, UnknownValue, decode_text};
 use crate::with_db;
 
 /// What a file is for (the `purpose` column), as OpenAI names it.
@@ -35,13 +35,7 @@ impl TryFrom<String> for FilePurpose {
     type Error = UnknownValue;
 
     fn try_from(s: String) -> Result<Self, UnknownValue> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or(UnknownValue {
-                column: "files.purpose",
-                value: s,
-            })
+        decode_text("files.purpose", s, &Self::ALL, Self::as_str)
     }
 }
 
@@ -71,13 +65,7 @@ impl TryFrom<String> for FileStatus {
     type Error = UnknownValue;
 
     fn try_from(s: String) -> Result<Self, UnknownValue> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or(UnknownValue {
-                column: "files.status",
-                value: s,
-            })
+        decode_text("files.status", s, &Self::ALL, Self::as_str)
     }
 }
 

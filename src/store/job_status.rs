@@ -69,10 +69,7 @@ impl TryFrom<String> for JobStatus {
     type Error = super::UnknownValue;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        JobStatus::parse(&s).ok_or(super::UnknownValue {
-            column: "jobs.status",
-            value: s,
-        })
+        super::decode_text("jobs.status", s, &Self::ALL, Self::as_str)
     }
 }
 

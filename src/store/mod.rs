@@ -31,6 +31,19 @@ pub struct UnknownValue {
     pub value: String,
 }
 
+/// Decodes the text of `column` into the one of `all` that `name` gives that text.
+pub(crate) fn decode_text<T: Copy>(
+    column: &'static str,
+    value: String,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> Result<T, UnknownValue> {
+    all.iter()
+        .copied()
+        .find(|&t| name(t) == value)
+        .ok_or(UnknownValue { column, value })
+}
+
 /// A connection pool to one of the two backends.
 #[derive(Clone, Debug)]
 pub enum Db {

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::line::{Code, Ctx, drain_map, drain_seq, scalars_are_wrong_type};
+use super::ctx::{Code, Ctx, drain_map, drain_seq, scalars_are_wrong_type};
 use super::pyjson::{KeySeed, Leaf, transcode_map};
 use crate::datasets::stats::{ASSISTANT, ROLES};
 

@@ -24,6 +24,7 @@
 //! - `pretrain`: the schema of pretraining lines.
 
 mod chat;
+mod ctx;
 mod line;
 mod pretrain;
 mod pyjson;
@@ -36,7 +37,8 @@ use std::sync::mpsc;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use self::line::{Checker, Code, Ctx, N_CODES, too_long_message};
+use self::ctx::{Code, Ctx, N_CODES, too_long_message};
+use self::line::Checker;
 use super::report::{LineError, MAX_REPORTED_ERRORS, ValidationReport};
 use super::stats::StatsAcc;
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
-use super::line::{Code, Ctx, drain_seq, scalars_are_wrong_type};
+use super::ctx::{Code, Ctx, drain_seq, scalars_are_wrong_type};
 use super::pyjson::{Leaf, transcode_map};
 
 /// A whole pretraining line, hashed like Python's `json.dumps(row, sort_keys=True)`: the whole

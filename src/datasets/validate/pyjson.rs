@@ -8,7 +8,7 @@ use std::io::Write as _;
 
 use serde::de::{self, DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 
-use super::line::Ctx;
+use super::ctx::Ctx;
 
 /// What a transcoded value was, enough to validate a field without keeping a tree.
 pub(super) enum Leaf<'de> {

@@ -1,0 +1,178 @@
+//! What the line visitors share: the error codes and their messages, the first problem of a
+//! line, the per-piece scratch state (`Ctx`), and the helpers the chat and pretraining visitors
+//! have in common.
+
+use serde::de::{IgnoredAny, MapAccess, SeqAccess};
+
+use crate::datasets::stats::ROLES;
+
+/// Error codes; one per rejected line (the first problem found, checked in this order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Code {
+    LineTooLong,
+    InvalidUtf8,
+    InvalidJson,
+    NotAnObject,
+    MissingMessages,
+    MessagesNotArray,
+    EmptyMessages,
+    InvalidMessage,
+    InvalidRole,
+    InvalidContent,
+    InvalidWeight,
+    NoTrainedAssistant,
+    MissingText,
+    InvalidText,
+    EmptyText,
+    NoExamples,
+}
+
+pub(super) const N_CODES: usize = Code::NoExamples as usize + 1;
+
+impl Code {
+    pub(super) const ALL: [Code; N_CODES] = [
+        Code::LineTooLong,
+        Code::InvalidUtf8,
+        Code::InvalidJson,
+        Code::NotAnObject,
+        Code::MissingMessages,
+        Code::MessagesNotArray,
+        Code::EmptyMessages,
+        Code::InvalidMessage,
+        Code::InvalidRole,
+        Code::InvalidContent,
+        Code::InvalidWeight,
+        Code::NoTrainedAssistant,
+        Code::MissingText,
+        Code::InvalidText,
+        Code::EmptyText,
+        Code::NoExamples,
+    ];
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Code::LineTooLong => "line_too_long",
+            Code::InvalidUtf8 => "invalid_utf8",
+            Code::InvalidJson => "invalid_json",
+            Code::NotAnObject => "not_an_object",
+            Code::MissingMessages => "missing_messages",
+            Code::MessagesNotArray => "messages_not_array",
+            Code::EmptyMessages => "empty_messages",
+            Code::InvalidMessage => "invalid_message",
+            Code::InvalidRole => "invalid_role",
+            Code::InvalidContent => "invalid_content",
+            Code::InvalidWeight => "invalid_weight",
+            Code::NoTrainedAssistant => "no_trained_assistant",
+            Code::MissingText => "missing_text",
+            Code::InvalidText => "invalid_text",
+            Code::EmptyText => "empty_text",
+            Code::NoExamples => "no_examples",
+        }
+    }
+}
+
+pub(super) fn too_long_message(max: usize) -> String {
+    format!("line is longer than {max} bytes")
+}
+
+/// The first schema problem of a line; parsing goes on after it so that a later JSON syntax
+/// error still wins (a line that is not JSON is reported as such).
+pub(super) struct Problem {
+    pub(super) code: Code,
+    pub(super) param: String,
+    pub(super) message: String,
+}
+
+/// Per-piece scratch state, reused for every line so the hot path does not allocate.
+#[derive(Default)]
+pub(super) struct Ctx {
+    /// Python's `json.dumps` of the hashed value of the current line.
+    pub(super) out: Vec<u8>,
+    /// (key start, key end, value end) in `out` for the entries of the objects being written,
+    /// innermost last; used to reject duplicate keys and to sort keys.
+    pub(super) entries: Vec<(usize, usize, usize)>,
+    /// Scratch for sorting keys; objects are finished one at a time, so one of each will do.
+    pub(super) order: Vec<usize>,
+    pub(super) sorted: Vec<u8>,
+    pub(super) problem: Option<Problem>,
+    pub(super) messages: u64,
+    pub(super) chars: u64,
+    pub(super) roles: [u64; ROLES.len()],
+    pub(super) trained: bool,
+    /// The line is pure ASCII.
+    pub(super) ascii: bool,
+}
+
+impl Ctx {
+    pub(super) fn char_count(&self, s: &str) -> u64 {
+        if self.ascii {
+            s.len() as u64
+        } else {
+            s.chars().count() as u64
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.out.clear();
+        self.entries.clear();
+        self.problem = None;
+        self.messages = 0;
+        self.chars = 0;
+        self.roles = [0; ROLES.len()];
+        self.trained = false;
+    }
+
+    /// Records a problem unless the line already has one; the strings are built lazily
+    /// because the happy path must not allocate.
+    pub(super) fn problem(
+        &mut self,
+        code: Code,
+        param: impl FnOnce() -> String,
+        message: impl FnOnce() -> String,
+    ) {
+        if self.problem.is_none() {
+            self.problem = Some(Problem {
+                code,
+                param: param(),
+                message: message(),
+            });
+        }
+    }
+}
+
+/// Scalars all mean "wrong type" for the chat and pretraining visitors; only their JSON kind
+/// matters. Where it is used, `de` must name `serde::de`.
+macro_rules! scalars_are_wrong_type {
+    () => {
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(self.wrong_type("null"))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+            Ok(self.wrong_type("boolean"))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+            Ok(self.wrong_type("number"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+            Ok(self.wrong_type("number"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+            Ok(self.wrong_type("number"))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+            Ok(self.wrong_type("string"))
+        }
+    };
+}
+
+pub(super) use scalars_are_wrong_type;
+
+pub(super) fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+pub(super) fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}

@@ -17,7 +17,7 @@ pub mod web;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -50,7 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(downloads::router())
         .fallback(route_not_found)
         .layer(middleware::from_fn_with_state(timeout, json_errors))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
 }
 
@@ -87,4 +87,27 @@ async fn json_errors(State(timeout): State<Duration>, req: Request, next: Next) 
         }
     }
     shaped
+}
+
+/// The span a request's logs are recorded in: its method, its route (`/v1/files/{id}`, not the
+/// id, so spans group by route; the raw path when no route matched), the `X-Request-Id` a proxy
+/// sent if any, and the organization, which [`crate::auth::Auth`] records once it resolves the
+/// key.
+fn request_span(req: &Request) -> tracing::Span {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or_else(|| req.uri().path());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok());
+    tracing::info_span!(
+        "http_request",
+        method = %req.method(),
+        path,
+        request_id,
+        org = tracing::field::Empty,
+    )
 }

@@ -1,6 +1,6 @@
 //! The `wick` binary: parse the command line, start logging, run.
 
-// The glibc allocator costs up to 1.7x in training steps (page faults); see shared/notes.
+// The glibc allocator costs up to 1.7x in training steps (page faults); see docs/candle-notes.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

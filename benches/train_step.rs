@@ -6,6 +6,8 @@
 //! `RAYON_NUM_THREADS=2 cargo bench --bench train_step` (figures in docs/benchmarks.md).
 //! Pass `A` or `B` after `--` to run one config; `--composite` also measures each config with
 //! candle's composite softmax / log-softmax instead of the fused ops, for comparison.
+//! `bench/reference/bench_llama_cpu.py --config A|B` times the same configs in PyTorch, for the
+//! ratio in docs/benchmarks.md.
 
 use std::time::Instant;
 

@@ -3,7 +3,7 @@
 //! that only reads the same file, and the validator alone, all in one run.
 //!
 //! ```sh
-//! python3 ../shared/bench/gen_chat_jsonl.py --rows 200000 --dup-frac 0.1 --seed 0 --out /tmp/chat_200k.jsonl
+//! python3 bench/reference/gen_chat_jsonl.py --rows 200000 --dup-frac 0.1 --seed 0 --out /tmp/chat_200k.jsonl
 //! cargo bench --bench upload -- /tmp/chat_200k.jsonl
 //! ```
 

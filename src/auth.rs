@@ -36,7 +36,10 @@ impl FromRequestParts<AppState> for Auth {
                 ApiError::unauthorized("the Authorization header must be 'Bearer <key>'")
             })?;
         match find_caller(&state.db, key).await? {
-            Some(caller) => Ok(Auth(caller)),
+            Some(caller) => {
+                tracing::Span::current().record("org", caller.org_id.as_str());
+                Ok(Auth(caller))
+            }
             None => Err(ApiError::unauthorized("incorrect API key provided")),
         }
     }

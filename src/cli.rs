@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use crate::app::{Application, shutdown_signal};
 use crate::config::Settings;
 use crate::store::{Db, keys, orgs};
+use crate::telemetry::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -13,6 +14,16 @@ use crate::store::{Db, keys, orgs};
     about = "A training service for language models"
 )]
 pub struct Cli {
+    /// Log lines as `text` for people or `json` (one object per line) for log shippers. Training
+    /// processes started by a worker slot inherit it through `WICK_LOG_FORMAT`.
+    #[arg(
+        long,
+        global = true,
+        env = crate::telemetry::LOG_FORMAT_ENV,
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -31,7 +31,8 @@ pub struct Settings {
     /// The `wick` executable that training child processes run (default: this one).
     #[arg(long, env = "WICK_TRAINER_EXE")]
     pub trainer_exe: Option<PathBuf>,
-    /// Time limit for ordinary API requests (uploads and streams are exempt), in seconds.
+    /// Time limit for ordinary API requests, in seconds (uploads, streams, downloads and chat
+    /// completions are exempt); a request over it answers 408 `request_timeout`.
     #[arg(long, env = "WICK_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
     /// Folder of Hugging Face model folders offered as base models, one subfolder per model, named

@@ -3,8 +3,10 @@
 //! Client mistakes become a 4xx with `{"error": {"code", "message", "param"}}` saying exactly what
 //! was wrong; anything else becomes an opaque 500 whose detail is logged, never sent.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -160,5 +162,141 @@ pub async fn route_not_found(uri: axum::http::Uri) -> ApiError {
         code: "unknown_route",
         message: format!("no route for {}", uri.path()),
         param: None,
+    }
+}
+
+/// The [`ApiError`] for an error answer that our handlers did not write: axum's empty 405 for a
+/// known path asked with another method, tower-http's empty 408 for a request that outlived
+/// `timeout`, a plain-text rejection from one of axum's own extractors. `body` is the text the
+/// framework answered (often none); it becomes the message, except for 5xx, whose detail is
+/// never sent.
+pub fn framework_error(
+    status: StatusCode,
+    method: &Method,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> ApiError {
+    let (code, default_message) = match status {
+        StatusCode::NOT_FOUND => ("unknown_route", format!("no route for {path}")),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!(
+                "{method} is not allowed on {path}; the Allow header lists the methods that are"
+            ),
+        ),
+        StatusCode::REQUEST_TIMEOUT => (
+            "request_timeout",
+            format!(
+                "the request did not complete within the server's limit of {} s",
+                timeout.as_secs()
+            ),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ("request_too_large", "the request body is too large".into())
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request's Content-Type is not accepted here".into(),
+        ),
+        s if s.is_server_error() => {
+            // Keep the status (a 503 stays a 503) but, as for `Internal`, log the detail only.
+            tracing::error!(%method, path, status = %s, body, "error answered outside our handlers");
+            return ApiError::Client {
+                status: s,
+                code: "internal_error",
+                message: "the server failed to handle this request; it has been logged".into(),
+                param: None,
+            };
+        }
+        s => (
+            "invalid_request_error",
+            s.canonical_reason()
+                .unwrap_or("invalid request")
+                .to_string(),
+        ),
+    };
+    let message = if body.is_empty() {
+        default_message
+    } else {
+        body.to_string()
+    };
+    ApiError::Client {
+        status,
+        code,
+        message,
+        param: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(status: StatusCode, body: &str) -> (StatusCode, &'static str, String) {
+        let e = framework_error(
+            status,
+            &Method::POST,
+            "/v1/models",
+            body,
+            Duration::from_secs(7),
+        );
+        match e {
+            ApiError::Client {
+                status,
+                code,
+                message,
+                param: None,
+            } => (status, code, message),
+            other => panic!("not a client error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_framework_errors_get_a_code_and_a_message() {
+        let (s, code, msg) = shape(StatusCode::REQUEST_TIMEOUT, "");
+        assert_eq!((s, code), (StatusCode::REQUEST_TIMEOUT, "request_timeout"));
+        assert!(msg.contains("7 s"), "{msg}");
+        let (s, code, msg) = shape(StatusCode::METHOD_NOT_ALLOWED, "");
+        assert_eq!(
+            (s, code),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        );
+        assert!(
+            msg.starts_with("POST is not allowed on /v1/models"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn plain_text_rejections_keep_their_text() {
+        let text = "Invalid URL: Cannot parse `\"\\xFF\"` to a `String`";
+        assert_eq!(
+            shape(StatusCode::BAD_REQUEST, text),
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                text.to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn server_errors_keep_their_detail_to_the_log() {
+        let e = framework_error(
+            StatusCode::BAD_GATEWAY,
+            &Method::GET,
+            "/x",
+            "secret detail",
+            Duration::from_secs(1),
+        );
+        let ApiError::Client {
+            status, message, ..
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert!(!message.contains("secret"), "{message}");
     }
 }

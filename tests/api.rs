@@ -168,6 +168,12 @@ async fn good_files_are_processed_with_stats(backend: Backend) {
     assert_eq!(list["data"].as_array().unwrap().len(), 3);
     let (_, list) = app.get(&app.admin_key, "/v1/files?purpose=pretrain").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    let (s, e) = app.get(&app.admin_key, "/v1/files?purpose=bogus").await;
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("purpose")),
+        "{e}"
+    );
     let (s, list) = app.get(&app.admin_key, "/v1/files?limit=1").await;
     assert_eq!(
         (
@@ -552,6 +558,197 @@ async fn models_and_unknown_routes(backend: Backend) {
     );
 }
 
+/// The error a response carries, after checking that it is JSON in our shape.
+async fn error_of(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let ctype = r.headers()[reqwest::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ctype.starts_with("application/json"), "{status}: {ctype}");
+    let body: Value = r.json().await.unwrap();
+    let e = &body["error"];
+    assert!(e["code"].is_string(), "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(e.get("param").is_some(), "{body}");
+    (status, e.clone())
+}
+
+async fn framework_errors_have_the_error_shape(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = &app.admin_key;
+
+    let r = app
+        .client
+        .get(app.url("/no/such/path"))
+        .send()
+        .await
+        .unwrap();
+    let (s, e) = error_of(r).await;
+    assert_eq!((s, e["code"].as_str()), (404, Some("unknown_route")), "{e}");
+
+    let r = app
+        .client
+        .get(app.url("/ui/no-such-file.js"))
+        .send()
+        .await
+        .unwrap();
+    let (s, e) = error_of(r).await;
+    assert_eq!((s, e["code"].as_str()), (404, Some("not_found")), "{e}");
+    let r = app.client.get(app.url("/ui/app.js")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "an asset that exists is still served");
+
+    // A known path with a method it does not take: 405, the Allow header kept. `/v1/files`
+    // merges its GET (timed) and POST (upload) routes.
+    let r = app
+        .client
+        .delete(app.url("/v1/files"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let allow = r.headers()[reqwest::header::ALLOW]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let (s, e) = error_of(r).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{e}"
+    );
+    assert!(e["message"].as_str().unwrap().contains("DELETE"), "{e}");
+
+    // A JSON body over axum's 2 MB limit keeps its 413. (Its own client: the server answers
+    // before reading the whole body and closes that connection.)
+    let big = format!("{{\"model\": \"{}\"}}", "x".repeat(3 << 20));
+    let r = reqwest::Client::new()
+        .post(app.url("/v1/fine_tuning/jobs"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let (s, e) = error_of(r).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (413, Some("request_too_large")),
+        "{e}"
+    );
+
+    // axum's own path rejection (an id that is not UTF-8) is plain text underneath.
+    let r = app
+        .client
+        .get(app.url("/v1/files/%FF"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let (s, e) = error_of(r).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("invalid_request_error")),
+        "{e}"
+    );
+}
+
+/// Reads one HTTP/1.1 response (status, body) from a raw socket, given up to 10 s.
+async fn read_raw_response(sock: &mut tokio::net::TcpStream) -> (u16, Value) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = sock.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().unwrap())
+                    })
+                    .expect("content-length");
+                if body.len() >= len {
+                    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                    return (status, serde_json::from_str(&body[..len]).unwrap());
+                }
+            }
+            assert!(n > 0, "connection closed before a response: {text:?}");
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("a response within 10 s")
+}
+
+async fn requests_over_the_time_limit_answer_408_json(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(backend, |s| s.request_timeout_secs = 1).await;
+    // A job request whose body never finishes arriving: the handler waits for it until the
+    // request's time is up, with no sleeping on the server and no race.
+    let head = format!(
+        "POST /v1/fine_tuning/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\": ",
+        app.admin_key
+    );
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let (status, body) = read_raw_response(&mut sock).await;
+    assert_eq!(status, 408, "{body}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("1 s"),
+        "{body}"
+    );
+    assert_eq!(body["error"]["param"], Value::Null, "{body}");
+}
+
+/// `--log-format json` makes the server's log lines JSON objects, one per line.
+#[tokio::test]
+async fn serve_logs_json_lines_with_log_format_json() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wick"))
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .args(["--worker-slots", "0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .env_remove("WICK_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let serving = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("wick is serving") {
+                return line;
+            }
+        }
+        panic!("the server's stderr closed before it logged that it serves");
+    })
+    .await
+    .expect("the server starts within 60 s");
+    let v: Value = serde_json::from_str(&serving).expect("a JSON log line");
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert_eq!(v["message"], "wick is serving", "{v}");
+    assert!(v["addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{v}");
+    child.kill().await.unwrap();
+}
+
 /// A models folder with one loadable tiny Llama and two folders that cannot be loaded.
 fn models_folder() -> (tempfile::TempDir, u64) {
     let dir = tempfile::tempdir().unwrap();
@@ -707,5 +904,7 @@ on_both_stores!(
     job_errors_name_the_bad_param,
     jobs_are_listed_paginated_and_cancellable,
     models_and_unknown_routes,
+    framework_errors_have_the_error_shape,
+    requests_over_the_time_limit_answer_408_json,
     local_models_are_listed_trained_from_and_chatted_with,
 );

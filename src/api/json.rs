@@ -14,9 +14,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request("invalid_request_error", e.body_text(), None))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            // Keep the rejection's status: a body over the limit is a 413, not a 400.
+            let status = e.status();
+            ApiError::Client {
+                status,
+                code: if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    "request_too_large"
+                } else {
+                    "invalid_request_error"
+                },
+                message: e.body_text(),
+                param: None,
+            }
+        })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(de) {
             Ok(v) => Ok(ApiJson(v)),

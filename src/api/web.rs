@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rust_embed::Embed;
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 #[derive(Embed)]
@@ -43,6 +44,12 @@ fn serve(path: &str) -> Response {
             )
                 .into_response()
         }
-        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+        None => ApiError::Client {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!("no dashboard file {path:?}"),
+            param: None,
+        }
+        .into_response(),
     }
 }

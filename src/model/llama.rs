@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 
 use super::config::ModelConfig;
 use super::ops::{causal_softmax, fused_available};
+use super::rms_norm::rms_norm;
 use super::rope::{Rope, apply_rotary};
 
 /// `y = x W^T + b`, with the input flattened to 2-D so the matmul is one GEMM.
@@ -69,7 +70,8 @@ impl Module for Linear {
     }
 }
 
-/// Root-mean-square norm, written out so that it has a gradient: `x / sqrt(mean(x^2) + eps) * w`.
+/// Root-mean-square norm, `x / sqrt(mean(x^2) + eps) * w`: the fused op with its backward on the
+/// CPU ([`rms_norm`]), else written out in composite ops so that it has a gradient.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor, // (C)
@@ -87,6 +89,9 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if fused_available(x) && x.dtype() == self.weight.dtype() {
+            return rms_norm(x, &self.weight, self.eps);
+        }
         let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
             .sqrt()?
             .recip()?; // (B, T, 1)

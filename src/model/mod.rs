@@ -12,6 +12,7 @@ pub mod llama;
 pub mod lora;
 pub mod ops;
 pub mod peft;
+pub mod rms_norm;
 pub mod rope;
 
 use candle_core::{DType, Device, Tensor, Var};

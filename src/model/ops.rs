@@ -26,12 +26,14 @@ pub fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op1(CausalSoftmax { scale, t })
 }
 
-trait Real:
+/// The float types the fused CPU ops run in (f32 and f64).
+pub(super) trait Real:
     Copy + Send + Sync + PartialOrd + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self>
 {
     const ZERO: Self;
     fn of(x: f64) -> Self;
     fn exp(self) -> Self;
+    fn sqrt(self) -> Self;
     fn add(self, o: Self) -> Self;
     fn div(self, o: Self) -> Self;
 }
@@ -43,6 +45,9 @@ impl Real for f32 {
     }
     fn exp(self) -> Self {
         f32::exp(self)
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
     }
     fn add(self, o: Self) -> Self {
         self + o
@@ -59,6 +64,9 @@ impl Real for f64 {
     }
     fn exp(self) -> Self {
         f64::exp(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
     }
     fn add(self, o: Self) -> Self {
         self + o
@@ -114,10 +122,11 @@ fn backward<R: Real>(y: &[R], g: &[R], t: usize, scale: f64) -> Vec<R> {
     out
 }
 
-fn contiguous<'a, R>(s: &'a [R], l: &Layout) -> Result<&'a [R]> {
+/// The elements of a contiguous layout.
+pub(super) fn contiguous<'a, R>(s: &'a [R], l: &Layout) -> Result<&'a [R]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s[a..b]),
-        None => candle_core::bail!("causal_softmax expects contiguous input"),
+        None => candle_core::bail!("the fused ops expect contiguous input"),
     }
 }
 
@@ -334,8 +343,8 @@ impl CustomOp3 for CrossEntropyGrad {
     }
 }
 
-/// Whether [`causal_softmax`] can run on this tensor (CPU, f32/f64); otherwise callers use the
-/// composite ops.
+/// Whether the fused ops ([`causal_softmax`], [`super::rms_norm::rms_norm`]) can run on this
+/// tensor (CPU, f32/f64); otherwise callers use the composite ops.
 pub fn fused_available(x: &Tensor) -> bool {
     FUSED.load(Ordering::Relaxed)
         && x.device().is_cpu()

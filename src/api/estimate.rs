@@ -66,7 +66,7 @@ async fn estimate_job(
     let peak = tokio::task::spawn_blocking(machine_peak_gflops)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let e = estimate_for_spec(&spec, cfg, from_scratch, tokens, peak);
+    let e = estimate_for_spec(&spec, cfg, from_scratch, Some(tokens), peak);
     Ok(axum::Json(
         serde_json::to_value(e).map_err(anyhow::Error::from)?,
     ))

@@ -110,19 +110,24 @@ pub fn estimate(
 }
 
 /// The estimate for `spec` on a model of config `cfg` (`from_scratch`: a preset, whose vocabulary
-/// the job's `vocab_size` may replace), with `dataset_tokens` of training data.
+/// the job's `vocab_size` may replace), with `dataset_tokens` of training data; `None` assumes
+/// one epoch of `max_steps` (one step when it is absent).
 pub fn estimate_for_spec(
     spec: &JobSpec,
     mut cfg: ModelConfig,
     from_scratch: bool,
-    dataset_tokens: u64,
+    dataset_tokens: Option<u64>,
     peak_gflops: f64,
 ) -> Estimate {
     let hp = Resolved::from_spec(spec, from_scratch);
     if let (true, Some(v)) = (from_scratch, hp.vocab_size) {
         cfg.vocab_size = v;
     }
-    estimate(&cfg, &hp, dataset_tokens, peak_gflops)
+    let tokens = dataset_tokens.unwrap_or_else(|| {
+        let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as u64;
+        hp.max_steps.unwrap_or(1) * (hp.batch_size * hp.gradient_accumulation_steps) as u64 * seq
+    });
+    estimate(&cfg, &hp, tokens, peak_gflops)
 }
 
 /// The estimate for a job spec. The model is a preset or a local Hugging Face folder; the data's
@@ -140,21 +145,14 @@ pub fn estimate_job(spec: &JobSpec, training_file: Option<&Path>) -> Result<Esti
             (crate::model::hf::read_config(dir)?, false)
         }
     };
-    let hp = Resolved::from_spec(spec, from_scratch);
-    let tokens = match training_file {
-        Some(f) => {
+    let tokens = training_file
+        .map(|f| {
             let bytes = std::fs::metadata(f)
                 .map_err(|_| TrainError::MissingFile(f.to_path_buf()))?
                 .len();
-            (bytes as f64 / BYTES_PER_TOKEN) as u64
-        }
-        None => {
-            let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as u64;
-            hp.max_steps.unwrap_or(1)
-                * (hp.batch_size * hp.gradient_accumulation_steps) as u64
-                * seq
-        }
-    };
+            Ok::<_, TrainError>((bytes as f64 / BYTES_PER_TOKEN) as u64)
+        })
+        .transpose()?;
     Ok(estimate_for_spec(
         spec,
         cfg,

@@ -33,6 +33,26 @@ pub(super) struct Start {
     pub(super) hp: Resolved,
 }
 
+impl Start {
+    /// A start from weights alone: nothing resumed.
+    fn fresh(
+        cfg: ModelConfig,
+        weights: HashMap<String, Tensor>,
+        tokenizer: Tokenizer,
+        hp: Resolved,
+    ) -> Start {
+        Start {
+            cfg,
+            weights,
+            tokenizer,
+            adapter: None,
+            state: None,
+            optimizer: None,
+            hp,
+        }
+    }
+}
+
 /// Checks the job's files, makes its output folder, resolves its hyperparameters and loads its
 /// starting point.
 pub(super) fn start(job: &TrainJob, dtype: DType, device: &Device) -> Result<Start, TrainError> {
@@ -99,15 +119,7 @@ fn load_start(
         tok::save_trained(&tokenizer, out, cfg.max_position_embeddings)?;
         let varmap = model::init_varmap(&cfg, hp.seed, dtype, device)?;
         let weights = model::varmap_tensors(&varmap);
-        return Ok(Start {
-            cfg,
-            weights,
-            tokenizer,
-            adapter: None,
-            state: None,
-            optimizer: None,
-            hp,
-        });
+        return Ok(Start::fresh(cfg, weights, tokenizer, hp));
     }
     let (cfg, weights) = base_folder(&job.spec.model, dtype, device)?;
     let dir = Path::new(&job.spec.model);
@@ -115,15 +127,7 @@ fn load_start(
     if dir != out.as_path() {
         tok::copy_files(dir, out)?;
     }
-    Ok(Start {
-        cfg,
-        weights,
-        tokenizer,
-        adapter: None,
-        state: None,
-        optimizer: None,
-        hp,
-    })
+    Ok(Start::fresh(cfg, weights, tokenizer, hp))
 }
 
 /// The config and weights of the Hugging Face folder `model`.

@@ -5,9 +5,9 @@
 //!
 //! `RAYON_NUM_THREADS=2 cargo bench --bench train_step` (figures in docs/benchmarks.md).
 //! Pass `A` or `B` after `--` to run one config; `--composite` also measures each config with
-//! candle's composite softmax / log-softmax instead of the fused ops, for comparison.
-//! `bench/reference/bench_llama_cpu.py --config A|B` times the same configs in PyTorch, for the
-//! ratio in docs/benchmarks.md.
+//! candle's composite ops instead of the fused ones, for comparison. `--torch PYTHON` runs
+//! `bench/reference/bench_llama_cpu.py --config A|B` with that Python (one with torch and
+//! transformers) right after each config's own steps, and prints the ratio and both peak RSS.
 
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ use wick::model::llama::{Llama, sequential_positions};
 use wick::model::{ModelConfig, init_varmap, named_vars};
 use wick::train::estimate::measure_matmul_gflops;
 use wick::train::loss::shifted_cross_entropy;
-use wick::train::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use wick::train::optim::{AdamW, AdamWConfig, clip_factor, global_grad_norm};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -71,22 +71,85 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The processor's model name and the SIMD features that decide f32 and bf16 speed.
+fn cpu_facts() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let flags = field("flags");
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let simd: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
+        .into_iter()
+        .filter(|f| has(f))
+        .collect();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "cpu \"{}\", {} logical CPUs, SIMD {}, load average {}",
+        field("model name"),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        simd.join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// PyTorch's tokens/s and peak RSS (MiB) for `config`, from the reference script.
+fn torch_reference(python: &str, config: &str) -> Option<(f64, f64)> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bench/reference/bench_llama_cpu.py"
+    );
+    let out = std::process::Command::new(python)
+        .args([script, "--config", config, "--steps", "10"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "reference run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.lines().last()?).ok()?;
+    if v["noisy"].as_bool() == Some(true) {
+        eprintln!("note: the reference run of {config} flagged itself as noisy");
+    }
+    Some((v["tokens_per_s"].as_f64()?, v["max_rss_mb"].as_f64()?))
+}
+
 fn main() -> candle_core::Result<()> {
-    let only: Option<String> = std::env::args().skip(1).find(|a| a == "A" || a == "B");
-    let composite_too = std::env::args().any(|a| a == "--composite");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only: Option<String> = args.iter().find(|a| *a == "A" || *a == "B").cloned();
+    let composite_too = args.iter().any(|a| a == "--composite");
+    let torch = args
+        .iter()
+        .position(|a| a == "--torch")
+        .and_then(|i| args.get(i + 1).cloned());
     let variants: &[bool] = if composite_too {
         &[true, false]
     } else {
         &[true]
     };
+    wick::allocator::keep_freed_memory();
     let dev = Device::Cpu;
     let threads = candle_core::utils::get_num_threads();
     let peak = measure_matmul_gflops(2048, 5)?;
+    println!("{}", cpu_facts());
     println!("threads {threads}, f32 matmul peak (2048^3, best of 5): {peak:.1} GFLOP/s");
     println!(
-        "| config | params | tokens/step | tokens/s | step ms | forward ms | backward ms | optimiser ms | peak RSS MiB | GFLOP/s | % of peak |"
+        "| config | params | tokens/step | tokens/s | step ms | forward ms | backward ms | optimiser ms | peak RSS MiB | GFLOP/s | % of peak | PyTorch tokens/s | PyTorch peak RSS MiB | Wick / PyTorch |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     for (c, fused) in configs()
         .iter()
         .flat_map(|c| variants.iter().map(move |&f| (c, f)))
@@ -126,10 +189,10 @@ fn main() -> candle_core::Result<()> {
             let loss = (s.loss_sum / s.tokens)?;
             let _ = loss.to_scalar::<f32>()?;
             let t1 = Instant::now();
-            let mut grads = loss.backward()?;
+            let grads = loss.backward()?;
             let t2 = Instant::now();
-            clip_grad_norm(&mut grads, &vars, 1.0)?;
-            opt.step(&grads, 1e-4)?;
+            let norm = global_grad_norm(&grads, &vars)?;
+            opt.step_scaled(&grads, 1e-4, clip_factor(norm, 1.0))?;
             drop(grads);
             let t3 = Instant::now();
             if i >= 3 {
@@ -144,8 +207,20 @@ fn main() -> candle_core::Result<()> {
         let tok_s = tokens / step;
         let n = c.cfg.num_parameters() as f64;
         let gflops = 6.0 * n * tok_s / 1e9;
+        let reference = match (&torch, fused) {
+            (Some(py), true) => torch_reference(py, c.name),
+            _ => None,
+        };
+        let (t_tok, t_rss, ratio) = match reference {
+            Some((tok, rss)) => (
+                format!("{tok:.0}"),
+                format!("{rss:.0}"),
+                format!("{:.2}×", tok_s / tok),
+            ),
+            None => ("—".into(), "—".into(), "—".into()),
+        };
         println!(
-            "| {} | {:.1}M | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% |",
+            "| {} | {:.1}M | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% | {t_tok} | {t_rss} | {ratio} |",
             if fused {
                 c.name.to_string()
             } else {

@@ -81,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await?;
         }
         Command::Train(args) => {
+            crate::allocator::keep_freed_memory();
             tokio::task::spawn_blocking(move || crate::cli_train::run_train(&args)).await??
         }
         Command::Estimate(args) => {
@@ -98,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::RunJob { job } => {
+            crate::allocator::keep_freed_memory();
             tokio::task::spawn_blocking(move || crate::worker::child::run_child(&job)).await??;
         }
         Command::Keys {

@@ -20,6 +20,7 @@
 //! - [`spec`] (the job specification), [`ids`], [`config`], [`telemetry`], [`machine`] (what
 //!   this machine has to give).
 
+pub mod allocator;
 pub mod api;
 pub mod app;
 pub mod auth;

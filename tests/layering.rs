@@ -15,7 +15,15 @@ use std::path::{Path, PathBuf};
 /// [`SAME_LAYER`] allows.
 const LAYERS: &[&[&str]] = &[
     // Plain types and facts: the job specification, ids, settings, logging, the machine.
-    &["spec", "ids", "config", "telemetry", "machine", "testing"],
+    &[
+        "spec",
+        "ids",
+        "config",
+        "telemetry",
+        "machine",
+        "allocator",
+        "testing",
+    ],
     &["tokenizer"],
     // The network, chat templates and loss masks, dataset validation.
     &["model", "chat", "datasets"],

@@ -63,6 +63,15 @@ fn pretrain_job(file: &str, steps: u32, checkpoint_every: u32) -> Value {
                "checkpoint_every": checkpoint_every, "n_checkpoints": 2, "validation_split": 0.1}}}})
 }
 
+/// A job whose steps each take several micro-batches (gradient accumulation 4), so that a pause or
+/// a signal sent once the first step is reported lands mid-run even on a fast trainer, while the
+/// run still finishes within the tests' deadlines after it resumes.
+fn interruptible_job(file: &str, steps: u32) -> Value {
+    let mut job = pretrain_job(file, steps, 1000);
+    job["method"]["pretrain"]["hyperparameters"]["gradient_accumulation_steps"] = json!(4);
+    job
+}
+
 async fn upload_corpus(app: &TestApp) -> String {
     let (s, f) = app
         .upload(&app.admin_key, "pretrain", "docs.jsonl", corpus(300))
@@ -271,10 +280,17 @@ async fn pretraining_job_succeeds_with_metrics_checkpoints_and_a_model(backend: 
 }
 
 async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
-    let app = spawn_app_with(backend, |s| s.worker_slots = 1).await;
+    // The SQLite and Postgres variants run at once: one compute thread per job, so two trainings
+    // do not oversubscribe two cores and starve the workers that read their steps (a starved
+    // worker falls behind by a pipe's worth of already-computed steps).
+    let app = spawn_app_with(backend, |s| {
+        s.worker_slots = 1;
+        s.threads_per_job = 1;
+    })
+    .await;
     let file = upload_corpus(&app).await;
 
-    let long = create_job(&app, &pretrain_job(&file, 5000, 1000)).await;
+    let long = create_job(&app, &interruptible_job(&file, 5000)).await;
     wait_for(&app, &long, 60, "some steps", |j| {
         j["trained_tokens"].as_u64().unwrap_or(0) > 0
     })
@@ -304,7 +320,7 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
     assert_eq!(get_job(&app, &long).await["status"], "cancelled");
 
     // Pause mid-run: a checkpoint is written; resume finishes from it, each step once.
-    let id = create_job(&app, &pretrain_job(&file, 300, 1000)).await;
+    let id = create_job(&app, &interruptible_job(&file, 300)).await;
     wait_for(&app, &id, 60, "steps", |j| {
         j["trained_tokens"].as_u64().unwrap_or(0) > 0
     })
@@ -539,7 +555,7 @@ mod multi_process {
         let app = spawn_app_with(Backend::Postgres, |s| s.worker_slots = 0).await;
         let file = upload_corpus(&app).await;
         let steps = 400;
-        let id = create_job(&app, &pretrain_job(&file, steps, 1000)).await;
+        let id = create_job(&app, &interruptible_job(&file, steps)).await;
         let mut w1 = start_worker(&app, 30);
         wait_for(&app, &id, 60, "training", |j| {
             j["trained_tokens"].as_u64().unwrap_or(0) > 0

@@ -6,13 +6,68 @@
 //! Tensor names follow Hugging Face exactly (`model.layers.0.self_attn.q_proj.weight`), so the
 //! same `VarBuilder` reads a transformers checkpoint and the weights export unchanged.
 
+use std::sync::Arc;
+
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::attention::{AttnMask, AttnShape, RopeRows, attention};
 use super::config::ModelConfig;
 use super::ops::{causal_softmax, fused_available};
 use super::rms_norm::rms_norm;
 use super::rope::{Rope, apply_rotary};
+use super::swiglu::swiglu;
+
+/// What every layer's attention needs besides its input, computed once per forward: the fused
+/// op's rotation and mask on the CPU, else the composite ops' cos/sin tensors and additive mask.
+pub enum AttnInputs<'a> {
+    Fused {
+        rope: Arc<RopeRows>,
+        mask: AttnMask,
+    },
+    Composite {
+        cos: Tensor,
+        sin: Tensor,
+        mask: Option<&'a Tensor>,
+    },
+}
+
+impl<'a> AttnInputs<'a> {
+    /// The fused path where [`fused_available`] and the mask is (1 or B, 1, T, T); else the
+    /// composite one.
+    fn new(
+        rope: &Rope,
+        positions: &Tensor,
+        mask: Option<&'a Tensor>,
+        like: &Tensor,
+        (b, t): (usize, usize),
+    ) -> Result<Self> {
+        if fused_available(like) {
+            let fused_mask = match mask {
+                None => Some(AttnMask::Causal),
+                Some(m) => match m.dims() {
+                    &[rows, 1, mt, mt2] if (rows == 1 || rows == b) && mt == t && mt2 == t => {
+                        Some(AttnMask::Additive {
+                            values: Arc::new(
+                                m.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                            ),
+                            rows,
+                        })
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(mask) = fused_mask {
+                return Ok(AttnInputs::Fused {
+                    rope: Arc::new(rope.rows(positions)?),
+                    mask,
+                });
+            }
+        }
+        let (cos, sin) = rope.cos_sin(positions)?;
+        Ok(AttnInputs::Composite { cos, sin, mask })
+    }
+}
 
 /// `y = x W^T + b`, with the input flattened to 2-D so the matmul is one GEMM.
 #[derive(Debug, Clone)]
@@ -126,16 +181,31 @@ impl Attention {
         })
     }
 
-    /// `x` (B, T, C), cos/sin (B, 1, T, hd), `mask` additive and broadcastable to (B, H, T, T);
-    /// `None` is plain causal attention through the fused [`causal_softmax`].
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    /// `x` (B, T, C). On the fused path one op ([`attention`]) takes the three projections to
+    /// the heads' outputs; the composite path takes cos/sin (B, 1, T, hd) and a `mask` additive
+    /// and broadcastable to (B, H, T, T), `None` being plain causal attention.
+    pub fn forward(&self, x: &Tensor, inputs: &AttnInputs) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
+        let (cos, sin, mask) = match inputs {
+            AttnInputs::Fused { rope, mask } => {
+                let y = attention(
+                    &self.q_proj.forward(x)?,
+                    &self.k_proj.forward(x)?,
+                    &self.v_proj.forward(x)?,
+                    AttnShape {
+                        batch: b,
+                        seq: t,
+                        heads: self.n_heads,
+                        kv_heads: self.n_kv_heads,
+                        head_dim: self.head_dim,
+                        rope: rope.clone(),
+                        mask: mask.clone(),
+                    },
+                )?; // (B, T, H*hd)
+                return self.o_proj.forward(&y);
+            }
+            AttnInputs::Composite { cos, sin, mask } => (cos, sin, *mask),
+        };
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             y.reshape((b, t, n, self.head_dim))?
                 .transpose(1, 2)?
@@ -197,8 +267,14 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?; // (B, T, I)
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gate = self.gate_proj.forward(x)?; // (B, T, I)
+        let up = self.up_proj.forward(x)?;
+        let h = if fused_available(&gate) {
+            swiglu(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        self.down_proj.forward(&h)
     }
 }
 
@@ -229,16 +305,10 @@ impl Block {
         })
     }
 
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, inputs: &AttnInputs) -> Result<Tensor> {
         let x = (x + self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, cos, sin, mask)?)?;
+            .forward(&self.input_layernorm.forward(x)?, inputs)?)?;
         &x + self
             .mlp
             .forward(&self.post_attention_layernorm.forward(&x)?)?
@@ -315,13 +385,13 @@ impl Llama {
                 self.rope.max_len()
             );
         }
-        let (cos, sin) = self.rope.cos_sin(positions)?;
+        let inputs = AttnInputs::new(&self.rope, positions, mask, &self.embed_tokens, (b, t))?;
         let mut x = self
             .embed_tokens
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, t, ()))?; // (B, T, C)
         for layer in &self.layers {
-            x = layer.forward(&x, &cos, &sin, mask)?;
+            x = layer.forward(&x, &inputs)?;
         }
         let x = self.norm.forward(&x)?;
         match &self.lm_head {

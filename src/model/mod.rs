@@ -4,8 +4,10 @@
 //! through a `VarBuilder`, so the same code builds a trainable model (from a `VarMap`) or a frozen
 //! one (from plain tensors).
 
+pub mod attention;
 pub mod config;
 pub mod frozen;
+pub mod gemm;
 pub mod generate;
 pub mod hf;
 pub mod llama;
@@ -14,6 +16,7 @@ pub mod ops;
 pub mod peft;
 pub mod rms_norm;
 pub mod rope;
+pub mod swiglu;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;

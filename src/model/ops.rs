@@ -27,11 +27,20 @@ pub fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
 }
 
 /// The float types the fused CPU ops run in (f32 and f64).
-pub(super) trait Real:
-    Copy + Send + Sync + PartialOrd + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self>
+pub trait Real:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + PartialOrd
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
 {
     const ZERO: Self;
+    const ONE: Self;
     fn of(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn ln(self) -> Self;
     fn exp(self) -> Self;
     fn sqrt(self) -> Self;
     fn add(self, o: Self) -> Self;
@@ -40,8 +49,15 @@ pub(super) trait Real:
 
 impl Real for f32 {
     const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
     fn of(x: f64) -> Self {
         x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn ln(self) -> Self {
+        f32::ln(self)
     }
     fn exp(self) -> Self {
         f32::exp(self)
@@ -59,8 +75,15 @@ impl Real for f32 {
 
 impl Real for f64 {
     const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
     fn of(x: f64) -> Self {
         x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn ln(self) -> Self {
+        f64::ln(self)
     }
     fn exp(self) -> Self {
         f64::exp(self)
@@ -207,7 +230,7 @@ pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 }
 
 /// log Σ exp over a row, stably.
-fn log_sum_exp<R: Real + LnExt>(xs: &[R]) -> R {
+fn log_sum_exp<R: Real>(xs: &[R]) -> R {
     let mut max = xs[0];
     for &x in &xs[1..] {
         if x > max {
@@ -221,21 +244,7 @@ fn log_sum_exp<R: Real + LnExt>(xs: &[R]) -> R {
     max.add(sum.ln())
 }
 
-trait LnExt {
-    fn ln(self) -> Self;
-}
-impl LnExt for f32 {
-    fn ln(self) -> Self {
-        f32::ln(self)
-    }
-}
-impl LnExt for f64 {
-    fn ln(self) -> Self {
-        f64::ln(self)
-    }
-}
-
-fn ce_forward<R: Real + LnExt>(x: &[R], targets: &[u32], v: usize) -> Result<Vec<R>> {
+fn ce_forward<R: Real>(x: &[R], targets: &[u32], v: usize) -> Result<Vec<R>> {
     if targets.iter().any(|&t| t as usize >= v) {
         candle_core::bail!("cross-entropy target out of range for vocabulary {v}");
     }
@@ -245,7 +254,7 @@ fn ce_forward<R: Real + LnExt>(x: &[R], targets: &[u32], v: usize) -> Result<Vec
         .collect())
 }
 
-fn ce_backward<R: Real + LnExt>(x: &[R], targets: &[u32], g: &[R], v: usize) -> Vec<R> {
+fn ce_backward<R: Real>(x: &[R], targets: &[u32], g: &[R], v: usize) -> Vec<R> {
     let mut out = vec![R::ZERO; x.len()];
     out.par_chunks_mut(v)
         .zip(x.par_chunks(v))

@@ -1,15 +1,21 @@
 //! Rotary position embeddings in the rotate-half convention of Hugging Face's Llama, built from
 //! differentiable ops (`narrow`, `cat`, `mul`): candle's fused `rope` kernels have no backward pass.
 
+use std::sync::Arc;
+
 use candle_core::{D, DType, Device, Result, Tensor};
 
+use super::attention::RopeRows;
 use super::config::{ModelConfig, RopeScaling};
 
-/// Precomputed cos/sin tables for positions `0..max_len`.
+/// Precomputed cos/sin tables for positions `0..max_len`, as tensors for the composite ops and
+/// as host values for the fused attention.
 #[derive(Debug, Clone)]
 pub struct Rope {
     cos: Tensor, // (max_len, head_dim / 2)
     sin: Tensor, // (max_len, head_dim / 2)
+    host_cos: Arc<Vec<f32>>,
+    host_sin: Arc<Vec<f32>>,
 }
 
 /// The inverse frequencies `1 / theta^(2i/d)`, with the config's scaling applied.
@@ -65,9 +71,33 @@ impl Rope {
                 sin.push(angle.sin() as f64);
             }
         }
+        let host_cos: Vec<f32> = cos.iter().map(|&c| c as f32).collect();
+        let host_sin: Vec<f32> = sin.iter().map(|&s| s as f32).collect();
         let cos = Tensor::from_vec(cos, (max_len, half), device)?.to_dtype(dtype)?;
         let sin = Tensor::from_vec(sin, (max_len, half), device)?.to_dtype(dtype)?;
-        Ok(Rope { cos, sin })
+        Ok(Rope {
+            cos,
+            sin,
+            host_cos: Arc::new(host_cos),
+            host_sin: Arc::new(host_sin),
+        })
+    }
+
+    /// The rotation of each row of `positions` (B, T) u32, for the fused attention.
+    pub fn rows(&self, positions: &Tensor) -> Result<RopeRows> {
+        let positions = positions.flatten_all()?.to_vec1::<u32>()?;
+        if let Some(&p) = positions.iter().find(|&&p| p as usize >= self.max_len()) {
+            candle_core::bail!(
+                "position {p} is past the model's {} positions",
+                self.max_len()
+            );
+        }
+        Ok(RopeRows {
+            positions,
+            cos: self.host_cos.clone(),
+            sin: self.host_sin.clone(),
+            half: self.cos.dims()[1],
+        })
     }
 
     /// Number of positions the tables cover.

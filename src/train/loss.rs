@@ -5,7 +5,8 @@
 //! The loss comes back *summed*, with the counted tokens beside it, so the caller can normalise
 //! over every micro-batch of a gradient-accumulation window.
 
-use candle_core::{D, DType, Result, Tensor};
+use candle_core::{CpuStorage, D, DType, Result, Storage, Tensor};
+use rayon::prelude::*;
 
 use crate::model::ops::{cross_entropy_rows, fused_available};
 
@@ -27,6 +28,18 @@ pub fn shifted_cross_entropy(
     labels: &Tensor,
     label_weights: &Tensor,
 ) -> Result<LossSums> {
+    if fused_available(logits) && logits.is_contiguous() {
+        return fused_shifted_cross_entropy(logits, labels, label_weights);
+    }
+    composite_shifted_cross_entropy(logits, labels, label_weights)
+}
+
+/// Any device: the (B·(T−1), V) logits that have a label, log-softmax and gather.
+fn composite_shifted_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    label_weights: &Tensor,
+) -> Result<LossSums> {
     let (b, t, v) = logits.dims3()?;
     let n = b * (t - 1);
     let logits = logits.narrow(1, 0, t - 1)?.reshape((n, v))?; // (N, V)
@@ -35,15 +48,11 @@ pub fn shifted_cross_entropy(
         .narrow(1, 1, t - 1)?
         .reshape(n)?
         .to_dtype(logits.dtype())?; // (N)
-    let per_token = if fused_available(&logits) {
-        cross_entropy_rows(&logits, &targets)? // (N), fused forward and backward
-    } else {
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?; // (N, V)
-        log_probs
-            .gather(&targets.unsqueeze(1)?, 1)?
-            .squeeze(1)?
-            .neg()? // (N)
-    };
+    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?; // (N, V)
+    let per_token = log_probs
+        .gather(&targets.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .neg()?; // (N)
     let loss_sum = (per_token * &weights)?.sum_all()?;
     let tokens = weights
         .to_dtype(DType::F64)?
@@ -61,6 +70,77 @@ pub fn shifted_cross_entropy(
         loss_sum,
         tokens,
         correct,
+    })
+}
+
+/// The CPU path: cross-entropy over every position of the logits as they lie, the last position
+/// of each row given weight 0, so the (B·(T−1), V) slice is never copied out (nor, backward,
+/// copied back into a zero tensor of the logits' size); argmax in one parallel pass.
+fn fused_shifted_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    label_weights: &Tensor,
+) -> Result<LossSums> {
+    let (b, t, v) = logits.dims3()?;
+    let n = b * t;
+    let labels = labels.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    let weights = label_weights.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    // Row r, position p predicts the label at p + 1; the last position predicts nothing.
+    let mut targets = Vec::with_capacity(n);
+    let mut w = Vec::with_capacity(n);
+    for (ls, ws) in labels.iter().zip(&weights) {
+        for p in 0..t {
+            let next = p + 1 < t;
+            targets.push(if next { ls[p + 1] } else { 0 });
+            w.push(if next { ws[p + 1] } else { 0.0 });
+        }
+    }
+    let flat = logits.reshape((n, v))?;
+    let device = logits.device();
+    let target_t = Tensor::from_vec(targets.clone(), n, device)?;
+    let weight_t = Tensor::from_slice(&w, n, device)?.to_dtype(logits.dtype())?;
+    let per_token = cross_entropy_rows(&flat, &target_t)?; // (N)
+    let loss_sum = (per_token * &weight_t)?.sum_all()?;
+    let tokens = w.iter().sum();
+    let best = row_argmax(&flat)?;
+    let correct = best
+        .iter()
+        .zip(&targets)
+        .zip(&w)
+        .map(|((&a, &t), &w)| if a == t { w } else { 0.0 })
+        .sum();
+    Ok(LossSums {
+        loss_sum,
+        tokens,
+        correct,
+    })
+}
+
+/// The index of each row's largest value (the first of equal ones, as candle's argmax), for a
+/// contiguous CPU f32/f64 (N, V) tensor.
+fn row_argmax(x: &Tensor) -> Result<Vec<u32>> {
+    fn rows<R: PartialOrd + Copy + Send + Sync>(xs: &[R], v: usize) -> Vec<u32> {
+        xs.par_chunks(v)
+            .map(|row| {
+                let mut best = 0;
+                for (j, &x) in row.iter().enumerate() {
+                    if x > row[best] {
+                        best = j;
+                    }
+                }
+                best as u32
+            })
+            .collect()
+    }
+    let (_, v) = x.dims2()?;
+    let (storage, layout) = x.storage_and_layout();
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        candle_core::bail!("argmax expects contiguous logits");
+    };
+    Ok(match &*storage {
+        Storage::Cpu(CpuStorage::F32(xs)) => rows(&xs[a..b], v),
+        Storage::Cpu(CpuStorage::F64(xs)) => rows(&xs[a..b], v),
+        _ => candle_core::bail!("argmax of CPU f32/f64 logits only"),
     })
 }
 
@@ -89,5 +169,30 @@ mod tests {
         let s = shifted_cross_entropy(&logits, &labels, &w).unwrap();
         assert!((s.loss_sum.to_scalar::<f64>().unwrap() - 2f64.ln()).abs() < 1e-12);
         assert_eq!(s.tokens, 1.0);
+    }
+
+    #[test]
+    fn the_cpu_path_matches_the_composite_one_with_gradients() {
+        let dev = Device::Cpu;
+        let (b, t, v) = (3, 9, 13);
+        let x = candle_core::Var::from_tensor(&Tensor::randn(0f64, 2.0, (b, t, v), &dev).unwrap())
+            .unwrap();
+        let labels: Vec<u32> = (0..b * t).map(|i| ((i * 5) % v) as u32).collect();
+        let labels = Tensor::from_vec(labels, (b, t), &dev).unwrap();
+        let w: Vec<f64> = (0..b * t).map(|i| [1.0, 0.0, 0.5][i % 3]).collect();
+        let w = Tensor::from_vec(w, (b, t), &dev).unwrap();
+        let fused = fused_shifted_cross_entropy(&x, &labels, &w).unwrap();
+        let composite = composite_shifted_cross_entropy(&x, &labels, &w).unwrap();
+        let (lf, lc): (f64, f64) = (
+            fused.loss_sum.to_scalar().unwrap(),
+            composite.loss_sum.to_scalar().unwrap(),
+        );
+        assert!((lf - lc).abs() < 1e-12, "{lf} vs {lc}");
+        assert_eq!(fused.tokens, composite.tokens);
+        assert_eq!(fused.correct, composite.correct);
+        let gf = fused.loss_sum.backward().unwrap();
+        let gc = composite.loss_sum.backward().unwrap();
+        let d = crate::testing::max_abs_diff(gf.get(&x).unwrap(), gc.get(&x).unwrap());
+        assert!(d < 1e-13, "gradients differ by {d}");
     }
 }

@@ -15,7 +15,7 @@ use super::data::RowSampler;
 use super::hparams::Resolved;
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
 use super::loss::shifted_cross_entropy;
-use super::optim::{AdamW, accumulate, clip_grad_norm};
+use super::optim::{AdamW, accumulate, clip_factor, global_grad_norm};
 use super::progress::{EvalMetrics, Progress, StepMetrics, StopReason};
 use super::start::Plan;
 use super::trainee::Trainee;
@@ -132,6 +132,7 @@ impl StepLoop<'_> {
                 train_loss,
                 correct,
                 grad_norm,
+                clip_scale,
             } = backward_window(
                 self.trainee.net(),
                 &micro,
@@ -142,8 +143,8 @@ impl StepLoop<'_> {
                 step,
             )?;
 
-            // 4) the update
-            self.opt.step(&grads, lr)?;
+            // 4) the update, with the clipping factor applied to the gradients as it reads them
+            self.opt.step_scaled(&grads, lr, clip_scale)?;
             drop(grads);
             self.state.step = step;
             self.state.data_position = sampler.position();
@@ -237,6 +238,9 @@ struct WindowStep {
     pub correct: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
+    /// The factor that clips the gradients to the maximum norm (1 when below it); the gradients
+    /// themselves are left unscaled for [`AdamW::step_scaled`].
+    pub clip_scale: f64,
 }
 
 /// Forward and backward over every micro-batch of a window, each loss divided by `norm` (the
@@ -261,7 +265,7 @@ fn backward_window(
         correct += sums.correct;
         accumulate(&mut grads, (sums.loss_sum / norm)?.backward()?, vars)?;
     }
-    let mut grads = grads.expect("at least one micro-batch");
+    let grads = grads.expect("at least one micro-batch");
     let train_loss = loss_sum / norm;
     if !train_loss.is_finite() || train_loss > explode_at {
         return Err(TrainError::Diverged {
@@ -269,7 +273,7 @@ fn backward_window(
             reason: format!("loss {train_loss} (limit {explode_at:.1}, 3·ln(vocab))"),
         });
     }
-    let grad_norm = clip_grad_norm(&mut grads, vars, max_grad_norm)?;
+    let grad_norm = global_grad_norm(&grads, vars)?;
     if !grad_norm.is_finite() {
         return Err(TrainError::Diverged {
             step,
@@ -281,6 +285,7 @@ fn backward_window(
         train_loss,
         correct,
         grad_norm,
+        clip_scale: clip_factor(grad_norm, max_grad_norm),
     })
 }
 

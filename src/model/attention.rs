@@ -196,32 +196,36 @@ impl AttnShape {
                     n
                 }
             };
-            let l = match lse {
-                Some(l) => l[r],
+            match lse {
+                // Backward: the probabilities from the saved log-sum-exp.
+                Some(l) => R::exp_shifted(&mut row[..visible], R::of(l[r])),
                 None => {
-                    let mut max = f64::NEG_INFINITY;
+                    let mut max = R::ZERO;
+                    let mut any = false;
                     for &x in &row[..visible] {
-                        max = max.max(x.to_f64());
-                    }
-                    let mut sum = 0.0;
-                    if max > f64::NEG_INFINITY {
-                        for &x in &row[..visible] {
-                            sum += (x.to_f64() - max).exp();
+                        if !any || x > max {
+                            max = x;
+                            any = true;
                         }
                     }
-                    // A row that sees no key at all gets zero probabilities (lse = +∞).
-                    let l = if sum > 0.0 {
-                        max + sum.ln()
+                    let finite = any && max.to_f64() > f64::NEG_INFINITY;
+                    let mut sum = 0.0;
+                    if finite {
+                        R::exp_shifted(&mut row[..visible], max);
+                        sum = row[..visible].iter().map(|x| x.to_f64()).sum::<f64>();
+                    }
+                    if sum > 0.0 {
+                        let inv = R::of(1.0 / sum);
+                        for x in &mut row[..visible] {
+                            *x = *x * inv;
+                        }
+                        out.push(max.to_f64() + sum.ln());
                     } else {
-                        f64::INFINITY
-                    };
-                    out.push(l);
-                    l
+                        // A row that sees no key at all: zero probabilities (lse = +∞).
+                        row[..visible].fill(R::ZERO);
+                        out.push(f64::INFINITY);
+                    }
                 }
-            };
-            let l = R::of(l);
-            for x in &mut row[..visible] {
-                *x = (*x - l).exp();
             }
             for x in &mut row[visible..] {
                 *x = R::ZERO;

@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod fast_exp;
 pub mod frozen;
 pub mod gemm;
 pub mod generate;

@@ -41,6 +41,12 @@ pub trait Real:
     fn of(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn ln(self) -> Self;
+    /// `xs[i] = exp(xs[i] − shift)` over a slice (vectorised for f32, [`super::fast_exp`]).
+    fn exp_shifted(xs: &mut [Self], shift: Self) {
+        for x in xs {
+            *x = (*x - shift).exp();
+        }
+    }
     fn exp(self) -> Self;
     fn sqrt(self) -> Self;
     fn add(self, o: Self) -> Self;
@@ -58,6 +64,9 @@ impl Real for f32 {
     }
     fn ln(self) -> Self {
         f32::ln(self)
+    }
+    fn exp_shifted(xs: &mut [Self], shift: Self) {
+        super::fast_exp::exp_shifted_f32(xs, shift)
     }
     fn exp(self) -> Self {
         f32::exp(self)
@@ -229,19 +238,22 @@ pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         .apply_op2(&targets.contiguous()?, CrossEntropy { v })
 }
 
-/// log Σ exp over a row, stably.
-fn log_sum_exp<R: Real>(xs: &[R]) -> R {
+fn row_max<R: Real>(xs: &[R]) -> R {
     let mut max = xs[0];
     for &x in &xs[1..] {
         if x > max {
             max = x;
         }
     }
-    let mut sum = R::ZERO;
-    for &x in xs {
-        sum = sum.add((x - max).exp());
-    }
-    max.add(sum.ln())
+    max
+}
+
+/// `buf = exp(row − max(row))`; returns `max` and `Σ buf` (summed in f64).
+fn shifted_exps<R: Real>(row: &[R], buf: &mut [R]) -> (R, f64) {
+    let max = row_max(row);
+    buf.copy_from_slice(row);
+    R::exp_shifted(buf, max);
+    (max, buf.iter().map(|x| x.to_f64()).sum())
 }
 
 fn ce_forward<R: Real>(x: &[R], targets: &[u32], v: usize) -> Result<Vec<R>> {
@@ -250,7 +262,13 @@ fn ce_forward<R: Real>(x: &[R], targets: &[u32], v: usize) -> Result<Vec<R>> {
     }
     Ok(x.par_chunks(v)
         .zip(targets.par_iter())
-        .map(|(row, &t)| log_sum_exp(row) - row[t as usize])
+        .map_init(
+            || vec![R::ZERO; v],
+            |buf, (row, &t)| {
+                let (max, sum) = shifted_exps(row, buf);
+                max.add(R::of(sum.ln())) - row[t as usize]
+            },
+        )
         .collect())
 }
 
@@ -260,9 +278,12 @@ fn ce_backward<R: Real>(x: &[R], targets: &[u32], g: &[R], v: usize) -> Vec<R> {
         .zip(x.par_chunks(v))
         .zip(targets.par_iter().zip(g.par_iter()))
         .for_each(|((o, row), (&t, &gr))| {
-            let lse = log_sum_exp(row);
-            for (oj, &xj) in o.iter_mut().zip(row) {
-                *oj = gr * (xj - lse).exp();
+            // g · softmax(row) − g · onehot(t), with one exponential per logit.
+            let (_, sum) = shifted_exps(row, o);
+            let k = gr.to_f64() / sum;
+            let k = R::of(k);
+            for oj in o.iter_mut() {
+                *oj = *oj * k;
             }
             o[t as usize] = o[t as usize] - gr;
         });

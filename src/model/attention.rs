@@ -234,18 +234,28 @@ impl AttnShape {
         out
     }
 
+    /// Sizes every pass uses: (B, T, H, KV, hd), the row widths of q and of k/v, the query heads
+    /// per kv head, and whether the mask is plain causal.
+    fn dims(
+        &self,
+    ) -> (
+        (usize, usize, usize, usize, usize),
+        (usize, usize),
+        usize,
+        bool,
+    ) {
+        let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        (
+            (self.batch, self.seq, h, kv, hd),
+            (h * hd, kv * hd),
+            h / kv,
+            self.causal(),
+        )
+    }
+
     fn forward<R: Real>(&self, q: &[R], k: &[R], v: &[R]) -> (Vec<R>, Vec<f64>) {
-        let (b, t, h, kv, hd) = (
-            self.batch,
-            self.seq,
-            self.heads,
-            self.kv_heads,
-            self.head_dim,
-        );
-        let (qw, kw) = (h * hd, kv * hd);
-        let rep = h / kv;
+        let ((b, t, h, kv, hd), (qw, kw), rep, causal) = self.dims();
         let scale = R::of(1.0 / (hd as f64).sqrt());
-        let causal = self.causal();
         let mut y = vec![R::ZERO; b * t * qw];
         let mut lse = vec![0f64; b * h * t];
         let ydst = Dst::rows(&mut y, 0, qw);
@@ -296,17 +306,8 @@ impl AttnShape {
         dy: &[R],
         lse: &[f64],
     ) -> Vec<R> {
-        let (b, t, h, kv, hd) = (
-            self.batch,
-            self.seq,
-            self.heads,
-            self.kv_heads,
-            self.head_dim,
-        );
-        let (qw, kw) = (h * hd, kv * hd);
-        let rep = h / kv;
+        let ((b, t, h, kv, hd), (qw, kw), rep, causal) = self.dims();
         let scale = R::of(1.0 / (hd as f64).sqrt());
-        let causal = self.causal();
         let (nq, nk) = (b * t * qw, b * t * kw);
         let mut out = vec![R::ZERO; nq + 2 * nk];
         let dst = Dst::rows(&mut out, 0, 1);
@@ -633,9 +634,8 @@ mod tests {
         let reference = composite(&q, &k, &v, pos, additive);
         let d = max_abs_diff(&fused, &reference);
         assert!(d < 1e-13, "forward differs by {d}");
-        let loss = |y: Tensor| (y * &probe).unwrap().sum_all().unwrap();
-        let g1 = loss(fused).backward().unwrap();
-        let g2 = loss(reference).backward().unwrap();
+        let g1 = crate::testing::probe_grads(&fused, &probe);
+        let g2 = crate::testing::probe_grads(&reference, &probe);
         for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
             let (a, b) = (g1.get(x).unwrap(), g2.get(x).unwrap());
             let d = max_abs_diff(a, b);

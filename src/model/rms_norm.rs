@@ -216,18 +216,8 @@ mod tests {
         let reference = composite(x.as_tensor(), w.as_tensor(), 1e-5);
         let d = max_abs_diff(&fused, &reference);
         assert!(d < 1e-13, "forward differs by {d}");
-        let g1 = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (reference * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let g1 = crate::testing::probe_grads(&fused, &probe);
+        let g2 = crate::testing::probe_grads(&reference, &probe);
         for (name, v) in [("x", &x), ("w", &w)] {
             let d = max_abs_diff(
                 g1.get(v.as_tensor()).unwrap(),

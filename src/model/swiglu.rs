@@ -152,18 +152,8 @@ mod tests {
         let reference = (g.as_tensor().silu().unwrap() * u.as_tensor()).unwrap();
         let d = max_abs_diff(&fused, &reference);
         assert!(d < 1e-14, "forward differs by {d}");
-        let g1 = (fused * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (reference * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let g1 = crate::testing::probe_grads(&fused, &probe);
+        let g2 = crate::testing::probe_grads(&reference, &probe);
         for (name, v) in [("gate", &g), ("up", &u)] {
             let d = max_abs_diff(
                 g1.get(v.as_tensor()).unwrap(),

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod hf;
 pub mod llama;
 pub mod lora;
+pub mod lora_delta;
 pub mod ops;
 pub mod peft;
 pub mod rms_norm;

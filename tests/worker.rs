@@ -115,6 +115,16 @@ async fn wait_for(
     }
 }
 
+/// Waits until the job's first train point is stored (points are flushed every 200 ms, where
+/// `trained_tokens` on the job only moves with the lease heartbeat, every few seconds).
+async fn wait_for_first_step(app: &TestApp, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while train_points(app, id).await.is_empty() {
+        assert!(Instant::now() < deadline, "no step of {id} within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn wait_status(app: &TestApp, id: &str, status: &str, secs: u64) -> Value {
     wait_for(app, id, secs, status, |j| {
         j["status"] == status || (j["status"] == "failed" && status != "failed")
@@ -291,10 +301,7 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
     let file = upload_corpus(&app).await;
 
     let long = create_job(&app, &interruptible_job(&file, 5000)).await;
-    wait_for(&app, &long, 60, "some steps", |j| {
-        j["trained_tokens"].as_u64().unwrap_or(0) > 0
-    })
-    .await;
+    wait_for_first_step(&app, &long).await;
     let (s, j) = app
         .post(
             &app.admin_key,
@@ -321,10 +328,7 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
 
     // Pause mid-run: a checkpoint is written; resume finishes from it, each step once.
     let id = create_job(&app, &interruptible_job(&file, 300)).await;
-    wait_for(&app, &id, 60, "steps", |j| {
-        j["trained_tokens"].as_u64().unwrap_or(0) > 0
-    })
-    .await;
+    wait_for_first_step(&app, &id).await;
     let (s, _) = app
         .post(
             &app.admin_key,
@@ -557,10 +561,7 @@ mod multi_process {
         let steps = 400;
         let id = create_job(&app, &interruptible_job(&file, steps)).await;
         let mut w1 = start_worker(&app, 30);
-        wait_for(&app, &id, 60, "training", |j| {
-            j["trained_tokens"].as_u64().unwrap_or(0) > 0
-        })
-        .await;
+        wait_for_first_step(&app, &id).await;
         let term = Command::new("kill")
             .args(["-TERM", &w1.id().to_string()])
             .status()

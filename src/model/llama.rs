@@ -1,7 +1,10 @@
 //! The Llama-family decoder (Llama, Qwen2, Mistral) in one file, nanoGPT style: token embedding,
 //! pre-norm blocks of causal grouped-query attention with RoPE and a SwiGLU MLP, final RMSNorm,
-//! tied or separate LM head. Every op used here has a backward pass in candle (see
-//! `docs`/notes: the fused `rms_norm`, `softmax_last_dim` and `rope` kernels do not).
+//! tied or separate LM head. Every op used here has a backward pass (candle's own fast
+//! `rms_norm`, `softmax_last_dim` and `rope` kernels do not, `docs/candle-notes.md`): on the CPU
+//! the attention block, RMSNorm and SwiGLU are Wick's fused ops with backward
+//! ([`super::attention`], [`super::rms_norm`], [`super::swiglu`]); elsewhere, and for the KV-cached
+//! inference path, composite candle ops.
 //!
 //! Tensor names follow Hugging Face exactly (`model.layers.0.self_attn.q_proj.weight`), so the
 //! same `VarBuilder` reads a transformers checkpoint and the weights export unchanged.

@@ -1,5 +1,7 @@
-//! Rotary position embeddings in the rotate-half convention of Hugging Face's Llama, built from
-//! differentiable ops (`narrow`, `cat`, `mul`): candle's fused `rope` kernels have no backward pass.
+//! Rotary position embeddings in the rotate-half convention of Hugging Face's Llama: the cos/sin
+//! tables, the per-row rotation the fused CPU attention applies ([`Rope::rows`]), and the same
+//! rotation in differentiable candle ops (`narrow`, `cat`, `mul`) for the composite path, since
+//! candle's fused `rope` kernels have no backward pass.
 
 use std::sync::Arc;
 

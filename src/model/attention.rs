@@ -26,7 +26,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{Dst, View, matmul};
-use super::ops::{Real, contiguous};
+use super::ops::{Grads3, Real, contiguous, split_grads3};
 
 /// Queries per block: the products of a block are (64 × keys) and (64 × head_dim).
 const BLOCK: usize = 64;
@@ -457,7 +457,7 @@ impl CustomOp3 for Attention {
         v: &Tensor,
         res: &Tensor,
         grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<Grads3> {
         let Some(lse) = self.lse.lock().expect("attention lse lock").clone() else {
             candle_core::bail!("attention backward before forward");
         };
@@ -472,14 +472,7 @@ impl CustomOp3 for Attention {
                 lse,
             },
         )?;
-        let (nq, nk) = (q.elem_count(), k.elem_count());
-        let part =
-            |off: usize, n: usize, like: &Tensor| grads.narrow(0, off, n)?.reshape(like.shape());
-        Ok((
-            Some(part(0, nq, q)?),
-            Some(part(nq, nk, k)?),
-            Some(part(nq + nk, nk, v)?),
-        ))
+        split_grads3(&grads, [q, k, v])
     }
 }
 

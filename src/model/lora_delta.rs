@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{Dst, View, matmul};
-use super::ops::{Real, contiguous};
+use super::ops::{Grads3, Real, contiguous, split_grads3};
 
 /// Rows per forward task and per `dx` task; columns per `dA` / `dB` task.
 const ROWS: usize = 64;
@@ -81,11 +81,22 @@ fn masked<R: Real>(x: &[R], mask: Option<&[f32]>) -> Vec<R> {
 }
 
 /// The sizes of one call: rows, in, r, out.
+#[derive(Clone, Copy)]
 struct Dims {
     rows: usize,
     d_in: usize,
     r: usize,
     out: usize,
+}
+
+impl Dims {
+    /// From the layouts of x (rows, in), A (r, in) and B (out, r).
+    fn of(x: &Layout, a: &Layout, b: &Layout) -> Result<Self> {
+        let (rows, d_in) = x.shape().dims2()?;
+        let (r, _) = a.shape().dims2()?;
+        let (out, _) = b.shape().dims2()?;
+        Ok(Dims { rows, d_in, r, out })
+    }
 }
 
 impl LoraDelta {
@@ -230,10 +241,8 @@ impl CustomOp3 for LoraDelta {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, d_in) = l1.shape().dims2()?;
-        let (r, _) = l2.shape().dims2()?;
-        let (out, _) = l3.shape().dims2()?;
-        let d = Dims { rows, d_in, r, out };
+        let d = Dims::of(l1, l2, l3)?;
+        let Dims { rows, out, .. } = d;
         let (y, h) = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) => {
                 let (y, h) = self.forward(
@@ -266,7 +275,7 @@ impl CustomOp3 for LoraDelta {
         b: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<Grads3> {
         let Some(h) = self.h.lock().expect("lora h lock").clone() else {
             candle_core::bail!("lora_delta backward before forward");
         };
@@ -283,14 +292,7 @@ impl CustomOp3 for LoraDelta {
                 h,
             },
         )?;
-        let (nx, na, nb) = (x.elem_count(), a.elem_count(), b.elem_count());
-        let part =
-            |off: usize, n: usize, like: &Tensor| grads.narrow(0, off, n)?.reshape(like.shape());
-        Ok((
-            Some(part(0, nx, x)?),
-            Some(part(nx, na, a)?),
-            Some(part(nx + na, nb, b)?),
-        ))
+        split_grads3(&grads, [x, a, b])
     }
 }
 
@@ -315,10 +317,8 @@ impl CustomOp3 for LoraDeltaGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, d_in) = l1.shape().dims2()?;
-        let (r, _) = l2.shape().dims2()?;
-        let (out, _) = l3.shape().dims2()?;
-        let d = Dims { rows, d_in, r, out };
+        let d = Dims::of(l1, l2, l3)?;
+        let Dims { rows, d_in, r, out } = d;
         let (gs, gl) = self.g.storage_and_layout();
         let candle_core::Storage::Cpu(gs) = &*gs else {
             candle_core::bail!("lora_delta backward runs on the CPU");

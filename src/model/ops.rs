@@ -154,6 +154,21 @@ fn backward<R: Real>(y: &[R], g: &[R], t: usize, scale: f64) -> Vec<R> {
     out
 }
 
+/// The gradients of three inputs from one flat buffer holding them in order, each reshaped like
+/// its input (how the fused ops' backward passes return three gradients from one op).
+pub(super) type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+pub(super) fn split_grads3(flat: &Tensor, like: [&Tensor; 3]) -> Result<Grads3> {
+    let mut off = 0;
+    let mut part = |t: &Tensor| -> Result<Option<Tensor>> {
+        let n = t.elem_count();
+        let g = flat.narrow(0, off, n)?.reshape(t.shape())?;
+        off += n;
+        Ok(Some(g))
+    };
+    Ok((part(like[0])?, part(like[1])?, part(like[2])?))
+}
+
 /// The elements of a contiguous layout.
 pub(super) fn contiguous<'a, R>(s: &'a [R], l: &Layout) -> Result<&'a [R]> {
     match l.contiguous_offsets() {

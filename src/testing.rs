@@ -17,3 +17,15 @@ pub(crate) fn probe_grads(y: &Tensor, probe: &Tensor) -> GradStore {
         .and_then(|l| l.sum_all()?.backward())
         .expect("a differentiable output of the probe's shape")
 }
+
+/// Asserts that two gradient stores agree within `tol` (largest absolute difference) on each
+/// named tensor.
+pub(crate) fn assert_same_grads(a: &GradStore, b: &GradStore, of: &[(&str, &Tensor)], tol: f64) {
+    for (name, t) in of {
+        let d = max_abs_diff(
+            a.get(t).expect("a gradient in the first store"),
+            b.get(t).expect("a gradient in the second store"),
+        );
+        assert!(d < tol, "d{name} differs by {d}");
+    }
+}

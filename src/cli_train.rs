@@ -139,11 +139,21 @@ impl BarProgress {
 }
 
 impl Progress for BarProgress {
+    fn on_phase(&mut self, phase: &str, done: u64, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+        self.bar.set_message(format!("{} pairs: {phase}", total));
+    }
     fn on_step(&mut self, m: &StepMetrics) {
         self.bar.set_length(m.total_steps);
         self.bar.set_position(m.step);
+        let accuracy = m
+            .extra
+            .get("rewards/accuracies")
+            .map(|a| format!(" reward acc {:.2}", a))
+            .unwrap_or_default();
         self.bar.set_message(format!(
-            "loss {:.4} lr {:.2e} |g| {:.2} {:.0} tok/s",
+            "loss {:.4}{accuracy} lr {:.2e} |g| {:.2} {:.0} tok/s",
             m.train_loss, m.learning_rate, m.grad_norm, m.tokens_per_second
         ));
     }

@@ -39,6 +39,9 @@ pub enum MethodType {
     #[default]
     Supervised,
     Pretrain,
+    /// Preference tuning (DPO and its variants) on `{input, preferred_output,
+    /// non_preferred_output}` pairs.
+    Dpo,
 }
 
 impl MethodType {
@@ -46,9 +49,47 @@ impl MethodType {
         match self {
             MethodType::Supervised => "supervised",
             MethodType::Pretrain => "pretrain",
+            MethodType::Dpo => "dpo",
         }
     }
 }
+
+/// Which preference loss a job optimises.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LossType {
+    #[default]
+    Sigmoid,
+    Ipo,
+    Simpo,
+    Orpo,
+}
+
+impl LossType {
+    /// Whether the loss compares against a frozen reference model.
+    pub fn needs_reference(self) -> bool {
+        matches!(self, LossType::Sigmoid | LossType::Ipo)
+    }
+
+    /// β when the job says `"auto"` or nothing: TRL's defaults (DPO and IPO 0.1, SimPO 2.0, ORPO
+    /// 0.1).
+    pub fn default_beta(self) -> f64 {
+        match self {
+            LossType::Simpo => 2.0,
+            _ => 0.1,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossType::Sigmoid => "sigmoid",
+            LossType::Ipo => "ipo",
+            LossType::Simpo => "simpo",
+            LossType::Orpo => "orpo",
+        }
+    }
+}
+
 
 /// OpenAI's `method` object: the type and one sub-object named after it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -60,6 +101,19 @@ pub struct Method {
     pub supervised: Option<MethodParams>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrain: Option<MethodParams>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpo: Option<MethodParams>,
+}
+
+impl Method {
+    /// The sub-object of the method's own type, when given.
+    fn params(&self) -> Option<&MethodParams> {
+        match self.kind {
+            MethodType::Supervised => self.supervised.as_ref(),
+            MethodType::Pretrain => self.pretrain.as_ref(),
+            MethodType::Dpo => self.dpo.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -237,6 +291,17 @@ pub struct Hyperparameters {
     pub vocab_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraSpec>,
+    /// DPO's β (OpenAI's name; `"auto"` is the loss type's default, see [`LossType`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<Auto<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_type: Option<LossType>,
+    /// Weight of an NLL term on the preferred outputs (RPO; TRL's `rpo_alpha`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_alpha: Option<f64>,
+    /// SimPO's target reward margin γ (default 0.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simpo_gamma: Option<f64>,
 }
 
 /// A structural problem in a spec: which field, and what is wrong with it.
@@ -251,11 +316,7 @@ pub struct SpecError {
 impl JobSpec {
     /// The hyperparameters that apply: those inside `method`, else OpenAI's legacy top-level ones.
     pub fn hyperparameters(&self) -> Hyperparameters {
-        let inner = match self.method.kind {
-            MethodType::Supervised => self.method.supervised.as_ref(),
-            MethodType::Pretrain => self.method.pretrain.as_ref(),
-        };
-        match (inner, &self.hyperparameters) {
+        match (self.method.params(), &self.hyperparameters) {
             (Some(p), _) => p.hyperparameters.clone(),
             (None, Some(h)) => h.clone(),
             (None, None) => Hyperparameters::default(),
@@ -265,11 +326,7 @@ impl JobSpec {
     /// The dotted prefix under which this spec's hyperparameters live, for error `param`s.
     pub fn hyperparameters_path(&self) -> String {
         let kind = self.method.kind.as_str();
-        let nested = match self.method.kind {
-            MethodType::Supervised => self.method.supervised.is_some(),
-            MethodType::Pretrain => self.method.pretrain.is_some(),
-        };
-        if nested || self.hyperparameters.is_none() {
+        if self.method.params().is_some() || self.hyperparameters.is_none() {
             format!("method.{kind}.hyperparameters")
         } else {
             "hyperparameters".to_string()
@@ -303,23 +360,32 @@ impl JobSpec {
                 ));
             }
         }
-        match self.method.kind {
-            MethodType::Supervised if self.method.pretrain.is_some() => {
+        let kind = self.method.kind;
+        for (other, set) in [
+            (MethodType::Supervised, self.method.supervised.is_some()),
+            (MethodType::Pretrain, self.method.pretrain.is_some()),
+            (MethodType::Dpo, self.method.dpo.is_some()),
+        ] {
+            if set && other != kind {
                 return Err(err(
-                    "method.pretrain",
-                    "method.type is supervised but method.pretrain is set".into(),
+                    &format!("method.{}", other.as_str()),
+                    format!(
+                        "method.type is {} but method.{} is set",
+                        kind.as_str(),
+                        other.as_str()
+                    ),
                 ));
             }
-            MethodType::Pretrain if self.method.supervised.is_some() => {
-                return Err(err(
-                    "method.supervised",
-                    "method.type is pretrain but method.supervised is set".into(),
-                ));
-            }
-            MethodType::Pretrain if self.hyperparameters.is_some() => {
-                return Err(err("hyperparameters", "top-level hyperparameters apply to supervised jobs only; use method.pretrain.hyperparameters".into()));
-            }
-            _ => {}
+        }
+        if kind != MethodType::Supervised && self.hyperparameters.is_some() {
+            return Err(err(
+                "hyperparameters",
+                format!(
+                    "top-level hyperparameters apply to supervised jobs only; use \
+                     method.{k}.hyperparameters",
+                    k = kind.as_str()
+                ),
+            ));
         }
         let prefix = self.hyperparameters_path();
         self.hyperparameters()
@@ -400,6 +466,31 @@ impl Hyperparameters {
             100_000,
         )?;
         int_range("vocab_size", self.vocab_size, 256, 262_144)?;
+        if let Some(Auto::Value(b)) = self.beta {
+            float_range("beta", Some(b), 0.0, 100.0, true)?;
+        }
+        float_range("rpo_alpha", self.rpo_alpha, 0.0, 100.0, false)?;
+        float_range("simpo_gamma", self.simpo_gamma, 0.0, 100.0, false)?;
+        if kind != MethodType::Dpo {
+            let preference_only = [
+                ("beta", self.beta.is_some()),
+                ("loss_type", self.loss_type.is_some()),
+                ("rpo_alpha", self.rpo_alpha.is_some()),
+                ("simpo_gamma", self.simpo_gamma.is_some()),
+            ];
+            if let Some((name, _)) = preference_only.iter().find(|(_, set)| *set) {
+                return Err(SpecError {
+                    param: (*name).into(),
+                    message: format!("{name} applies to dpo jobs only"),
+                });
+            }
+        }
+        if self.simpo_gamma.is_some() && self.loss_type != Some(LossType::Simpo) {
+            return Err(SpecError {
+                param: "simpo_gamma".into(),
+                message: "simpo_gamma applies to loss_type \"simpo\" only".into(),
+            });
+        }
         if self.vocab_size.is_some() && kind != MethodType::Pretrain {
             return Err(SpecError {
                 param: "vocab_size".into(),
@@ -492,5 +583,47 @@ mod tests {
             h.validate(MethodType::Supervised).unwrap_err().param,
             "lora.target_modules[1]"
         );
+    }
+
+    #[test]
+    fn dpo_method_in_openai_shape() {
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"model":"m","training_file":"f","method":{"type":"dpo","dpo":{"hyperparameters":
+               {"beta":"auto","n_epochs":2,"loss_type":"ipo","rpo_alpha":0.5}}}}"#,
+        )
+        .unwrap();
+        spec.validate().unwrap();
+        let h = spec.hyperparameters();
+        assert_eq!(h.beta, Some(Auto::Auto));
+        assert_eq!(h.loss_type, Some(LossType::Ipo));
+        assert_eq!(spec.hyperparameters_path(), "method.dpo.hyperparameters");
+    }
+
+    #[test]
+    fn preference_settings_belong_to_dpo_jobs() {
+        let parse = |body: &str| serde_json::from_str::<JobSpec>(body).unwrap().validate();
+        let e = parse(
+            r#"{"model":"m","training_file":"f","method":{"type":"supervised","supervised":{"hyperparameters":{"beta":0.1}}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.param, "method.supervised.hyperparameters.beta");
+        let e = parse(
+            r#"{"model":"m","training_file":"f","method":{"type":"dpo","supervised":{}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.param, "method.supervised");
+        let e = parse(
+            r#"{"model":"m","training_file":"f","method":{"type":"dpo","dpo":{"hyperparameters":{"beta":0}}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.param, "method.dpo.hyperparameters.beta");
+        let e = parse(
+            r#"{"model":"m","training_file":"f","method":{"type":"dpo","dpo":{"hyperparameters":{"simpo_gamma":1}}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.param, "method.dpo.hyperparameters.simpo_gamma");
+        let e = parse(r#"{"model":"m","training_file":"f","method":{"type":"dpo"},"hyperparameters":{}}"#)
+            .unwrap_err();
+        assert_eq!(e.param, "hyperparameters");
     }
 }

@@ -2,48 +2,19 @@
 //! them: LoRA (adapter and merged model), full fine-tuning, pause and resume equal to an
 //! uninterrupted run, and ChatML registered for models without a chat template.
 
+#[path = "common/chat_model.rs"]
+mod chat_model;
+
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
+use chat_model::{TOPICS, max_abs_diff, model_dir, same, tensors};
 use tokenizers::Tokenizer;
 use wick::model::ModelConfig;
 use wick::model::hf;
 use wick::spec::JobSpec;
 use wick::train::chat_tokens::has_chat_template;
 use wick::train::{NoProgress, RecordingProgress, StopReason, Stopped, TrainJob, run_job};
-
-/// The largest absolute elementwise difference of two tensors of the same shape, as f64.
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .and_then(|d| d.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>())
-        .unwrap()
-}
-
-const TOPICS: [&str; 5] = ["cats", "rain", "tea", "maps", "bread"];
-
-/// A tiny pretrained-looking model folder: trained BPE tokenizer (ChatML template) and random
-/// weights.
-fn model_dir(dir: &Path) -> ModelConfig {
-    let texts: Vec<String> = (0..100)
-        .map(|i| {
-            format!(
-                "Tell me about {} please. Sure, {} are nice.",
-                TOPICS[i % 5],
-                TOPICS[i % 5]
-            )
-        })
-        .collect();
-    let tokenizer = wick::tokenizer::train_bpe(texts.iter(), 300).unwrap();
-    let mut cfg = ModelConfig::llama(tokenizer.get_vocab_size(true), 32, 64, 2, 4, 2, 128);
-    cfg.eos_token_id = Some(0);
-    cfg.bos_token_id = Some(0);
-    cfg.pad_token_id = Some(1);
-    let vm = wick::model::init_varmap(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
-    let w = wick::model::varmap_tensors(&vm);
-    hf::save_model_folder(dir, &cfg, &w).unwrap();
-    wick::tokenizer::save_trained(&tokenizer, dir, 128).unwrap();
-    cfg
-}
 
 fn write_chats(path: &Path) {
     let mut out = String::new();
@@ -79,15 +50,6 @@ fn job(dir: &Path, hyper: serde_json::Value, out: &str) -> TrainJob {
         device: Device::Cpu,
         base_model_name: None,
     }
-}
-
-fn tensors(dir: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
-    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
-}
-
-fn same(a: &candle_core::Tensor, b: &candle_core::Tensor) -> bool {
-    a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-        == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
 
 #[test]

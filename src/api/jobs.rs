@@ -38,7 +38,7 @@ pub fn router() -> Router<AppState> {
 /// The file purpose each method trains on.
 fn purpose_for(kind: MethodType) -> FilePurpose {
     match kind {
-        MethodType::Supervised => FilePurpose::FineTune,
+        MethodType::Supervised | MethodType::Dpo => FilePurpose::FineTune,
         MethodType::Pretrain => FilePurpose::Pretrain,
     }
 }
@@ -76,6 +76,35 @@ async fn usable_file(
                     .unwrap_or("see its validation report")
             ),
         ));
+    }
+    // A fine-tune file holds chat conversations or preference pairs (its validation report
+    // says which; reports from before preference files existed are chat).
+    if want == FilePurpose::FineTune {
+        let format = f
+            .report
+            .as_ref()
+            .and_then(|r| r.0.get("format"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("chat");
+        let needed = if kind == MethodType::Dpo {
+            "preference"
+        } else {
+            "chat"
+        };
+        if format != needed {
+            return Err(ApiError::invalid_param(
+                param,
+                format!(
+                    "file {id} holds {format} lines, but a {} job needs {needed} lines ({})",
+                    kind.as_str(),
+                    if needed == "chat" {
+                        r#"{"messages": [...]}"#
+                    } else {
+                        r#"{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}"#
+                    }
+                ),
+            ));
+        }
     }
     Ok(f)
 }

@@ -22,6 +22,24 @@ pub const METRIC_COLUMNS: [&str; 12] = [
     "eta_seconds",
 ];
 
+/// Preference tuning's columns (TRL's names), after [`METRIC_COLUMNS`] when a series has them.
+pub const PREFERENCE_COLUMNS: [&str; 14] = [
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "nll_loss",
+    "valid_rewards/chosen",
+    "valid_rewards/rejected",
+    "valid_rewards/accuracies",
+    "valid_rewards/margins",
+    "valid_logps/chosen",
+    "valid_logps/rejected",
+    "valid_nll_loss",
+];
+
 /// Every point of a job, train and eval merged per step, oldest first.
 pub async fn metric_series(db: &Db, job_id: &str) -> Result<Vec<Map<String, Value>>, sqlx::Error> {
     let mut by_step: std::collections::BTreeMap<i64, Map<String, Value>> = Default::default();
@@ -41,12 +59,22 @@ pub async fn metric_series(db: &Db, job_id: &str) -> Result<Vec<Map<String, Valu
     Ok(by_step.into_values().collect())
 }
 
-/// The series as CSV with [`METRIC_COLUMNS`]; absent values are empty.
+/// The series as CSV with [`METRIC_COLUMNS`], then those of [`PREFERENCE_COLUMNS`] that some
+/// point has; absent values are empty.
 pub fn series_csv(series: &[Map<String, Value>]) -> String {
-    let mut out = METRIC_COLUMNS.join(",");
+    let columns: Vec<&str> = METRIC_COLUMNS
+        .iter()
+        .chain(
+            PREFERENCE_COLUMNS
+                .iter()
+                .filter(|c| series.iter().any(|p| p.contains_key(**c))),
+        )
+        .copied()
+        .collect();
+    let mut out = columns.join(",");
     out.push('\n');
     for p in series {
-        let cells: Vec<String> = METRIC_COLUMNS
+        let cells: Vec<String> = columns
             .iter()
             .map(|c| match p.get(*c) {
                 Some(Value::Number(n)) => n.to_string(),
@@ -58,4 +86,27 @@ pub fn series_csv(series: &[Map<String, Value>]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preference_columns_appear_only_when_a_point_has_them() {
+        let point = |v: Value| v.as_object().unwrap().clone();
+        let sft = [point(json!({"step": 1, "train_loss": 2.5}))];
+        let csv = series_csv(&sft);
+        assert_eq!(csv.lines().next().unwrap(), METRIC_COLUMNS.join(","));
+        let dpo = [
+            point(json!({"step": 1, "train_loss": 0.69, "rewards/margins": 0.0})),
+            point(json!({"step": 2, "valid_loss": 0.5, "valid_rewards/accuracies": 1.0})),
+        ];
+        let csv = series_csv(&dpo);
+        let mut lines = csv.lines();
+        let header = lines.next().unwrap();
+        assert!(header.ends_with(",rewards/margins,valid_rewards/accuracies"), "{header}");
+        assert!(lines.next().unwrap().ends_with(",0.0,"));
+        assert!(lines.next().unwrap().ends_with(",,1.0"));
+    }
 }

@@ -41,7 +41,7 @@ pub async fn publish_results(
     }
     let kind = match spec.method.kind {
         MethodType::Pretrain => "pretrained",
-        MethodType::Supervised => "fine-tuned",
+        MethodType::Supervised | MethodType::Dpo => "fine-tuned",
     };
     models::insert_model(db, &name, &job.org_id, kind, &job.model, &job.id, &prefix).await?;
 

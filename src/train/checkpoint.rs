@@ -107,7 +107,15 @@ pub enum Weights<'a> {
     },
 }
 
-/// Writes a checkpoint under `root`, copying tokenizer files from `tokenizer_dir`. Returns its path.
+/// Files of the job's folder that a checkpoint carries when they are there: what a resumed run
+/// needs besides the weights (DPO's reference log-probs).
+pub const CARRIED_FILES: [&str; 1] = [REFERENCE_LOGPS_FILE];
+
+/// DPO's reference log-probs (written by `train::dpo::reference`).
+pub const REFERENCE_LOGPS_FILE: &str = "reference_logps.safetensors";
+
+/// Writes a checkpoint under `root`, copying tokenizer files (and [`CARRIED_FILES`]) from
+/// `tokenizer_dir`. Returns its path.
 pub fn save(
     root: &Path,
     weights: Weights<'_>,
@@ -133,6 +141,13 @@ pub fn save(
         message: e.to_string(),
     })?;
     optimizer.save(&tmp.join("optimizer.safetensors"))?;
+    for name in CARRIED_FILES {
+        let from = tokenizer_dir.join(name);
+        if from.is_file() {
+            let to = tmp.join(name);
+            std::fs::copy(&from, &to).map_err(io(&to))?;
+        }
+    }
     let state_path = tmp.join("trainer_state.json");
     std::fs::write(
         &state_path,

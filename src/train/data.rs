@@ -36,6 +36,25 @@ pub enum DataError {
     Candle(#[from] candle_core::Error),
 }
 
+/// Moves a seeded `fraction` of `items` (rounded down, at most all but one) out into the
+/// validation split, both keeping file order. Chat methods hold out examples or pairs this way
+/// when the job has no validation file.
+pub fn hold_out<T>(items: &mut Vec<T>, fraction: f64, seed: u64) -> Vec<T> {
+    let n = (items.len() as f64 * fraction).floor() as usize;
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    let mut held = vec![false; items.len()];
+    for &i in &order[..n.min(items.len().saturating_sub(1))] {
+        held[i] = true;
+    }
+    let (mut train, mut valid) = (Vec::new(), Vec::new());
+    for (item, h) in std::mem::take(items).into_iter().zip(held) {
+        if h { valid.push(item) } else { train.push(item) }
+    }
+    *items = train;
+    valid
+}
+
 /// The `text` of every non-blank line of a JSONL file, read lazily; errors name the line.
 pub struct JsonlTexts {
     path: PathBuf,

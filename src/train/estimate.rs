@@ -200,6 +200,7 @@ mod tests {
             method: Method {
                 kind: MethodType::Pretrain,
                 supervised: None,
+                dpo: None,
                 pretrain: Some(MethodParams {
                     hyperparameters: Hyperparameters {
                         max_steps: Some(100),

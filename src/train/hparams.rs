@@ -34,10 +34,13 @@ pub const DEFAULT_MAX_SEQ_LEN: usize = 512;
 
 impl Resolved {
     /// Applies the documented defaults. `from_scratch` picks the pretraining learning rate (1e-3)
-    /// over the full fine-tuning one (5e-5).
+    /// over the full fine-tuning one (5e-5); LoRA's is 2e-4, and preference tuning's 1e-6 (full)
+    /// and 1e-5 (LoRA).
     pub fn from_spec(spec: &JobSpec, from_scratch: bool) -> Self {
         let h = spec.hyperparameters();
         let base_lr = match (spec.method.kind, from_scratch, h.lora.is_some()) {
+            (MethodType::Dpo, _, true) => 1e-5,
+            (MethodType::Dpo, _, false) => 1e-6,
             (_, _, true) => 2e-4,
             (MethodType::Pretrain, true, _) => 1e-3,
             _ => 5e-5,

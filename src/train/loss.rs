@@ -21,6 +21,17 @@ pub struct LossSums {
     pub correct: f64,
 }
 
+/// Per-row sums over one batch (preference tuning's sequence log-probabilities).
+#[derive(Debug, Clone)]
+pub struct RowSums {
+    /// (B): Σ over the row of weight · log p(label), carrying the graph for backward.
+    pub log_probs: Tensor,
+    /// Σ weight per row.
+    pub tokens: Vec<f64>,
+    /// Σ weight · [argmax = label] per row.
+    pub correct: Vec<f64>,
+}
+
 /// `logits` (B, T, V), `labels` (B, T) u32, `label_weights` (B, T) with the weight of each label
 /// position (position 0 is never a label and is ignored).
 pub fn shifted_cross_entropy(
@@ -28,18 +39,49 @@ pub fn shifted_cross_entropy(
     labels: &Tensor,
     label_weights: &Tensor,
 ) -> Result<LossSums> {
-    if fused_available(logits) && logits.is_contiguous() {
-        return fused_shifted_cross_entropy(logits, labels, label_weights);
-    }
-    composite_shifted_cross_entropy(logits, labels, label_weights)
+    let t = token_terms(logits, labels, label_weights)?;
+    Ok(LossSums {
+        loss_sum: t.weighted.sum_all()?,
+        tokens: t.tokens.iter().sum(),
+        correct: t.correct.iter().sum(),
+    })
 }
 
-/// Any device: the (B·(T−1), V) logits that have a label, log-softmax and gather.
-fn composite_shifted_cross_entropy(
+/// The same inputs as [`shifted_cross_entropy`], summed per row instead of over the batch, with
+/// the sign of a log-probability: row `b` gets `Σ_t w[b,t] · log p(labels[b,t] | tokens before)`.
+pub fn shifted_row_log_probs(
     logits: &Tensor,
     labels: &Tensor,
     label_weights: &Tensor,
-) -> Result<LossSums> {
+) -> Result<RowSums> {
+    let t = token_terms(logits, labels, label_weights)?;
+    Ok(RowSums {
+        log_probs: t.weighted.sum(1)?.neg()?,
+        tokens: t.tokens,
+        correct: t.correct,
+    })
+}
+
+/// Weighted per-position cross-entropy, (B, T') with the graph, and per-row counts.
+struct TokenTerms {
+    weighted: Tensor,
+    tokens: Vec<f64>,
+    correct: Vec<f64>,
+}
+
+fn token_terms(logits: &Tensor, labels: &Tensor, label_weights: &Tensor) -> Result<TokenTerms> {
+    if fused_available(logits) && logits.is_contiguous() {
+        return fused_token_terms(logits, labels, label_weights);
+    }
+    composite_token_terms(logits, labels, label_weights)
+}
+
+/// Any device: the (B·(T−1), V) logits that have a label, log-softmax and gather.
+fn composite_token_terms(
+    logits: &Tensor,
+    labels: &Tensor,
+    label_weights: &Tensor,
+) -> Result<TokenTerms> {
     let (b, t, v) = logits.dims3()?;
     let n = b * (t - 1);
     let logits = logits.narrow(1, 0, t - 1)?.reshape((n, v))?; // (N, V)
@@ -53,21 +95,18 @@ fn composite_shifted_cross_entropy(
         .gather(&targets.unsqueeze(1)?, 1)?
         .squeeze(1)?
         .neg()?; // (N)
-    let loss_sum = (per_token * &weights)?.sum_all()?;
-    let tokens = weights
-        .to_dtype(DType::F64)?
-        .sum_all()?
-        .to_scalar::<f64>()?;
+    let weighted = (per_token * &weights)?.reshape((b, t - 1))?;
+    let w64 = weights.to_dtype(DType::F64)?.reshape((b, t - 1))?;
+    let tokens = w64.sum(1)?.to_vec1::<f64>()?;
     let hits = logits
         .detach()
         .argmax(D::Minus1)?
         .eq(&targets)?
-        .to_dtype(DType::F64)?;
-    let correct = (hits * weights.to_dtype(DType::F64)?)?
-        .sum_all()?
-        .to_scalar::<f64>()?;
-    Ok(LossSums {
-        loss_sum,
+        .to_dtype(DType::F64)?
+        .reshape((b, t - 1))?;
+    let correct = (hits * w64)?.sum(1)?.to_vec1::<f64>()?;
+    Ok(TokenTerms {
+        weighted,
         tokens,
         correct,
     })
@@ -76,11 +115,11 @@ fn composite_shifted_cross_entropy(
 /// The CPU path: cross-entropy over every position of the logits as they lie, the last position
 /// of each row given weight 0, so the (B·(T−1), V) slice is never copied out (nor, backward,
 /// copied back into a zero tensor of the logits' size); argmax in one parallel pass.
-fn fused_shifted_cross_entropy(
+fn fused_token_terms(
     logits: &Tensor,
     labels: &Tensor,
     label_weights: &Tensor,
-) -> Result<LossSums> {
+) -> Result<TokenTerms> {
     let (b, t, v) = logits.dims3()?;
     let n = b * t;
     let labels = labels.to_dtype(DType::U32)?.to_vec2::<u32>()?;
@@ -100,17 +139,19 @@ fn fused_shifted_cross_entropy(
     let target_t = Tensor::from_vec(targets.clone(), n, device)?;
     let weight_t = Tensor::from_slice(&w, n, device)?.to_dtype(logits.dtype())?;
     let per_token = cross_entropy_rows(&flat, &target_t)?; // (N)
-    let loss_sum = (per_token * &weight_t)?.sum_all()?;
-    let tokens = w.iter().sum();
+    let weighted = (per_token * &weight_t)?.reshape((b, t))?;
     let best = row_argmax(&flat)?;
-    let correct = best
-        .iter()
-        .zip(&targets)
-        .zip(&w)
-        .map(|((&a, &t), &w)| if a == t { w } else { 0.0 })
-        .sum();
-    Ok(LossSums {
-        loss_sum,
+    let tokens = w.chunks(t).map(|row| row.iter().sum()).collect();
+    let correct = (0..b)
+        .map(|r| {
+            (r * t..(r + 1) * t)
+                .filter(|&i| best[i] == targets[i])
+                .map(|i| w[i])
+                .sum()
+        })
+        .collect();
+    Ok(TokenTerms {
+        weighted,
         tokens,
         correct,
     })
@@ -181,17 +222,22 @@ mod tests {
         let labels = Tensor::from_vec(labels, (b, t), &dev).unwrap();
         let w: Vec<f64> = (0..b * t).map(|i| [1.0, 0.0, 0.5][i % 3]).collect();
         let w = Tensor::from_vec(w, (b, t), &dev).unwrap();
-        let fused = fused_shifted_cross_entropy(&x, &labels, &w).unwrap();
-        let composite = composite_shifted_cross_entropy(&x, &labels, &w).unwrap();
+        let fused = fused_token_terms(&x, &labels, &w).unwrap();
+        let composite = composite_token_terms(&x, &labels, &w).unwrap();
         let (lf, lc): (f64, f64) = (
-            fused.loss_sum.to_scalar().unwrap(),
-            composite.loss_sum.to_scalar().unwrap(),
+            fused.weighted.sum_all().unwrap().to_scalar().unwrap(),
+            composite.weighted.sum_all().unwrap().to_scalar().unwrap(),
         );
         assert!((lf - lc).abs() < 1e-12, "{lf} vs {lc}");
         assert_eq!(fused.tokens, composite.tokens);
         assert_eq!(fused.correct, composite.correct);
-        let gf = fused.loss_sum.backward().unwrap();
-        let gc = composite.loss_sum.backward().unwrap();
+        // Per-row sums, as preference tuning reads them, agree too, gradients included.
+        let rows = |t: &TokenTerms| t.weighted.sum(1).unwrap();
+        let d = crate::testing::max_abs_diff(&rows(&fused), &rows(&composite));
+        assert!(d < 1e-12, "row sums differ by {d}");
+        let probe = Tensor::new(&[0.5f64, -2.0, 1.5], &dev).unwrap();
+        let gf = (rows(&fused) * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (rows(&composite) * &probe).unwrap().sum_all().unwrap().backward().unwrap();
         let d = crate::testing::max_abs_diff(gf.get(&x).unwrap(), gc.get(&x).unwrap());
         assert!(d < 1e-13, "gradients differ by {d}");
     }

@@ -15,12 +15,15 @@
 //! A new method is one file beside `pretrain.rs` and `sft.rs` plus one arm in [`run_job`].
 
 pub mod chat_tokens;
+mod chat_model;
 pub mod checkpoint;
 pub mod data;
+pub mod dpo;
 pub mod estimate;
 pub mod hparams;
 pub mod job;
 pub mod loss;
+mod objective;
 pub mod optim;
 pub mod pretrain;
 pub mod progress;
@@ -42,5 +45,6 @@ pub fn run_job(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutco
     match job.spec.method.kind {
         MethodType::Pretrain => pretrain::run(job, progress),
         MethodType::Supervised => sft::run(job, progress),
+        MethodType::Dpo => dpo::run(job, progress),
     }
 }

@@ -12,7 +12,8 @@ use super::hparams::DEFAULT_MAX_SEQ_LEN;
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome, spec_error};
 use super::progress::Progress;
 use super::start::{self, Plan};
-use super::step_loop::{Batch, RowSet, StepLoop};
+use super::objective::{Batch, RowSet, TokenObjective};
+use super::step_loop::StepLoop;
 use super::trainee::FullModel;
 use crate::model::hf;
 use crate::tokenizer as tok;
@@ -121,8 +122,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         vars,
         opt,
         state,
-        train: &train_set,
-        valid: &valid_set,
+        objective: &TokenObjective::new(&train_set, &valid_set, cfg.vocab_size),
         plan,
     }
     .run(progress)?;

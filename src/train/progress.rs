@@ -1,6 +1,7 @@
 //! The interface through which a training run reports to its caller (the server's worker, the
 //! CLI's progress bar, a test) and learns that it should stop.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,9 @@ pub struct StepMetrics {
     /// Counted (loss-bearing) tokens trained on so far.
     pub trained_tokens: u64,
     pub eta_seconds: f64,
+    /// The method's own metrics under their reported names (DPO: `rewards/chosen`, ...).
+    #[serde(flatten, default)]
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// One evaluation on the validation rows.
@@ -32,6 +36,9 @@ pub struct EvalMetrics {
     pub valid_loss: f64,
     pub valid_perplexity: f64,
     pub valid_mean_token_accuracy: f64,
+    /// The method's own metrics under their reported names (DPO: `valid_rewards/chosen`, ...).
+    #[serde(flatten, default)]
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// Why the caller wants the run to stop early.
@@ -46,6 +53,8 @@ pub enum StopReason {
 
 /// Implemented by whoever runs a job. Every method has a do-nothing default.
 pub trait Progress {
+    /// A phase before the steps (DPO's reference log-probs): `done` of `total` items.
+    fn on_phase(&mut self, _phase: &str, _done: u64, _total: u64) {}
     fn on_step(&mut self, _metrics: &StepMetrics) {}
     fn on_eval(&mut self, _metrics: &EvalMetrics) {}
     fn on_checkpoint(&mut self, _step: u64, _path: &Path) {}
@@ -64,6 +73,8 @@ impl Progress for NoProgress {}
 /// Records everything it is told, for tests and for callers that report after the fact.
 #[derive(Debug, Default, Clone)]
 pub struct RecordingProgress {
+    /// `(phase, done, total)` of every phase report.
+    pub phases: Vec<(String, u64, u64)>,
     pub steps: Vec<StepMetrics>,
     pub evals: Vec<EvalMetrics>,
     pub checkpoints: Vec<(u64, std::path::PathBuf)>,
@@ -72,6 +83,9 @@ pub struct RecordingProgress {
 }
 
 impl Progress for RecordingProgress {
+    fn on_phase(&mut self, phase: &str, done: u64, total: u64) {
+        self.phases.push((phase.to_string(), done, total));
+    }
     fn on_step(&mut self, m: &StepMetrics) {
         self.steps.push(m.clone());
     }

@@ -17,24 +17,18 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Var};
-use rand::seq::SliceRandom;
-use rand::{SeedableRng, rngs::StdRng};
 use tokenizers::Tokenizer;
 
-use super::chat_tokens::{VOCAB_WEIGHTS, grow_vocab, register_chatml};
-use super::data::DataError;
-use super::hparams::DEFAULT_MAX_SEQ_LEN;
+use super::chat_model::{Tuned, chat_start};
+use super::data::{DataError, hold_out};
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
+use super::objective::{Batch, RowSet, TokenObjective};
 use super::progress::Progress;
 use super::sft_pack::{PackError, PackedRow, collate, pack_examples};
 use super::start::{self, Plan};
-use super::step_loop::{Batch, RowSet, StepLoop};
-use super::trainee::{FullModel, LoraModel, Trainee};
+use super::step_loop::StepLoop;
 use crate::chat::loss_mask::{ChatExample, ChatStats, Overlength, TrainMessage, tokenize_chat};
 use crate::chat::template::ChatTemplate;
-use crate::model::lora::LoraConfig;
-use crate::model::{self, hf, peft};
-use crate::spec::{self, LoraSpec};
 
 fn data_err(path: &Path, line: usize, message: String) -> TrainError {
     TrainError::Data(DataError::Line {
@@ -96,101 +90,27 @@ pub fn read_chat_file(
     Ok((examples, stats))
 }
 
-/// The spec's overlength policy, as the loss-mask code takes it.
-fn overlength(o: spec::Overlength) -> Overlength {
-    match o {
-        spec::Overlength::Truncate => Overlength::Truncate,
-        spec::Overlength::Drop => Overlength::Drop,
-    }
-}
-
-/// The spec's LoRA settings, as the model takes them.
-fn lora_config(l: &LoraSpec) -> LoraConfig {
-    LoraConfig {
-        r: l.r,
-        alpha: l.alpha,
-        dropout: l.dropout,
-        target_modules: l.target_modules.clone(),
-        use_rslora: l.use_rslora,
-    }
-}
-
 /// Runs one supervised fine-tuning job to the end and writes the model (and adapter).
 pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, TrainError> {
-    let spec = &job.spec;
-    let h = spec.hyperparameters();
-    if model::preset(&spec.model).is_some() {
-        return Err(TrainError::Unsupported(format!(
-            "supervised fine-tuning needs a trained model folder; {:?} is a preset with random \
-             weights (pretrain it first)",
-            spec.model
-        )));
-    }
+    let h = job.spec.hyperparameters();
     let device = &job.device;
-    let dtype = DType::F32;
-    let mut start = start::start(job, dtype, device)?;
-    let hp = start.hp.clone();
-    // ChatML for a model without a template: its tokens, and rows for them (see chat_tokens).
-    let added = register_chatml(&mut start.tokenizer, &job.output_dir)?;
-    let grown = grow_vocab(
-        &mut start.weights,
-        &mut start.cfg,
-        start.tokenizer.get_vocab_size(true),
-    )?;
-    let embed_key = peft::peft_key(VOCAB_WEIGHTS[0]);
-    let train_vocab_rows = !added.is_empty()
-        || grown
-        || start
-            .adapter
-            .as_ref()
-            .is_some_and(|a| a.contains_key(&embed_key));
-    if !added.is_empty() || grown {
-        tracing::info!(
-            ?added,
-            vocab = start.cfg.vocab_size,
-            "registered ChatML tokens"
-        );
-    }
-    let cfg = start.cfg.clone();
-    // The start left the model's tokenizer files (chat template included) in output_dir.
-    let template = ChatTemplate::from_model_dir(&job.output_dir)
-        .map_err(|e| TrainError::Unsupported(e.to_string()))?;
-    let specials = crate::tokenizer::special_ids(
-        &start.tokenizer,
-        cfg.bos_token_id,
-        cfg.eos_token_id,
-        cfg.pad_token_id,
-    )?;
-    let seq_len = hp
-        .max_seq_len
-        .unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings))
-        .min(cfg.max_position_embeddings);
-    let overlength = overlength(h.overlength.unwrap_or_default());
+    let mut cs = chat_start(job, "supervised fine-tuning")?;
+    let hp = cs.start.hp.clone();
+    let (seq_len, overlength) = (cs.seq_len, cs.overlength);
     let packing = h.packing.unwrap_or(true);
 
     // --- data ----------------------------------------------------------------------------------
     let t_data = Instant::now();
     let (mut train, stats) = read_chat_file(
         &job.training_file,
-        &start.tokenizer,
-        &template,
+        &cs.start.tokenizer,
+        &cs.template,
         seq_len,
         overlength,
     )?;
     let valid = match &job.validation_file {
-        Some(v) => read_chat_file(v, &start.tokenizer, &template, seq_len, overlength)?.0,
-        None => {
-            let n = (train.len() as f64 * hp.validation_split).floor() as usize;
-            let mut order: Vec<usize> = (0..train.len()).collect();
-            order.shuffle(&mut StdRng::seed_from_u64(hp.seed));
-            let mut held: Vec<usize> = order[..n.min(train.len().saturating_sub(1))].to_vec();
-            held.sort_unstable();
-            let valid = held.iter().map(|&i| train[i].clone()).collect();
-            for &i in held.iter().rev() {
-                train.remove(i);
-            }
-            valid
-        }
+        Some(v) => read_chat_file(v, &cs.start.tokenizer, &cs.template, seq_len, overlength)?.0,
+        None => hold_out(&mut train, hp.validation_split, hp.seed),
     };
     let train_rows = pack_examples(&train, seq_len, packing).map_err(pack_err)?;
     let valid_rows = pack_examples(&valid, seq_len, packing).map_err(pack_err)?;
@@ -213,63 +133,22 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     let plan = Plan::new(&hp, total_steps);
 
     // --- model: full (every weight a Var) or LoRA (frozen base, adapters only) -----------------
-    let base_name = job.base_model_name.as_deref().unwrap_or(&spec.model);
-    let tuned = match (&h.lora, &start.adapter, &start.state) {
-        (Some(lspec), adapter, state) => {
-            if state.is_some() && adapter.is_none() {
-                return Err(TrainError::Unsupported(
-                    "the checkpoint holds a full model, but the job trains LoRA adapters".into(),
-                ));
-            }
-            let vocab_rows: &[&str] = if train_vocab_rows {
-                &VOCAB_WEIGHTS
-            } else {
-                &[]
-            };
-            let m = LoraModel::new(
-                start.weights.clone(),
-                &cfg,
-                &lora_config(lspec),
-                hp.seed,
-                seq_len,
-                base_name,
-                vocab_rows,
-                adapter.as_ref(),
-                device,
-            )?;
-            Tuned::Lora(m)
-        }
-        (None, Some(_), _) => {
-            return Err(TrainError::Unsupported(
-                "the checkpoint holds LoRA adapters, but the job fine-tunes the full model".into(),
-            ));
-        }
-        // The variables are copies: the starting tensors need not stay alive beside them.
-        (None, None, _) => Tuned::Full(FullModel::new(
-            std::mem::take(&mut start.weights),
-            &cfg,
-            seq_len,
-            dtype,
-            device,
-        )?),
-    };
-    let (trainee, named): (&dyn Trainee, _) = match &tuned {
-        Tuned::Full(f) => (f, f.named_vars(&job.output_dir)?),
-        Tuned::Lora(l) => (l, l.named_vars()),
-    };
+    let tuned = Tuned::new(job, &mut cs, &h)?;
+    let named = tuned.named_vars(job)?;
     let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
     let num_trainable: u64 = vars.iter().map(|v| v.elem_count() as u64).sum();
     let (opt, state) = start::optimizer(
         named,
         &hp,
         total_steps,
-        start.state.take(),
-        start.optimizer.take(),
+        cs.start.state.take(),
+        cs.start.optimizer.take(),
     )?;
+    let cfg = cs.cfg.clone();
     tracing::info!(
         parameters = cfg.num_parameters(),
         trainable = num_trainable,
-        lora = matches!(tuned, Tuned::Lora(_)),
+        lora = tuned.is_lora(),
         packing,
         total_steps,
         seq_len,
@@ -279,19 +158,18 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
 
     // --- the loop ------------------------------------------------------------------------------
     let (train_set, valid_set) = (
-        SftRows::new(&train_rows, specials.pad, device),
-        SftRows::new(&valid_rows, specials.pad, device),
+        SftRows::new(&train_rows, cs.specials.pad, device),
+        SftRows::new(&valid_rows, cs.specials.pad, device),
     );
     let mut outcome = StepLoop {
         job,
         hp: &hp,
         cfg: &cfg,
-        trainee,
+        trainee: tuned.trainee(),
         vars,
         opt,
         state,
-        train: &train_set,
-        valid: &valid_set,
+        objective: &TokenObjective::new(&train_set, &valid_set, cfg.vocab_size),
         plan,
     }
     .run(progress)?;
@@ -300,27 +178,9 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     }
 
     // --- export --------------------------------------------------------------------------------
-    match &tuned {
-        Tuned::Lora(l) => {
-            peft::save_adapter(
-                &job.output_dir.join("adapter"),
-                &l.adapters,
-                Some(base_name),
-            )?;
-            peft::save_merged(&job.output_dir, &cfg, &start.weights, &l.adapters)?;
-        }
-        Tuned::Full(f) => {
-            hf::save_model_folder(&job.output_dir, &cfg, &f.weights())?;
-        }
-    }
+    tuned.export(job, &cs)?;
     outcome.model_dir = Some(job.output_dir.clone());
     Ok(outcome)
-}
-
-/// What a supervised job trains.
-enum Tuned {
-    Full(FullModel),
-    Lora(LoraModel),
 }
 
 /// Packed chat rows on a device, as the step loop takes them.

@@ -35,6 +35,13 @@ fn emit(msg: &ChildMessage) {
 }
 
 impl Progress for LineProgress {
+    fn on_phase(&mut self, phase: &str, done: u64, total: u64) {
+        emit(&ChildMessage::Phase {
+            phase: phase.to_string(),
+            done,
+            total,
+        });
+    }
     fn on_step(&mut self, m: &StepMetrics) {
         emit(&ChildMessage::Step(m.clone()));
         if self.abort_at == Some(m.step) {

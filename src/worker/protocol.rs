@@ -33,6 +33,12 @@ pub struct ChildJob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChildMessage {
+    /// Work before the first step (DPO's reference log-probs): `done` of `total` items.
+    Phase {
+        phase: String,
+        done: u64,
+        total: u64,
+    },
     Step(StepMetrics),
     Eval(EvalMetrics),
     Checkpoint { step: u64, path: PathBuf },

@@ -25,6 +25,33 @@ use crate::store::metrics::{self, NewPoint};
 use crate::store::queue::{self, LeaseState};
 use crate::train::{Stopped, TrainOutcome};
 
+/// The job event for a child's phase report: one when the phase starts and one when it ends
+/// (the reports between are not stored).
+fn phase_event(phase: &str, done: u64, total: u64) -> Option<NewEvent> {
+    let what = match phase {
+        "reference_logps" => "reference log-probs",
+        other => other,
+    };
+    let message = if done == 0 {
+        format!("Computing {what} for {total} pairs")
+    } else if done >= total {
+        format!("{} ready ({total} pairs)", capitalize(what))
+    } else {
+        return None;
+    };
+    Some(
+        NewEvent::info("message", message)
+            .with_data(json!({"phase": phase, "done": done, "total": total})),
+    )
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 /// Metric points are written at least this often while a job trains.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// ...or as soon as this many are waiting.
@@ -254,6 +281,11 @@ async fn run_claimed(
                     Err(_) => { tracing::debug!(line, "child said something that is not a message"); continue; }
                 };
                 match msg {
+                    ChildMessage::Phase { phase, done, total } => {
+                        if let Some(ev) = phase_event(&phase, done, total) {
+                            queue::insert_event(&state.db, &job.id, &ev).await?;
+                        }
+                    }
                     ChildMessage::Step(m) => {
                         last_tokens = m.trained_tokens as i64;
                         eta = Some(crate::ids::now() + chrono::Duration::milliseconds((m.eta_seconds * 1000.0) as i64));

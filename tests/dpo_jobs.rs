@@ -86,7 +86,9 @@ fn full_dpo_starts_at_ln_2_and_learns_the_preference() {
     assert!(last.train_loss < 0.4, "final loss {}", last.train_loss);
     assert!(metric(last, "rewards/margins") > 1.0);
     assert_eq!(metric(last, "rewards/accuracies"), 1.0);
-    assert!(metric(last, "logps/chosen") > metric(last, "logps/rejected"));
+    // The preferred answers became likelier than under the reference (their summed log-probs
+    // need not pass the rejected ones': the preferred answer is the longer one).
+    assert!(metric(last, "rewards/chosen") > 0.0);
     let eval = rec.evals.last().unwrap();
     assert_eq!(eval.extra["valid_rewards/accuracies"], 1.0);
     assert!(eval.valid_loss < 0.4, "valid loss {}", eval.valid_loss);

@@ -90,7 +90,6 @@ impl LossType {
     }
 }
 
-
 /// OpenAI's `method` object: the type and one sub-object named after it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
@@ -607,10 +606,9 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.param, "method.supervised.hyperparameters.beta");
-        let e = parse(
-            r#"{"model":"m","training_file":"f","method":{"type":"dpo","supervised":{}}}"#,
-        )
-        .unwrap_err();
+        let e =
+            parse(r#"{"model":"m","training_file":"f","method":{"type":"dpo","supervised":{}}}"#)
+                .unwrap_err();
         assert_eq!(e.param, "method.supervised");
         let e = parse(
             r#"{"model":"m","training_file":"f","method":{"type":"dpo","dpo":{"hyperparameters":{"beta":0}}}}"#,
@@ -622,8 +620,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.param, "method.dpo.hyperparameters.simpo_gamma");
-        let e = parse(r#"{"model":"m","training_file":"f","method":{"type":"dpo"},"hyperparameters":{}}"#)
-            .unwrap_err();
+        let e = parse(
+            r#"{"model":"m","training_file":"f","method":{"type":"dpo"},"hyperparameters":{}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.param, "hyperparameters");
     }
 }

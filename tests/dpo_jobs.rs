@@ -73,8 +73,14 @@ fn full_dpo_starts_at_ln_2_and_learns_the_preference() {
     let out = run_job(&job(dir.path(), hyper, "out"), &mut rec).unwrap();
     assert_eq!(out.steps_completed, 12);
     // The reference was computed once, before the first step, for 16 + 4 pairs.
-    assert_eq!(rec.phases.first().unwrap(), &("reference_logps".into(), 0, 20));
-    assert_eq!(rec.phases.last().unwrap(), &("reference_logps".into(), 20, 20));
+    assert_eq!(
+        rec.phases.first().unwrap(),
+        &("reference_logps".into(), 0, 20)
+    );
+    assert_eq!(
+        rec.phases.last().unwrap(),
+        &("reference_logps".into(), 20, 20)
+    );
     assert!(dir.path().join("out/reference_logps.safetensors").is_file());
     // Step 1: the policy is the reference, so every pair's loss is −log σ(0) = ln 2 exactly.
     let first = &rec.steps[0];
@@ -113,7 +119,11 @@ fn lora_dpo_writes_adapter_and_merged_model_from_an_exact_ln_2() {
     // Fresh adapters add exactly zero: the model that trains is the reference at step 1.
     assert_eq!(rec.steps[0].train_loss, std::f64::consts::LN_2);
     assert!(rec.steps[3].train_loss < std::f64::consts::LN_2);
-    assert!(dir.path().join("out/adapter/adapter_model.safetensors").is_file());
+    assert!(
+        dir.path()
+            .join("out/adapter/adapter_model.safetensors")
+            .is_file()
+    );
     let base = tensors(&dir.path().join("base"));
     let merged = tensors(&dir.path().join("out"));
     for (name, t) in &base {
@@ -183,7 +193,12 @@ fn every_loss_type_trains_and_only_dpo_and_ipo_read_a_reference() {
             needs_reference
         );
         let (a, b) = (&rec.steps[0], rec.steps.last().unwrap());
-        assert!(b.train_loss < a.train_loss, "{loss}: {} -> {}", a.train_loss, b.train_loss);
+        assert!(
+            b.train_loss < a.train_loss,
+            "{loss}: {} -> {}",
+            a.train_loss,
+            b.train_loss
+        );
         assert!(
             metric(b, "rewards/margins") > metric(a, "rewards/margins"),
             "{loss}: the margin did not grow"

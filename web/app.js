@@ -216,12 +216,19 @@ const HP_FIELDS = [
   ['min_lr_ratio', 'Min LR ratio', 'num', 'adv'], ['weight_decay', 'Weight decay', 'num', 'adv'], ['max_grad_norm', 'Max grad norm', 'num', 'adv'],
   ['gradient_accumulation_steps', 'Grad accumulation', 'int', 'adv'], ['eval_every', 'Eval every (steps)', 'int', 'adv'], ['checkpoint_every', 'Checkpoint every', 'int', 'adv'],
   ['n_checkpoints', 'Checkpoints kept', 'int', 'adv'], ['validation_split', 'Validation split', 'num', 'adv'],
+  ['beta', 'Beta', 'num', 'dpo'], ['loss_type', 'Preference loss', ['sigmoid', 'ipo', 'simpo', 'orpo'], 'dpo'], ['rpo_alpha', 'RPO alpha (NLL weight)', 'num', 'dpo'],
 ];
 const DEFAULTS = {
   pretrain: { ...DEMO_HP, lr_scheduler: 'cosine' },
   sft: { n_epochs: 3, batch_size: 8, learning_rate: 0.0001, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.05, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05 },
   lora: { n_epochs: 3, batch_size: 8, learning_rate: 0.0002, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.05, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05 },
+  dpo: { n_epochs: 1, batch_size: 8, learning_rate: 0.000001, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.1, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05, beta: 0.1, loss_type: 'sigmoid' },
+  dpo_lora: { n_epochs: 1, batch_size: 8, learning_rate: 0.00001, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.1, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05, beta: 0.1, loss_type: 'sigmoid' },
 };
+// The API's method.type of each form choice, whether it trains LoRA adapters, and the dataset format it reads.
+const METHOD_TYPE = { pretrain: 'pretrain', sft: 'supervised', lora: 'supervised', dpo: 'dpo', dpo_lora: 'dpo' };
+const USES_LORA = (m) => m === 'lora' || m === 'dpo_lora';
+const FORMAT_OF = { pretrain: 'text', supervised: 'chat', dpo: 'preference' };
 const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
 function field(name, label, input, param) {
@@ -235,7 +242,8 @@ async function newJobPage() {
   const formError = h('div', { class: 'callout', hidden: true, id: 'form-error' });
   const usable = files.data.filter((f) => f.status === 'processed');
 
-  const method = h('select', { name: 'method' }, h('option', { value: 'pretrain' }, 'Pretrain from scratch'), h('option', { value: 'sft' }, 'Supervised fine-tuning (full)'), h('option', { value: 'lora' }, 'Supervised fine-tuning (LoRA)'));
+  const method = h('select', { name: 'method' }, h('option', { value: 'pretrain' }, 'Pretrain from scratch'), h('option', { value: 'sft' }, 'Supervised fine-tuning (full)'), h('option', { value: 'lora' }, 'Supervised fine-tuning (LoRA)'),
+    h('option', { value: 'dpo' }, 'Preference tuning, DPO (full)'), h('option', { value: 'dpo_lora' }, 'Preference tuning, DPO (LoRA)'));
   // Presets (architectures to pretrain from scratch) first; trained and local models can be fine-tuned further.
   const presets = models.data.filter((m) => !m.kind || m.kind === 'preset');
   const trained = models.data.filter((m) => m.kind && m.kind !== 'preset' && m.kind !== 'local');
@@ -259,16 +267,19 @@ async function newJobPage() {
 
   function fillFiles() {
     const want = method.value === 'pretrain' ? 'pretrain' : 'fine-tune';
-    const list = usable.filter((f) => f.purpose === want);
+    // A fine-tune file holds chats or preference pairs; reports from before pairs existed are chats.
+    const format = FORMAT_OF[METHOD_TYPE[method.value]];
+    const list = usable.filter((f) => f.purpose === want && (want === 'pretrain' || (f.validation?.format || 'chat') === format));
     const opt = (f) => h('option', { value: f.id }, `${f.filename} · ${f.validation?.valid_examples ?? '?'} examples · ${f.id.slice(-8)}`);
-    train.replaceChildren(...(list.length ? list.map(opt) : [h('option', { value: '' }, `No ${want} datasets yet — upload one under Datasets`)]));
+    train.replaceChildren(...(list.length ? list.map(opt) : [h('option', { value: '' }, `No ${want === 'pretrain' ? want : format} datasets yet — upload one under Datasets`)]));
     valid.replaceChildren(h('option', { value: '' }, 'None (split from training data)'), ...list.map(opt));
   }
   function fillHp() {
-    const m = method.value; const d = DEFAULTS[m]; const type = m === 'pretrain' ? 'pretrain' : 'supervised';
+    const m = method.value; const d = DEFAULTS[m]; const type = METHOD_TYPE[m];
     hpBox.replaceChildren(); advBox.replaceChildren();
     for (const [name, label, kind, group] of HP_FIELDS) {
       if (group === 'pretrain' && m !== 'pretrain') continue;
+      if (group === 'dpo' && type !== 'dpo') continue;
       const input = Array.isArray(kind)
         ? h('select', { name }, h('option', { value: '' }, 'default'), kind.map((v) => h('option', { value: v, selected: d[name] === v }, v)))
         : h('input', { name, type: 'number', step: kind === 'int' ? '1' : 'any', value: d[name] ?? '', placeholder: 'default' });
@@ -276,8 +287,11 @@ async function newJobPage() {
       hpInputs[name] = input;
       (group === 'adv' ? advBox : hpBox).append(field(name, label, input, `method.${type}.hyperparameters.${name}`));
     }
+    for (const el of loraBox.querySelectorAll('[data-param]')) {
+      el.dataset.param = el.dataset.param.replace(/^method\.[a-z]+\./, `method.${type}.`);
+    }
     for (const k of Object.keys(hpInputs)) if (!hpBox.contains(hpInputs[k]) && !advBox.contains(hpInputs[k])) delete hpInputs[k];
-    loraBox.hidden = m !== 'lora';
+    loraBox.hidden = !USES_LORA(m);
   }
   const lora = {
     r: h('input', { type: 'number', value: 16, step: 1 }), alpha: h('input', { type: 'number', value: 32, step: 'any' }),
@@ -290,13 +304,13 @@ async function newJobPage() {
       h('div', { class: 'checks' }, lora.modules.map((c) => h('label', {}, c, c.value))), h('span', { class: 'field-error', hidden: true })));
 
   function body() {
-    const m = method.value; const type = m === 'pretrain' ? 'pretrain' : 'supervised';
+    const m = method.value; const type = METHOD_TYPE[m];
     const hp = {};
     for (const [name, input] of Object.entries(hpInputs)) {
       const v = input.value.trim(); if (v === '') continue;
       hp[name] = input.dataset.kind === 'str' ? v : Number(v);
     }
-    if (m === 'lora') hp.lora = { r: Number(lora.r.value), alpha: Number(lora.alpha.value), dropout: Number(lora.dropout.value), target_modules: lora.modules.filter((c) => c.checked).map((c) => c.value) };
+    if (USES_LORA(m)) hp.lora = { r: Number(lora.r.value), alpha: Number(lora.alpha.value), dropout: Number(lora.dropout.value), target_modules: lora.modules.filter((c) => c.checked).map((c) => c.value) };
     const b = { model: model.value, training_file: train.value, validation_file: valid.value || null, method: { type, [type]: { hyperparameters: hp } } };
     if (suffix.value.trim()) b.suffix = suffix.value.trim();
     if (seed.value.trim()) b.seed = Number(seed.value);
@@ -466,6 +480,14 @@ async function jobPage(id) {
   const gn = mk('Gradient norm', [{ label: 'grad norm', stroke: '#862e9c' }], { id: 'chart-gn' });
   const tps = mk('Tokens / second', [{ label: 'tokens/s', stroke: '#1098ad' }], { id: 'chart-tps' });
   const all = [loss, ppl, lr, gn, tps];
+  // Preference tuning's rewards (TRL's names), shown once a point carries them.
+  let rewards = null; let rewardAcc = null;
+  function preferenceCharts() {
+    if (rewards) return;
+    rewards = mk('Rewards', [{ label: 'chosen', stroke: '#2b8a3e' }, { label: 'rejected', stroke: '#c92a2a' }, { label: 'margin', stroke: '#3b5bdb' }], { id: 'chart-rewards' });
+    rewardAcc = mk('Reward accuracy', [{ label: 'train', stroke: '#3b5bdb' }, { label: 'validation', stroke: '#e8590c', points: true }], { id: 'chart-reward-acc' });
+    all.push(rewards, rewardAcc);
+  }
   onLeave(() => all.forEach((c) => c.destroy()));
 
   const ckBox = h('div'); const log = h('div', { class: 'log', id: 'events' });
@@ -483,11 +505,17 @@ async function jobPage(id) {
       Object.assign(row, p);
       ppl.push(p.step, [p.valid_perplexity ?? (p.valid_loss != null ? Math.exp(p.valid_loss) : null)]);
       loss.setAt(p.step, 1, p.valid_loss);
+      if (p['valid_rewards/accuracies'] != null) { preferenceCharts(); rewardAcc.setAt(p.step, 1, p['valid_rewards/accuracies']); }
     } else {
       if (row.train_loss != null) repeats++;
       Object.assign(row, p);
       loss.push(p.step, [p.train_loss, null]);
       lr.push(p.step, [p.learning_rate]); gn.push(p.step, [p.grad_norm]); tps.push(p.step, [p.tokens_per_second]);
+      if (p['rewards/margins'] != null) {
+        preferenceCharts();
+        rewards.push(p.step, [p['rewards/chosen'], p['rewards/rejected'], p['rewards/margins']]);
+        rewardAcc.push(p.step, [p['rewards/accuracies'], null]);
+      }
       last = row;
     }
     loss.el.dataset.repeats = repeats;

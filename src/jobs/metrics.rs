@@ -105,7 +105,10 @@ mod tests {
         let csv = series_csv(&dpo);
         let mut lines = csv.lines();
         let header = lines.next().unwrap();
-        assert!(header.ends_with(",rewards/margins,valid_rewards/accuracies"), "{header}");
+        assert!(
+            header.ends_with(",rewards/margins,valid_rewards/accuracies"),
+            "{header}"
+        );
         assert!(lines.next().unwrap().ends_with(",0.0,"));
         assert!(lines.next().unwrap().ends_with(",,1.0"));
     }

@@ -114,7 +114,11 @@ pub(super) enum Tuned {
 impl Tuned {
     /// The full model (every weight a variable) or, with `h.lora`, adapters on the frozen base;
     /// either resumed from the checkpoint the start loaded.
-    pub fn new(job: &TrainJob, cs: &mut ChatStart, h: &Hyperparameters) -> Result<Self, TrainError> {
+    pub fn new(
+        job: &TrainJob,
+        cs: &mut ChatStart,
+        h: &Hyperparameters,
+    ) -> Result<Self, TrainError> {
         let base_name = job.base_model_name.as_deref().unwrap_or(&job.spec.model);
         let start = &mut cs.start;
         match (&h.lora, &start.adapter, &start.state) {

@@ -49,7 +49,11 @@ pub fn hold_out<T>(items: &mut Vec<T>, fraction: f64, seed: u64) -> Vec<T> {
     }
     let (mut train, mut valid) = (Vec::new(), Vec::new());
     for (item, h) in std::mem::take(items).into_iter().zip(held) {
-        if h { valid.push(item) } else { train.push(item) }
+        if h {
+            valid.push(item)
+        } else {
+            train.push(item)
+        }
     }
     *items = train;
     valid

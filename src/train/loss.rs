@@ -236,8 +236,18 @@ mod tests {
         let d = crate::testing::max_abs_diff(&rows(&fused), &rows(&composite));
         assert!(d < 1e-12, "row sums differ by {d}");
         let probe = Tensor::new(&[0.5f64, -2.0, 1.5], &dev).unwrap();
-        let gf = (rows(&fused) * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        let gc = (rows(&composite) * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gf = (rows(&fused) * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gc = (rows(&composite) * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         let d = crate::testing::max_abs_diff(gf.get(&x).unwrap(), gc.get(&x).unwrap());
         assert!(d < 1e-13, "gradients differ by {d}");
     }

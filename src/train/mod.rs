@@ -14,8 +14,8 @@
 //!
 //! A new method is one file beside `pretrain.rs` and `sft.rs` plus one arm in [`run_job`].
 
-pub mod chat_tokens;
 mod chat_model;
+pub mod chat_tokens;
 pub mod checkpoint;
 pub mod data;
 pub mod dpo;

@@ -52,8 +52,11 @@ impl StepLoop<'_> {
         let hp = self.hp;
         let total_steps = self.plan.schedule.total_steps;
         self.state.total_steps = total_steps;
-        let mut sampler =
-            RowSampler::new(self.objective.train_len(), self.state.seed, self.state.data_position);
+        let mut sampler = RowSampler::new(
+            self.objective.train_len(),
+            self.state.seed,
+            self.state.data_position,
+        );
         let mut outcome = TrainOutcome {
             steps_completed: self.state.step,
             total_steps,

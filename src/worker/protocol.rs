@@ -41,9 +41,15 @@ pub enum ChildMessage {
     },
     Step(StepMetrics),
     Eval(EvalMetrics),
-    Checkpoint { step: u64, path: PathBuf },
+    Checkpoint {
+        step: u64,
+        path: PathBuf,
+    },
     Done(TrainOutcome),
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 /// One line to the child.

@@ -130,7 +130,30 @@ pieces = [chunk.choices[0].delta.content or "" for chunk in client.chat.completi
 assert "".join(pieces) == text, (pieces, text)
 print("chat ok", repr(text))
 
-# 6. Cancel a running job.
+# 6. Preference tuning with OpenAI's `dpo` method on the fine-tuned model: the right answer is
+#    preferred over a near miss. Wick's own knobs (loss_type, lora) sit beside OpenAI's.
+prefs = []
+for q, a in sums(40, 4):
+    n = int(a.split()[-1])
+    prefs.append({"input": {"messages": [{"role": "user", "content": q}]},
+                  "preferred_output": [{"role": "assistant", "content": a}],
+                  "non_preferred_output": [{"role": "assistant", "content": f"Answer: {n + 1}"}]})
+with open(jsonl(prefs), "rb") as fh:
+    pref_file = client.files.create(file=fh, purpose="fine-tune")
+dpo = client.fine_tuning.jobs.create(
+    model=done.fine_tuned_model, training_file=pref_file.id, suffix="dpo", seed=3,
+    method={"type": "dpo", "dpo": {"hyperparameters": {
+        "beta": 0.1, "n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": "auto",
+        "learning_rate": 1e-3, "max_seq_len": 64, "loss_type": "sigmoid",
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}}})
+assert dpo.method.type == "dpo" and dpo.method.dpo.hyperparameters.beta == 0.1, dpo.method
+dpo_done = wait(dpo.id)
+assert dpo_done.fine_tuned_model == f"ft:{done.fine_tuned_model}:dpo:{dpo.id}", dpo_done.fine_tuned_model
+dpo_events = [e.message for e in client.fine_tuning.jobs.list_events(dpo.id, limit=100).data]
+assert any(m.startswith("Reference log-probs ready") for m in dpo_events), dpo_events
+print("dpo job", dpo_done.status, dpo_done.fine_tuned_model)
+
+# 7. Cancel a running job.
 slow = client.fine_tuning.jobs.create(
     model=base, training_file=train.id, suffix="cancel",
     method={"type": "supervised", "supervised": {"hyperparameters": {

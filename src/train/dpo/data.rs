@@ -19,11 +19,11 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
+use crate::chat::loss_mask::{ChatExample, ChatOutcome, Overlength, TrainMessage, tokenize_chat};
+use crate::chat::template::ChatTemplate;
 use crate::train::data::DataError;
 use crate::train::job::TrainError;
 use crate::train::objective::Batch;
-use crate::chat::loss_mask::{ChatExample, ChatOutcome, Overlength, TrainMessage, tokenize_chat};
-use crate::chat::template::ChatTemplate;
 
 /// One tokenized pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +99,11 @@ fn check_output(name: &str, output: &[TrainMessage]) -> Result<(), String> {
     if output.is_empty() {
         return Err(format!("{name} must hold at least one assistant message"));
     }
-    if let Some((i, m)) = output.iter().enumerate().find(|(_, m)| m.role != "assistant") {
+    if let Some((i, m)) = output
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.role != "assistant")
+    {
         return Err(format!(
             "{name}[{i}] has role {:?}; outputs are assistant messages",
             m.role

@@ -112,7 +112,10 @@ impl PreferenceLoss {
                 }
             }
             LossType::Ipo => {
-                let (dc, dr) = ((p.chosen - p.ref_chosen) / lc, (p.rejected - p.ref_rejected) / lr);
+                let (dc, dr) = (
+                    (p.chosen - p.ref_chosen) / lc,
+                    (p.rejected - p.ref_rejected) / lr,
+                );
                 let h = dc - dr - 1.0 / (2.0 * beta);
                 PairTerms {
                     loss: h * h,
@@ -173,15 +176,20 @@ mod tests {
     }
 
     fn all_losses() -> Vec<PreferenceLoss> {
-        [LossType::Sigmoid, LossType::Ipo, LossType::Simpo, LossType::Orpo]
-            .into_iter()
-            .map(|kind| PreferenceLoss {
-                kind,
-                beta: kind.default_beta(),
-                simpo_gamma: 0.5,
-                rpo_alpha: 0.0,
-            })
-            .collect()
+        [
+            LossType::Sigmoid,
+            LossType::Ipo,
+            LossType::Simpo,
+            LossType::Orpo,
+        ]
+        .into_iter()
+        .map(|kind| PreferenceLoss {
+            kind,
+            beta: kind.default_beta(),
+            simpo_gamma: 0.5,
+            rpo_alpha: 0.0,
+        })
+        .collect()
     }
 
     #[test]
@@ -198,8 +206,10 @@ mod tests {
                     })
                     .loss
                 };
-                let fd_c = (at(p.chosen + h, p.rejected) - at(p.chosen - h, p.rejected)) / (2.0 * h);
-                let fd_r = (at(p.chosen, p.rejected + h) - at(p.chosen, p.rejected - h)) / (2.0 * h);
+                let fd_c =
+                    (at(p.chosen + h, p.rejected) - at(p.chosen - h, p.rejected)) / (2.0 * h);
+                let fd_r =
+                    (at(p.chosen, p.rejected + h) - at(p.chosen, p.rejected - h)) / (2.0 * h);
                 assert!(
                     (fd_c - t.d_chosen).abs() < 1e-7 * (1.0 + fd_c.abs()),
                     "{:?} chosen: {fd_c} vs {}",
@@ -243,7 +253,9 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let text = std::fs::read_to_string(root.join("dpo_reference.json")).unwrap();
         let r: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let col = |name: &str| -> Vec<f64> { serde_json::from_value(r["loss_inputs"][name].clone()).unwrap() };
+        let col = |name: &str| -> Vec<f64> {
+            serde_json::from_value(r["loss_inputs"][name].clone()).unwrap()
+        };
         let (pc, pr, rc, rr, lc, lr) = (
             col("policy_chosen_logps"),
             col("policy_rejected_logps"),
@@ -283,12 +295,19 @@ mod tests {
             let close = |a: f64, b: f64, what: &str| {
                 // TRL's ORPO rewards are float32; everything else float64.
                 let tol = if name == "orpo" { 1e-7 } else { 1e-12 };
-                assert!((a - b).abs() < tol * (1.0 + b.abs()), "{name} {what}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < tol * (1.0 + b.abs()),
+                    "{name} {what}: {a} vs {b}"
+                );
             };
             for (i, t) in terms.iter().enumerate() {
                 close(t.loss, sign * want(losses_key)[i], "loss");
                 close(t.chosen_reward, want("chosen_rewards")[i], "chosen reward");
-                close(t.rejected_reward, want("rejected_rewards")[i], "rejected reward");
+                close(
+                    t.rejected_reward,
+                    want("rejected_rewards")[i],
+                    "rejected reward",
+                );
             }
             // The window's loss: the mean pair loss plus the NLL term at its weight.
             let mean = terms.iter().map(|t| t.loss).sum::<f64>() / 4.0;
@@ -301,7 +320,8 @@ mod tests {
             close(total, want_total, "window loss");
         }
         // With the policy equal to the reference, DPO is ln 2 for every pair.
-        let ln2: Vec<f64> = serde_json::from_value(r["cases"]["ln2_case"]["losses"].clone()).unwrap();
+        let ln2: Vec<f64> =
+            serde_json::from_value(r["cases"]["ln2_case"]["losses"].clone()).unwrap();
         assert!(ln2.iter().all(|&l| l == std::f64::consts::LN_2));
     }
 

@@ -95,7 +95,11 @@ impl Reference {
     }
 
     /// Reads `dir/`[`FILE`] when it is there and holds `n_train` and `n_valid` pairs.
-    pub fn load(dir: &Path, n_train: usize, n_valid: usize) -> Result<Option<Reference>, TrainError> {
+    pub fn load(
+        dir: &Path,
+        n_train: usize,
+        n_valid: usize,
+    ) -> Result<Option<Reference>, TrainError> {
         let path = dir.join(FILE);
         if !path.is_file() {
             return Ok(None);
@@ -161,8 +165,16 @@ mod tests {
             for side in 0..2 {
                 let seq = &seqs[p[side].as_u64().unwrap() as usize];
                 let want = seq["logp"].as_f64().unwrap();
-                assert!((g[side] - want).abs() < 1e-5, "pair {pair} side {side}: {} vs {want}", g[side]);
-                let tokens = PreferencePair::counted(if side == 0 { &pairs[pair].chosen } else { &pairs[pair].rejected });
+                assert!(
+                    (g[side] - want).abs() < 1e-5,
+                    "pair {pair} side {side}: {} vs {want}",
+                    g[side]
+                );
+                let tokens = PreferencePair::counted(if side == 0 {
+                    &pairs[pair].chosen
+                } else {
+                    &pairs[pair].rejected
+                });
                 assert_eq!(tokens as u64, seq["tokens"].as_u64().unwrap());
             }
         }
@@ -178,6 +190,9 @@ mod tests {
         r.save(dir.path()).unwrap();
         assert_eq!(Reference::load(dir.path(), 2, 1).unwrap(), Some(r));
         assert_eq!(Reference::load(dir.path(), 3, 1).unwrap(), None);
-        assert_eq!(Reference::load(&dir.path().join("none"), 2, 1).unwrap(), None);
+        assert_eq!(
+            Reference::load(&dir.path().join("none"), 2, 1).unwrap(),
+            None
+        );
     }
 }

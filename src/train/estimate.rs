@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::model::{self, ModelConfig};
-use crate::spec::JobSpec;
+use crate::spec::{JobSpec, MethodType};
 
 use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
 use super::job::TrainError;
@@ -119,15 +119,31 @@ pub fn estimate_for_spec(
     dataset_tokens: Option<u64>,
     peak_gflops: f64,
 ) -> Estimate {
-    let hp = Resolved::from_spec(spec, from_scratch);
+    let mut hp = Resolved::from_spec(spec, from_scratch);
     if let (true, Some(v)) = (from_scratch, hp.vocab_size) {
         cfg.vocab_size = v;
     }
-    let tokens = dataset_tokens.unwrap_or_else(|| {
+    let mut tokens = dataset_tokens.unwrap_or_else(|| {
         let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as u64;
         hp.max_steps.unwrap_or(1) * (hp.batch_size * hp.gradient_accumulation_steps) as u64 * seq
     });
-    estimate(&cfg, &hp, tokens, peak_gflops)
+    if spec.method.kind != MethodType::Dpo {
+        return estimate(&cfg, &hp, tokens, peak_gflops);
+    }
+    // Preference tuning runs each pair as two rows (the prompt with each output): twice the
+    // rows per step and at most twice the tokens (the same steps), plus one forward pass over
+    // them for the reference log-probs when the loss has a reference (a third of a step's work).
+    hp.batch_size *= 2;
+    tokens *= 2;
+    let mut e = estimate(&cfg, &hp, tokens, peak_gflops);
+    if crate::train::dpo::preference_loss(&spec.hyperparameters())
+        .kind
+        .needs_reference()
+    {
+        e.total_flops += 2.0 * e.matmul_parameters as f64 * tokens as f64;
+        e.expected_seconds = e.total_flops / (peak_gflops * 1e9 * TRAINING_EFFICIENCY);
+    }
+    e
 }
 
 /// The estimate for a job spec. The model is a preset or a local Hugging Face folder; the data's
@@ -228,5 +244,31 @@ mod tests {
         );
         let secs = e.total_flops / (100e9 * TRAINING_EFFICIENCY);
         assert!((e.expected_seconds - secs).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_preference_job_costs_two_rows_per_pair_and_a_reference_pass() {
+        let cfg = crate::model::preset("wick-llama-1m").unwrap();
+        let body = |kind: &str, extra: serde_json::Value| -> JobSpec {
+            let mut h = serde_json::json!({"batch_size": 4, "max_seq_len": 128});
+            h.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(serde_json::json!({"model": "m", "training_file": "f",
+                "method": {"type": kind, kind: {"hyperparameters": h}}}))
+            .unwrap()
+        };
+        let est =
+            |spec: &JobSpec| estimate_for_spec(spec, cfg.clone(), false, Some(100_000), 100.0);
+        let s = est(&body("supervised", serde_json::json!({})));
+        let d = est(&body("dpo", serde_json::json!({})));
+        let simpo = est(&body("dpo", serde_json::json!({"loss_type": "simpo"})));
+        assert_eq!(d.total_steps, s.total_steps);
+        assert_eq!(d.tokens_per_step, 2 * s.tokens_per_step);
+        assert!(d.memory.activations > s.memory.activations);
+        assert!((simpo.total_flops / s.total_flops - 2.0).abs() < 1e-9);
+        // The reference pass: one forward (2·N per token) over the doubled tokens, once.
+        let reference = 2.0 * d.matmul_parameters as f64 * 200_000.0;
+        assert!((d.total_flops - simpo.total_flops - reference).abs() < 1.0);
     }
 }

@@ -10,12 +10,14 @@
 //!    after LoRA fine-tuning: exact-format accuracy (the whole reply matches `Answer: <digits>` and
 //!    the model stopped by itself) and exact-answer accuracy (the number is also right).
 //! 4. Tokens/s of LoRA vs full fine-tuning, same base, data and settings, in this process.
-//! 5. Preference tuning (DPO, LoRA) of the LoRA-tuned model on the same prompts: the right answer
-//!    preferred over a near miss (the sum off by one, the smaller number). Held-out preference
-//!    accuracy (the model gives the right answer a higher log-prob than the near miss) and exact
-//!    answers, before and after DPO; DPO tokens/s against the LoRA SFT step's.
+//! 5. Preference tuning (DPO, LoRA) of the fully fine-tuned model on the training prompts: the
+//!    right answer preferred over near misses (the sum off by one either way, the smaller number).
+//!    Held-out preference accuracy (the model gives the right answer a higher log-prob than the
+//!    near miss) and exact answers, before and after DPO; DPO tokens/s against full SFT's.
 //!
-//! `cargo bench --bench sft_demo` (figures in docs/benchmarks.md). `-- --speed` runs only a
+//! `cargo bench --bench sft_demo` (figures in docs/benchmarks.md). `-- --keep DIR` keeps the
+//! models in DIR; `-- --dpo-only DIR` reruns stage 5 alone on them (`WICK_DPO_HP`, a JSON object,
+//! overrides its hyperparameters). `-- --speed` runs only a
 //! throughput comparison: LoRA vs full fine-tuning, 30 steps each, on two model sizes built with
 //! random weights (no pretraining needed to time a step), back to back in this process.
 
@@ -71,23 +73,29 @@ fn pairs() -> (Vec<(usize, u32, u32)>, Vec<(usize, u32, u32)>) {
     (train, held)
 }
 
-/// A near miss of the right answer: the sum off by one, or the smaller number.
-fn near_miss(kind: usize, a: u32, b: u32) -> String {
+/// Near misses of the right answer: the sum off by one either way, or the smaller number.
+fn near_misses(kind: usize, a: u32, b: u32) -> Vec<String> {
     match kind {
-        0 => format!("Answer: {}", a + b + 1),
-        _ => format!("Answer: {}", a.min(b)),
+        0 => {
+            let mut v = vec![format!("Answer: {}", a + b + 1)];
+            if a + b > 0 {
+                v.push(format!("Answer: {}", a + b - 1));
+            }
+            v
+        }
+        _ => vec![format!("Answer: {}", a.min(b))],
     }
 }
 
-/// One preference line: the prompt as the chats ask it, the right answer over the near miss.
-fn preference_line(kind: usize, a: u32, b: u32) -> serde_json::Value {
+/// One preference line: the prompt as the chats ask it, the right answer over `miss`.
+fn preference_line(kind: usize, a: u32, b: u32, miss: &str) -> serde_json::Value {
     let (q, right) = question(kind, a, b);
     serde_json::json!({
         "input": {"messages": [
             {"role": "system", "content": "Reply with the answer only."},
             {"role": "user", "content": q}]},
         "preferred_output": [{"role": "assistant", "content": right}],
-        "non_preferred_output": [{"role": "assistant", "content": near_miss(kind, a, b)}]})
+        "non_preferred_output": [{"role": "assistant", "content": miss}]})
 }
 
 /// The fraction of the pairs in `pairs_file` whose preferred output the model in `dir` gives the
@@ -270,8 +278,22 @@ fn main() {
     if std::env::args().any(|a| a == "--speed") {
         return speed_only();
     }
+    let arg_after = |flag: &str| {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| std::path::PathBuf::from(&args[i + 1]))
+    };
+    // `--dpo-only DIR`: stage 5 alone, on the models a `--keep DIR` run left.
+    if let Some(dir) = arg_after("--dpo-only") {
+        let (_, held) = pairs();
+        let (_, full_ans, _) = accuracy(&dir.join("full"), &held);
+        return preference_stage(&dir, &held, full_ans, f64::NAN);
+    }
+    let keep = arg_after("--keep");
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+    let dir = keep.as_deref().unwrap_or(tmp.path());
+    std::fs::create_dir_all(dir).unwrap();
     let (train, held) = pairs();
 
     // 1. Pretraining text: the same numbers and words, never the answer format.
@@ -382,38 +404,64 @@ fn main() {
         lora_tps / full_tps
     );
 
-    // 5. Preference tuning of the LoRA-tuned model: right answers over near misses.
+    // 5. Preference tuning of the fully fine-tuned model.
+    preference_stage(dir, &held, full_ans, full_tps);
+    if let Some(keep) = keep {
+        println!("models kept in {}", keep.display());
+    }
+}
+
+/// Stage 5: DPO (LoRA) of the fully fine-tuned model in `dir/full` on the training prompts, the
+/// right answer over near misses; held-out preference and exact-answer accuracy before and
+/// after, and DPO's throughput against `sft_tps`.
+fn preference_stage(dir: &Path, held: &[(usize, u32, u32)], sft_ans: f64, sft_tps: f64) {
+    let (train, _) = pairs();
     write_lines(
         &dir.join("prefs.jsonl"),
-        train.iter().map(|&(k, a, b)| preference_line(k, a, b)),
+        train.iter().flat_map(|&(k, a, b)| {
+            near_misses(k, a, b)
+                .into_iter()
+                .map(move |m| preference_line(k, a, b, &m))
+        }),
     );
     write_lines(
         &dir.join("held_prefs.jsonl"),
-        held.iter().map(|&(k, a, b)| preference_line(k, a, b)),
+        held.iter()
+            .map(|&(k, a, b)| preference_line(k, a, b, &near_misses(k, a, b)[0])),
     );
-    let sft_pref = preference_accuracy(&dir.join("lora"), &dir.join("held_prefs.jsonl"));
+    let sft_pref = preference_accuracy(&dir.join("full"), &dir.join("held_prefs.jsonl"));
     println!(
-        "after LoRA SFT: held-out preference accuracy {:.1}% ({} pairs)",
+        "after full SFT: held-out preference accuracy {:.1}% ({} pairs), exact answer {:.1}%",
         100.0 * sft_pref,
-        held.len()
+        held.len(),
+        100.0 * sft_ans
     );
+    let hyper: serde_json::Value = match std::env::var("WICK_DPO_HP") {
+        // For experiments: hyperparameters merged over the defaults below.
+        Ok(extra) => serde_json::from_str(&extra).unwrap(),
+        Err(_) => serde_json::json!({}),
+    };
+    let mut h = serde_json::json!({
+        "beta": 0.1, "n_epochs": 1, "batch_size": 8, "max_seq_len": 128,
+        "learning_rate": 2e-4, "warmup_ratio": 0.05, "checkpoint_every": 100000,
+        "validation_split": 0.05,
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
+                 "target_modules": ["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]}});
+    h.as_object_mut()
+        .unwrap()
+        .extend(hyper.as_object().unwrap().clone());
+    println!("DPO hyperparameters: {h}");
     let dpo_spec = spec(
-        &dir.join("lora").display().to_string(),
-        serde_json::json!({"type": "dpo", "dpo": {"hyperparameters": {
-            "beta": 0.1, "n_epochs": 2, "batch_size": 8, "max_seq_len": 128,
-            "learning_rate": 2e-3, "warmup_ratio": 0.05, "checkpoint_every": 100000,
-            "validation_split": 0.05,
-            "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
-                     "target_modules": ["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]}}}}),
+        &dir.join("full").display().to_string(),
+        serde_json::json!({"type": "dpo", "dpo": {"hyperparameters": h}}),
     );
     let (t_dpo, p_dpo) = run(dir, dpo_spec, "prefs.jsonl", "dpo");
     let dpo_pref = preference_accuracy(&dir.join("dpo"), &dir.join("held_prefs.jsonl"));
-    let (dpo_fmt, dpo_ans, dpo_samples) = accuracy(&dir.join("dpo"), &held);
+    let (dpo_fmt, dpo_ans, dpo_samples) = accuracy(&dir.join("dpo"), held);
     let last = p_dpo.steps.last().unwrap();
     println!(
         "after DPO ({} steps, {t_dpo:.1} s; final loss {:.3}, reward accuracy {:.2}, margin {:.2}): \
-         held-out preference accuracy {:.1}%, exact format {:.1}%, exact answer {:.1}% \
-         (LoRA SFT alone: {:.1}%)",
+         held-out preference accuracy {:.1}%, exact format {:.1}%, exact answer {:.1}%",
         p_dpo.steps.len(),
         last.train_loss,
         last.extra["rewards/accuracies"],
@@ -421,14 +469,13 @@ fn main() {
         100.0 * dpo_pref,
         100.0 * dpo_fmt,
         100.0 * dpo_ans,
-        100.0 * after_ans
     );
     for s in dpo_samples {
         println!("  {s}");
     }
     let dpo_tps = mean_tokens_per_second(&p_dpo);
     println!(
-        "throughput: DPO {dpo_tps:.0} tok/s, LoRA SFT {lora_tps:.0} tok/s (DPO/SFT {:.2}x)",
-        dpo_tps / lora_tps
+        "throughput: DPO {dpo_tps:.0} tok/s, SFT {sft_tps:.0} tok/s (DPO/SFT {:.2}x)",
+        dpo_tps / sft_tps
     );
 }

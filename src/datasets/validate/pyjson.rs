@@ -283,6 +283,8 @@ pub(super) fn transcode_map<'de, A: MapAccess<'de>>(
     sort: bool,
     watch: &mut [(&'static str, Option<Leaf<'de>>)],
 ) -> Result<(), A::Error> {
+    // Duplicates among watched keys show up as an already filled slot; only the other keys
+    // need comparing, and messages usually have none.
     let mut unwatched = 0;
     transcode_map_with(ctx, map, sort, |ctx, key, map| {
         let slot = watch_slot(watch, key, &mut unwatched).map_err(A::Error::custom)?;
@@ -313,8 +315,7 @@ pub(super) fn transcode_map_with<'de, A: MapAccess<'de>>(
     let base = ctx.entries.len();
     // Decoded keys, only needed to sort like Python (escaped forms do not sort the same).
     let mut names: Vec<Cow<'de, str>> = Vec::new();
-    // Duplicates among watched keys show up as an already filled slot; only the other keys
-    // need comparing, and messages usually have none.
+    // Keys `value` leaves to the end-of-object comparison.
     let mut unwatched = 0;
     loop {
         let sep = ctx.out.len();

@@ -40,6 +40,72 @@ fn pretrain_file() -> Vec<u8> {
     b"{\"text\": \"The cat sat on the mat.\"}\n{\"text\": \"A second document.\"}\n".to_vec()
 }
 
+/// A preference (DPO) line in OpenAI's format.
+fn pair(prompt: &str, preferred: &str, non_preferred: &str) -> String {
+    format!(
+        r#"{{"input":{{"messages":[{{"role":"user","content":"{prompt}"}}]}},"preferred_output":[{{"role":"assistant","content":"{preferred}"}}],"non_preferred_output":[{{"role":"assistant","content":"{non_preferred}"}}]}}"#
+    ) + "\n"
+}
+
+async fn preference_uploads_report_their_format(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let good = [pair("2+2?", "4", "5"), pair("hi", "hello", "go away")].concat();
+    let (s, f) = app
+        .upload(&app.admin_key, "fine-tune", "dpo.jsonl", good.into_bytes())
+        .await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(f["status"], "processed", "{f}");
+    let v = &f["validation"];
+    assert_eq!(v["format"], "preference");
+    assert_eq!(v["valid_examples"], 2);
+    assert_eq!(v["stats"]["preference"]["pairs"], 2);
+    assert_eq!(v["stats"]["preference"]["preferred"]["chars"]["max"], 5);
+    assert_eq!(v["stats"]["preference"]["non_preferred"]["chars"]["min"], 1);
+
+    let bad = [
+        pair("2+2?", "4", "5"),
+        pair("2+2?", "4", "4"),
+        format!("{GOOD}\n"),
+        r#"{"input":{"messages":[]},"preferred_output":[],"non_preferred_output":[]}"#.to_string(),
+    ]
+    .concat();
+    let (s, f) = app
+        .upload(&app.admin_key, "fine-tune", "bad.jsonl", bad.into_bytes())
+        .await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(f["status"], "error");
+    let v = &f["validation"];
+    assert_eq!(v["format"], "preference");
+    let errors: Vec<(u64, &str, &str)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["line"].as_u64().unwrap(),
+                e["code"].as_str().unwrap(),
+                e["param"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            (2, "identical_outputs", "non_preferred_output"),
+            (3, "mixed_formats", ""),
+            (4, "empty_messages", "input.messages"),
+        ]
+    );
+    assert_eq!(v["error_counts"]["identical_outputs"], 1);
+    assert!(
+        f["status_details"]
+            .as_str()
+            .unwrap()
+            .contains("line 3: a chat line"),
+        "{f}"
+    );
+}
+
 async fn upload_round_trip_reports_every_bad_line(backend: Backend) {
     let app = spawn_app(backend).await;
     let bytes = chat_file_with_known_problems();
@@ -142,11 +208,14 @@ async fn good_files_are_processed_with_stats(backend: Backend) {
     assert_eq!(f["validation"]["stats"]["examples"], 10);
     assert_eq!(f["validation"]["stats"]["role_counts"]["assistant"], 10);
     assert_eq!(f["validation"]["stats"]["messages_per_example"]["max"], 2);
+    assert_eq!(f["validation"]["format"], "chat");
+    assert!(f["validation"]["stats"].get("preference").is_none(), "{f}");
     let (s, p) = app
         .upload(&app.admin_key, "pretrain", "docs.jsonl", pretrain_file())
         .await;
     assert_eq!(s, 200);
     assert_eq!(p["status"], "processed", "{p}");
+    assert_eq!(p["validation"]["format"], "text");
     // A chat file uploaded for pretraining has no `text`: every line is reported.
     let (_, wrong) = app
         .upload(&app.admin_key, "pretrain", "chat.jsonl", good_chat_file(2))
@@ -896,6 +965,7 @@ async fn local_models_are_listed_trained_from_and_chatted_with(backend: Backend)
 
 on_both_stores!(
     upload_round_trip_reports_every_bad_line,
+    preference_uploads_report_their_format,
     purpose_after_file_gives_the_same_report,
     good_files_are_processed_with_stats,
     oversize_upload_is_413_and_leaves_nothing,

@@ -451,10 +451,14 @@ async function datasetPage(id) {
   view.append(h('h2', {}, 'Statistics'));
   const sum = (x) => x ? `${fmtNum(x.min)} / ${fmtNum(x.mean, 1)} / ${fmtNum(x.max)}` : '—';
   const roles = Object.entries(s.role_counts || {});
-  const kv = h('dl', { class: 'kv card' }, h('dt', {}, 'Examples'), h('dd', {}, fmtNum(s.examples)),
+  const pref = s.preference;
+  const kv = h('dl', { class: 'kv card' }, v.format ? [h('dt', {}, 'Format'), h('dd', {}, v.format)] : null,
+    h('dt', {}, 'Examples'), h('dd', {}, fmtNum(s.examples)),
     f.purpose !== 'pretrain' ? [h('dt', {}, 'Messages per example (min / mean / max)'), h('dd', {}, sum(s.messages_per_example))] : null,
     h('dt', {}, 'Characters per example (min / mean / max)'), h('dd', {}, sum(s.chars_per_example)),
-    roles.length ? [h('dt', {}, 'Messages by role'), h('dd', {}, roles.map(([r, n]) => `${r} ${fmtNum(n)}`).join(' · '))] : null);
+    roles.length ? [h('dt', {}, 'Messages by role'), h('dd', {}, roles.map(([r, n]) => `${r} ${fmtNum(n)}`).join(' · '))] : null,
+    pref ? [['prompt', 'Prompt'], ['preferred', 'Preferred output'], ['non_preferred', 'Non-preferred output']].map(([k, label]) =>
+      [h('dt', {}, `${label} characters (min / mean / max)`), h('dd', {}, sum(pref[k]?.chars))]) : null);
   view.append(kv);
   const hist = s.length_histogram || [];
   if (hist.length) {

@@ -24,7 +24,7 @@ use super::pagination::{PageQuery, page};
 use super::query::ApiQuery;
 use crate::auth::Auth;
 use crate::blob::{BlobWriter, Blobs};
-use crate::datasets::{Purpose, ValidationReport, Validator};
+use crate::datasets::{DatasetFormat, Purpose, ValidationReport, Validator};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, now, unix};
 use crate::state::AppState;
@@ -56,7 +56,7 @@ fn parse_purpose(s: &str) -> Result<Purpose, ApiError> {
         other => Err(ApiError::invalid_param(
             "purpose",
             format!(
-                "purpose must be 'fine-tune' (chat JSONL) or 'pretrain' ({{\"text\"}} JSONL), got {other:?}"
+                "purpose must be 'fine-tune' (chat or preference JSONL) or 'pretrain' ({{\"text\"}} JSONL), got {other:?}"
             ),
         )),
     }
@@ -124,7 +124,7 @@ async fn upload_file(
                             &state.blobs,
                             &blob_path,
                             field,
-                            purpose.clone(),
+                            purpose,
                             state.settings.max_upload_bytes,
                         )
                         .await
@@ -163,7 +163,7 @@ async fn upload_file(
     };
     if received.digest.report.is_none() {
         // `purpose` came after `file`: validate the stored bytes in a second streamed pass.
-        match validate_blob(&state.blobs, &blob_path, purpose.clone()).await {
+        match validate_blob(&state.blobs, &blob_path, purpose).await {
             Ok(report) => received.digest.report = Some(report),
             Err(e) => {
                 let _ = state.blobs.delete(&blob_path).await;
@@ -299,6 +299,26 @@ fn status_details(report: &ValidationReport) -> String {
     )
 }
 
+/// The stored report as the API shows it: one stored before reports had a `format` gets the
+/// format its purpose meant then (chat for `fine-tune`, text for `pretrain`).
+fn report_object(report: &Value, purpose: FilePurpose) -> Value {
+    let mut report = report.clone();
+    let legacy = match purpose {
+        FilePurpose::FineTune => Purpose::FineTune,
+        FilePurpose::Pretrain => Purpose::Pretrain,
+        FilePurpose::FineTuneResults => return report,
+    };
+    if let Some(obj) = report.as_object_mut()
+        && !obj.contains_key("format")
+    {
+        obj.insert(
+            "format".into(),
+            DatasetFormat::legacy(legacy).as_str().into(),
+        );
+    }
+    report
+}
+
 /// The OpenAI file object, plus our `sha256` and `validation` report.
 pub fn file_object(f: &FileRow) -> Value {
     json!({
@@ -311,7 +331,7 @@ pub fn file_object(f: &FileRow) -> Value {
         "status": f.status,
         "status_details": f.status_details,
         "sha256": f.sha256,
-        "validation": f.report.as_ref().map(|r| &r.0),
+        "validation": f.report.as_ref().map(|r| report_object(&r.0, f.purpose)),
     })
 }
 
@@ -409,4 +429,20 @@ async fn delete_file(
     Ok(axum::Json(
         json!({"id": f.id, "object": "file", "deleted": true}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_stored_without_a_format_show_their_purposes() {
+        let old = json!({"valid_examples": 3});
+        let shown = |purpose| report_object(&old, purpose)["format"].clone();
+        assert_eq!(shown(FilePurpose::FineTune), "chat");
+        assert_eq!(shown(FilePurpose::Pretrain), "text");
+        assert_eq!(shown(FilePurpose::FineTuneResults), Value::Null);
+        let new = json!({"format": "preference"});
+        assert_eq!(report_object(&new, FilePurpose::FineTune), new);
+    }
 }

@@ -5,6 +5,6 @@ pub mod report;
 pub mod stats;
 pub mod validate;
 
-pub use report::{LineError, ValidationReport};
-pub use stats::{DatasetStats, HistogramBucket, Summary};
+pub use report::{DatasetFormat, LineError, ValidationReport};
+pub use stats::{DatasetStats, HistogramBucket, LengthStats, PreferenceStats, Summary};
 pub use validate::{Purpose, Validator};

@@ -5,20 +5,50 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::report::DatasetFormat;
+
 /// Aggregate figures shown for a dataset.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct DatasetStats {
     /// Valid examples counted (duplicates included, as they are in the file).
     pub examples: u64,
-    /// Messages per chat example; all zeros for pretraining data.
+    /// Messages per chat example; for a preference pair, the prompt's messages plus those of
+    /// both outputs; all zeros for pretraining data.
     pub messages_per_example: Summary,
     /// Unicode scalar values (`chars().count()`) per example: sum over message contents for
-    /// chat, the `text` for pretraining.
+    /// chat (for a preference pair: the prompt and both outputs), the `text` for pretraining.
     pub chars_per_example: Summary,
-    /// Messages per role over the valid examples; roles that never occur are absent.
+    /// Messages per role over the valid examples (a preference pair's prompt and outputs);
+    /// roles that never occur are absent.
     pub role_counts: BTreeMap<String, u64>,
     /// Examples per power-of-two bucket of `chars_per_example`, from the first non-empty
     /// bucket to the last (empty buckets in between are kept so the shape is easy to plot).
+    pub length_histogram: Vec<HistogramBucket>,
+    /// Only for preference data: the prompt and the two outputs measured apart. Absent for
+    /// chat and pretraining data (and in reports stored before preference data existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference: Option<PreferenceStats>,
+}
+
+/// The parts of the preference pairs, each in the units of `chars_per_example`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PreferenceStats {
+    /// Valid pairs (the same as `examples`).
+    pub pairs: u64,
+    /// The prompt: the contents of `input.messages`.
+    pub prompt: LengthStats,
+    /// The contents of `preferred_output`.
+    pub preferred: LengthStats,
+    /// The contents of `non_preferred_output`.
+    pub non_preferred: LengthStats,
+}
+
+/// The length distribution of one part of an example.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LengthStats {
+    /// Unicode scalar values per example, summed over the part's message contents.
+    pub chars: Summary,
+    /// Examples per power-of-two bucket of `chars`, as `length_histogram`.
     pub length_histogram: Vec<HistogramBucket>,
 }
 
@@ -90,15 +120,65 @@ impl MinMaxSum {
     }
 }
 
+/// Lengths of one part of the examples: min, max, sum and power-of-two histogram.
+#[derive(Clone, Copy, Debug)]
+struct LengthAcc {
+    stats: MinMaxSum,
+    hist: [u64; BUCKETS],
+}
+
+impl LengthAcc {
+    const EMPTY: Self = Self {
+        stats: MinMaxSum::EMPTY,
+        hist: [0; BUCKETS],
+    };
+
+    fn add(&mut self, chars: u64) {
+        self.stats.add(chars);
+        self.hist[bucket(chars)] += 1;
+    }
+
+    fn merge(&mut self, o: &Self) {
+        self.stats.merge(&o.stats);
+        for (acc, n) in self.hist.iter_mut().zip(&o.hist) {
+            *acc += n;
+        }
+    }
+
+    fn histogram(&self) -> Vec<HistogramBucket> {
+        let first = self.hist.iter().position(|&n| n > 0);
+        let last = self.hist.iter().rposition(|&n| n > 0);
+        match (first, last) {
+            (Some(a), Some(b)) => (a..=b)
+                .map(|k| HistogramBucket {
+                    le: if k >= 64 { u64::MAX } else { 1 << k },
+                    count: self.hist[k],
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn finish(&self, n: u64) -> LengthStats {
+        LengthStats {
+            chars: self.stats.summary(n),
+            length_histogram: self.histogram(),
+        }
+    }
+}
+
 /// Mergeable accumulator behind [`DatasetStats`]: fixed-size, so per-batch copies are cheap
 /// and merging in any grouping gives the same result.
 #[derive(Clone, Debug)]
 pub(crate) struct StatsAcc {
     examples: u64,
     messages: MinMaxSum,
-    chars: MinMaxSum,
+    chars: LengthAcc,
     roles: [u64; ROLES.len()],
-    hist: [u64; BUCKETS],
+    /// Preference pairs counted by [`Self::add_pair`].
+    pairs: u64,
+    /// Prompt, preferred and non-preferred lengths of those pairs.
+    parts: [LengthAcc; 3],
 }
 
 impl Default for StatsAcc {
@@ -106,9 +186,10 @@ impl Default for StatsAcc {
         Self {
             examples: 0,
             messages: MinMaxSum::EMPTY,
-            chars: MinMaxSum::EMPTY,
+            chars: LengthAcc::EMPTY,
             roles: [0; ROLES.len()],
-            hist: [0; BUCKETS],
+            pairs: 0,
+            parts: [LengthAcc::EMPTY; 3],
         }
     }
 }
@@ -130,7 +211,15 @@ impl StatsAcc {
         for (acc, n) in self.roles.iter_mut().zip(roles) {
             *acc += n;
         }
-        self.hist[bucket(chars)] += 1;
+    }
+
+    /// Counts the parts of a valid preference pair (also counted by [`Self::add`]): the chars
+    /// of its prompt, preferred and non-preferred output.
+    pub(crate) fn add_pair(&mut self, parts: [u64; 3]) {
+        self.pairs += 1;
+        for (acc, n) in self.parts.iter_mut().zip(parts) {
+            acc.add(n);
+        }
     }
 
     pub(crate) fn merge(&mut self, o: &Self) {
@@ -140,40 +229,42 @@ impl StatsAcc {
         for (acc, n) in self.roles.iter_mut().zip(&o.roles) {
             *acc += n;
         }
-        for (acc, n) in self.hist.iter_mut().zip(&o.hist) {
-            *acc += n;
+        self.pairs += o.pairs;
+        for (acc, p) in self.parts.iter_mut().zip(&o.parts) {
+            acc.merge(p);
         }
     }
 
-    /// `chat` is false for pretraining data, whose examples have no messages.
-    pub(crate) fn finish(&self, chat: bool) -> DatasetStats {
+    /// Pretraining (`Text`) examples have no messages; only preference data gets
+    /// [`DatasetStats::preference`].
+    pub(crate) fn finish(&self, format: DatasetFormat) -> DatasetStats {
         let role_counts = ROLES
             .iter()
             .zip(&self.roles)
             .filter(|(_, n)| **n > 0)
             .map(|(r, n)| (r.to_string(), *n))
             .collect();
-        let first = self.hist.iter().position(|&n| n > 0);
-        let last = self.hist.iter().rposition(|&n| n > 0);
-        let length_histogram = match (first, last) {
-            (Some(a), Some(b)) => (a..=b)
-                .map(|k| HistogramBucket {
-                    le: if k >= 64 { u64::MAX } else { 1 << k },
-                    count: self.hist[k],
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let chars = self.chars.finish(self.examples);
+        let preference = (format == DatasetFormat::Preference).then(|| {
+            let [prompt, preferred, non_preferred] = self.parts.map(|p| p.finish(self.pairs));
+            PreferenceStats {
+                pairs: self.pairs,
+                prompt,
+                preferred,
+                non_preferred,
+            }
+        });
         DatasetStats {
             examples: self.examples,
-            messages_per_example: if chat {
-                self.messages.summary(self.examples)
-            } else {
+            messages_per_example: if format == DatasetFormat::Text {
                 Summary::default()
+            } else {
+                self.messages.summary(self.examples)
             },
-            chars_per_example: self.chars.summary(self.examples),
+            chars_per_example: chars.chars,
             role_counts,
-            length_histogram,
+            length_histogram: chars.length_histogram,
+            preference,
         }
     }
 }

@@ -1,16 +1,20 @@
 //! The schema of chat (`fine-tune`) lines: `{"messages": [{"role": .., "content": ..}, ..]}`.
-//! Visitors that check each message while writing `messages` in Python's canonical form.
+//! Visitors that check each message while writing `messages` in Python's canonical form. The
+//! message-list visitors are shared with preference lines (`preference`), whose prompt is
+//! checked like chat messages and whose outputs add rules of their own (see [`MessageList`]).
 
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::ctx::{Code, Ctx, drain_map, drain_seq, scalars_are_wrong_type};
+use super::ctx::{Code, Ctx, PREFERENCE_KEYS, drain_map, drain_seq, scalars_are_wrong_type};
+use super::preference;
 use super::pyjson::{KeySeed, Leaf, transcode_map};
 use crate::datasets::stats::{ASSISTANT, ROLES};
 
 /// A whole chat line. Only `messages` is hashed (like Hugging Face `datasets`' dedup); other
-/// top-level fields are allowed and skipped.
+/// top-level fields are allowed and skipped (noting in [`Ctx::keys`] whether any of them names
+/// the preference format).
 pub(super) struct ChatLine<'c>(pub(super) &'c mut Ctx);
 
 impl ChatLine<'_> {
@@ -45,8 +49,15 @@ impl<'de> Visitor<'de> for ChatLine<'_> {
                     return Err(A::Error::custom("duplicate key \"messages\""));
                 }
                 seen = true;
-                map.next_value_seed(MessagesSeed(&mut *ctx))?;
+                ctx.keys.messages = true;
+                map.next_value_seed(MessagesSeed {
+                    ctx: &mut *ctx,
+                    list: &CHAT,
+                })?;
             } else {
+                if PREFERENCE_KEYS.contains(&key.as_ref()) {
+                    ctx.keys.preference = true;
+                }
                 map.next_value::<IgnoredAny>()?;
             }
         }
@@ -57,15 +68,43 @@ impl<'de> Visitor<'de> for ChatLine<'_> {
     }
 }
 
-/// The `messages` value: written as the hashed canonical list while each message is checked.
-struct MessagesSeed<'c>(&'c mut Ctx);
+/// Which list of messages a [`MessagesSeed`] reads, and the rules for it.
+pub(super) struct MessageList {
+    /// Its JSON path, the start of every `param` about it: `messages`, `input.messages`, ..
+    pub(super) path: &'static str,
+    /// Hash objects with sorted keys (`sort_keys=True`); chat keeps the file's order.
+    pub(super) sort: bool,
+    /// A preference output: not-an-array and empty are `output_not_array` and `empty_output`,
+    /// and each message is also checked by [`preference::check_output_message`].
+    pub(super) output: bool,
+}
+
+/// The `messages` of a chat line.
+const CHAT: MessageList = MessageList {
+    path: "messages",
+    sort: false,
+    output: false,
+};
+
+/// A list of messages (`messages` for chat): written as the hashed canonical list while each
+/// message is checked.
+pub(super) struct MessagesSeed<'c> {
+    pub(super) ctx: &'c mut Ctx,
+    pub(super) list: &'static MessageList,
+}
 
 impl MessagesSeed<'_> {
     fn wrong_type(self, kind: &str) {
-        self.0.problem(
-            Code::MessagesNotArray,
-            || "messages".into(),
-            || format!("\"messages\" must be an array, got {kind}"),
+        let path = self.list.path;
+        let code = if self.list.output {
+            Code::OutputNotArray
+        } else {
+            Code::MessagesNotArray
+        };
+        self.ctx.problem(
+            code,
+            || path.into(),
+            || format!("\"{path}\" must be an array, got {kind}"),
         );
     }
 }
@@ -94,7 +133,7 @@ impl<'de> Visitor<'de> for MessagesSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let ctx = self.0;
+        let (ctx, list) = (self.ctx, self.list);
         ctx.out.push(b'[');
         let mut index = 0;
         loop {
@@ -104,6 +143,7 @@ impl<'de> Visitor<'de> for MessagesSeed<'_> {
             }
             let seed = MessageSeed {
                 ctx: &mut *ctx,
+                list,
                 index,
             };
             if seq.next_element_seed(seed)?.is_none() {
@@ -113,23 +153,24 @@ impl<'de> Visitor<'de> for MessagesSeed<'_> {
             index += 1;
         }
         ctx.out.push(b']');
-        end_messages(ctx, index);
+        end_messages(ctx, list, index);
         Ok(())
     }
 }
 
-/// One element of `messages`.
+/// One element of a list of messages.
 struct MessageSeed<'c> {
     ctx: &'c mut Ctx,
+    list: &'static MessageList,
     index: usize,
 }
 
 impl MessageSeed<'_> {
     fn wrong_type(self, kind: &str) {
-        let i = self.index;
+        let (path, i) = (self.list.path, self.index);
         self.ctx.problem(
             Code::InvalidMessage,
-            || format!("messages[{i}]"),
+            || format!("{path}[{i}]"),
             || format!("each message must be an object, got {kind}"),
         );
     }
@@ -170,9 +211,15 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             ("weight", None),
             ("tool_calls", None),
         ];
-        transcode_map(self.ctx, map, false, &mut watch)?;
+        transcode_map(self.ctx, map, self.list.sort, &mut watch)?;
         let [(_, role), (_, content), (_, weight), (_, tool_calls)] = watch;
-        check_message(self.ctx, self.index, role, content, weight, tool_calls);
+        let m = Message {
+            role,
+            content,
+            weight,
+            tool_calls,
+        };
+        check_message(self.ctx, self.list, self.index, &m);
         Ok(())
     }
 }
@@ -185,31 +232,55 @@ fn missing_messages(ctx: &mut Ctx) {
     );
 }
 
-/// After the `count` elements of `messages` were read.
-fn end_messages(ctx: &mut Ctx, count: usize) {
-    ctx.messages = count as u64;
+/// After the `count` elements of a list of messages were read.
+fn end_messages(ctx: &mut Ctx, list: &MessageList, count: usize) {
+    ctx.messages += count as u64;
     if count == 0 {
+        let path = list.path;
+        let code = if list.output {
+            Code::EmptyOutput
+        } else {
+            Code::EmptyMessages
+        };
         ctx.problem(
-            Code::EmptyMessages,
-            || "messages".into(),
-            || "\"messages\" must not be empty".into(),
+            code,
+            || path.into(),
+            || format!("\"{path}\" must not be empty"),
         );
     }
 }
 
-fn check_message(
-    ctx: &mut Ctx,
-    i: usize,
-    role: Option<Leaf>,
-    content: Option<Leaf>,
-    weight: Option<Leaf>,
-    tool_calls: Option<Leaf>,
-) {
+/// The fields of one message that are checked; the others are only hashed.
+pub(super) struct Message<'de> {
+    pub(super) role: Option<Leaf<'de>>,
+    pub(super) content: Option<Leaf<'de>>,
+    pub(super) weight: Option<Leaf<'de>>,
+    pub(super) tool_calls: Option<Leaf<'de>>,
+}
+
+impl Message<'_> {
+    /// A non-null `tool_calls`, which lets `content` be missing or null.
+    pub(super) fn has_tool_calls(&self) -> bool {
+        matches!(self.tool_calls, Some(ref t) if !matches!(t, Leaf::Null))
+    }
+}
+
+fn check_message(ctx: &mut Ctx, list: &MessageList, i: usize, m: &Message) {
     if ctx.problem.is_some() {
         return;
     }
-    let param = |field: &'static str| move || format!("messages[{i}].{field}");
-    let role = match &role {
+    if list.output && !preference::check_output_message(ctx, list.path, i, m) {
+        return;
+    }
+    let Message {
+        role,
+        content,
+        weight,
+        ..
+    } = m;
+    let path = list.path;
+    let param = |field: &'static str| move || format!("{path}[{i}].{field}");
+    let role = match role {
         Some(Leaf::Str(s)) => match s.as_ref() {
             "system" => 0,
             "user" => 1,
@@ -228,8 +299,8 @@ fn check_message(
             return ctx.problem(Code::InvalidRole, param("role"), msg);
         }
     };
-    let has_tool_calls = matches!(tool_calls, Some(ref t) if !matches!(t, Leaf::Null));
-    let chars = match &content {
+    let has_tool_calls = m.has_tool_calls();
+    let chars = match content {
         Some(Leaf::Str(s)) => ctx.char_count(s),
         None | Some(Leaf::Null) if has_tool_calls => 0,
         None | Some(Leaf::Null) => {
@@ -242,7 +313,7 @@ fn check_message(
         }
     };
     // Absent and null mean "default" (Arrow writes null for absent fields).
-    let weight = match &weight {
+    let weight = match weight {
         None | Some(Leaf::Null) => None,
         Some(_) if role != ASSISTANT => {
             let msg = || "weight is only allowed on assistant messages".into();

@@ -1,6 +1,6 @@
 //! What the line visitors share: the error codes and their messages, the first problem of a
-//! line, the per-piece scratch state (`Ctx`), and the helpers the chat and pretraining visitors
-//! have in common.
+//! line, the per-piece scratch state (`Ctx`), and the helpers the chat, preference and
+//! pretraining visitors have in common.
 
 use serde::de::{IgnoredAny, MapAccess, SeqAccess};
 
@@ -21,6 +21,17 @@ pub(super) enum Code {
     InvalidContent,
     InvalidWeight,
     NoTrainedAssistant,
+    MixedFormats,
+    MissingInput,
+    InvalidInput,
+    InvalidTools,
+    InvalidParallelToolCalls,
+    MissingOutput,
+    OutputNotArray,
+    EmptyOutput,
+    OutputNotAssistant,
+    EmptyOutputContent,
+    IdenticalOutputs,
     MissingText,
     InvalidText,
     EmptyText,
@@ -43,6 +54,17 @@ impl Code {
         Code::InvalidContent,
         Code::InvalidWeight,
         Code::NoTrainedAssistant,
+        Code::MixedFormats,
+        Code::MissingInput,
+        Code::InvalidInput,
+        Code::InvalidTools,
+        Code::InvalidParallelToolCalls,
+        Code::MissingOutput,
+        Code::OutputNotArray,
+        Code::EmptyOutput,
+        Code::OutputNotAssistant,
+        Code::EmptyOutputContent,
+        Code::IdenticalOutputs,
         Code::MissingText,
         Code::InvalidText,
         Code::EmptyText,
@@ -63,6 +85,17 @@ impl Code {
             Code::InvalidContent => "invalid_content",
             Code::InvalidWeight => "invalid_weight",
             Code::NoTrainedAssistant => "no_trained_assistant",
+            Code::MixedFormats => "mixed_formats",
+            Code::MissingInput => "missing_input",
+            Code::InvalidInput => "invalid_input",
+            Code::InvalidTools => "invalid_tools",
+            Code::InvalidParallelToolCalls => "invalid_parallel_tool_calls",
+            Code::MissingOutput => "missing_output",
+            Code::OutputNotArray => "output_not_array",
+            Code::EmptyOutput => "empty_output",
+            Code::OutputNotAssistant => "output_not_assistant",
+            Code::EmptyOutputContent => "empty_output_content",
+            Code::IdenticalOutputs => "identical_outputs",
             Code::MissingText => "missing_text",
             Code::InvalidText => "invalid_text",
             Code::EmptyText => "empty_text",
@@ -83,6 +116,18 @@ pub(super) struct Problem {
     pub(super) message: String,
 }
 
+/// The top-level keys that say which `fine-tune` format a line is in, whichever visitor read it.
+#[derive(Clone, Copy, Default)]
+pub(super) struct TopKeys {
+    /// `messages`: chat.
+    pub(super) messages: bool,
+    /// `input`, `preferred_output` or `non_preferred_output`: preference.
+    pub(super) preference: bool,
+}
+
+/// The top-level keys of a preference line.
+pub(super) const PREFERENCE_KEYS: [&str; 3] = ["input", "preferred_output", "non_preferred_output"];
+
 /// Per-piece scratch state, reused for every line so the hot path does not allocate.
 #[derive(Default)]
 pub(super) struct Ctx {
@@ -99,6 +144,10 @@ pub(super) struct Ctx {
     pub(super) chars: u64,
     pub(super) roles: [u64; ROLES.len()],
     pub(super) trained: bool,
+    /// Which format-naming keys the line's top-level object has (its other keys are skipped).
+    pub(super) keys: TopKeys,
+    /// Chars of a preference line's prompt, preferred and non-preferred output.
+    pub(super) part_chars: [u64; 3],
     /// The line is pure ASCII.
     pub(super) ascii: bool,
 }
@@ -120,6 +169,8 @@ impl Ctx {
         self.chars = 0;
         self.roles = [0; ROLES.len()];
         self.trained = false;
+        self.keys = TopKeys::default();
+        self.part_chars = [0; 3];
     }
 
     /// Records a problem unless the line already has one; the strings are built lazily
@@ -140,7 +191,7 @@ impl Ctx {
     }
 }
 
-/// Scalars all mean "wrong type" for the chat and pretraining visitors; only their JSON kind
+/// Scalars all mean "wrong type" for the chat, preference and pretraining visitors; only their JSON kind
 /// matters. Where it is used, `de` must name `serde::de`.
 macro_rules! scalars_are_wrong_type {
     () => {

@@ -6,26 +6,52 @@
 //! order. Memory stays flat: one batch plus the current partial line, plus the set of 16-byte
 //! md5 digests of distinct examples (needed to count duplicates in file order).
 //!
+//! A `fine-tune` file holds one of two formats, reported as the report's `format`:
+//! - chat, one conversation per line: `{"messages": [{"role": .., "content": ..}, ..]}`;
+//! - preference (DPO) pairs, OpenAI's format: `{"input": {"messages": [..], "tools": [..],
+//!   "parallel_tool_calls": ..}, "preferred_output": [{"role": "assistant", ..}],
+//!   "non_preferred_output": [{"role": "assistant", ..}]}` (rules in `preference`).
+//!
+//! The first valid line decides which. Until then each line is checked as the format its
+//! top-level keys name (`messages` makes a chat line, whatever else it has; otherwise `input`,
+//! `preferred_output` or `non_preferred_output` a preference line), and gets that format's
+//! errors; after it, each line is checked as the file's format, and one that lacks that
+//! format's keys but has the other's is a `mixed_formats` error naming both formats and the
+//! deciding line. (A file without any valid line reports the format of its first line whose
+//! keys name one, else chat.) `pretrain` files are `text`: `{"text": ..}`.
+//!
 //! Duplicates are detected exactly like Hugging Face `datasets`' dedup (md5 of the `json.dumps`
 //! of each row): md5 of `json.dumps(messages, ensure_ascii=False)` for chat, md5 of
-//! `json.dumps(row, ensure_ascii=False, sort_keys=True)` for pretraining. To get the same bytes
-//! without building a JSON tree, each line is parsed once by serde_json into visitors that
-//! write Python's serialisation of the hashed value into a reused buffer while they validate.
+//! `json.dumps(row, ensure_ascii=False, sort_keys=True)` for pretraining. Preference pairs hash
+//! like chat what the trainer reads, and with sorted keys: md5 of `json.dumps({k: row[k] for k
+//! in ("input", "preferred_output", "non_preferred_output")}, ensure_ascii=False,
+//! sort_keys=True)`, so other top-level keys, key order and spacing do not make a pair
+//! distinct. To get the same bytes without building a JSON tree, each line is parsed once by
+//! serde_json into visitors that write Python's serialisation of the hashed value into a
+//! reused buffer while they validate. (The one exception: while the format is undecided, a line
+//! without `messages` is read as chat first and then again as preference, which in a good
+//! preference file is line 1 alone.)
 //!
 //! md5 of those bytes is ~35-40% of the CPU time, serde_json's parsing most of the rest. (A
 //! hand-written parser for the common case was tried: only ~7% faster overall, not worth a
 //! second JSON parser.)
 //!
-//! This module holds the driver: batching, splitting a batch into pieces, merging piece
-//! results and the duplicate bookkeeping. The rest, by role:
-//! - `line`: the per-line checker, the error codes and their messages;
+//! This module holds the driver: batching, splitting a batch into pieces (a batch that starts
+//! with the format undecided is checked line by line up to its deciding line, the rest in
+//! parallel), merging piece results, the format and the duplicate bookkeeping. The rest, by
+//! role:
+//! - `line`: the per-line checker, which format a line is read as;
+//! - `ctx`: the error codes, the first problem of a line and the per-piece scratch state;
 //! - `pyjson`: Python's `json.dumps` canonical form, written while a line is parsed;
-//! - `chat`: the schema of chat (`fine-tune`) lines;
+//! - `chat`: the schema of chat (`fine-tune`) lines, and the message-list checks that
+//!   preference lines share;
+//! - `preference`: the schema of preference (DPO, `fine-tune`) lines;
 //! - `pretrain`: the schema of pretraining lines.
 
 mod chat;
 mod ctx;
 mod line;
+mod preference;
 mod pretrain;
 mod pyjson;
 
@@ -37,16 +63,18 @@ use std::sync::mpsc;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use self::ctx::{Code, Ctx, N_CODES, too_long_message};
+use self::ctx::{Code, N_CODES, too_long_message};
 use self::line::Checker;
-use super::report::{LineError, MAX_REPORTED_ERRORS, ValidationReport};
+use super::report::{DatasetFormat, LineError, MAX_REPORTED_ERRORS, ValidationReport};
 use super::stats::StatsAcc;
 
 /// What the dataset is for, which decides the line schema.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Purpose {
-    /// Chat lines: `{"messages": [{"role": .., "content": ..}, ..]}`.
+    /// Chat lines, `{"messages": [{"role": .., "content": ..}, ..]}`, or preference pairs,
+    /// `{"input": {"messages": [..]}, "preferred_output": [..], "non_preferred_output": [..]}`
+    /// (one format per file).
     FineTune,
     /// Raw text lines: `{"text": ..}`.
     Pretrain,
@@ -95,6 +123,13 @@ impl Hasher for PassThroughHasher {
     }
 }
 
+/// The `fine-tune` format a line set, and that line (1-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FormatChoice {
+    format: DatasetFormat,
+    line: u64,
+}
+
 /// A checked batch and its buffer, or the panic that interrupted it.
 type BatchOutcome = std::thread::Result<(Vec<PieceResult>, Vec<u8>)>;
 
@@ -122,6 +157,10 @@ pub struct Validator {
     /// The buffer of the last finished batch, reused for the next one.
     spare: Vec<u8>,
     seen: DigestSet,
+    /// The `fine-tune` format, set by the first valid line.
+    format: Option<FormatChoice>,
+    /// The first line whose keys named a format, for a report without any valid line.
+    first_keyed: Option<FormatChoice>,
     total_lines: u64,
     blank_lines: u64,
     valid_examples: u64,
@@ -146,6 +185,8 @@ impl Validator {
             pending: None,
             spare: Vec::new(),
             seen: DigestSet::default(),
+            format: None,
+            first_keyed: None,
             total_lines: 0,
             blank_lines: 0,
             valid_examples: 0,
@@ -232,7 +273,15 @@ impl Validator {
                 error_counts.insert(code.as_str().to_string(), n);
             }
         }
+        let format = match self.purpose {
+            Purpose::Pretrain => DatasetFormat::Text,
+            Purpose::FineTune => self
+                .format
+                .or(self.first_keyed)
+                .map_or(DatasetFormat::Chat, |c| c.format),
+        };
         ValidationReport {
+            format: Some(format),
             total_lines: self.total_lines,
             blank_lines: self.blank_lines,
             valid_examples: self.valid_examples,
@@ -240,7 +289,7 @@ impl Validator {
             duplicates: self.duplicates,
             error_counts,
             errors,
-            stats: self.stats.finish(self.purpose == Purpose::FineTune),
+            stats: self.stats.finish(format),
         }
     }
 
@@ -284,11 +333,16 @@ impl Validator {
     /// caller filling the next keeps both cores busy while the caller reads and copies.
     fn submit(&mut self, batch: Vec<u8>) {
         self.wait_pending();
-        let (purpose, max_line) = (self.purpose, self.max_line);
-        let min_piece = MIN_PIECE_BYTES.min(self.batch_bytes / 4).max(1);
+        let job = BatchJob {
+            purpose: self.purpose,
+            format: self.format,
+            base_line: self.total_lines,
+            max_line: self.max_line,
+            min_piece: MIN_PIECE_BYTES.min(self.batch_bytes / 4).max(1),
+        };
         if rayon::current_thread_index().is_some() {
             // Blocking a pool thread on a pool job could deadlock a small pool: stay inline.
-            for r in check_batch(&batch, purpose, max_line, min_piece) {
+            for r in check_batch(&batch, job) {
                 self.merge(r);
             }
             self.spare = batch;
@@ -297,9 +351,7 @@ impl Validator {
         let (tx, rx) = mpsc::sync_channel(1);
         rayon::spawn(move || {
             // A panic inside `rayon::spawn` would abort the process; hand it to the caller.
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                check_batch(&batch, purpose, max_line, min_piece)
-            }));
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| check_batch(&batch, job)));
             let _ = tx.send(outcome.map(|results| (results, batch)));
         });
         self.pending = Some(rx);
@@ -327,6 +379,9 @@ impl Validator {
     fn merge(&mut self, r: PieceResult) {
         let base = self.total_lines;
         self.total_lines += r.lines;
+        // Only a piece checked while the format was undecided sets these, its lines numbered.
+        self.format = self.format.or(r.decided);
+        self.first_keyed = self.first_keyed.or(r.first_keyed);
         self.blank_lines += r.blank;
         self.valid_examples += r.digests.len() as u64;
         self.invalid_lines += r.invalid;
@@ -354,21 +409,46 @@ impl Validator {
     }
 }
 
-/// Checks the lines of `batch` in parallel; results in file order.
-fn check_batch(
-    batch: &[u8],
+/// What [`check_batch`] needs to know besides the bytes.
+#[derive(Clone, Copy)]
+struct BatchJob {
     purpose: Purpose,
+    /// The `fine-tune` format decided by the batches before, if any.
+    format: Option<FormatChoice>,
+    /// Lines before the batch.
+    base_line: u64,
     max_line: usize,
     min_piece: usize,
-) -> Vec<PieceResult> {
-    let pieces = split_pieces(batch, rayon::current_num_threads() * 4, min_piece);
-    if pieces.len() == 1 {
-        return vec![check_piece(pieces[0], purpose, max_line)];
+}
+
+/// Checks the lines of `batch` in parallel; results in file order. While the `fine-tune`
+/// format is undecided, lines are checked one by one until a valid one decides it (normally
+/// the first), the rest in parallel as that format.
+fn check_batch(batch: &[u8], job: BatchJob) -> Vec<PieceResult> {
+    let mut results = Vec::new();
+    let mut format = job.format;
+    let mut rest = batch;
+    if job.purpose == Purpose::FineTune && format.is_none() {
+        let mut c = Checker::new(job.purpose, None, job.base_line, job.max_line);
+        let used = c.lines(batch, true);
+        format = c.format;
+        results.push(c.res);
+        rest = &batch[used..];
+        if rest.is_empty() {
+            return results;
+        }
     }
-    pieces
-        .par_iter()
-        .map(|p| check_piece(p, purpose, max_line))
-        .collect()
+    let pieces = split_pieces(rest, rayon::current_num_threads() * 4, job.min_piece);
+    if pieces.len() == 1 {
+        results.push(check_piece(pieces[0], job.purpose, format, job.max_line));
+    } else {
+        results.par_extend(
+            pieces
+                .par_iter()
+                .map(|p| check_piece(p, job.purpose, format, job.max_line)),
+        );
+    }
+    results
 }
 
 /// Splits `batch` at line ends into about `parts` pieces of at least `min` bytes.
@@ -399,6 +479,7 @@ struct PieceError {
 }
 
 /// Everything a piece contributes to the report.
+#[derive(Default)]
 struct PieceResult {
     lines: u64,
     blank: u64,
@@ -409,33 +490,25 @@ struct PieceResult {
     /// One per valid example, in line order.
     digests: Vec<ExampleDigest>,
     stats: StatsAcc,
+    /// The format this piece's first valid line decided, when it started undecided.
+    decided: Option<FormatChoice>,
+    /// The first line whose keys named a format while it was undecided.
+    first_keyed: Option<FormatChoice>,
 }
 
-fn check_piece(piece: &[u8], purpose: Purpose, max_line: usize) -> PieceResult {
-    let mut c = Checker {
-        purpose,
-        max_line,
-        ctx: Ctx::default(),
-        res: PieceResult {
-            lines: 0,
-            blank: 0,
-            invalid: 0,
-            code_counts: [0; N_CODES],
-            errors: Vec::new(),
-            digests: Vec::new(),
-            stats: StatsAcc::default(),
-        },
-    };
-    let mut start = 0;
-    for nl in memchr::memchr_iter(b'\n', piece) {
-        c.line(&piece[start..nl]);
-        start = nl + 1;
-    }
-    if start < piece.len() {
-        c.line(&piece[start..]);
-    }
+/// Checks every line of `piece`. With `format` undecided (only tests), lines are numbered as
+/// if the piece started the file.
+fn check_piece(
+    piece: &[u8],
+    purpose: Purpose,
+    format: Option<FormatChoice>,
+    max_line: usize,
+) -> PieceResult {
+    let mut c = Checker::new(purpose, format, 0, max_line);
+    c.lines(piece, false);
     c.res
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,7 +594,7 @@ mod tests {
         }
     }
 
-    fn feed_in(
+    pub(super) fn feed_in(
         purpose: Purpose,
         data: &[u8],
         sizes: &mut dyn FnMut() -> usize,
@@ -655,7 +728,7 @@ mod tests {
                     }
                 }
             }
-            let res = check_piece(&mangled, purpose, usize::MAX);
+            let res = check_piece(&mangled, purpose, None, usize::MAX);
             assert_eq!(
                 res.lines,
                 res.blank + res.invalid + res.digests.len() as u64

@@ -187,9 +187,9 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 }
 
 /// Transcodes any JSON value into Python's `json.dumps` form; `sort` is `sort_keys=True`.
-struct Py<'c> {
-    ctx: &'c mut Ctx,
-    sort: bool,
+pub(super) struct Py<'c> {
+    pub(super) ctx: &'c mut Ctx,
+    pub(super) sort: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Py<'_> {
@@ -279,17 +279,43 @@ impl<'de> Visitor<'de> for Py<'_> {
 /// them is the only way to hash what the trainer will see.
 pub(super) fn transcode_map<'de, A: MapAccess<'de>>(
     ctx: &mut Ctx,
-    mut map: A,
+    map: A,
     sort: bool,
     watch: &mut [(&'static str, Option<Leaf<'de>>)],
+) -> Result<(), A::Error> {
+    // Duplicates among watched keys show up as an already filled slot; only the other keys
+    // need comparing, and messages usually have none.
+    let mut unwatched = 0;
+    transcode_map_with(ctx, map, sort, |ctx, key, map| {
+        let slot = watch_slot(watch, key, &mut unwatched).map_err(A::Error::custom)?;
+        let leaf = map.next_value_seed(Py {
+            ctx: &mut *ctx,
+            sort,
+        })?;
+        if let Some(i) = slot {
+            watch[i].1 = Some(leaf);
+        }
+        Ok(slot.is_none())
+    })
+}
+
+/// Writes an object in Python's form like [`transcode_map`], but `value` reads each value
+/// (after its key and `": "` are written): it must call `map.next_value_seed` with a seed
+/// that writes the value into `ctx.out` (e.g. [`Py`]), and returns whether the key is one it
+/// does not check for duplicates itself. Those are compared when the object ends, when more
+/// than one (unsorted objects; sorted ones compare all keys while sorting).
+pub(super) fn transcode_map_with<'de, A: MapAccess<'de>>(
+    ctx: &mut Ctx,
+    mut map: A,
+    sort: bool,
+    mut value: impl FnMut(&mut Ctx, &str, &mut A) -> Result<bool, A::Error>,
 ) -> Result<(), A::Error> {
     let body = ctx.out.len() + 1;
     ctx.out.push(b'{');
     let base = ctx.entries.len();
     // Decoded keys, only needed to sort like Python (escaped forms do not sort the same).
     let mut names: Vec<Cow<'de, str>> = Vec::new();
-    // Duplicates among watched keys show up as an already filled slot; only the other keys
-    // need comparing, and messages usually have none.
+    // Keys `value` leaves to the end-of-object comparison.
     let mut unwatched = 0;
     loop {
         let sep = ctx.out.len();
@@ -306,13 +332,8 @@ pub(super) fn transcode_map<'de, A: MapAccess<'de>>(
         };
         let key_end = ctx.out.len();
         ctx.out.extend_from_slice(b": ");
-        let slot = watch_slot(watch, &key, &mut unwatched).map_err(A::Error::custom)?;
-        let leaf = map.next_value_seed(Py {
-            ctx: &mut *ctx,
-            sort,
-        })?;
-        if let Some(i) = slot {
-            watch[i].1 = Some(leaf);
+        if value(&mut *ctx, &key, &mut map)? {
+            unwatched += 1;
         }
         ctx.entries.push((key_start, key_end, ctx.out.len()));
         if sort {
@@ -410,12 +431,7 @@ mod tests {
 
     /// The canonical string and md5 of one line, as hashed for duplicates.
     fn canonical(purpose: Purpose, line: &str) -> (String, String) {
-        let mut c = Checker {
-            purpose,
-            max_line: usize::MAX,
-            ctx: Ctx::default(),
-            res: check_piece(b"", purpose, 0),
-        };
+        let mut c = Checker::new(purpose, None, 0, usize::MAX);
         c.line(line.as_bytes());
         assert!(
             c.res.errors.is_empty(),
@@ -433,6 +449,10 @@ mod tests {
     ///                                    ensure_ascii=False).encode()).hexdigest()
     ///   pretrain: hashlib.md5(json.dumps(json.loads(line), ensure_ascii=False,
     ///                                    sort_keys=True).encode()).hexdigest()
+    ///   preference: row = json.loads(line)
+    ///             key = {k: row[k] for k in ("input", "preferred_output", "non_preferred_output")}
+    ///             hashlib.md5(json.dumps(key, ensure_ascii=False, sort_keys=True).encode())
+    ///                 .hexdigest()
     /// The lines cover non-ASCII text, every escape Python writes or drops (`\/`, `\u00e9`,
     /// surrogate pairs, DEL and U+2028 stay raw), extra keys in file order, nested tool calls,
     /// integers and floats in Python's repr, and whitespace between tokens.
@@ -475,10 +495,21 @@ mod tests {
             ),
             (r#"{"text": "plain"}"#, "839a75e2ed18590a52500311f7eae50b"),
         ];
+        let preference_cases: [(&str, &str); 2] = [
+            (
+                r#"{"input": {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "café naïve 日本語 😀 \"q\" \\ \u0001"}], "tools": [{"type": "function", "function": {"name": "add", "parameters": {"b": 1, "a": [1.5, null, 1e16, -0.0]}}}], "parallel_tool_calls": false}, "preferred_output": [{"role": "assistant", "content": "ok\n\u00e9\ud83d\ude00"}], "non_preferred_output": [{"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{\"a\": 2}"}}]}], "meta": {"z": 1}}"#,
+                "808f0d1d33927aa497a4e300a5733203",
+            ),
+            (
+                r#"  {"non_preferred_output":[{"content":"no","role":"assistant"}],"id":3,"preferred_output":[{"content":"yes","role":"assistant"}],"input":{"parallel_tool_calls":true,"messages":[{"content":"hi","role":"user","name":"bob"}],"A":1,"é":2,"e":3}}  "#,
+                "2366dd3299ef7b05ab2aa79ef40b7483",
+            ),
+        ];
         let mut bad = Vec::new();
         for (purpose, cases) in [
             (Purpose::FineTune, &chat_cases[..]),
             (Purpose::Pretrain, &pretrain_cases[..]),
+            (Purpose::FineTune, &preference_cases[..]),
         ] {
             for (line, want) in cases {
                 let (s, got) = canonical(purpose, line);
@@ -536,7 +567,7 @@ mod tests {
             Purpose::FineTune
         };
         let data = std::fs::read(&path).unwrap();
-        let res = check_piece(&data, purpose, usize::MAX);
+        let res = check_piece(&data, purpose, None, usize::MAX);
         let mut all = Md5::new();
         for d in &res.digests {
             all.update(d.0);

@@ -10,10 +10,11 @@
 //!    after LoRA fine-tuning: exact-format accuracy (the whole reply matches `Answer: <digits>` and
 //!    the model stopped by itself) and exact-answer accuracy (the number is also right).
 //! 4. Tokens/s of LoRA vs full fine-tuning, same base, data and settings, in this process.
-//! 5. Preference tuning (DPO, LoRA) of the fully fine-tuned model on the training prompts: the
-//!    right answer preferred over near misses (the sum off by one either way, the smaller number).
-//!    Held-out preference accuracy (the model gives the right answer a higher log-prob than the
-//!    near miss) and exact answers, before and after DPO; DPO tokens/s against full SFT's.
+//! 5. Preference tuning (DPO) of the fully fine-tuned model on the training prompts: the right
+//!    answer preferred over the model's own wrong greedy reply (or, where it was right, a near
+//!    miss: the sum off by one, the smaller number). Held-out preference accuracy (the model gives
+//!    the right answer a higher log-prob than the other) and exact answers, before and after DPO;
+//!    DPO tokens/s against full SFT's.
 //!
 //! `cargo bench --bench sft_demo` (figures in docs/benchmarks.md). `-- --keep DIR` keeps the
 //! models in DIR; `-- --dpo-only DIR` reruns stage 5 alone on them (`WICK_DPO_HP`, a JSON object,
@@ -73,16 +74,10 @@ fn pairs() -> (Vec<(usize, u32, u32)>, Vec<(usize, u32, u32)>) {
     (train, held)
 }
 
-/// Near misses of the right answer: the sum off by one either way, or the smaller number.
+/// Near misses of the right answer: the sum off by one, or the smaller number.
 fn near_misses(kind: usize, a: u32, b: u32) -> Vec<String> {
     match kind {
-        0 => {
-            let mut v = vec![format!("Answer: {}", a + b + 1)];
-            if a + b > 0 {
-                v.push(format!("Answer: {}", a + b - 1));
-            }
-            v
-        }
+        0 => vec![format!("Answer: {}", a + b + 1)],
         _ => vec![format!("Answer: {}", a.min(b))],
     }
 }
@@ -153,8 +148,8 @@ fn run(dir: &Path, spec: JobSpec, train: &str, out: &str) -> (f64, RecordingProg
     (t.elapsed().as_secs_f64(), progress)
 }
 
-/// Exact-format and exact-answer accuracy of the model in `dir` on `held`, greedy decoding.
-fn accuracy(dir: &Path, held: &[(usize, u32, u32)]) -> (f64, f64, Vec<String>) {
+/// The greedy replies of the model in `dir` to `prompts`, and whether each stopped by itself.
+fn greedy_replies(dir: &Path, prompts: &[(usize, u32, u32)]) -> Vec<(String, bool)> {
     let model = LoadedModel::load(dir).unwrap();
     let params = GenerateParams {
         max_tokens: 12,
@@ -163,28 +158,36 @@ fn accuracy(dir: &Path, held: &[(usize, u32, u32)]) -> (f64, f64, Vec<String>) {
         seed: None,
         stop: vec![],
     };
+    prompts
+        .iter()
+        .map(|&(kind, a, b)| {
+            let (q, _) = question(kind, a, b);
+            let prompt = model
+                .chat_prompt(&[
+                    ChatMessage::new("system", "Reply with the answer only."),
+                    ChatMessage::new("user", q),
+                ])
+                .unwrap();
+            let g = model.generate(&prompt, &params, |_| true).unwrap();
+            (g.text, g.finish_reason == FinishReason::Stop)
+        })
+        .collect()
+}
+
+/// Exact-format and exact-answer accuracy of the model in `dir` on `held`, greedy decoding.
+fn accuracy(dir: &Path, held: &[(usize, u32, u32)]) -> (f64, f64, Vec<String>) {
+    let replies = greedy_replies(dir, held);
     let (mut format_ok, mut answer_ok, mut samples) = (0, 0, Vec::new());
-    for (i, &(kind, a, b)) in held.iter().enumerate() {
+    for (i, (&(kind, a, b), (text, stopped))) in held.iter().zip(&replies).enumerate() {
         let (q, want) = question(kind, a, b);
-        let prompt = model
-            .chat_prompt(&[
-                ChatMessage::new("system", "Reply with the answer only."),
-                ChatMessage::new("user", q.clone()),
-            ])
-            .unwrap();
-        let g = model.generate(&prompt, &params, |_| true).unwrap();
-        let digits = g.text.strip_prefix("Answer: ").unwrap_or("");
-        let formatted = g.finish_reason == FinishReason::Stop
-            && !digits.is_empty()
-            && digits.chars().all(|c| c.is_ascii_digit());
+        let digits = text.strip_prefix("Answer: ").unwrap_or("");
+        let formatted =
+            *stopped && !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit());
         format_ok += usize::from(formatted);
-        answer_ok += usize::from(formatted && g.text == want);
+        answer_ok += usize::from(formatted && *text == want);
         if i < 4 {
-            samples.push(format!(
-                "{q} -> {:?} ({})",
-                g.text,
-                g.finish_reason.as_str()
-            ));
+            let how = if *stopped { "stop" } else { "length" };
+            samples.push(format!("{q} -> {text:?} ({how})"));
         }
     }
     let n = held.len() as f64;
@@ -411,24 +414,32 @@ fn main() {
     }
 }
 
-/// Stage 5: DPO (LoRA) of the fully fine-tuned model in `dir/full` on the training prompts, the
-/// right answer over near misses; held-out preference and exact-answer accuracy before and
-/// after, and DPO's throughput against `sft_tps`.
+/// Stage 5: DPO of the fully fine-tuned model in `dir/full` on the training prompts, the right
+/// answer over the model's own mistake or a near miss; held-out preference and exact-answer
+/// accuracy before and after, and DPO's throughput against `sft_tps`.
 fn preference_stage(dir: &Path, held: &[(usize, u32, u32)], sft_ans: f64, sft_tps: f64) {
     let (train, _) = pairs();
-    write_lines(
-        &dir.join("prefs.jsonl"),
-        train.iter().flat_map(|&(k, a, b)| {
-            near_misses(k, a, b)
-                .into_iter()
-                .map(move |m| preference_line(k, a, b, &m))
-        }),
-    );
-    write_lines(
-        &dir.join("held_prefs.jsonl"),
-        held.iter()
-            .map(|&(k, a, b)| preference_line(k, a, b, &near_misses(k, a, b)[0])),
-    );
+    // The non-preferred output of each prompt is the SFT model's own greedy reply when it is
+    // wrong (the mistakes DPO should unlearn, as preference data is usually gathered), else a
+    // near miss.
+    let lines = |prompts: &[(usize, u32, u32)]| -> Vec<serde_json::Value> {
+        let replies = greedy_replies(&dir.join("full"), prompts);
+        prompts
+            .iter()
+            .zip(replies)
+            .map(|(&(k, a, b), (reply, _))| {
+                let right = question(k, a, b).1;
+                let miss = if reply != right && !reply.trim().is_empty() {
+                    reply
+                } else {
+                    near_misses(k, a, b).remove(0)
+                };
+                preference_line(k, a, b, &miss)
+            })
+            .collect()
+    };
+    write_lines(&dir.join("prefs.jsonl"), lines(&train).into_iter());
+    write_lines(&dir.join("held_prefs.jsonl"), lines(held).into_iter());
     let sft_pref = preference_accuracy(&dir.join("full"), &dir.join("held_prefs.jsonl"));
     println!(
         "after full SFT: held-out preference accuracy {:.1}% ({} pairs), exact answer {:.1}%",

@@ -150,6 +150,42 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     await page.locator('#report').waitFor();
   });
 
+  await step('preference pairs: their report, and the DPO form that trains on them', async () => {
+    const topics = ['cats', 'rain', 'tea', 'maps', 'bread'];
+    const pairs = topics.map((t) => JSON.stringify({ input: { messages: [{ role: 'user', content: `Tell me about ${t}.` }] },
+      preferred_output: [{ role: 'assistant', content: `Sure, ${t} are nice.` }], non_preferred_output: [{ role: 'assistant', content: `${t}.` }] })).join('\n') + '\n';
+    await page.goto(base + '/#/datasets');
+    await page.locator('#upload-purpose').selectOption('fine-tune');
+    await page.locator('#upload-file').setInputFiles({ name: 'pairs.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(pairs) });
+    await page.waitForURL(/#\/datasets\/file-/, { timeout: 30000 });
+    await page.locator('#report').waitFor();
+    const kv = await page.locator('dl.kv').innerText();
+    assert.match(kv, /Format\s*\n?\s*preference/, `report: ${kv}`);
+    assert.match(kv, /Preferred output characters/);
+    await shot('03c-preference-report');
+
+    await page.goto(base + '/#/new');
+    await page.locator('#job-form').waitFor();
+    await page.locator('select[name=method]').selectOption('dpo_lora');
+    // Only preference datasets are offered, and DPO's knobs and the LoRA box are shown.
+    const options = await page.locator('select[name=training_file] option').allInnerTexts();
+    assert.ok(options.length >= 1 && options.every((o) => o.startsWith('pairs.jsonl')), `training files: ${options}`);
+    await page.locator('input[name=beta]').waitFor({ state: 'visible' });
+    assert.ok(await page.locator('select[name=loss_type]').isVisible());
+    assert.ok(await page.locator('fieldset:has(legend:text("LoRA"))').isVisible());
+    // A bad beta comes back as an inline error on the field, under method.dpo.
+    await page.locator('input[name=beta]').fill('0');
+    await page.locator('#job-form button[type=submit]').click();
+    const betaErr = page.locator('[data-param="method.dpo.hyperparameters.beta"] .field-error');
+    await betaErr.waitFor({ state: 'visible', timeout: 10000 });
+    await shot('04c-dpo-form');
+    // Supervised methods offer chat files only.
+    await page.locator('select[name=method]').selectOption('lora');
+    const sftOptions = await page.locator('select[name=training_file] option').allInnerTexts();
+    assert.ok(!sftOptions.some((o) => o.startsWith('pairs.jsonl')), `supervised files: ${sftOptions}`);
+    assert.equal(await page.locator('input[name=beta]').count(), 0);
+  });
+
   let jobId;
   await step('new job form: inline error, estimate, start a tiny pretraining job', async () => {
     await page.goto(base + '/#/new');

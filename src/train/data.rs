@@ -59,6 +59,37 @@ pub fn hold_out<T>(items: &mut Vec<T>, fraction: f64, seed: u64) -> Vec<T> {
     valid
 }
 
+impl DataError {
+    /// A problem with line `line` (1-based) of `path`.
+    pub fn line(path: &Path, line: usize, message: String) -> Self {
+        DataError::Line {
+            path: path.to_path_buf(),
+            line,
+            message,
+        }
+    }
+}
+
+/// Calls `f(line_number, line)` (1-based) for every non-blank line of the file at `path`, in
+/// order, stopping at the first error.
+pub fn for_each_jsonl_line<E: From<DataError>>(
+    path: &Path,
+    mut f: impl FnMut(usize, &str) -> Result<(), E>,
+) -> Result<(), E> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io)?;
+        if !line.trim().is_empty() {
+            f(i + 1, &line)?;
+        }
+    }
+    Ok(())
+}
+
 /// The `text` of every non-blank line of a JSONL file, read lazily; errors name the line.
 pub struct JsonlTexts {
     path: PathBuf,

@@ -12,7 +12,6 @@
 //! shared with pretraining ([`super::start`], [`super::step_loop`]); a LoRA checkpoint keeps only
 //! the adapters.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Instant;
 
@@ -20,23 +19,15 @@ use candle_core::{DType, Device, Var};
 use tokenizers::Tokenizer;
 
 use super::chat_model::{Tuned, chat_start};
-use super::data::{DataError, hold_out};
+use super::data::{DataError, for_each_jsonl_line, hold_out};
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
 use super::objective::{Batch, RowSet, TokenObjective};
 use super::progress::Progress;
 use super::sft_pack::{PackError, PackedRow, collate, pack_examples};
-use super::start::{self, Plan};
+use super::start;
 use super::step_loop::StepLoop;
 use crate::chat::loss_mask::{ChatExample, ChatStats, Overlength, TrainMessage, tokenize_chat};
 use crate::chat::template::ChatTemplate;
-
-fn data_err(path: &Path, line: usize, message: String) -> TrainError {
-    TrainError::Data(DataError::Line {
-        path: path.to_path_buf(),
-        line,
-        message,
-    })
-}
 
 fn pack_err(e: PackError) -> TrainError {
     match e {
@@ -59,22 +50,11 @@ pub fn read_chat_file(
         #[serde(default)]
         tools: Option<serde_json::Value>,
     }
-    let file = std::fs::File::open(path).map_err(|source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
     let mut examples = Vec::new();
     let mut stats = ChatStats::default();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: Line =
-            serde_json::from_str(&line).map_err(|e| data_err(path, i + 1, e.to_string()))?;
+    for_each_jsonl_line(path, |n, line| {
+        let err = |m: String| TrainError::Data(DataError::line(path, n, m));
+        let parsed: Line = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
         let outcome = tokenize_chat(
             tokenizer,
             template,
@@ -83,10 +63,11 @@ pub fn read_chat_file(
             max_seq_len,
             overlength,
         )
-        .map_err(|e| data_err(path, i + 1, e.to_string()))?;
+        .map_err(|e| err(e.to_string()))?;
         stats.record(&outcome);
         examples.extend(outcome.example());
-    }
+        Ok::<_, TrainError>(())
+    })?;
     Ok((examples, stats))
 }
 
@@ -124,13 +105,8 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         seconds = t_data.elapsed().as_secs_f64(),
         "chat data ready"
     );
-    let total_steps = hp.total_steps(train_rows.len());
-    if total_steps == 0 {
-        return Err(TrainError::Data(DataError::Empty {
-            path: job.training_file.clone(),
-        }));
-    }
-    let plan = Plan::new(&hp, total_steps);
+    let plan = start::plan_for(&hp, train_rows.len(), job)?;
+    let total_steps = plan.schedule.total_steps;
 
     // --- model: full (every weight a Var) or LoRA (frozen base, adapters only) -----------------
     let tuned = Tuned::new(job, &mut cs, &h)?;

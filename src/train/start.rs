@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use tokenizers::Tokenizer;
 
 use super::checkpoint::{self, LoadedWeights, TrainerState};
-use super::data::JsonlTexts;
+use super::data::{DataError, JsonlTexts};
 use super::hparams::Resolved;
 use super::job::{TrainError, TrainJob};
 use super::optim::AdamW;
@@ -167,6 +167,18 @@ impl Plan {
             checkpoint_every: hp.checkpoint_every.unwrap_or((total_steps / 4).max(1)),
         }
     }
+}
+
+/// The plan for a chat method with `n_items` training rows or pairs; none is an error naming the
+/// training file.
+pub(super) fn plan_for(hp: &Resolved, n_items: usize, job: &TrainJob) -> Result<Plan, TrainError> {
+    let total_steps = hp.total_steps(n_items);
+    if total_steps == 0 {
+        return Err(TrainError::Data(DataError::Empty {
+            path: job.training_file.clone(),
+        }));
+    }
+    Ok(Plan::new(hp, total_steps))
 }
 
 /// AdamW over `named` (name, variable, whether weight decay applies) and the trainer state: as

@@ -12,7 +12,6 @@
 //! row one sequence padded on the right: with causal attention no real token sees the padding,
 //! so no mask is needed and each row is computed as if alone.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -21,7 +20,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat::loss_mask::{ChatExample, ChatOutcome, Overlength, TrainMessage, tokenize_chat};
 use crate::chat::template::ChatTemplate;
-use crate::train::data::DataError;
+use crate::train::data::{DataError, for_each_jsonl_line};
 use crate::train::job::TrainError;
 use crate::train::objective::Batch;
 
@@ -69,14 +68,6 @@ struct Input {
     parallel_tool_calls: Option<bool>,
 }
 
-fn data_err(path: &Path, line: usize, message: String) -> TrainError {
-    TrainError::Data(DataError::Line {
-        path: path.to_path_buf(),
-        line,
-        message,
-    })
-}
-
 /// The prompt's messages (none of them trained) followed by `output` (all trained).
 fn conversation(prompt: &[TrainMessage], output: &[TrainMessage]) -> Vec<TrainMessage> {
     let mut messages: Vec<TrainMessage> = prompt
@@ -120,22 +111,11 @@ pub fn read_preference_file(
     max_seq_len: usize,
     overlength: Overlength,
 ) -> Result<(Vec<PreferencePair>, PairStats), TrainError> {
-    let file = std::fs::File::open(path).map_err(|source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
     let mut pairs = Vec::new();
     let mut stats = PairStats::default();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| TrainError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let err = |m: String| data_err(path, i + 1, m);
-        let parsed: Line = serde_json::from_str(&line).map_err(|e| err(e.to_string()))?;
+    for_each_jsonl_line(path, |n, line| {
+        let err = |m: String| TrainError::Data(DataError::line(path, n, m));
+        let parsed: Line = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
         if parsed.input.messages.is_empty() {
             return Err(err("input.messages must not be empty".into()));
         }
@@ -152,9 +132,10 @@ pub fn read_preference_file(
             )
             .map_err(|e| err(e.to_string()))
         };
-        let chosen = tokenize(&parsed.preferred_output)?;
-        let rejected = tokenize(&parsed.non_preferred_output)?;
-        match (chosen, rejected) {
+        match (
+            tokenize(&parsed.preferred_output)?,
+            tokenize(&parsed.non_preferred_output)?,
+        ) {
             (ChatOutcome::Kept(chosen), ChatOutcome::Kept(rejected)) => {
                 stats.kept += 1;
                 stats.truncated += usize::from(chosen.truncated || rejected.truncated);
@@ -162,7 +143,8 @@ pub fn read_preference_file(
             }
             _ => stats.dropped += 1,
         }
-    }
+        Ok(())
+    })?;
     Ok((pairs, stats))
 }
 

@@ -27,10 +27,10 @@ use self::loss::PreferenceLoss;
 use self::objective::PreferenceObjective;
 use self::reference::Reference;
 use super::chat_model::{Tuned, chat_start};
-use super::data::{DataError, hold_out};
+use super::data::hold_out;
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
 use super::progress::Progress;
-use super::start::{self, Plan};
+use super::start;
 use super::step_loop::StepLoop;
 use crate::spec::{Auto, Hyperparameters};
 
@@ -78,13 +78,8 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         seconds = t_data.elapsed().as_secs_f64(),
         "preference data ready"
     );
-    let total_steps = hp.total_steps(train.len());
-    if total_steps == 0 {
-        return Err(TrainError::Data(DataError::Empty {
-            path: job.training_file.clone(),
-        }));
-    }
-    let plan = Plan::new(&hp, total_steps);
+    let plan = start::plan_for(&hp, train.len(), job)?;
+    let total_steps = plan.schedule.total_steps;
 
     // --- model ---------------------------------------------------------------------------------
     let resumed = cs.start.state.is_some();
@@ -180,6 +175,14 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
 
     // --- export --------------------------------------------------------------------------------
     tuned.export(job, &cs)?;
+    // The reference is job state (the checkpoints keep it), not part of the model.
+    let stored = job.output_dir.join(reference::FILE);
+    if stored.is_file() {
+        std::fs::remove_file(&stored).map_err(|source| TrainError::Io {
+            path: stored.clone(),
+            source,
+        })?;
+    }
     outcome.model_dir = Some(job.output_dir.clone());
     Ok(outcome)
 }

@@ -1,7 +1,7 @@
 //! The reference model's log-probabilities: each pair's summed log-prob of its chosen and its
 //! rejected output under the starting model, computed once before the first step and kept in
-//! the job's folder ([`FILE`], which every checkpoint carries), so a resumed job reads them back
-//! instead of needing the starting weights again. For LoRA the starting model is the base with
+//! the job's folder while it runs ([`FILE`], which every checkpoint carries; the finished export
+//! drops it), so a resumed job reads them back instead of needing the starting weights again. For LoRA the starting model is the base with
 //! the adapters off; fresh adapters add exactly zero (PEFT initialises B to zero), so the model
 //! that is about to train *is* the reference at step 0 and no second copy is held.
 

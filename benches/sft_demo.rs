@@ -18,7 +18,8 @@
 //!    DPO tokens/s against full SFT's.
 //!
 //! `cargo bench --bench sft_demo` (figures in docs/benchmarks.md). `-- --keep DIR` keeps the
-//! models in DIR; `-- --dpo-only DIR` reruns stage 5 alone on them (`WICK_DPO_HP`, a JSON object,
+//! models in DIR, `-- --preset NAME` pretrains another architecture than `wick-llama-1m`;
+//! `-- --dpo-only DIR` reruns stage 5 alone on them (`WICK_DPO_HP`, a JSON object,
 //! overrides its hyperparameters). `-- --speed` runs only a
 //! throughput comparison: LoRA vs full fine-tuning, 30 steps each, on two model sizes built with
 //! random weights (no pretraining needed to time a step), back to back in this process.
@@ -321,10 +322,17 @@ fn main() {
         serde_json::json!({ "text": text })
     });
     write_lines(&dir.join("corpus.jsonl"), corpus);
+    // `--preset NAME`: a larger architecture than the default 1M one.
+    let preset = {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == "--preset")
+            .map_or("wick-llama-1m".to_string(), |i| args[i + 1].clone())
+    };
     let (t_pre, pre) = run(
         dir,
         spec(
-            "wick-llama-1m",
+            &preset,
             serde_json::json!({"type": "pretrain", "pretrain": {"hyperparameters": {
             "vocab_size": 512, "max_seq_len": 128, "batch_size": 8, "max_steps": 300,
             "learning_rate": 3e-3, "warmup_steps": 20, "checkpoint_every": 100000}}}),

@@ -1,10 +1,13 @@
-//! Dataset handling: streaming validation of uploaded JSONL files, the report it produces and
-//! the statistics shown for a dataset.
+//! Dataset handling: what a dataset is (`format`: its purpose and line format), streaming
+//! validation of uploaded JSONL files, the report it produces and the statistics shown for a
+//! dataset.
 
+pub mod format;
 pub mod report;
 pub mod stats;
 pub mod validate;
 
-pub use report::{DatasetFormat, LineError, ValidationReport};
+pub use format::{DatasetFormat, Purpose};
+pub use report::{LineError, ValidationReport};
 pub use stats::{DatasetStats, HistogramBucket, LengthStats, PreferenceStats, Summary};
-pub use validate::{Purpose, Validator};
+pub use validate::Validator;

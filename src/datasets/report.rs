@@ -6,43 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::format::{DatasetFormat, Purpose};
 use super::stats::DatasetStats;
-use super::validate::Purpose;
-
-/// Which line schema a file was validated against.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum DatasetFormat {
-    /// `fine-tune` chat lines: `{"messages": [..]}`.
-    Chat,
-    /// `fine-tune` preference (DPO) pairs: `{"input": {"messages": [..]}, "preferred_output":
-    /// [..], "non_preferred_output": [..]}`.
-    Preference,
-    /// `pretrain` documents: `{"text": ..}`.
-    Text,
-}
-
-impl DatasetFormat {
-    /// The name used in reports and messages: `chat`, `preference` or `text`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Chat => "chat",
-            Self::Preference => "preference",
-            Self::Text => "text",
-        }
-    }
-
-    /// What a report without `format` (stored before preference data existed) means: every
-    /// `fine-tune` file was chat then, every `pretrain` file text.
-    #[must_use]
-    pub fn legacy(purpose: Purpose) -> Self {
-        match purpose {
-            Purpose::FineTune => Self::Chat,
-            Purpose::Pretrain => Self::Text,
-        }
-    }
-}
 
 /// What [`Validator::finish`](super::Validator::finish) reports about one file.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::report::DatasetFormat;
+use super::format::DatasetFormat;
 
 /// Aggregate figures shown for a dataset.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

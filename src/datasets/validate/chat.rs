@@ -8,7 +8,6 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::ctx::{Code, Ctx, PREFERENCE_KEYS, drain_map, drain_seq, scalars_are_wrong_type};
-use super::preference;
 use super::pyjson::{KeySeed, Leaf, transcode_map};
 use crate::datasets::stats::{ASSISTANT, ROLES};
 
@@ -75,7 +74,7 @@ pub(super) struct MessageList {
     /// Hash objects with sorted keys (`sort_keys=True`); chat keeps the file's order.
     pub(super) sort: bool,
     /// A preference output: not-an-array and empty are `output_not_array` and `empty_output`,
-    /// and each message is also checked by [`preference::check_output_message`].
+    /// and each message is also checked by [`check_output_message`].
     pub(super) output: bool,
 }
 
@@ -269,7 +268,7 @@ fn check_message(ctx: &mut Ctx, list: &MessageList, i: usize, m: &Message) {
     if ctx.problem.is_some() {
         return;
     }
-    if list.output && !preference::check_output_message(ctx, list.path, i, m) {
+    if list.output && !check_output_message(ctx, list.path, i, m) {
         return;
     }
     let Message {
@@ -335,6 +334,39 @@ fn check_message(ctx: &mut Ctx, list: &MessageList, i: usize, m: &Message) {
     if role == ASSISTANT && weight != Some(0.0) {
         ctx.trained = true;
     }
+}
+
+/// The rules an output message of a preference pair adds to chat's (which still run after it): assistant role,
+/// non-blank content unless there are tool calls, no weight. False when it found a problem.
+pub(super) fn check_output_message(ctx: &mut Ctx, path: &str, i: usize, m: &Message) -> bool {
+    let param = |field: &'static str| move || format!("{path}[{i}].{field}");
+    match &m.role {
+        Some(Leaf::Str(s)) if s == "assistant" => {}
+        other => {
+            let got = match other {
+                Some(Leaf::Str(s)) => format!("role {s:?}"),
+                None | Some(Leaf::Null) => "a message without role".into(),
+                Some(leaf) => format!("a role that is a {}", leaf.kind()),
+            };
+            let msg = || format!("\"{path}\" must hold assistant messages only, got {got}");
+            ctx.problem(Code::OutputNotAssistant, param("role"), msg);
+            return false;
+        }
+    }
+    if !matches!(m.weight, None | Some(Leaf::Null)) {
+        let msg = || "weight is not allowed in an output: each output is compared whole".into();
+        ctx.problem(Code::InvalidWeight, param("weight"), msg);
+        return false;
+    }
+    if let Some(Leaf::Str(s)) = &m.content
+        && s.trim().is_empty()
+        && !m.has_tool_calls()
+    {
+        let msg = || "an output's content must not be empty (unless it has tool_calls)".into();
+        ctx.problem(Code::EmptyOutputContent, param("content"), msg);
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]

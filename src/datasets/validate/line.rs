@@ -14,7 +14,8 @@ use super::ctx::{Code, Ctx, too_long_message};
 use super::preference::PreferenceLine;
 use super::pretrain::PretrainLine;
 use super::{ExampleDigest, FormatChoice, PieceError, PieceResult, Purpose};
-use crate::datasets::report::{DatasetFormat, MAX_REPORTED_ERRORS};
+use crate::datasets::format::DatasetFormat;
+use crate::datasets::report::MAX_REPORTED_ERRORS;
 use crate::datasets::stats::ASSISTANT;
 
 pub(super) struct Checker {

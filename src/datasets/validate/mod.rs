@@ -45,7 +45,8 @@
 //! - `pyjson`: Python's `json.dumps` canonical form, written while a line is parsed;
 //! - `chat`: the schema of chat (`fine-tune`) lines, and the message-list checks that
 //!   preference lines share;
-//! - `preference`: the schema of preference (DPO, `fine-tune`) lines;
+//! - `preference`: the schema of preference (DPO, `fine-tune`) lines (the rules an output
+//!   message adds to a chat message's are in `chat`, beside the message checks they extend);
 //! - `pretrain`: the schema of pretraining lines.
 
 mod chat;
@@ -61,24 +62,13 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use self::ctx::{Code, N_CODES, too_long_message};
 use self::line::Checker;
-use super::report::{DatasetFormat, LineError, MAX_REPORTED_ERRORS, ValidationReport};
+use super::format::DatasetFormat;
+pub use super::format::Purpose;
+use super::report::{LineError, MAX_REPORTED_ERRORS, ValidationReport};
 use super::stats::StatsAcc;
-
-/// What the dataset is for, which decides the line schema.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum Purpose {
-    /// Chat lines, `{"messages": [{"role": .., "content": ..}, ..]}`, or preference pairs,
-    /// `{"input": {"messages": [..]}, "preferred_output": [..], "non_preferred_output": [..]}`
-    /// (one format per file).
-    FineTune,
-    /// Raw text lines: `{"text": ..}`.
-    Pretrain,
-}
 
 /// Complete lines are validated once this many bytes are buffered: big enough to amortise the
 /// rayon fan-out, small enough to keep memory flat and each `feed` call short (~10 ms).

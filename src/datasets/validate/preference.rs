@@ -23,7 +23,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::chat::{Message, MessageList, MessagesSeed};
+use super::chat::{MessageList, MessagesSeed};
 use super::ctx::{Code, Ctx, drain_seq, scalars_are_wrong_type};
 use super::pyjson::{KeySeed, Leaf, Py, transcode_map_with};
 
@@ -260,42 +260,9 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
     }
 }
 
-/// The rules an output message adds to chat's (which still run after it): assistant role,
-/// non-blank content unless there are tool calls, no weight. False when it found a problem.
-pub(super) fn check_output_message(ctx: &mut Ctx, path: &str, i: usize, m: &Message) -> bool {
-    let param = |field: &'static str| move || format!("{path}[{i}].{field}");
-    match &m.role {
-        Some(Leaf::Str(s)) if s == "assistant" => {}
-        other => {
-            let got = match other {
-                Some(Leaf::Str(s)) => format!("role {s:?}"),
-                None | Some(Leaf::Null) => "a message without role".into(),
-                Some(leaf) => format!("a role that is a {}", leaf.kind()),
-            };
-            let msg = || format!("\"{path}\" must hold assistant messages only, got {got}");
-            ctx.problem(Code::OutputNotAssistant, param("role"), msg);
-            return false;
-        }
-    }
-    if !matches!(m.weight, None | Some(Leaf::Null)) {
-        let msg = || "weight is not allowed in an output: each output is compared whole".into();
-        ctx.problem(Code::InvalidWeight, param("weight"), msg);
-        return false;
-    }
-    if let Some(Leaf::Str(s)) = &m.content
-        && s.trim().is_empty()
-        && !m.has_tool_calls()
-    {
-        let msg = || "an output's content must not be empty (unless it has tool_calls)".into();
-        ctx.problem(Code::EmptyOutputContent, param("content"), msg);
-        return false;
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
-    use crate::datasets::report::DatasetFormat;
+    use crate::datasets::format::DatasetFormat;
     use crate::datasets::stats::{HistogramBucket, Summary};
     use crate::datasets::validate::Purpose;
     use crate::datasets::validate::tests::{A, U, chat, errs, feed_in, run};

@@ -130,10 +130,6 @@ impl PreferenceObjective<'_> {
         }
     }
 
-    fn reference_of(&self, split: &[[f64; 2]], index: usize) -> Option<[f64; 2]> {
-        self.loss.kind.needs_reference().then(|| split[index])
-    }
-
     /// Adds pair `i` of forward `f` to `tally`; returns its terms.
     fn tally(
         &self,
@@ -192,9 +188,7 @@ impl Objective for PreferenceObjective<'_> {
             let n = pairs.len();
             let mut coef = vec![0.0; 2 * n];
             for (i, &global) in indices.iter().enumerate() {
-                let refs = self
-                    .reference
-                    .and_then(|r| self.reference_of(&r.train, global));
+                let refs = self.reference.map(|r| r.train[global]);
                 let t = self.tally(&mut tally, &f, i, n, refs);
                 coef[i] = t.d_chosen / pairs_f - nll_weight / tokens_f;
                 coef[n + i] = t.d_rejected / pairs_f;
@@ -223,9 +217,7 @@ impl Objective for PreferenceObjective<'_> {
             let pairs: Vec<&PreferencePair> = indices.iter().map(|&i| &self.valid[i]).collect();
             let f = self.forward(net, &pairs, false)?;
             for (i, &global) in indices.iter().enumerate() {
-                let refs = self
-                    .reference
-                    .and_then(|r| self.reference_of(&r.valid, global));
+                let refs = self.reference.map(|r| r.valid[global]);
                 self.tally(&mut tally, &f, i, pairs.len(), refs);
             }
         }

@@ -20,7 +20,8 @@
 //! `cargo bench --bench sft_demo` (figures in docs/benchmarks.md). `-- --keep DIR` keeps the
 //! models in DIR, `-- --preset NAME` pretrains another architecture than `wick-llama-1m`;
 //! `-- --dpo-only DIR` reruns stage 5 alone on them (`WICK_DPO_HP`, a JSON object,
-//! overrides its hyperparameters). `-- --speed` runs only a
+//! overrides its hyperparameters, `WICK_DPO_ALL_MISSES=1` adds a pair for every near miss).
+//! `-- --speed` runs only a
 //! throughput comparison: LoRA vs full fine-tuning, 30 steps each, on two model sizes built with
 //! random weights (no pretraining needed to time a step), back to back in this process.
 
@@ -76,10 +77,15 @@ fn pairs() -> (Vec<(usize, u32, u32)>, Vec<(usize, u32, u32)>) {
     (train, held)
 }
 
-/// Near misses of the right answer: the sum off by one, or the smaller number.
+/// Near misses of the right answer, closest first: the sum off by one (either way), or the
+/// smaller number.
 fn near_misses(kind: usize, a: u32, b: u32) -> Vec<String> {
     match kind {
-        0 => vec![format!("Answer: {}", a + b + 1)],
+        0 => [a + b + 1, (a + b).wrapping_sub(1)]
+            .into_iter()
+            .filter(|&n| n != u32::MAX)
+            .map(|n| format!("Answer: {n}"))
+            .collect(),
         _ => vec![format!("Answer: {}", a.min(b))],
     }
 }
@@ -431,24 +437,35 @@ fn preference_stage(dir: &Path, held: &[(usize, u32, u32)], sft_ans: f64, sft_tp
     // The non-preferred output of each prompt is the SFT model's own greedy reply when it is
     // wrong (the mistakes DPO should unlearn, as preference data is usually gathered), else a
     // near miss.
-    let lines = |prompts: &[(usize, u32, u32)]| -> Vec<serde_json::Value> {
+    // With `all`, every near miss gives a pair too, beside the model's own mistake.
+    let lines = |prompts: &[(usize, u32, u32)], all: bool| -> Vec<serde_json::Value> {
         let replies = greedy_replies(&dir.join("full"), prompts);
         prompts
             .iter()
             .zip(replies)
-            .map(|(&(k, a, b), (reply, _))| {
+            .flat_map(|(&(k, a, b), (reply, _))| {
                 let right = question(k, a, b).1;
-                let miss = if reply != right && !reply.trim().is_empty() {
-                    reply
-                } else {
-                    near_misses(k, a, b).remove(0)
-                };
-                preference_line(k, a, b, &miss)
+                let mut misses = Vec::new();
+                if reply != right && !reply.trim().is_empty() {
+                    misses.push(reply);
+                }
+                for m in near_misses(k, a, b) {
+                    if (all || misses.is_empty()) && !misses.contains(&m) {
+                        misses.push(m);
+                    }
+                }
+                misses
+                    .into_iter()
+                    .map(move |m| preference_line(k, a, b, &m))
             })
             .collect()
     };
-    write_lines(&dir.join("prefs.jsonl"), lines(&train).into_iter());
-    write_lines(&dir.join("held_prefs.jsonl"), lines(held).into_iter());
+    let all = std::env::var("WICK_DPO_ALL_MISSES").is_ok();
+    write_lines(&dir.join("prefs.jsonl"), lines(&train, all).into_iter());
+    write_lines(
+        &dir.join("held_prefs.jsonl"),
+        lines(held, false).into_iter(),
+    );
     let sft_pref = preference_accuracy(&dir.join("full"), &dir.join("held_prefs.jsonl"));
     println!(
         "after full SFT: held-out preference accuracy {:.1}% ({} pairs), exact answer {:.1}%",

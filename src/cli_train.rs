@@ -142,7 +142,8 @@ impl Progress for BarProgress {
     fn on_phase(&mut self, phase: &str, done: u64, total: u64) {
         self.bar.set_length(total);
         self.bar.set_position(done);
-        self.bar.set_message(format!("{} pairs: {phase}", total));
+        self.bar
+            .set_message(format!("{phase}: {done}/{total} pairs, before step 1"));
     }
     fn on_step(&mut self, m: &StepMetrics) {
         self.bar.set_length(m.total_steps);

@@ -15,6 +15,7 @@ use super::pagination::{PageQuery, page};
 use super::query::ApiQuery;
 use crate::auth::Auth;
 use crate::catalog;
+use crate::datasets::DatasetFormat;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, now, unix};
 use crate::jobs::transition::move_job;
@@ -87,17 +88,18 @@ async fn usable_file(
             .and_then(|v| v.as_str())
             .unwrap_or("chat");
         let needed = if kind == MethodType::Dpo {
-            "preference"
+            DatasetFormat::Preference
         } else {
-            "chat"
+            DatasetFormat::Chat
         };
-        if format != needed {
+        if format != needed.as_str() {
             return Err(ApiError::invalid_param(
                 param,
                 format!(
-                    "file {id} holds {format} lines, but a {} job needs {needed} lines ({})",
+                    "file {id} holds {format} lines, but a {} job needs {} lines ({})",
                     kind.as_str(),
-                    if needed == "chat" {
+                    needed.as_str(),
+                    if needed == DatasetFormat::Chat {
                         r#"{"messages": [...]}"#
                     } else {
                         r#"{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}"#

@@ -28,28 +28,19 @@ use crate::train::{Stopped, TrainOutcome};
 /// The job event for a child's phase report: one when the phase starts and one when it ends
 /// (the reports between are not stored).
 fn phase_event(phase: &str, done: u64, total: u64) -> Option<NewEvent> {
-    let what = match phase {
-        "reference_logps" => "reference log-probs",
-        other => other,
+    let (starts, ends) = match phase {
+        "reference_logps" => ("Computing reference log-probs", "Reference log-probs ready"),
+        _ => ("Starting", "Finished"),
     };
-    let message = if done == 0 {
-        format!("Computing {what} for {total} pairs")
-    } else if done >= total {
-        format!("{} ready ({total} pairs)", capitalize(what))
-    } else {
-        return None;
+    let message = match done {
+        0 => format!("{starts} for {total} pairs"),
+        d if d >= total => format!("{ends} ({total} pairs)"),
+        _ => return None,
     };
     Some(
         NewEvent::info("message", message)
             .with_data(json!({"phase": phase, "done": done, "total": total})),
     )
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
 }
 
 /// Metric points are written at least this often while a job trains.

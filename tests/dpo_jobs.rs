@@ -9,9 +9,7 @@ mod chat_model;
 
 use std::path::Path;
 
-use candle_core::Device;
 use chat_model::{TOPICS, max_abs_diff, model_dir, same, tensors};
-use wick::spec::JobSpec;
 use wick::train::{RecordingProgress, StopReason, Stopped, TrainError, TrainJob, run_job};
 
 /// Pairs: the preferred answer repeats the topic politely, the other is curt.
@@ -33,20 +31,7 @@ fn write_pairs(path: &Path, n: usize) {
 }
 
 fn job(dir: &Path, hyper: serde_json::Value, out: &str) -> TrainJob {
-    let spec: JobSpec = serde_json::from_value(serde_json::json!({
-        "model": dir.join("base").to_str().unwrap(), "training_file": "pairs.jsonl", "seed": 3,
-        "method": {"type": "dpo", "dpo": {"hyperparameters": hyper}}
-    }))
-    .unwrap();
-    TrainJob {
-        spec,
-        training_file: dir.join("pairs.jsonl"),
-        validation_file: None,
-        output_dir: dir.join(out),
-        resume_from: None,
-        device: Device::Cpu,
-        base_model_name: None,
-    }
+    chat_model::job(dir, "dpo", "pairs.jsonl", hyper, out)
 }
 
 fn setup(pairs: usize) -> tempfile::TempDir {

@@ -12,7 +12,6 @@ use chat_model::{TOPICS, max_abs_diff, model_dir, same, tensors};
 use tokenizers::Tokenizer;
 use wick::model::ModelConfig;
 use wick::model::hf;
-use wick::spec::JobSpec;
 use wick::train::chat_tokens::has_chat_template;
 use wick::train::{NoProgress, RecordingProgress, StopReason, Stopped, TrainJob, run_job};
 
@@ -36,20 +35,7 @@ fn write_chats(path: &Path) {
 }
 
 fn job(dir: &Path, hyper: serde_json::Value, out: &str) -> TrainJob {
-    let spec: JobSpec = serde_json::from_value(serde_json::json!({
-        "model": dir.join("base").to_str().unwrap(), "training_file": "train.jsonl", "seed": 3,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}}
-    }))
-    .unwrap();
-    TrainJob {
-        spec,
-        training_file: dir.join("train.jsonl"),
-        validation_file: None,
-        output_dir: dir.join(out),
-        resume_from: None,
-        device: Device::Cpu,
-        base_model_name: None,
-    }
+    chat_model::job(dir, "supervised", "train.jsonl", hyper, out)
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! A tiny pretrained-looking chat model folder for whole-job tests (`sft_jobs`, `dpo_jobs`), and
-//! the tensor comparisons those tests make.
+//! A tiny pretrained-looking chat model folder for whole-job tests (`sft_jobs`, `dpo_jobs`), the
+//! jobs they run on it, and the tensor comparisons those tests make.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -8,6 +8,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use wick::model::ModelConfig;
 use wick::model::hf;
+use wick::spec::JobSpec;
+use wick::train::TrainJob;
 
 /// The largest absolute elementwise difference of two tensors of the same shape, as f64.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -40,6 +42,25 @@ pub fn model_dir(dir: &Path) -> ModelConfig {
     hf::save_model_folder(dir, &cfg, &w).unwrap();
     wick::tokenizer::save_trained(&tokenizer, dir, 128).unwrap();
     cfg
+}
+
+/// A `method` job (`supervised` or `dpo`) on the model in `dir/base`, training on `dir/file`,
+/// writing to `dir/out`.
+pub fn job(dir: &Path, method: &str, file: &str, hyper: serde_json::Value, out: &str) -> TrainJob {
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "model": dir.join("base").to_str().unwrap(), "training_file": file, "seed": 3,
+        "method": {"type": method, method: {"hyperparameters": hyper}}
+    }))
+    .unwrap();
+    TrainJob {
+        spec,
+        training_file: dir.join(file),
+        validation_file: None,
+        output_dir: dir.join(out),
+        resume_from: None,
+        device: Device::Cpu,
+        base_model_name: None,
+    }
 }
 
 /// The weights of a model folder.

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{Backend, TestApp, spawn_app_with};
 use serde_json::{Value, json};
 
@@ -47,22 +45,6 @@ async fn upload(app: &TestApp, bytes: Vec<u8>) -> Value {
         .await;
     assert_eq!(s, 200, "{f}");
     f
-}
-
-async fn wait_for(app: &TestApp, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let (_, j) = app
-            .get(&app.admin_key, &format!("/v1/fine_tuning/jobs/{id}"))
-            .await;
-        match j["status"].as_str().unwrap() {
-            "succeeded" => return j,
-            "failed" | "cancelled" => panic!("job ended badly: {j}"),
-            _ => {}
-        }
-        assert!(Instant::now() < deadline, "job took too long: {j}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn dpo_body(train: &str, hyper: Value) -> Value {
@@ -144,7 +126,7 @@ async fn preference_jobs_through_the_api(backend: Backend) {
     assert_eq!(s, 200, "{job}");
     assert_eq!(job["method"]["type"], "dpo");
     let id = job["id"].as_str().unwrap().to_string();
-    let done = wait_for(&app, &id).await;
+    let done = app.wait_for_job(&id).await;
     let (_, m) = app
         .get(key, &format!("/v1/fine_tuning/jobs/{id}/metrics"))
         .await;
@@ -226,7 +208,7 @@ async fn preference_jobs_through_the_api(backend: Backend) {
         )
         .await;
     assert_eq!(s, 200, "{job}");
-    let full = wait_for(&app, job["id"].as_str().unwrap()).await;
+    let full = app.wait_for_job(job["id"].as_str().unwrap()).await;
     assert!(full["fine_tuned_model"].is_string(), "{full}");
 }
 

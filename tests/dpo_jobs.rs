@@ -9,7 +9,7 @@ mod chat_model;
 
 use std::path::Path;
 
-use chat_model::{TOPICS, max_abs_diff, model_dir, same, tensors};
+use chat_model::{TOPICS, assert_same_weights, model_dir, same, tensors};
 use wick::train::{RecordingProgress, StopReason, Stopped, TrainError, TrainJob, run_job};
 
 /// Pairs: the preferred answer repeats the topic politely, the other is curt.
@@ -154,13 +154,7 @@ fn paused_dpo_job_resumes_as_if_never_stopped_without_recomputing_the_reference(
         );
         assert!((metric(a, "nll_loss") - metric(b, "nll_loss")).abs() < 1e-6);
     }
-    let (w, r) = (
-        tensors(&dir.path().join("whole")),
-        tensors(&dir.path().join("moved")),
-    );
-    for (name, t) in &w {
-        assert!(max_abs_diff(t, &r[name]) < 1e-5, "{name}");
-    }
+    assert_same_weights(&dir.path().join("whole"), &dir.path().join("moved"), 1e-5);
 }
 
 #[test]

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{Backend, TestApp, spawn_app_with};
 use serde_json::{Value, json};
 
@@ -39,20 +37,7 @@ async fn run(app: &TestApp, body: Value) -> Value {
         .post(&app.admin_key, "/v1/fine_tuning/jobs", &body)
         .await;
     assert_eq!(s, 200, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let (_, j) = app
-            .get(&app.admin_key, &format!("/v1/fine_tuning/jobs/{id}"))
-            .await;
-        match j["status"].as_str().unwrap() {
-            "succeeded" => return j,
-            "failed" | "cancelled" => panic!("job ended badly: {j}"),
-            _ => {}
-        }
-        assert!(Instant::now() < deadline, "job took too long: {j}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    app.wait_for_job(job["id"].as_str().unwrap()).await
 }
 
 async fn upload(app: &TestApp, purpose: &str, bytes: Vec<u8>) -> String {

@@ -8,7 +8,7 @@ mod chat_model;
 use std::path::Path;
 
 use candle_core::{DType, Device};
-use chat_model::{TOPICS, max_abs_diff, model_dir, same, tensors};
+use chat_model::{TOPICS, assert_same_weights, max_abs_diff, model_dir, same, tensors};
 use tokenizers::Tokenizer;
 use wick::model::ModelConfig;
 use wick::model::hf;
@@ -129,13 +129,7 @@ fn paused_and_resumed_equals_uninterrupted(hyper: serde_json::Value, lora: bool)
             b.train_loss
         );
     }
-    let (w, r) = (
-        tensors(&dir.path().join("whole")),
-        tensors(&dir.path().join("split")),
-    );
-    for (name, t) in &w {
-        assert!(max_abs_diff(t, &r[name]) < 1e-5, "{name}");
-    }
+    assert_same_weights(&dir.path().join("whole"), &dir.path().join("split"), 1e-5);
 }
 
 #[test]

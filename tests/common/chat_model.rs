@@ -68,6 +68,14 @@ pub fn tensors(dir: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
 }
 
+/// Asserts that the model folders `a` and `b` hold the same weights within `tol`.
+pub fn assert_same_weights(a: &Path, b: &Path, tol: f64) {
+    let (wa, wb) = (tensors(a), tensors(b));
+    for (name, t) in &wa {
+        assert!(max_abs_diff(t, &wb[name]) < tol, "{name}");
+    }
+}
+
 /// Bitwise equal f32 tensors.
 pub fn same(a: &Tensor, b: &Tensor) -> bool {
     a.flatten_all().unwrap().to_vec1::<f32>().unwrap()

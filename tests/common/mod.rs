@@ -203,6 +203,27 @@ impl TestApp {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// Polls job `id` until it succeeds (its body) or fails the test when it fails, is cancelled or
+    /// takes over four minutes.
+    pub async fn wait_for_job(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+        loop {
+            let (_, j) = self
+                .get(&self.admin_key, &format!("/v1/fine_tuning/jobs/{id}"))
+                .await;
+            match j["status"].as_str().unwrap() {
+                "succeeded" => return j,
+                "failed" | "cancelled" => panic!("job ended badly: {j}"),
+                _ => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job took too long: {j}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// Every file under the blob store, staged parts included.
     pub fn blob_files(&self) -> Vec<PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {

@@ -584,6 +584,37 @@ mod tests {
         }
     }
 
+    /// Every prefix of each of `lines`, and each line with one byte replaced by each of
+    /// `subs`, one per line.
+    pub(super) fn mangle<S: AsRef<str>>(lines: &[S], subs: &[u8]) -> Vec<u8> {
+        let mut mangled = Vec::new();
+        for line in lines {
+            let bytes = line.as_ref().as_bytes();
+            for cut in 0..bytes.len() {
+                mangled.extend_from_slice(&bytes[..cut]);
+                mangled.push(b'\n');
+                for &c in subs {
+                    mangled.extend_from_slice(&bytes[..cut]);
+                    mangled.push(c);
+                    mangled.extend_from_slice(&bytes[cut + 1..]);
+                    mangled.push(b'\n');
+                }
+            }
+        }
+        mangled
+    }
+
+    /// Each line of a checked piece was blank, invalid (with exactly one code) or an example,
+    /// and both of the last two occurred.
+    pub(super) fn assert_one_outcome_each(res: &PieceResult) {
+        assert_eq!(
+            res.lines,
+            res.blank + res.invalid + res.digests.len() as u64
+        );
+        assert_eq!(res.invalid, res.code_counts.iter().sum::<u64>());
+        assert!(res.invalid > 0 && !res.digests.is_empty());
+    }
+
     pub(super) fn feed_in(
         purpose: Purpose,
         data: &[u8],
@@ -704,27 +735,8 @@ mod tests {
             b'u', b'\t',
         ];
         for purpose in [Purpose::FineTune, Purpose::Pretrain] {
-            let mut mangled = Vec::new();
-            for line in &base {
-                let bytes = line.as_bytes();
-                for cut in 0..bytes.len() {
-                    mangled.extend_from_slice(&bytes[..cut]);
-                    mangled.push(b'\n');
-                    for &c in &subs {
-                        mangled.extend_from_slice(&bytes[..cut]);
-                        mangled.push(c);
-                        mangled.extend_from_slice(&bytes[cut + 1..]);
-                        mangled.push(b'\n');
-                    }
-                }
-            }
-            let res = check_piece(&mangled, purpose, None, usize::MAX);
-            assert_eq!(
-                res.lines,
-                res.blank + res.invalid + res.digests.len() as u64
-            );
-            assert_eq!(res.invalid, res.code_counts.iter().sum::<u64>());
-            assert!(res.invalid > 0 && !res.digests.is_empty());
+            let res = check_piece(&mangle(&base, &subs), purpose, None, usize::MAX);
+            assert_one_outcome_each(&res);
         }
     }
 }

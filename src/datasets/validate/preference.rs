@@ -265,7 +265,9 @@ mod tests {
     use crate::datasets::format::DatasetFormat;
     use crate::datasets::stats::{HistogramBucket, Summary};
     use crate::datasets::validate::Purpose;
-    use crate::datasets::validate::tests::{A, U, chat, errs, feed_in, run};
+    use crate::datasets::validate::tests::{
+        A, U, assert_one_outcome_each, chat, errs, feed_in, mangle, run,
+    };
 
     const IN: &str = r#"{"messages": [{"role": "user", "content": "hi"}]}"#;
     const GOOD: &str = r#"{"role": "assistant", "content": "hello"}"#;
@@ -553,29 +555,15 @@ mod tests {
     #[test]
     fn mangled_preference_lines_give_one_outcome_each() {
         let base = String::from_utf8(hand_built()).unwrap();
+        let lines: Vec<&str> = base.lines().take(23).collect();
         let subs = [b'"', b',', b':', b'}', b']', b'{', b'[', b' ', b'n'];
-        let mut mangled = Vec::new();
-        for line in base.lines().take(23) {
-            let bytes = line.as_bytes();
-            for cut in 0..bytes.len() {
-                mangled.extend_from_slice(&bytes[..cut]);
-                mangled.push(b'\n');
-                for &c in &subs {
-                    mangled.extend_from_slice(&bytes[..cut]);
-                    mangled.push(c);
-                    mangled.extend_from_slice(&bytes[cut + 1..]);
-                    mangled.push(b'\n');
-                }
-            }
-        }
-        let res =
-            crate::datasets::validate::check_piece(&mangled, Purpose::FineTune, None, usize::MAX);
-        assert_eq!(
-            res.lines,
-            res.blank + res.invalid + res.digests.len() as u64
+        let res = crate::datasets::validate::check_piece(
+            &mangle(&lines, &subs),
+            Purpose::FineTune,
+            None,
+            usize::MAX,
         );
-        assert_eq!(res.invalid, res.code_counts.iter().sum::<u64>());
-        assert!(res.invalid > 0 && !res.digests.is_empty());
+        assert_one_outcome_each(&res);
         assert_eq!(res.decided.unwrap().format, DatasetFormat::Preference);
     }
 }

@@ -8,6 +8,8 @@
 //! candle's composite ops instead of the fused ones, for comparison. `--torch PYTHON` runs
 //! `bench/reference/bench_llama_cpu.py --config A|B` with that Python (one with torch and
 //! transformers) right after each config's own steps, and prints the ratio and both peak RSS.
+//! `--recompute` turns on activation recompute (`gradient_checkpointing`) for every row; run one
+//! config per process for its peak memory (freed memory stays with the process).
 
 use std::time::Instant;
 
@@ -129,6 +131,7 @@ fn main() -> candle_core::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only: Option<String> = args.iter().find(|a| *a == "A" || *a == "B").cloned();
     let composite_too = args.iter().any(|a| a == "--composite");
+    let recompute = args.iter().any(|a| a == "--recompute");
     let torch = args
         .iter()
         .position(|a| a == "--torch")
@@ -161,11 +164,12 @@ fn main() -> candle_core::Result<()> {
         // Reset the peak-RSS counter (VmHWM) so each row reports its own peak.
         let _ = std::fs::write("/proc/self/clear_refs", "5");
         let varmap = init_varmap(&c.cfg, 0, DType::F32, &dev)?;
-        let model = Llama::load_with_context(
+        let mut model = Llama::load_with_context(
             VarBuilder::from_varmap(&varmap, DType::F32, &dev),
             &c.cfg,
             c.seq,
         )?;
+        model.set_gradient_checkpointing(recompute);
         let named = named_vars(&c.cfg, &varmap).expect("all vars");
         let vars: Vec<_> = named.iter().map(|(_, v, _)| v.clone()).collect();
         let mut opt = AdamW::new(
@@ -189,7 +193,7 @@ fn main() -> candle_core::Result<()> {
             let loss = (s.loss_sum / s.tokens)?;
             let _ = loss.to_scalar::<f32>()?;
             let t1 = Instant::now();
-            let grads = loss.backward()?;
+            let grads = model.backward(&loss)?;
             let t2 = Instant::now();
             let norm = global_grad_norm(&grads, &vars)?;
             opt.step_scaled(&grads, 1e-4, clip_factor(norm, 1.0))?;
@@ -221,10 +225,11 @@ fn main() -> candle_core::Result<()> {
         };
         println!(
             "| {} | {:.1}M | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% | {t_tok} | {t_rss} | {ratio} |",
-            if fused {
-                c.name.to_string()
-            } else {
-                format!("{} (composite ops)", c.name)
+            match (fused, recompute) {
+                (true, false) => c.name.to_string(),
+                (true, true) => format!("{} (recompute)", c.name),
+                (false, false) => format!("{} (composite ops)", c.name),
+                (false, true) => format!("{} (composite ops, recompute)", c.name),
             },
             n / 1e6,
             tokens,

@@ -272,6 +272,10 @@ pub struct Hyperparameters {
     pub max_steps: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packing: Option<bool>,
+    /// Recompute each block's activations in backward instead of keeping them (less memory,
+    /// about a third more compute per step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_checkpointing: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlength: Option<Overlength>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::{AttnMask, AttnShape, RopeRows, attention};
+use super::checkpoint::{GradSideStore, checkpointed};
 use super::config::ModelConfig;
 use super::ops::{causal_softmax, fused_available};
 use super::rms_norm::rms_norm;
@@ -23,7 +24,8 @@ use super::swiglu::swiglu;
 
 /// What every layer's attention needs besides its input, computed once per forward: the fused
 /// op's rotation and mask on the CPU, else the composite ops' cos/sin tensors and additive mask.
-pub enum AttnInputs<'a> {
+#[derive(Clone)]
+pub enum AttnInputs {
     Fused {
         rope: Arc<RopeRows>,
         mask: AttnMask,
@@ -31,17 +33,17 @@ pub enum AttnInputs<'a> {
     Composite {
         cos: Tensor,
         sin: Tensor,
-        mask: Option<&'a Tensor>,
+        mask: Option<Tensor>,
     },
 }
 
-impl<'a> AttnInputs<'a> {
+impl AttnInputs {
     /// The fused path where [`fused_available`] and the mask is (1 or B, 1, T, T); else the
     /// composite one.
     fn new(
         rope: &Rope,
         positions: &Tensor,
-        mask: Option<&'a Tensor>,
+        mask: Option<&Tensor>,
         like: &Tensor,
         (b, t): (usize, usize),
     ) -> Result<Self> {
@@ -68,7 +70,11 @@ impl<'a> AttnInputs<'a> {
             }
         }
         let (cos, sin) = rope.cos_sin(positions)?;
-        Ok(AttnInputs::Composite { cos, sin, mask })
+        Ok(AttnInputs::Composite {
+            cos,
+            sin,
+            mask: mask.cloned(),
+        })
     }
 }
 
@@ -207,7 +213,7 @@ impl Attention {
                 )?; // (B, T, H*hd)
                 return self.o_proj.forward(&y);
             }
-            AttnInputs::Composite { cos, sin, mask } => (cos, sin, *mask),
+            AttnInputs::Composite { cos, sin, mask } => (cos, sin, mask.as_ref()),
         };
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             y.reshape((b, t, n, self.head_dim))?
@@ -308,6 +314,49 @@ impl Block {
         })
     }
 
+    /// The mask generator of the block's LoRA adapters, if any have one.
+    pub(crate) fn lora_runtime(&self) -> Option<Arc<super::lora::LoraRuntime>> {
+        let a = &self.self_attn;
+        let m = &self.mlp;
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ]
+        .into_iter()
+        .find_map(|p| p.lora.as_ref().map(|ad| ad.runtime().clone()))
+    }
+
+    /// [`Block::forward`] keeping only `x` for backward, which reruns the block
+    /// ([`super::checkpoint`]) with the LoRA dropout masks this forward drew.
+    fn forward_checkpointed(
+        &self,
+        x: &Tensor,
+        inputs: &AttnInputs,
+        store: &Arc<GradSideStore>,
+    ) -> Result<Tensor> {
+        let replay = self.lora_runtime().map(|rt| {
+            let before = rt.rng_state();
+            (rt, before)
+        });
+        let y = self.forward(&x.detach(), inputs)?;
+        let (block, inputs) = (self.clone(), inputs.clone());
+        let recompute = move |x: &Tensor| match &replay {
+            Some((rt, before)) => {
+                let after = rt.set_rng_state(before.clone());
+                let y = block.forward(x, &inputs);
+                rt.set_rng_state(after);
+                y
+            }
+            None => block.forward(x, &inputs),
+        };
+        checkpointed(x, y, Box::new(recompute), store)
+    }
+
     pub fn forward(&self, x: &Tensor, inputs: &AttnInputs) -> Result<Tensor> {
         let x = (x + self
             .self_attn
@@ -327,6 +376,8 @@ pub struct Llama {
     lm_head: Option<Linear>, // None when tied to the embedding
     rope: Rope,
     cfg: ModelConfig,
+    /// Set when blocks recompute their activations in backward ([`Llama::set_gradient_checkpointing`]).
+    checkpoint: Option<Arc<GradSideStore>>,
 }
 
 impl Llama {
@@ -365,11 +416,32 @@ impl Llama {
             lm_head,
             rope,
             cfg: cfg.clone(),
+            checkpoint: None,
         })
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    /// Activation recompute per block on the CPU ([`super::checkpoint`]): training forwards keep
+    /// only the blocks' inputs. Gradients must then come from [`Llama::backward`].
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpoint = on.then(|| Arc::new(GradSideStore::default()));
+    }
+
+    pub fn gradient_checkpointing(&self) -> bool {
+        self.checkpoint.is_some()
+    }
+
+    /// The gradients of `loss`, a scalar computed from this model's [`Llama::forward`]: candle's
+    /// backward plus, under gradient checkpointing, the recomputed blocks' parameter gradients.
+    pub fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
+        let mut grads = loss.backward()?;
+        if let Some(more) = self.checkpoint.as_ref().and_then(|store| store.take()) {
+            grads.extend(more)?;
+        }
+        Ok(grads)
     }
 
     /// Logits (B, T, V) for `input_ids` (B, T) at `positions` (B, T), both u32. `mask` is additive
@@ -394,7 +466,12 @@ impl Llama {
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, t, ()))?; // (B, T, C)
         for layer in &self.layers {
-            x = layer.forward(&x, &inputs)?;
+            x = match &self.checkpoint {
+                Some(store) if x.device().is_cpu() => {
+                    layer.forward_checkpointed(&x, &inputs, store)?
+                }
+                _ => layer.forward(&x, &inputs)?,
+            };
         }
         let x = self.norm.forward(&x)?;
         match &self.lm_head {

@@ -49,6 +49,16 @@ impl LoraRuntime {
         *self.rng.lock().expect("lora rng lock") = StdRng::seed_from_u64(seed);
     }
 
+    /// The mask generator's state, for replaying a forward pass ([`super::checkpoint`]).
+    pub(crate) fn rng_state(&self) -> StdRng {
+        self.rng.lock().expect("lora rng lock").clone()
+    }
+
+    /// Sets the mask generator's state, returning the one it replaces.
+    pub(crate) fn set_rng_state(&self, state: StdRng) -> StdRng {
+        std::mem::replace(&mut *self.rng.lock().expect("lora rng lock"), state)
+    }
+
     /// Training mode applies dropout; evaluation and inference do not.
     pub fn set_training(&self, training: bool) {
         self.training.store(training, Ordering::Relaxed);
@@ -157,6 +167,11 @@ impl LoraAdapter {
         let x = self.runtime.dropout(x)?;
         let h = x.matmul(&self.a.as_tensor().t()?)?; // (rows, r)
         h.matmul(&self.b.as_tensor().t()?)? * self.scaling // (rows, out)
+    }
+
+    /// The state shared with the model's other adapters.
+    pub(crate) fn runtime(&self) -> &Arc<LoraRuntime> {
+        &self.runtime
     }
 
     /// `scaling · B A`, (out, in): what merging adds to the base weight.

@@ -5,6 +5,7 @@
 //! one (from plain tensors).
 
 pub mod attention;
+pub mod checkpoint;
 pub mod config;
 pub mod fast_exp;
 pub mod frozen;

@@ -119,6 +119,16 @@ impl Tuned {
         cs: &mut ChatStart,
         h: &Hyperparameters,
     ) -> Result<Self, TrainError> {
+        let mut tuned = Self::build(job, cs, h)?;
+        let recompute = cs.start.hp.gradient_checkpointing;
+        match &mut tuned {
+            Tuned::Full(f) => f.net.set_gradient_checkpointing(recompute),
+            Tuned::Lora(l) => l.net.set_gradient_checkpointing(recompute),
+        }
+        Ok(tuned)
+    }
+
+    fn build(job: &TrainJob, cs: &mut ChatStart, h: &Hyperparameters) -> Result<Self, TrainError> {
         let base_name = job.base_model_name.as_deref().unwrap_or(&job.spec.model);
         let start = &mut cs.start;
         match (&h.lora, &start.adapter, &start.state) {

@@ -27,6 +27,8 @@ pub struct Resolved {
     pub n_checkpoints: usize,
     pub early_stopping_patience: Option<u32>,
     pub vocab_size: Option<usize>,
+    /// Activation recompute per block ([`crate::model::checkpoint`]).
+    pub gradient_checkpointing: bool,
 }
 
 /// Sequence length when the spec gives none (and the model allows it).
@@ -71,6 +73,7 @@ impl Resolved {
             n_checkpoints: h.n_checkpoints.unwrap_or(3) as usize,
             early_stopping_patience: h.early_stopping_patience,
             vocab_size: h.vocab_size.map(|v| v as usize),
+            gradient_checkpointing: h.gradient_checkpointing.unwrap_or(false),
         }
     }
 

@@ -123,7 +123,7 @@ impl Objective for TokenObjective<'_> {
             let sums = shifted_cross_entropy(&logits, &b.input_ids, &b.label_weights)?;
             loss_sum += sums.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             correct += sums.correct;
-            accumulate(&mut grads, (sums.loss_sum / norm)?.backward()?, vars)?;
+            accumulate(&mut grads, net.backward(&(sums.loss_sum / norm)?)?, vars)?;
         }
         let loss = loss_sum / norm;
         if loss > self.explode_at {

@@ -94,7 +94,10 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     let plan = Plan::new(hp, total_steps);
 
     // --- model and optimiser -------------------------------------------------------------------
-    let trainee = FullModel::new(start.weights, &cfg, seq_len, dtype, device)?;
+    let mut trainee = FullModel::new(start.weights, &cfg, seq_len, dtype, device)?;
+    trainee
+        .net
+        .set_gradient_checkpointing(hp.gradient_checkpointing);
     let named = trainee.named_vars(&job.output_dir)?;
     let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
     let (opt, state) = start::optimizer(named, hp, total_steps, start.state, start.optimizer)?;

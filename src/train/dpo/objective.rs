@@ -197,7 +197,7 @@ impl Objective for PreferenceObjective<'_> {
             input_tokens += f.input_tokens;
             let coef = Tensor::from_vec(coef, 2 * n, self.device)?.to_dtype(f.log_probs.dtype())?;
             let surrogate = (&f.log_probs * coef)?.sum_all()?;
-            accumulate(&mut grads, surrogate.backward()?, vars)?;
+            accumulate(&mut grads, net.backward(&surrogate)?, vars)?;
         }
         Ok(Window {
             grads: grads.expect("at least one micro-batch"),

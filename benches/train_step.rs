@@ -8,8 +8,9 @@
 //! candle's composite ops instead of the fused ones, for comparison. `--torch PYTHON` runs
 //! `bench/reference/bench_llama_cpu.py --config A|B` with that Python (one with torch and
 //! transformers) right after each config's own steps, and prints the ratio and both peak RSS.
-//! `--recompute` turns on activation recompute (`gradient_checkpointing`) for every row; run one
-//! config per process for its peak memory (freed memory stays with the process).
+//! `--recompute` turns on activation recompute (`gradient_checkpointing`) for every row, and
+//! PyTorch's `gradient_checkpointing_enable()` for its runs; run one config per process for its
+//! peak memory (freed memory stays with the process).
 
 use std::time::Instant;
 
@@ -103,15 +104,17 @@ fn cpu_facts() -> String {
 }
 
 /// PyTorch's tokens/s and peak RSS (MiB) for `config`, from the reference script.
-fn torch_reference(python: &str, config: &str) -> Option<(f64, f64)> {
+fn torch_reference(python: &str, config: &str, recompute: bool) -> Option<(f64, f64)> {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/bench/reference/bench_llama_cpu.py"
     );
-    let out = std::process::Command::new(python)
-        .args([script, "--config", config, "--steps", "10"])
-        .output()
-        .ok()?;
+    let mut cmd = std::process::Command::new(python);
+    cmd.args([script, "--config", config, "--steps", "10"]);
+    if recompute {
+        cmd.arg("--grad-ckpt");
+    }
+    let out = cmd.output().ok()?;
     if !out.status.success() {
         eprintln!(
             "reference run failed: {}",
@@ -145,13 +148,16 @@ fn main() -> candle_core::Result<()> {
     let dev = Device::Cpu;
     let threads = candle_core::utils::get_num_threads();
     let peak = measure_matmul_gflops(2048, 5)?;
+    let estimate_peak = wick::train::estimate::machine_peak_gflops();
     println!("{}", cpu_facts());
-    println!("threads {threads}, f32 matmul peak (2048^3, best of 5): {peak:.1} GFLOP/s");
     println!(
-        "| config | params | tokens/step | tokens/s | step ms | forward ms | backward ms | optimiser ms | peak RSS MiB | GFLOP/s | % of peak | PyTorch tokens/s | PyTorch peak RSS MiB | Wick / PyTorch |"
+        "threads {threads}, f32 matmul peak (2048^3, best of 5): {peak:.1} GFLOP/s; the estimate's (1024^3): {estimate_peak:.1}"
     );
     println!(
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| config | params | tokens/step | tokens/s | step ms | forward ms | backward ms | optimiser ms | peak RSS MiB | GFLOP/s | % of peak | PyTorch tokens/s | PyTorch peak RSS MiB | Wick / PyTorch | estimate tokens/s | estimate / measured | matmul + attention GFLOP/token | activation values written/token |"
+    );
+    println!(
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for (c, fused) in configs()
         .iter()
@@ -212,9 +218,12 @@ fn main() -> candle_core::Result<()> {
         let n = c.cfg.num_parameters() as f64;
         let gflops = 6.0 * n * tok_s / 1e9;
         let reference = match (&torch, fused) {
-            (Some(py), true) => torch_reference(py, c.name),
+            (Some(py), true) => torch_reference(py, c.name, recompute),
             _ => None,
         };
+        let work = wick::train::estimate::work_per_token(&c.cfg, c.seq as u64, recompute);
+        let estimate_tok_s =
+            1.0 / wick::train::estimate::seconds_for(work.flop_equivalents(), estimate_peak);
         let (t_tok, t_rss, ratio) = match reference {
             Some((tok, rss)) => (
                 format!("{tok:.0}"),
@@ -224,7 +233,7 @@ fn main() -> candle_core::Result<()> {
             None => ("—".into(), "—".into(), "—".into()),
         };
         println!(
-            "| {} | {:.1}M | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% | {t_tok} | {t_rss} | {ratio} |",
+            "| {} | {:.1}M | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% | {t_tok} | {t_rss} | {ratio} | {:.0} | {:.2} | {:.4} | {:.0} |",
             match (fused, recompute) {
                 (true, false) => c.name.to_string(),
                 (true, true) => format!("{} (recompute)", c.name),
@@ -240,7 +249,11 @@ fn main() -> candle_core::Result<()> {
             median(opt_t) * 1e3,
             peak_rss_mib(),
             gflops,
-            100.0 * gflops / peak
+            100.0 * gflops / peak,
+            estimate_tok_s,
+            estimate_tok_s / tok_s,
+            work.flops / 1e9,
+            work.written,
         );
     }
     Ok(())

@@ -352,7 +352,7 @@ async function newJobPage() {
         stat('Memory', fmtBytes(mem.total), `weights ${fmtBytes(mem.weights)} · grads ${fmtBytes(mem.gradients)} · optimizer ${fmtBytes(mem.optimizer_state)} · activations ${fmtBytes(mem.activations)}`),
         stat('Steps', fmtNum(e.total_steps), `${fmtSI(e.tokens_per_step)} tokens/step`),
         stat('Tokens', fmtSI(e.total_tokens)),
-        stat('Compute', fmtSI(e.total_flops, 'FLOP'), e.machine_peak_gflops ? `peak ${fmtNum(e.machine_peak_gflops)} GFLOP/s at ${Math.round((e.assumed_efficiency || 0) * 100)}%` : null),
+        stat('Compute', fmtSI(e.total_flops, 'FLOP'), e.machine_peak_gflops ? `peak ${fmtNum(e.machine_peak_gflops)} GFLOP/s, matmuls at ${Math.round((e.assumed_efficiency || 0) * 100)}%` : null),
         stat('Expected time', fmtDur(e.expected_seconds))));
     } catch (err) {
       if (seq !== estSeq) return;

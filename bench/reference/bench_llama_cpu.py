@@ -8,6 +8,7 @@ some timed step took >1.5x the fastest or other processes used >5% of the CPUs d
 
   python3 bench/reference/bench_llama_cpu.py --config A --steps 10
   python3 bench/reference/bench_llama_cpu.py --config B --steps 10 --dtype bf16
+  python3 bench/reference/bench_llama_cpu.py --config B --steps 10 --grad-ckpt
 
 Configs:
   A: vocab 4096, hidden 256, 4 layers, 8 heads, 4 kv heads, inter 688,  seq 256, batch 8
@@ -44,6 +45,8 @@ def main():
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--seq", type=int, default=None)
     p.add_argument("--attn", default="sdpa", help="attn_implementation: sdpa | eager")
+    p.add_argument("--grad-ckpt", action="store_true",
+                   help="model.gradient_checkpointing_enable() (activation recompute per layer)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wait-idle", type=float, default=0,
@@ -65,6 +68,8 @@ def main():
     B = args.batch or CONFIGS[args.config]["batch"]
     T = args.seq or CONFIGS[args.config]["seq"]
     model = LlamaForCausalLM(cfg).float().train()
+    if args.grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     n_params = sum(p.numel() for p in model.parameters())
     n_embed = model.model.embed_tokens.weight.numel()
     n_matmul = n_params - n_embed  # lm_head is a matmul, the input embedding is a gather
@@ -107,7 +112,7 @@ def main():
     L, d = cfg.num_hidden_layers, cfg.hidden_size
     attn_flops_per_tok = 12 * L * T * d  # fwd+bwd QK^T and AV, full (unmasked) T x T
     res = dict(
-        config=args.config, dtype=args.dtype, attn=args.attn, threads=args.threads, batch=B, seq=T,
+        config=args.config, dtype=args.dtype, attn=args.attn, grad_ckpt=args.grad_ckpt, threads=args.threads, batch=B, seq=T,
         params=n_params, params_matmul=n_matmul, tokens_per_step=tokens,
         step_ms_median=round(med * 1e3, 1), step_ms_min=round(min(tot) * 1e3, 1),
         fwd_ms=round(statistics.median(fw) * 1e3, 1), bwd_ms=round(statistics.median(bw) * 1e3, 1),

@@ -43,6 +43,22 @@ impl GradSideStore {
     }
 }
 
+/// `grads` without their graphs. candle's backward detaches the gradient of every graph node it
+/// passes, but it also leaves an entry for each constant an op read (a mask, the label weights,
+/// a surrogate's coefficients), computed from the op's other operand: that entry is a graph node
+/// holding the activation, and through it the whole forward graph, for as long as the store
+/// lives (across an accumulation window, every micro-batch's; in the recompute, every block's).
+pub fn detached(grads: GradStore) -> GradStore {
+    let ids: Vec<_> = grads.get_ids().copied().collect();
+    let mut out = GradStore::default();
+    for id in ids {
+        if let Some(g) = grads.get_id(id) {
+            out.insert_id(id, g.detach());
+        }
+    }
+    out
+}
+
 /// A block's forward pass as backward reruns it: the same computation as the one that made
 /// the output (the same dropout masks included).
 pub type Recompute = Box<dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync>;
@@ -103,9 +119,12 @@ impl CustomOp1 for BlockCheckpoint {
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let input = Var::from_tensor(&x.detach())?;
         let y = (self.recompute)(input.as_tensor())?;
-        let mut grads = (y * grad_res.detach())?.sum_all()?.backward()?;
+        let incoming = grad_res.detach();
+        let mut grads = (y * &incoming)?.sum_all()?.backward()?;
         let dx = grads.remove(input.as_tensor());
-        self.store.add(grads)?;
+        grads.remove(&incoming);
+        // Detached, or the gradients could keep the recomputed block's graph alive.
+        self.store.add(detached(grads))?;
         Ok(dx)
     }
 }
@@ -220,6 +239,44 @@ mod tests {
             net.set_gradient_checkpointing(true);
             let recomputed = loss_and_grads(&net, &ids, additive.as_ref(), &vars);
             assert_equal(&plain, &recomputed);
+        }
+    }
+
+    #[test]
+    fn gradients_come_detached_from_the_graph() {
+        let cfg = cfg();
+        let varmap = init_varmap(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
+        let mut net = Llama::load(
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+            &cfg,
+        )
+        .unwrap();
+        let ids = ids(&cfg, 2, 8);
+        let positions = crate::model::llama::sequential_positions(2, 8, &Device::Cpu).unwrap();
+        let weights: Vec<_> = varmap.all_vars();
+        for recompute in [false, true] {
+            net.set_gradient_checkpointing(recompute);
+            // A loss with a constant in it, as the cross-entropy's label weights are.
+            let logits = net.forward(&ids, &positions, None).unwrap();
+            let w = Tensor::ones(logits.shape(), DType::F32, &Device::Cpu).unwrap();
+            let loss = (logits * w).unwrap().sum_all().unwrap();
+            // candle's own backward leaves the constants' entries attached to the activations.
+            if !recompute {
+                let raw = loss.backward().unwrap();
+                assert!(raw.get_ids().any(|id| raw.get_id(*id).unwrap().track_op()));
+            }
+            let grads = net.backward(&loss).unwrap();
+            for v in &weights {
+                assert!(
+                    grads.get(v.as_tensor()).is_some(),
+                    "a gradient for every weight"
+                );
+            }
+            assert!(
+                grads
+                    .get_ids()
+                    .all(|id| !grads.get_id(*id).unwrap().track_op())
+            );
         }
     }
 

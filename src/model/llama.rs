@@ -15,7 +15,7 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::{AttnMask, AttnShape, RopeRows, attention};
-use super::checkpoint::{GradSideStore, checkpointed};
+use super::checkpoint::{GradSideStore, checkpointed, detached};
 use super::config::ModelConfig;
 use super::ops::{causal_softmax, fused_available};
 use super::rms_norm::rms_norm;
@@ -436,8 +436,9 @@ impl Llama {
 
     /// The gradients of `loss`, a scalar computed from this model's [`Llama::forward`]: candle's
     /// backward plus, under gradient checkpointing, the recomputed blocks' parameter gradients.
+    /// The gradients come detached ([`super::checkpoint::detached`]): they hold no activations.
     pub fn backward(&self, loss: &Tensor) -> Result<candle_core::backprop::GradStore> {
-        let mut grads = loss.backward()?;
+        let mut grads = detached(loss.backward()?);
         if let Some(more) = self.checkpoint.as_ref().and_then(|store| store.take()) {
             grads.extend(more)?;
         }

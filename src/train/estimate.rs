@@ -15,9 +15,16 @@ use crate::spec::{JobSpec, MethodType};
 use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
 use super::job::TrainError;
 
-/// Fraction of the f32 matmul peak a training step achieves with candle on CPU, measured by
-/// `benches/train_step.rs` (docs/benchmarks.md): about 0.35-0.45 for the 5M-35M configs.
-pub const TRAINING_EFFICIENCY: f64 = 0.35;
+/// The time model, fitted to `benches/train_step.rs` on configs A and B (docs/benchmarks.md,
+/// "The estimate's time model"): a step's matmul and attention FLOPs run at this fraction of the
+/// measured matmul peak ([`machine_peak_gflops`]; at these shapes they reach it) ...
+pub const MATMUL_EFFICIENCY: f64 = 1.0;
+
+/// ... and every activation value the step writes costs this many FLOP-equivalents at that same
+/// rate (~4.6 ns at 217 GFLOP/s): the elementwise ops, norms, softmaxes, gradient sums, copies and
+/// allocation follow the activations, not the FLOPs, which is why small models reach a smaller
+/// share of the peak than large ones (config A spends ~55% of its step there, B ~35%).
+pub const FLOPS_PER_ACTIVATION: f64 = 1000.0;
 
 /// Bytes per training token the tokenizer produces on English text, for sizing a file before it is
 /// tokenised (byte-level BPE with a 4k-32k vocabulary: about 3.5-4.5).
@@ -54,8 +61,65 @@ pub struct Estimate {
     pub total_flops: f64,
     /// This machine's f32 matmul throughput, measured once per process.
     pub machine_peak_gflops: f64,
+    /// Share of the peak the time model gives matmuls ([`MATMUL_EFFICIENCY`]).
     pub assumed_efficiency: f64,
+    /// What the time is computed from: matmul and attention FLOPs (recompute included) plus
+    /// [`FLOPS_PER_ACTIVATION`] per activation value written, over the whole run.
+    pub work_flops: f64,
     pub expected_seconds: f64,
+}
+
+/// A training step's work per token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenWork {
+    /// Matmul and attention FLOPs, forward and backward (and the recompute's forward).
+    pub flops: f64,
+    /// Activation values written.
+    pub written: f64,
+    /// Activation values kept for backward.
+    pub kept: f64,
+}
+
+impl TokenWork {
+    /// FLOPs plus [`FLOPS_PER_ACTIVATION`] per value written: what [`seconds_for`] times.
+    pub fn flop_equivalents(&self) -> f64 {
+        self.flops + FLOPS_PER_ACTIVATION * self.written
+    }
+}
+
+/// The work per training token of rows of `seq` tokens. `recompute`: activation recompute per
+/// block (one more forward of every block, only the blocks' inputs kept).
+pub fn work_per_token(cfg: &ModelConfig, seq: u64, recompute: bool) -> TokenWork {
+    let (h, i, l) = (
+        cfg.hidden_size as f64,
+        cfg.intermediate_size as f64,
+        cfg.num_hidden_layers as f64,
+    );
+    let attn_width = (cfg.num_attention_heads * cfg.head_dim) as f64;
+    let n_mm = cfg.num_matmul_parameters() as f64;
+    let kv_width = (cfg.num_key_value_heads * cfg.head_dim) as f64;
+    let n_blocks = l * (2.0 * h * attn_width + 2.0 * h * kv_width + 3.0 * h * i);
+    // Causal attention: each query meets (T + 1) / 2 keys, twice (scores and values), forward;
+    // backward recomputes the scores and takes four more products (FlashAttention's scheme).
+    let attn_fwd = 2.0 * l * (seq as f64 + 1.0) / 2.0 * attn_width * 2.0;
+    // Values written per token: each block's norms, projections, attention output and the MLP's
+    // gate, up and product (~12·h + 4·i), the logits and their gradient (2·V).
+    let block_values = 12.0 * h + 4.0 * i;
+    let head_values = 2.0 * cfg.vocab_size as f64;
+    let mut flops = 6.0 * n_mm + 3.5 * attn_fwd;
+    let mut written = l * block_values + head_values;
+    let kept = if recompute {
+        flops += 2.0 * n_blocks + attn_fwd;
+        written += l * block_values / 3.0;
+        l * h + block_values + head_values
+    } else {
+        l * block_values + head_values
+    };
+    TokenWork {
+        flops,
+        written,
+        kept,
+    }
 }
 
 /// The estimate for a model config and resolved hyperparameters, with the training data's size in
@@ -76,15 +140,9 @@ pub fn estimate(
     let tokens_per_step = hp.batch_size as u64 * hp.gradient_accumulation_steps as u64 * seq;
     let total_tokens = total_steps * tokens_per_step;
     let total_flops = 6.0 * n_mm as f64 * total_tokens as f64;
-    // Saved activations per token and layer, in values: the block's inputs, norms, q/k/v before and
-    // after RoPE, attention output (~12·h), the MLP's gate/up/silu/product (4·i), and the attention
-    // scores and probabilities (2·heads·T). Plus logits and their log-softmax (2·V) once.
-    let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
-    let per_token_layer = 12 * h + 4 * i + 2 * cfg.num_attention_heads as u64 * seq;
+    let work = work_per_token(cfg, seq, hp.gradient_checkpointing);
     let micro_tokens = hp.batch_size as u64 * seq;
-    let activations = 4
-        * micro_tokens
-        * (cfg.num_hidden_layers as u64 * per_token_layer + 2 * cfg.vocab_size as u64);
+    let activations = 4 * (micro_tokens as f64 * work.kept) as u64;
     let (weights, gradients, optimizer_state) = (4 * n, 4 * n, 8 * n);
     let memory = MemoryEstimate {
         weights,
@@ -94,7 +152,8 @@ pub fn estimate(
         total: weights + gradients + optimizer_state + activations,
         bytes_per_parameter: 16.0,
     };
-    let expected_seconds = total_flops / (peak_gflops * 1e9 * TRAINING_EFFICIENCY);
+    let work_flops = work.flop_equivalents() * total_tokens as f64;
+    let expected_seconds = seconds_for(work_flops, peak_gflops);
     Estimate {
         parameters: n,
         matmul_parameters: n_mm,
@@ -104,9 +163,15 @@ pub fn estimate(
         total_tokens,
         total_flops,
         machine_peak_gflops: peak_gflops,
-        assumed_efficiency: TRAINING_EFFICIENCY,
+        assumed_efficiency: MATMUL_EFFICIENCY,
+        work_flops,
         expected_seconds,
     }
+}
+
+/// Seconds for `work` FLOP-equivalents at `peak_gflops`.
+pub fn seconds_for(work: f64, peak_gflops: f64) -> f64 {
+    work / (peak_gflops * 1e9 * MATMUL_EFFICIENCY)
 }
 
 /// The estimate for `spec` on a model of config `cfg` (`from_scratch`: a preset, whose vocabulary
@@ -140,8 +205,12 @@ pub fn estimate_for_spec(
         .kind
         .needs_reference()
     {
-        e.total_flops += 2.0 * e.matmul_parameters as f64 * tokens as f64;
-        e.expected_seconds = e.total_flops / (peak_gflops * 1e9 * TRAINING_EFFICIENCY);
+        // A forward pass: a third of a step's work, over the doubled tokens, once.
+        let reference = 2.0 * e.matmul_parameters as f64 * tokens as f64;
+        e.total_flops += reference;
+        let per_token = e.work_flops / e.total_tokens.max(1) as f64;
+        e.work_flops += per_token / 3.0 * tokens as f64;
+        e.expected_seconds = seconds_for(e.work_flops, peak_gflops);
     }
     e
 }
@@ -242,8 +311,33 @@ mod tests {
             e.memory.weights + e.memory.gradients + e.memory.optimizer_state,
             16 * n
         );
-        let secs = e.total_flops / (100e9 * TRAINING_EFFICIENCY);
-        assert!((e.expected_seconds - secs).abs() < 1e-9);
+        // The time: matmul and attention FLOPs plus the activations' FLOP-equivalents.
+        let (h, i, l, v) = (128.0, 384.0, 2.0, 4096.0);
+        let attention = 3.5 * 2.0 * l * 129.0 * 128.0;
+        let written = l * (12.0 * h + 4.0 * i) + 2.0 * v;
+        let work = work_per_token(&cfg, 128, false);
+        assert_eq!(work.flops, 6.0 * n as f64 + attention);
+        assert_eq!(work.written, written);
+        let secs =
+            (work.flops + FLOPS_PER_ACTIVATION * written) * 51_200.0 / (100e9 * MATMUL_EFFICIENCY);
+        assert!((e.expected_seconds - secs).abs() < 1e-9 * secs);
+        assert_eq!(e.memory.activations, 4 * 512 * written as u64);
+    }
+
+    #[test]
+    fn recompute_costs_a_forward_of_the_blocks_and_keeps_their_inputs() {
+        let cfg = model::preset("wick-llama-1m").unwrap();
+        let (plain, re) = (
+            work_per_token(&cfg, 64, false),
+            work_per_token(&cfg, 64, true),
+        );
+        let (h, i, kv) = (128.0, 384.0, 128.0);
+        let blocks = 2.0 * (2.0 * h * h + 2.0 * h * kv + 3.0 * h * i);
+        let attention = 2.0 * 2.0 * 65.0 * h;
+        assert!((re.flops - plain.flops - 2.0 * blocks - attention).abs() < 1e-6);
+        // Both layers' activations kept, against both inputs and one layer's.
+        assert_eq!(plain.kept, 2.0 * (12.0 * h + 4.0 * i) + 2.0 * 4096.0);
+        assert_eq!(re.kept, 2.0 * h + 12.0 * h + 4.0 * i + 2.0 * 4096.0);
     }
 
     #[test]

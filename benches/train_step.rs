@@ -10,7 +10,9 @@
 //! transformers) right after each config's own steps, and prints the ratio and both peak RSS.
 //! `--recompute` turns on activation recompute (`gradient_checkpointing`) for every row, and
 //! PyTorch's `gradient_checkpointing_enable()` for its runs; run one config per process for its
-//! peak memory (freed memory stays with the process).
+//! peak memory (freed memory stays with the process). `--bf16` runs the mixed-precision mode
+//! (bf16 products, f32 master weights) where the processor has AVX512-BF16, beside PyTorch's
+//! `--dtype bf16` (CPU autocast).
 
 use std::time::Instant;
 
@@ -104,7 +106,7 @@ fn cpu_facts() -> String {
 }
 
 /// PyTorch's tokens/s and peak RSS (MiB) for `config`, from the reference script.
-fn torch_reference(python: &str, config: &str, recompute: bool) -> Option<(f64, f64)> {
+fn torch_reference(python: &str, config: &str, recompute: bool, bf16: bool) -> Option<(f64, f64)> {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/bench/reference/bench_llama_cpu.py"
@@ -113,6 +115,9 @@ fn torch_reference(python: &str, config: &str, recompute: bool) -> Option<(f64, 
     cmd.args([script, "--config", config, "--steps", "10"]);
     if recompute {
         cmd.arg("--grad-ckpt");
+    }
+    if bf16 {
+        cmd.args(["--dtype", "bf16"]);
     }
     let out = cmd.output().ok()?;
     if !out.status.success() {
@@ -130,11 +135,59 @@ fn torch_reference(python: &str, config: &str, recompute: bool) -> Option<(f64, 
     Some((v["tokens_per_s"].as_f64()?, v["max_rss_mb"].as_f64()?))
 }
 
+/// Best of 5 bf16 products of n×n matrices with [`wick::model::bf16_gemm`], in GFLOP/s, and
+/// candle's f32 matmul of the same operands for comparison.
+fn bf16_matmul_gflops(n: usize) -> (f64, f64) {
+    use wick::model::bf16_gemm::{Mat, matmul};
+    let a: Vec<f32> = (0..n * n)
+        .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+        .collect();
+    let b: Vec<f32> = (0..n * n)
+        .map(|i| ((i % 89) as f32 - 44.0) / 89.0)
+        .collect();
+    let best = |f: &dyn Fn()| {
+        f();
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let bf16 = best(&|| {
+        let c = matmul(
+            Mat {
+                data: &a,
+                rs: n,
+                cs: 1,
+            },
+            Mat {
+                data: &b,
+                rs: n,
+                cs: 1,
+            },
+            n,
+            n,
+            n,
+        );
+        std::hint::black_box(c);
+    });
+    let ta = Tensor::from_slice(&a, (n, n), &Device::Cpu).unwrap();
+    let tb = Tensor::from_slice(&b, (n, n), &Device::Cpu).unwrap();
+    let f32_t = best(&|| {
+        std::hint::black_box(ta.matmul(&tb).unwrap());
+    });
+    let flops = 2.0 * (n as f64).powi(3) / 1e9;
+    (flops / bf16, flops / f32_t)
+}
+
 fn main() -> candle_core::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only: Option<String> = args.iter().find(|a| *a == "A" || *a == "B").cloned();
     let composite_too = args.iter().any(|a| a == "--composite");
     let recompute = args.iter().any(|a| a == "--recompute");
+    let bf16 = args.iter().any(|a| a == "--bf16");
     let torch = args
         .iter()
         .position(|a| a == "--torch")
@@ -149,6 +202,12 @@ fn main() -> candle_core::Result<()> {
     let threads = candle_core::utils::get_num_threads();
     let peak = measure_matmul_gflops(2048, 5)?;
     let estimate_peak = wick::train::estimate::machine_peak_gflops();
+    if wick::model::bf16_gemm::available() {
+        let (bf16, f32_same) = bf16_matmul_gflops(2048);
+        println!(
+            "bf16 matmul (AVX512-BF16, 2048^3, f32 accumulation, best of 5): {bf16:.1} GFLOP/s; candle's f32 matmul of the same operands: {f32_same:.1}"
+        );
+    }
     println!("{}", cpu_facts());
     println!(
         "threads {threads}, f32 matmul peak (2048^3, best of 5): {peak:.1} GFLOP/s; the estimate's (1024^3): {estimate_peak:.1}"
@@ -176,6 +235,13 @@ fn main() -> candle_core::Result<()> {
             c.seq,
         )?;
         model.set_gradient_checkpointing(recompute);
+        let bf16_on = model.set_bf16(bf16);
+        if bf16 && !bf16_on {
+            println!(
+                "note: no AVX512-BF16 on this processor, {} runs f32",
+                c.name
+            );
+        }
         let named = named_vars(&c.cfg, &varmap).expect("all vars");
         let vars: Vec<_> = named.iter().map(|(_, v, _)| v.clone()).collect();
         let mut opt = AdamW::new(
@@ -218,7 +284,7 @@ fn main() -> candle_core::Result<()> {
         let n = c.cfg.num_parameters() as f64;
         let gflops = 6.0 * n * tok_s / 1e9;
         let reference = match (&torch, fused) {
-            (Some(py), true) => torch_reference(py, c.name, recompute),
+            (Some(py), true) => torch_reference(py, c.name, recompute, bf16_on),
             _ => None,
         };
         let work = wick::train::estimate::work_per_token(&c.cfg, c.seq as u64, recompute);
@@ -234,11 +300,22 @@ fn main() -> candle_core::Result<()> {
         };
         println!(
             "| {} | {:.1}M | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% | {t_tok} | {t_rss} | {ratio} | {:.0} | {:.2} | {:.4} | {:.0} |",
-            match (fused, recompute) {
-                (true, false) => c.name.to_string(),
-                (true, true) => format!("{} (recompute)", c.name),
-                (false, false) => format!("{} (composite ops)", c.name),
-                (false, true) => format!("{} (composite ops, recompute)", c.name),
+            {
+                let mut tags = vec![];
+                if !fused {
+                    tags.push("composite ops");
+                }
+                if recompute {
+                    tags.push("recompute");
+                }
+                if bf16_on {
+                    tags.push("bf16");
+                }
+                if tags.is_empty() {
+                    c.name.to_string()
+                } else {
+                    format!("{} ({})", c.name, tags.join(", "))
+                }
             },
             n / 1e6,
             tokens,

@@ -15,6 +15,7 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::{AttnMask, AttnShape, RopeRows, attention};
+use super::bf16_linear::{bf16_linear, usable as bf16_usable};
 use super::checkpoint::{GradSideStore, checkpointed, detached};
 use super::config::ModelConfig;
 use super::ops::{causal_softmax, fused_available};
@@ -84,6 +85,8 @@ pub struct Linear {
     weight: Tensor,       // (out, in)
     bias: Option<Tensor>, // (out)
     lora: Option<super::lora::LoraAdapter>,
+    /// Products with bf16 inputs ([`super::bf16_linear`]) where the processor has them.
+    bf16: bool,
 }
 
 impl Linear {
@@ -99,14 +102,18 @@ impl Linear {
             weight,
             bias,
             lora: None,
+            bf16: false,
         })
     }
 }
 
 /// `x · wᵀ` for `x` (rows, in) and `w` (out, in). A frozen `w` (a plain tensor, as LoRA's base
 /// weights are) goes through [`super::frozen::frozen_matmul`], so backward skips its gradient.
-fn project(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if w.track_op() {
+/// `bf16`: bf16 products with f32 accumulation, forward and backward, where [`bf16_usable`].
+fn project(x: &Tensor, w: &Tensor, bf16: bool) -> Result<Tensor> {
+    if bf16 && bf16_usable(x) && w.dtype() == x.dtype() {
+        bf16_linear(x, w)
+    } else if w.track_op() {
         x.matmul(&w.t()?)
     } else {
         super::frozen::frozen_matmul(x, w)
@@ -119,7 +126,7 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?; // (rows, in)
-        let y = project(&x2, &self.weight)?; // (rows, out)
+        let y = project(&x2, &self.weight, self.bf16)?; // (rows, out)
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -378,6 +385,8 @@ pub struct Llama {
     cfg: ModelConfig,
     /// Set when blocks recompute their activations in backward ([`Llama::set_gradient_checkpointing`]).
     checkpoint: Option<Arc<GradSideStore>>,
+    /// The tied LM head's products in bf16 ([`Llama::set_bf16`]).
+    bf16: bool,
 }
 
 impl Llama {
@@ -417,6 +426,7 @@ impl Llama {
             rope,
             cfg: cfg.clone(),
             checkpoint: None,
+            bf16: false,
         })
     }
 
@@ -428,6 +438,22 @@ impl Llama {
     /// only the blocks' inputs. Gradients must then come from [`Llama::backward`].
     pub fn set_gradient_checkpointing(&mut self, on: bool) {
         self.checkpoint = on.then(|| Arc::new(GradSideStore::default()));
+    }
+
+    /// The mixed-precision mode: every projection and the LM head multiply in bf16 with f32
+    /// accumulation, forward and backward ([`super::bf16_linear`]); weights, gradients, norms,
+    /// attention, the loss and the optimiser stay f32. Returns whether it took effect: only where
+    /// the processor has bf16 dot products ([`super::bf16_gemm::available`]).
+    pub fn set_bf16(&mut self, on: bool) -> bool {
+        let on = on && super::bf16_gemm::available();
+        self.bf16 = on;
+        if let Some(head) = self.lm_head.as_mut() {
+            head.bf16 = on;
+        }
+        for (_, p) in self.projections_mut() {
+            p.bf16 = on;
+        }
+        on
     }
 
     pub fn gradient_checkpointing(&self) -> bool {
@@ -479,7 +505,7 @@ impl Llama {
             Some(head) => head.forward(&x),
             None => {
                 let c = x.dim(2)?;
-                project(&x.reshape((b * t, c))?, &self.embed_tokens)?.reshape((b, t, ())) // (B, T, V)
+                project(&x.reshape((b * t, c))?, &self.embed_tokens, self.bf16)?.reshape((b, t, ())) // (B, T, V)
             }
         }
     }

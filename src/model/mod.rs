@@ -5,6 +5,8 @@
 //! one (from plain tensors).
 
 pub mod attention;
+pub mod bf16_gemm;
+pub mod bf16_linear;
 pub mod checkpoint;
 pub mod config;
 pub mod fast_exp;

@@ -140,6 +140,12 @@ impl BarProgress {
 
 impl Progress for BarProgress {
     fn on_phase(&mut self, phase: &str, done: u64, total: u64) {
+        if phase == train::BF16_UNAVAILABLE {
+            self.bar.println(
+                "note: bf16 requested, but this processor has no bf16 dot products (AVX512-BF16): running f32",
+            );
+            return;
+        }
         self.bar.set_length(total);
         self.bar.set_position(done);
         self.bar

@@ -167,6 +167,19 @@ pub enum LrScheduler {
     Constant,
 }
 
+/// Arithmetic of a training step's matrix products.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// bf16 inputs to every projection's products (forward and backward) with f32 accumulation;
+    /// f32 master weights, gradients, optimiser, norms, attention and loss. Where the processor
+    /// has no bf16 dot products the job runs f32 and says so in its events.
+    Bf16,
+}
+
 /// What to do with an example longer than `max_seq_len`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -276,6 +289,8 @@ pub struct Hyperparameters {
     /// about a third more compute per step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradient_checkpointing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlength: Option<Overlength>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -747,3 +747,44 @@ fn gradient_checkpointing_pretraining_matches_plain_step_for_step() {
         assert!((a - b).abs() <= 1e-6, "step {}: {a} vs {b}", step + 1);
     }
 }
+
+/// The mixed-precision mode trains like f32 (losses within 1% per step) where the processor has
+/// bf16 dot products, and differs from it (the products really are bf16); elsewhere the job runs
+/// f32, identically, and says so.
+#[test]
+fn bf16_precision_tracks_f32_or_says_it_runs_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(&dir.path().join("train.jsonl"), 120);
+    let run = |precision: &str, out: &str| {
+        let spec = pretrain_spec(
+            "wick-llama-1m",
+            serde_json::json!({"max_steps": 8, "precision": precision}),
+        );
+        let mut progress = RecordingProgress::default();
+        run_job(&job(dir.path(), spec, out), &mut progress).unwrap();
+        progress
+    };
+    let (f32_run, bf16_run) = (run("f32", "f32"), run("bf16", "bf16"));
+    let losses = |p: &RecordingProgress| p.steps.iter().map(|s| s.train_loss).collect::<Vec<_>>();
+    let (a, b) = (losses(&f32_run), losses(&bf16_run));
+    assert_eq!(a.len(), 8);
+    let told = bf16_run
+        .phases
+        .iter()
+        .any(|(p, _, _)| p == wick::train::BF16_UNAVAILABLE);
+    if wick::model::bf16_gemm::available() {
+        assert!(!told);
+        assert_ne!(a, b, "bf16 products round their inputs");
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() / x < 0.01,
+                "step {}: f32 {x} vs bf16 {y}",
+                step + 1
+            );
+        }
+    } else {
+        assert!(told, "the job says it runs f32");
+        assert_eq!(a, b);
+    }
+    assert!(f32_run.phases.is_empty());
+}

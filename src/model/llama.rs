@@ -456,6 +456,11 @@ impl Llama {
         on
     }
 
+    /// Whether the products run in bf16 ([`Llama::set_bf16`] took effect).
+    pub fn bf16(&self) -> bool {
+        self.bf16
+    }
+
     pub fn gradient_checkpointing(&self) -> bool {
         self.checkpoint.is_some()
     }

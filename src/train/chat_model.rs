@@ -15,7 +15,7 @@ use crate::chat::loss_mask::Overlength;
 use crate::chat::template::ChatTemplate;
 use crate::model::lora::LoraConfig;
 use crate::model::{self, ModelConfig, hf, peft};
-use crate::spec::{self, Hyperparameters, LoraSpec};
+use crate::spec::{self, Hyperparameters, LoraSpec, Precision};
 use crate::tokenizer::SpecialIds;
 
 /// A chat method's starting point, ready for its data.
@@ -120,11 +120,13 @@ impl Tuned {
         h: &Hyperparameters,
     ) -> Result<Self, TrainError> {
         let mut tuned = Self::build(job, cs, h)?;
-        let recompute = cs.start.hp.gradient_checkpointing;
-        match &mut tuned {
-            Tuned::Full(f) => f.net.set_gradient_checkpointing(recompute),
-            Tuned::Lora(l) => l.net.set_gradient_checkpointing(recompute),
-        }
+        let hp = &cs.start.hp;
+        let net = match &mut tuned {
+            Tuned::Full(f) => &mut f.net,
+            Tuned::Lora(l) => &mut l.net,
+        };
+        net.set_gradient_checkpointing(hp.gradient_checkpointing);
+        net.set_bf16(hp.precision == Precision::Bf16);
         Ok(tuned)
     }
 

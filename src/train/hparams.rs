@@ -1,6 +1,6 @@
 //! The hyperparameters of a job with every `"auto"` and omitted value resolved to a number.
 
-use crate::spec::{Auto, JobSpec, LrScheduler, MethodType};
+use crate::spec::{Auto, JobSpec, LrScheduler, MethodType, Precision};
 
 use super::optim::AdamWConfig;
 
@@ -29,6 +29,8 @@ pub struct Resolved {
     pub vocab_size: Option<usize>,
     /// Activation recompute per block ([`crate::model::checkpoint`]).
     pub gradient_checkpointing: bool,
+    /// The products' arithmetic (bf16 only where the processor has it, see [`crate::model::bf16_gemm`]).
+    pub precision: Precision,
 }
 
 /// Sequence length when the spec gives none (and the model allows it).
@@ -74,6 +76,7 @@ impl Resolved {
             early_stopping_patience: h.early_stopping_patience,
             vocab_size: h.vocab_size.map(|v| v as usize),
             gradient_checkpointing: h.gradient_checkpointing.unwrap_or(false),
+            precision: h.precision.unwrap_or_default(),
         }
     }
 

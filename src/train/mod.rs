@@ -36,6 +36,7 @@ mod trainee;
 
 pub use job::{Stopped, TrainError, TrainJob, TrainOutcome};
 pub use progress::{EvalMetrics, NoProgress, Progress, RecordingProgress, StepMetrics, StopReason};
+pub use step_loop::BF16_UNAVAILABLE;
 
 use crate::spec::MethodType;
 

@@ -98,6 +98,9 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     trainee
         .net
         .set_gradient_checkpointing(hp.gradient_checkpointing);
+    trainee
+        .net
+        .set_bf16(hp.precision == crate::spec::Precision::Bf16);
     let named = trainee.named_vars(&job.output_dir)?;
     let vars: Vec<Var> = named.iter().map(|(_, v, _)| v.clone()).collect();
     let (opt, state) = start::optimizer(named, hp, total_steps, start.state, start.optimizer)?;

@@ -21,6 +21,9 @@ use super::start::Plan;
 use super::trainee::Trainee;
 use crate::model::ModelConfig;
 
+/// The phase a job reports when it asked for bf16 on a processor without bf16 dot products.
+pub const BF16_UNAVAILABLE: &str = "bf16_unavailable";
+
 /// Everything the loop needs, resolved by the job's own setup.
 pub(super) struct StepLoop<'a> {
     pub job: &'a TrainJob,
@@ -68,6 +71,10 @@ impl StepLoop<'_> {
             model_dir: None,
             last_checkpoint: None,
         };
+        if hp.precision == crate::spec::Precision::Bf16 && !self.trainee.net().bf16() {
+            tracing::warn!("bf16 requested, but this processor has no AVX512-BF16: running f32");
+            progress.on_phase(BF16_UNAVAILABLE, 0, 0);
+        }
         let ckpt_root = self.job.checkpoint_root();
         let loop_start = Instant::now();
         let first_step = self.state.step + 1;

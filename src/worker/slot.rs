@@ -28,6 +28,15 @@ use crate::train::{Stopped, TrainOutcome};
 /// The job event for a child's phase report: one when the phase starts and one when it ends
 /// (the reports between are not stored).
 fn phase_event(phase: &str, done: u64, total: u64) -> Option<NewEvent> {
+    if phase == crate::train::BF16_UNAVAILABLE {
+        return Some(
+            NewEvent::info(
+                "message",
+                "bf16 was requested, but this processor has no bf16 dot products (AVX512-BF16): the job runs in f32".to_string(),
+            )
+            .with_data(json!({"phase": phase})),
+        );
+    }
     let (starts, ends) = match phase {
         "reference_logps" => ("Computing reference log-probs", "Reference log-probs ready"),
         _ => ("Starting", "Finished"),

@@ -252,12 +252,27 @@ fn speed_only() {
             format!("Reply with the answer only. {q} {ans}")
         })
         .collect();
+    // `--speed 512` (or 128) runs one model size; `--only lora|full` one method (for profiling).
+    let args: Vec<String> = std::env::args().collect();
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let size: Option<usize> = after("--speed").and_then(|s| s.parse().ok());
+    let only = after("--only");
     for (hidden, layers) in [(128, 2), (512, 8)] {
+        if size.is_some_and(|s| s != hidden) {
+            continue;
+        }
         let folder = dir.join(format!("base-{hidden}"));
         random_model(&folder, &texts, hidden, layers);
         let base = folder.display().to_string();
         let mut rates = Vec::new();
         for lora in [true, false] {
+            if only.as_deref().is_some_and(|o| (o == "lora") != lora) {
+                continue;
+            }
             let mut h = serde_json::json!({"max_steps": 30, "batch_size": 8, "max_seq_len": 128,
                 "learning_rate": 1e-4, "checkpoint_every": 100000, "eval_every": 100000,
                 "validation_split": 0.0});
@@ -281,11 +296,17 @@ fn speed_only() {
             );
             rates.push(tps);
         }
-        println!("hidden {hidden}: LoRA/full {:.2}x", rates[0] / rates[1]);
+        if rates.len() == 2 {
+            println!("hidden {hidden}: LoRA/full {:.2}x", rates[0] / rates[1]);
+        }
     }
 }
 
 fn main() {
+    // As `wick train` and a worker's training child do.
+    wick::allocator::keep_freed_memory();
+    // SAFETY: the bench has started no thread yet.
+    unsafe { wick::threads::one_candle_thread() };
     if std::env::args().any(|a| a == "--speed") {
         return speed_only();
     }

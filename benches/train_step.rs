@@ -198,6 +198,8 @@ fn main() -> candle_core::Result<()> {
         &[true]
     };
     wick::allocator::keep_freed_memory();
+    // SAFETY: the bench has started no thread yet.
+    unsafe { wick::threads::one_candle_thread() };
     let dev = Device::Cpu;
     let threads = candle_core::utils::get_num_threads();
     let peak = measure_matmul_gflops(2048, 5)?;

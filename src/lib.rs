@@ -18,7 +18,7 @@
 //!   and loss masks), [`datasets`] (streaming validation of uploaded JSONL);
 //! - [`tokenizer`];
 //! - [`spec`] (the job specification), [`ids`], [`config`], [`telemetry`], [`machine`] (what
-//!   this machine has to give).
+//!   this machine has to give), [`allocator`] and [`threads`] (process settings for training).
 
 pub mod allocator;
 pub mod api;
@@ -44,6 +44,7 @@ pub mod stream;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
+pub mod threads;
 pub mod tokenizer;
 pub mod train;
 pub mod worker;

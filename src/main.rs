@@ -13,6 +13,8 @@ fn main() -> anyhow::Result<()> {
     // `--log-format` flag reaches them too. Set before the runtime starts its threads: no other
     // thread exists yet to read the environment concurrently.
     unsafe { std::env::set_var(wick::telemetry::LOG_FORMAT_ENV, cli.log_format.as_str()) };
+    // SAFETY: as above, no other thread exists yet.
+    unsafe { wick::threads::one_candle_thread() };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

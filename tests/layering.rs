@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "telemetry",
         "machine",
         "allocator",
+        "threads",
         "testing",
     ],
     &["tokenizer"],

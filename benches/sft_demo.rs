@@ -213,6 +213,18 @@ fn mean_tokens_per_second(p: &RecordingProgress) -> f64 {
     tail.iter().sum::<f64>() / tail.len().max(1) as f64
 }
 
+/// The median step's tokens/s after the first 5 (steadier than the mean on a shared host).
+fn median_tokens_per_second(p: &RecordingProgress) -> f64 {
+    let mut tail: Vec<f64> = p
+        .steps
+        .iter()
+        .skip(5)
+        .map(|s| s.tokens_per_second)
+        .collect();
+    tail.sort_by(|a, b| a.total_cmp(b));
+    tail.get(tail.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// A random-weight model folder of the given shape, with a BPE tokenizer trained on `texts`.
 fn random_model(dir: &Path, texts: &[String], hidden: usize, layers: usize) {
     use wick::model::{ModelConfig, hf, init_varmap};
@@ -285,9 +297,9 @@ fn speed_only() {
                 serde_json::json!({"type": "supervised", "supervised": {"hyperparameters": h}}),
             );
             let (secs, p) = run(dir, spec, "chat.jsonl", &format!("out-{hidden}-{lora}"));
-            let tps = mean_tokens_per_second(&p);
+            let tps = median_tokens_per_second(&p);
             println!(
-                "hidden {hidden}, {layers} layers: {} {tps:.0} tok/s ({secs:.1} s for 30 steps)",
+                "hidden {hidden}, {layers} layers: {} {tps:.0} tok/s (median step; {secs:.1} s for 30 steps)",
                 if lora {
                     "LoRA r16 all 7 targets"
                 } else {

@@ -180,6 +180,40 @@ pub enum Precision {
     Bf16,
 }
 
+/// How a job extends the model's context: RoPE scaling written into the trained model's
+/// `config.json` (the original context becomes `original_max_position_embeddings`, the new one
+/// `max_position_embeddings` = original × factor), so transformers and Wick read it back alike.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RopeScalingSpec {
+    /// `linear` (position interpolation), `yarn` or `llama3`; transformers' `rope_type`.
+    #[serde(rename = "type", alias = "rope_type")]
+    pub kind: RopeScalingType,
+    /// How many times the original context the model is trained for (> 1).
+    pub factor: f64,
+    /// YaRN's ramp bounds (defaults 32 and 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta_fast: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta_slow: Option<f64>,
+    /// Llama 3's band (defaults 1 and 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_freq_factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_freq_factor: Option<f64>,
+}
+
+/// The RoPE scaling types a job can ask for. Dynamic NTK is read from models that have it but
+/// not offered for training: its frequencies change with each sequence's length, so a model
+/// trained on full-length rows would see other positions at inference.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RopeScalingType {
+    Linear,
+    Yarn,
+    Llama3,
+}
+
 /// What to do with an example longer than `max_seq_len`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -291,6 +325,9 @@ pub struct Hyperparameters {
     pub gradient_checkpointing: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<Precision>,
+    /// Extends the context past the model's: see [`RopeScalingSpec`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScalingSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlength: Option<Overlength>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -500,6 +537,37 @@ impl Hyperparameters {
                 return Err(SpecError {
                     param: (*name).into(),
                     message: format!("{name} applies to dpo jobs only"),
+                });
+            }
+        }
+        if let Some(r) = &self.rope_scaling {
+            float_range("rope_scaling.factor", Some(r.factor), 1.0, 1024.0, true)?;
+            float_range("rope_scaling.beta_fast", r.beta_fast, 0.0, 1e4, true)?;
+            float_range("rope_scaling.beta_slow", r.beta_slow, 0.0, 1e4, true)?;
+            float_range(
+                "rope_scaling.low_freq_factor",
+                r.low_freq_factor,
+                0.0,
+                1e4,
+                true,
+            )?;
+            float_range(
+                "rope_scaling.high_freq_factor",
+                r.high_freq_factor,
+                0.0,
+                1e4,
+                true,
+            )?;
+            let (lo, hi) = (
+                r.low_freq_factor.unwrap_or(1.0),
+                r.high_freq_factor.unwrap_or(4.0),
+            );
+            if r.kind == RopeScalingType::Llama3 && lo >= hi {
+                return Err(SpecError {
+                    param: "rope_scaling.high_freq_factor".into(),
+                    message: format!(
+                        "high_freq_factor ({hi}) must be greater than low_freq_factor ({lo})"
+                    ),
                 });
             }
         }

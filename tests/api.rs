@@ -457,6 +457,16 @@ async fn job_errors_name_the_bad_param(backend: Backend) {
             "method.supervised.hyperparameters.lora.target_modules[0]",
         ),
         (
+            json!({"model": "wick-llama-1m", "training_file": docs,
+                "method": {"type": "pretrain", "pretrain": {"hyperparameters": {"rope_scaling": {"type": "yarn", "factor": 0.5}}}}}),
+            "method.pretrain.hyperparameters.rope_scaling.factor",
+        ),
+        (
+            json!({"model": "wick-llama-1m", "training_file": docs,
+                "method": {"type": "pretrain", "pretrain": {"hyperparameters": {"rope_scaling": {"type": "dynamic", "factor": 2.0}}}}}),
+            "method.pretrain.hyperparameters.rope_scaling.type",
+        ),
+        (
             json!({"model": "wick-llama-1m", "training_file": chat, "colour": "blue"}),
             "colour",
         ),

@@ -788,3 +788,101 @@ fn bf16_precision_tracks_f32_or_says_it_runs_f32() {
     }
     assert!(f32_run.phases.is_empty());
 }
+
+#[test]
+fn rope_scaling_extends_the_context_and_is_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(&dir.path().join("train.jsonl"), 200);
+    // A base whose context is 16 positions.
+    let spec = pretrain_spec(
+        "wick-llama-1m",
+        serde_json::json!({"max_seq_len": 16, "max_steps": 6, "eval_every": 6}),
+    );
+    let base = run_job(
+        &job(dir.path(), spec, "base"),
+        &mut RecordingProgress::default(),
+    )
+    .unwrap()
+    .model_dir
+    .unwrap();
+    let cfg_path = base.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    v["max_position_embeddings"] = serde_json::json!(16);
+    std::fs::write(&cfg_path, v.to_string()).unwrap();
+    let model = base.to_str().unwrap();
+
+    // Rows of 64 tokens do not fit its context, and the error names the field.
+    let long = serde_json::json!({"max_seq_len": 64, "max_steps": 4, "eval_every": 4,
+        "checkpoint_every": 2});
+    let err = run_job(
+        &job(dir.path(), pretrain_spec(model, long.clone()), "refused"),
+        &mut RecordingProgress::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("max_seq_len"), "{err}");
+
+    // With YaRN × 4 they do; the exported config carries the scaling and the new context.
+    let mut h = long.clone();
+    h["rope_scaling"] = serde_json::json!({"type": "yarn", "factor": 4.0});
+    let spec = pretrain_spec(model, h);
+    let mut whole = RecordingProgress::default();
+    let out = run_job(&job(dir.path(), spec.clone(), "yarn"), &mut whole).unwrap();
+    assert_eq!(out.steps_completed, 4);
+    assert!(whole.steps.iter().all(|s| s.train_loss.is_finite()));
+    let written: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("yarn/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written["max_position_embeddings"], 64);
+    assert_eq!(written["rope_scaling"]["rope_type"], "yarn");
+    assert_eq!(written["rope_scaling"]["factor"], 4.0);
+    assert_eq!(
+        written["rope_scaling"]["original_max_position_embeddings"],
+        16
+    );
+    let read = hf::read_config(&dir.path().join("yarn")).unwrap();
+    assert!(matches!(
+        read.rope_scaling,
+        Some(wick::model::RopeScaling::Yarn { factor, original_max_position_embeddings: 16, .. })
+            if factor == 4.0
+    ));
+
+    // Resumed from its step-2 checkpoint (which holds the scaled config), it is not scaled twice:
+    // the same losses as the uninterrupted run.
+    let mut first = RecordingProgress {
+        stop_after: Some((2, StopReason::Pause)),
+        ..Default::default()
+    };
+    let paused = run_job(&job(dir.path(), spec.clone(), "split"), &mut first).unwrap();
+    let mut resumed = job(dir.path(), spec, "split");
+    resumed.resume_from = paused.last_checkpoint.clone();
+    let mut rest = RecordingProgress::default();
+    run_job(&resumed, &mut rest).unwrap();
+    let split: Vec<f64> = first
+        .steps
+        .iter()
+        .chain(&rest.steps)
+        .map(|s| s.train_loss)
+        .collect();
+    let losses: Vec<f64> = whole.steps.iter().map(|s| s.train_loss).collect();
+    assert_eq!(split.len(), losses.len());
+    for (a, b) in losses.iter().zip(&split) {
+        assert!((a - b).abs() <= 1e-6, "uninterrupted {a} vs resumed {b}");
+    }
+
+    // A model with one scaling does not take another on top.
+    let mut h = long;
+    h["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
+    let yarn_model = dir.path().join("yarn");
+    let err = run_job(
+        &job(
+            dir.path(),
+            pretrain_spec(yarn_model.to_str().unwrap(), h),
+            "twice",
+        ),
+        &mut RecordingProgress::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("rope_scaling"), "{err}");
+}

@@ -44,6 +44,18 @@ pub enum RopeScaling {
     Linear { factor: f64 },
     /// NTK-aware scaling of the base, applied once a sequence exceeds the original context.
     Dynamic { factor: f64 },
+    /// YaRN: frequencies interpolated by `factor` below a ramp between the dimensions that turn
+    /// `beta_slow` and `beta_fast` times over the original context, kept above it; cos and sin
+    /// scaled by `attention_factor` (resolved when read: transformers' default `0.1·ln(factor) + 1`,
+    /// or the `mscale` / `mscale_all_dim` ratio).
+    Yarn {
+        factor: f64,
+        original_max_position_embeddings: usize,
+        beta_fast: f64,
+        beta_slow: f64,
+        attention_factor: f64,
+        truncate: bool,
+    },
     /// Llama 3.x wavelength-dependent scaling.
     Llama3 {
         factor: f64,
@@ -243,7 +255,7 @@ impl ModelConfig {
             },
         };
         let rope_scaling = scaling_value
-            .map(|o| parse_rope_scaling(&o))
+            .map(|o| parse_rope_scaling(&o, max_position_embeddings))
             .transpose()?
             .flatten();
         let default_tie = false;
@@ -454,6 +466,19 @@ impl RopeScaling {
             RopeScaling::Dynamic { factor } => {
                 json!({"rope_type": "dynamic", "type": "dynamic", "factor": factor})
             }
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
+                attention_factor,
+                truncate,
+            } => {
+                json!({"rope_type": "yarn", "type": "yarn", "factor": factor,
+                       "original_max_position_embeddings": original_max_position_embeddings,
+                       "beta_fast": beta_fast, "beta_slow": beta_slow,
+                       "attention_factor": attention_factor, "truncate": truncate})
+            }
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
@@ -468,7 +493,10 @@ impl RopeScaling {
     }
 }
 
-fn parse_rope_scaling(o: &Map<String, Value>) -> Result<Option<RopeScaling>, ConfigError> {
+fn parse_rope_scaling(
+    o: &Map<String, Value>,
+    max_position_embeddings: usize,
+) -> Result<Option<RopeScaling>, ConfigError> {
     let kind = o
         .get("rope_type")
         .or_else(|| o.get("type"))
@@ -476,20 +504,51 @@ fn parse_rope_scaling(o: &Map<String, Value>) -> Result<Option<RopeScaling>, Con
         .unwrap_or("default");
     let f = |k: &str| o.get(k).and_then(Value::as_f64);
     let factor = || f("factor").ok_or(ConfigError::Missing("rope_scaling.factor"));
+    // transformers defaults the original context to `max_position_embeddings`.
+    let original = f("original_max_position_embeddings")
+        .map(|v| v as usize)
+        .unwrap_or(max_position_embeddings);
     Ok(match kind {
         "default" => None,
         "linear" => Some(RopeScaling::Linear { factor: factor()? }),
         "dynamic" => Some(RopeScaling::Dynamic { factor: factor()? }),
+        "yarn" => {
+            let factor = factor()?;
+            // transformers' `yarn_get_mscale`.
+            let mscale = |scale: f64, m: f64| {
+                if scale <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * m * scale.ln() + 1.0
+                }
+            };
+            let attention_factor = match (f("attention_factor"), f("mscale"), f("mscale_all_dim")) {
+                (Some(a), _, _) => a,
+                (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+                    mscale(factor, m) / mscale(factor, all)
+                }
+                _ => mscale(factor, 1.0),
+            };
+            // `beta_fast or 32`, `beta_slow or 1`: transformers treats 0 as unset too.
+            let beta = |k: &str, d: f64| f(k).filter(|&v| v != 0.0).unwrap_or(d);
+            Some(RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: original,
+                beta_fast: beta("beta_fast", 32.0),
+                beta_slow: beta("beta_slow", 1.0),
+                attention_factor,
+                truncate: o.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+            })
+        }
         "llama3" => Some(RopeScaling::Llama3 {
             factor: factor()?,
             low_freq_factor: f("low_freq_factor").unwrap_or(1.0),
             high_freq_factor: f("high_freq_factor").unwrap_or(4.0),
-            original_max_position_embeddings: f("original_max_position_embeddings")
-                .unwrap_or(8192.0) as usize,
+            original_max_position_embeddings: original,
         }),
         other => {
             return Err(ConfigError::Invalid(format!(
-                "rope scaling type {other:?} is not supported; expected linear, dynamic or llama3"
+                "rope scaling type {other:?} is not supported; expected linear, dynamic, yarn or llama3"
             )));
         }
     })

@@ -27,7 +27,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-pub use config::{Architecture, ModelConfig, PRESETS, ParamKind, preset};
+pub use config::{Architecture, ModelConfig, PRESETS, ParamKind, RopeScaling, preset};
 pub use llama::Llama;
 
 /// Fresh weights as transformers initialises a Llama: normal(0, `initializer_range`) for matrices,

@@ -20,18 +20,64 @@ pub struct Rope {
     host_sin: Arc<Vec<f32>>,
 }
 
-/// The inverse frequencies `1 / theta^(2i/d)`, with the config's scaling applied.
-pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f64> {
+/// The inverse frequencies `1 / theta^(2i/d)`, with the config's scaling applied, for tables of
+/// positions below `max_len` (dynamic NTK scaling depends on it), as transformers'
+/// `ROPE_INIT_FUNCTIONS` compute them.
+pub fn inverse_frequencies(cfg: &ModelConfig, max_len: usize) -> Vec<f64> {
     let d = cfg.head_dim;
-    let base: Vec<f64> = (0..d / 2)
-        .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64))
-        .collect();
+    let with_base = |theta: f64| -> Vec<f64> {
+        (0..d / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f64 / d as f64))
+            .collect()
+    };
+    let base = with_base(cfg.rope_theta);
     match cfg.rope_scaling {
         None => base,
         Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / factor).collect(),
-        // Dynamic NTK only changes the base for sequences longer than the original context, and
-        // training never runs past `max_position_embeddings`, so the table is the unscaled one.
-        Some(RopeScaling::Dynamic { .. }) => base,
+        // Dynamic NTK: past the original context the base grows with the sequence length. A
+        // table serves sequences up to `max_len`, the length transformers scales for when a
+        // sequence reaches it (shorter ones, in transformers, get less scaling).
+        Some(RopeScaling::Dynamic { factor }) => {
+            let original = cfg.max_position_embeddings as f64;
+            let seq = (max_len as f64).max(original);
+            if seq <= original {
+                return base;
+            }
+            let scale =
+                (factor * seq / original - (factor - 1.0)).powf(d as f64 / (d as f64 - 2.0));
+            with_base(cfg.rope_theta * scale)
+        }
+        Some(RopeScaling::Yarn {
+            factor,
+            original_max_position_embeddings,
+            beta_fast,
+            beta_slow,
+            truncate,
+            ..
+        }) => {
+            let (dim, theta) = (d as f64, cfg.rope_theta);
+            let old = original_max_position_embeddings as f64;
+            // The dimension that turns `rotations` times over the original context.
+            let dim_for = |rotations: f64| {
+                dim * (old / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln())
+            };
+            let (mut low, mut high) = (dim_for(beta_fast), dim_for(beta_slow));
+            if truncate {
+                (low, high) = (low.floor(), high.ceil());
+            }
+            let (low, mut high) = (low.max(0.0), high.min(dim - 1.0));
+            if low == high {
+                high += 0.001; // as transformers, against a zero-width ramp
+            }
+            base.iter()
+                .enumerate()
+                .map(|(i, &f)| {
+                    let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                    let keep = 1.0 - ramp; // share of the unscaled (extrapolated) frequency
+                    (f / factor) * (1.0 - keep) + f * keep
+                })
+                .collect()
+        }
         Some(RopeScaling::Llama3 {
             factor,
             low_freq_factor,
@@ -58,10 +104,22 @@ pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f64> {
     }
 }
 
+/// The factor transformers multiplies cos and sin by (YaRN's attention factor; 1 otherwise), so
+/// that every attention score is scaled by its square.
+pub fn attention_scaling(cfg: &ModelConfig) -> f64 {
+    match cfg.rope_scaling {
+        Some(RopeScaling::Yarn {
+            attention_factor, ..
+        }) => attention_factor,
+        _ => 1.0,
+    }
+}
+
 impl Rope {
     /// Tables for positions below `max_len`, in `dtype` on `device`.
     pub fn new(cfg: &ModelConfig, max_len: usize, dtype: DType, device: &Device) -> Result<Self> {
-        let inv = inverse_frequencies(cfg);
+        let inv = inverse_frequencies(cfg, max_len);
+        let scale = attention_scaling(cfg) as f32;
         let half = inv.len();
         // Computed in f32 like transformers does, so positions far from 0 round the same way.
         let mut cos = Vec::with_capacity(max_len * half);
@@ -69,8 +127,8 @@ impl Rope {
         for p in 0..max_len {
             for &f in &inv {
                 let angle = (p as f32) * (f as f32);
-                cos.push(angle.cos() as f64);
-                sin.push(angle.sin() as f64);
+                cos.push((angle.cos() * scale) as f64);
+                sin.push((angle.sin() * scale) as f64);
             }
         }
         let host_cos: Vec<f32> = cos.iter().map(|&c| c as f32).collect();
@@ -167,14 +225,14 @@ mod tests {
         // Reference rule: transformers `_compute_llama3_parameters`.
         let mut cfg = ModelConfig::llama(16, 128, 32, 1, 2, 2, 64);
         cfg.rope_theta = 500_000.0;
-        let plain = inverse_frequencies(&cfg);
+        let plain = inverse_frequencies(&cfg, 64);
         cfg.rope_scaling = Some(RopeScaling::Llama3 {
             factor: 32.0,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,
             original_max_position_embeddings: 8192,
         });
-        let scaled = inverse_frequencies(&cfg);
+        let scaled = inverse_frequencies(&cfg, 64);
         assert_eq!(scaled[0], plain[0]);
         let last = plain.len() - 1;
         assert!((scaled[last] - plain[last] / 32.0).abs() < 1e-18);

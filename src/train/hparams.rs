@@ -31,6 +31,8 @@ pub struct Resolved {
     pub gradient_checkpointing: bool,
     /// The products' arithmetic (bf16 only where the processor has it, see [`crate::model::bf16_gemm`]).
     pub precision: Precision,
+    /// RoPE scaling the job adds to the model (extending its context).
+    pub rope_scaling: Option<crate::spec::RopeScalingSpec>,
 }
 
 /// Sequence length when the spec gives none (and the model allows it).
@@ -77,6 +79,7 @@ impl Resolved {
             vocab_size: h.vocab_size.map(|v| v as usize),
             gradient_checkpointing: h.gradient_checkpointing.unwrap_or(false),
             precision: h.precision.unwrap_or_default(),
+            rope_scaling: h.rope_scaling.clone(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The start every training job shares, whatever its method: the job's files checked, the output
 //! folder made, the hyperparameters resolved, and the starting point loaded (a checkpoint to
 //! resume, a preset trained from scratch with a fresh tokenizer, or a Hugging Face folder); then,
-//! once the method knows its rows, the plan (schedule, evaluation and checkpoint cadence) and the
+//! with the job's RoPE scaling applied to extend the model's context; once the method knows its rows, the plan (schedule, evaluation and checkpoint cadence) and the
 //! optimiser with its state restored.
 
 use std::collections::HashMap;
@@ -13,11 +13,12 @@ use tokenizers::Tokenizer;
 use super::checkpoint::{self, LoadedWeights, TrainerState};
 use super::data::{DataError, JsonlTexts};
 use super::hparams::Resolved;
-use super::job::{TrainError, TrainJob};
+use super::job::{TrainError, TrainJob, spec_error};
 use super::optim::AdamW;
 use super::schedule::Schedule;
 use crate::model::hf;
-use crate::model::{self, ModelConfig};
+use crate::model::{self, ModelConfig, RopeScaling};
+use crate::spec::{RopeScalingSpec, RopeScalingType};
 use crate::tokenizer as tok;
 
 /// Where the starting weights and tokenizer come from.
@@ -67,7 +68,69 @@ pub(super) fn start(job: &TrainJob, dtype: DType, device: &Device) -> Result<Sta
     })?;
     // A preset starts from scratch, which picks the pretraining learning rate.
     let hp = Resolved::from_spec(&job.spec, model::preset(&job.spec.model).is_some());
-    load_start(job, hp, dtype, device)
+    let mut start = load_start(job, hp, dtype, device)?;
+    if let Some(rs) = start.hp.rope_scaling.clone() {
+        extend_context(&mut start.cfg, &rs)
+            .map_err(|m| spec_error(&job.spec, "rope_scaling", m))?;
+    }
+    Ok(start)
+}
+
+/// The job's RoPE scaling applied to the starting model: the model's context becomes the original
+/// one, and `max_position_embeddings` that times `factor`. A model that already carries the same
+/// scaling (a resumed checkpoint, or a model this job's settings trained before) is left as it
+/// is; one with another scaling is refused rather than scaled twice.
+fn extend_context(cfg: &mut ModelConfig, rs: &RopeScalingSpec) -> Result<(), String> {
+    let original = match &cfg.rope_scaling {
+        None => cfg.max_position_embeddings,
+        Some(RopeScaling::Yarn {
+            original_max_position_embeddings,
+            ..
+        })
+        | Some(RopeScaling::Llama3 {
+            original_max_position_embeddings,
+            ..
+        }) => *original_max_position_embeddings,
+        Some(RopeScaling::Linear { factor }) => {
+            (cfg.max_position_embeddings as f64 / factor).round() as usize
+        }
+        Some(other) => return Err(format!("the model already has RoPE scaling {other:?}")),
+    };
+    let wanted = rope_scaling_for(rs, original);
+    if let Some(have) = &cfg.rope_scaling {
+        if *have != wanted {
+            return Err(format!(
+                "the model already has RoPE scaling {have:?}; a job can add scaling only to a \
+                 model without one (or repeat the model's own)"
+            ));
+        }
+        return Ok(());
+    }
+    cfg.rope_scaling = Some(wanted);
+    cfg.max_position_embeddings = (original as f64 * rs.factor).round() as usize;
+    Ok(())
+}
+
+/// The model's RoPE scaling for a job's request over an original context of `original`.
+fn rope_scaling_for(rs: &RopeScalingSpec, original: usize) -> RopeScaling {
+    match rs.kind {
+        RopeScalingType::Linear => RopeScaling::Linear { factor: rs.factor },
+        RopeScalingType::Yarn => RopeScaling::Yarn {
+            factor: rs.factor,
+            original_max_position_embeddings: original,
+            beta_fast: rs.beta_fast.unwrap_or(32.0),
+            beta_slow: rs.beta_slow.unwrap_or(1.0),
+            // transformers' default, `0.1 · ln(factor) + 1`.
+            attention_factor: 0.1 * rs.factor.ln() + 1.0,
+            truncate: true,
+        },
+        RopeScalingType::Llama3 => RopeScaling::Llama3 {
+            factor: rs.factor,
+            low_freq_factor: rs.low_freq_factor.unwrap_or(1.0),
+            high_freq_factor: rs.high_freq_factor.unwrap_or(4.0),
+            original_max_position_embeddings: original,
+        },
+    }
 }
 
 /// Finds the starting point: a checkpoint, a preset trained from scratch (with a fresh BPE

@@ -80,6 +80,9 @@ pub struct ModelConfig {
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
     pub rope_scaling: Option<RopeScaling>,
+    /// Sliding-window attention (Mistral's `sliding_window`, Qwen2's with `use_sliding_window`),
+    /// read from config.json; its keys stay in [`ModelConfig::extra`] and are written back as read.
+    pub sliding_window: Option<SlidingWindow>,
     pub tie_word_embeddings: bool,
     /// Biases on q/k/v (Qwen2, or Llama with `attention_bias`).
     pub qkv_bias: bool,
@@ -93,6 +96,15 @@ pub struct ModelConfig {
     pub pad_token_id: Option<u32>,
     /// Fields of the original config.json that Wick does not interpret, written back on export.
     pub extra: Map<String, Value>,
+}
+
+/// Which layers attend only to the last `size` positions (a query at `i` sees keys `j` with
+/// `i − size < j ≤ i`, transformers' `sliding_window_overlay`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlidingWindow {
+    pub size: usize,
+    /// Per layer: whether it uses the window (the others attend to every earlier position).
+    pub layers: Vec<bool>,
 }
 
 /// Why a config.json could not be turned into a [`ModelConfig`].
@@ -167,6 +179,7 @@ impl ModelConfig {
             rms_norm_eps: 1e-5,
             rope_theta: 10_000.0,
             rope_scaling: None,
+            sliding_window: None,
             tie_word_embeddings: true,
             qkv_bias: false,
             o_bias: false,
@@ -294,6 +307,7 @@ impl ModelConfig {
         ] {
             m.remove(k);
         }
+        let sliding_window = sliding_window_of(&m, architecture, num_hidden_layers)?;
         let cfg = ModelConfig {
             architecture,
             vocab_size,
@@ -307,6 +321,7 @@ impl ModelConfig {
             rms_norm_eps,
             rope_theta,
             rope_scaling,
+            sliding_window,
             tie_word_embeddings,
             qkv_bias,
             o_bias,
@@ -490,6 +505,67 @@ impl RopeScaling {
                        "original_max_position_embeddings": original_max_position_embeddings})
             }
         }
+    }
+}
+
+/// The sliding window of a config.json, as transformers 5 decides it: Mistral windows every layer
+/// when `sliding_window` is set; Qwen2 only with `use_sliding_window`, from layer
+/// `max_window_layers` (default 28) on; an explicit `layer_types` list names the
+/// `"sliding_attention"` layers. Llama has none.
+fn sliding_window_of(
+    m: &Map<String, Value>,
+    architecture: Architecture,
+    layers: usize,
+) -> Result<Option<SlidingWindow>, ConfigError> {
+    let size = match m.get("sliding_window") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => n as usize,
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "sliding_window must be a positive integer or null, got {v}"
+                )));
+            }
+        },
+    };
+    let windowed: Vec<bool> = match architecture {
+        Architecture::Llama => return Ok(None),
+        Architecture::Mistral => vec![true; layers],
+        Architecture::Qwen2 => {
+            if !m
+                .get("use_sliding_window")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+            {
+                return Ok(None);
+            }
+            let from = m
+                .get("max_window_layers")
+                .and_then(Value::as_u64)
+                .unwrap_or(28) as usize;
+            (0..layers).map(|i| i >= from).collect()
+        }
+    };
+    let windowed = match m.get("layer_types").and_then(Value::as_array) {
+        Some(types) if types.len() == layers => types
+            .iter()
+            .map(|t| t.as_str() == Some("sliding_attention"))
+            .collect(),
+        _ => windowed,
+    };
+    Ok(windowed.iter().any(|&w| w).then_some(SlidingWindow {
+        size,
+        layers: windowed,
+    }))
+}
+
+impl ModelConfig {
+    /// The window of layer `i`, if it has one.
+    pub fn layer_window(&self, i: usize) -> Option<usize> {
+        self.sliding_window
+            .as_ref()
+            .filter(|w| w.layers.get(i).copied().unwrap_or(false))
+            .map(|w| w.size)
     }
 }
 

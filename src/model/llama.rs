@@ -493,11 +493,34 @@ impl Llama {
             );
         }
         let inputs = AttnInputs::new(&self.rope, positions, mask, &self.embed_tokens, (b, t))?;
+        // Layers with a sliding window shorter than the rows get the window on top of the mask.
+        let window = match &self.cfg.sliding_window {
+            Some(w) if w.size < t => {
+                let mut windowed =
+                    window_mask(t, w.size, self.embed_tokens.dtype(), input_ids.device())?;
+                if let Some(m) = mask {
+                    windowed = windowed.broadcast_add(m)?;
+                }
+                let inputs = AttnInputs::new(
+                    &self.rope,
+                    positions,
+                    Some(&windowed),
+                    &self.embed_tokens,
+                    (b, t),
+                )?;
+                Some(inputs)
+            }
+            _ => None,
+        };
         let mut x = self
             .embed_tokens
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, t, ()))?; // (B, T, C)
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().enumerate() {
+            let inputs = match &window {
+                Some(w) if self.cfg.layer_window(i).is_some() => w,
+                _ => &inputs,
+            };
             x = match &self.checkpoint {
                 Some(store) if x.device().is_cpu() => {
                     layer.forward_checkpointed(&x, &inputs, store)?
@@ -520,6 +543,23 @@ impl Llama {
 pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let mask: Vec<f32> = (0..t)
         .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Tensor::from_vec(mask, (1, 1, t, t), device)?.to_dtype(dtype)
+}
+
+/// The additive sliding-window causal mask (1, 1, T, T): query `i` sees keys `j` with
+/// `i − window < j ≤ i`.
+pub fn window_mask(t: usize, window: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                if j <= i && i - j < window {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(mask, (1, 1, t, t), device)?.to_dtype(dtype)
 }
@@ -551,6 +591,7 @@ impl Attention {
         sin: &Tensor,
         cache: &mut Option<(Tensor, Tensor)>,
         past: usize,
+        window: Option<usize>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
@@ -571,12 +612,15 @@ impl Attention {
         let v = repeat_kv(&v, self.n_heads / self.n_kv_heads)?.contiguous()?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut scores = (q.matmul(&k.t()?)? * scale)?; // (B, H, Tn, Tp+Tn)
-        if t > 1 {
-            // New token i sits at position past + i and sees keys 0..=past + i.
+        let windowed = window.is_some_and(|w| total > w);
+        if t > 1 || windowed {
+            // New token i sits at position past + i and sees keys 0..=past + i (within the
+            // window, when the layer has one).
+            let w = window.unwrap_or(usize::MAX);
             let mask: Vec<f32> = (0..t)
                 .flat_map(|i| {
                     (0..total).map(move |j| {
-                        if j <= past + i {
+                        if j <= past + i && past + i - j < w {
                             0.0
                         } else {
                             f32::NEG_INFINITY
@@ -621,13 +665,14 @@ impl Llama {
             .embed_tokens
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, t, ()))?; // (B, Tn, C)
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let h = layer.self_attn.forward_cached(
                 &layer.input_layernorm.forward(&x)?,
                 &cos,
                 &sin,
                 kv,
                 past,
+                self.cfg.layer_window(i),
             )?;
             let x1 = (&x + h)?;
             x = (&x1

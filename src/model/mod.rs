@@ -17,6 +17,7 @@ pub mod hf;
 pub mod llama;
 pub mod lora;
 pub mod lora_delta;
+pub mod nf4;
 pub mod ops;
 pub mod peft;
 pub mod rms_norm;

@@ -523,9 +523,9 @@ impl Llama {
             };
             x = match &self.checkpoint {
                 Some(store) if x.device().is_cpu() => {
-                    layer.forward_checkpointed(&x, &inputs, store)?
+                    layer.forward_checkpointed(&x, inputs, store)?
                 }
-                _ => layer.forward(&x, &inputs)?,
+                _ => layer.forward(&x, inputs)?,
             };
         }
         let x = self.norm.forward(&x)?;

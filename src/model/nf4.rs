@@ -147,7 +147,7 @@ impl Nf4 {
         let mut packed = vec![0u8; w.len().div_ceil(2)];
         let absmax = scaled_blocks(w, BLOCK, |i, s| {
             let code = bucket(s, &bounds) as u8;
-            packed[i / 2] |= if i % 2 == 0 { code << 4 } else { code };
+            packed[i / 2] |= if i.is_multiple_of(2) { code << 4 } else { code };
         });
         let absmax = if double_quant {
             // The mean in f64, rounded once: within an f32 rounding of torch's pairwise f32 sum.
@@ -200,7 +200,7 @@ impl Nf4 {
         for (k, o) in out.iter_mut().enumerate() {
             let i = start + k;
             let byte = self.packed[i / 2];
-            let code = if i % 2 == 0 { byte >> 4 } else { byte & 0xf };
+            let code = if i.is_multiple_of(2) { byte >> 4 } else { byte & 0xf };
             *o = NF4_CODE[code as usize] * absmax[i / BLOCK];
         }
     }

@@ -18,6 +18,7 @@ pub mod llama;
 pub mod lora;
 pub mod lora_delta;
 pub mod nf4;
+pub mod nf4_linear;
 pub mod ops;
 pub mod peft;
 pub mod rms_norm;

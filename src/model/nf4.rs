@@ -200,7 +200,11 @@ impl Nf4 {
         for (k, o) in out.iter_mut().enumerate() {
             let i = start + k;
             let byte = self.packed[i / 2];
-            let code = if i.is_multiple_of(2) { byte >> 4 } else { byte & 0xf };
+            let code = if i.is_multiple_of(2) {
+                byte >> 4
+            } else {
+                byte & 0xf
+            };
             *o = NF4_CODE[code as usize] * absmax[i / BLOCK];
         }
     }

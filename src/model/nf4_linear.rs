@@ -1,0 +1,160 @@
+//! The projection `x · Wᵀ` of a frozen NF4 weight ([`super::nf4`]), QLoRA's base: forward and the
+//! input-only backward (`dx = dy · W`) dequantise `W` on the fly, 128 of its rows at a time, into
+//! a scratch block each parallel task owns, so no f32 copy of the weight exists beyond that block.
+//! The weight is frozen: backward gives no gradient for it. Work is split by rows of `x` (of
+//! `dy`): each task dequantises every block once per call, a cost of `out · in` table lookups
+//! against `2 · rows · out · in` multiply-adds.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{Dst, View, matmul};
+use super::nf4::Nf4;
+use super::ops::contiguous;
+
+/// Rows of `W` dequantised at a time.
+const W_ROWS: usize = 128;
+/// Rows of `x` per parallel task.
+const X_ROWS: usize = 256;
+
+/// `x (rows, in) · Wᵀ` for the NF4 weight `w` (out, in), differentiable in `x` only. CPU, f32.
+pub fn nf4_linear(x: &Tensor, w: &Arc<Nf4>) -> Result<Tensor> {
+    let (_, k) = x.dims2()?;
+    if k != w.shape.1 {
+        candle_core::bail!("nf4 linear: x is (_, {k}) but the weight is {:?}", w.shape);
+    }
+    x.contiguous()?.apply_op1(Nf4Linear {
+        w: w.clone(),
+        absmax: Arc::new(w.block_absmax()),
+    })
+}
+
+struct Nf4Linear {
+    w: Arc<Nf4>,
+    /// The block statistics, dequantised once per call.
+    absmax: Arc<Vec<f32>>,
+}
+
+impl Nf4Linear {
+    /// Rows `r0..r0 + n` of `W` into `scratch` (n × in).
+    fn rows(&self, r0: usize, n: usize, scratch: &mut [f32]) {
+        let cols = self.w.shape.1;
+        self.w
+            .dequantize_range(&self.absmax, r0 * cols, &mut scratch[..n * cols]);
+    }
+
+    /// `y (rows × out) = x · Wᵀ`, or with `transposed`, `dx (rows × in) = dy · W`.
+    fn product(&self, a: &[f32], rows: usize, transposed: bool) -> Vec<f32> {
+        let (out, cols) = self.w.shape;
+        let width = if transposed { cols } else { out };
+        let mut y = vec![0f32; rows * width];
+        let dst = Dst::rows(&mut y, 0, width);
+        (0..rows.div_ceil(X_ROWS)).into_par_iter().for_each(|t| {
+            let r0 = t * X_ROWS;
+            let m = X_ROWS.min(rows - r0);
+            let mut scratch = vec![0f32; W_ROWS * cols];
+            for o0 in (0..out).step_by(W_ROWS) {
+                let n = W_ROWS.min(out - o0);
+                self.rows(o0, n, &mut scratch);
+                // SAFETY: this task alone writes rows r0..r0+m of the output.
+                unsafe {
+                    if transposed {
+                        // dx[r0.., :] += dy[r0.., o0..o0+n] · W[o0..o0+n, :]
+                        matmul(
+                            dst.at(r0 * cols),
+                            View::rows(a, r0 * out + o0, out),
+                            View::rows(&scratch, 0, cols),
+                            (m, cols, n),
+                            1.0,
+                            o0 > 0,
+                        );
+                    } else {
+                        // y[r0.., o0..o0+n] = x[r0.., :] · W[o0..o0+n, :]ᵀ
+                        matmul(
+                            dst.at(r0 * out + o0),
+                            View::rows(a, r0 * cols, cols),
+                            View::rows_t(&scratch, 0, cols),
+                            (m, n, cols),
+                            1.0,
+                            false,
+                        );
+                    }
+                }
+            }
+        });
+        y
+    }
+}
+
+impl CustomOp1 for Nf4Linear {
+    fn name(&self) -> &'static str {
+        "nf4-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else {
+            candle_core::bail!("nf4 linear: f32 inputs only");
+        };
+        let (rows, _) = l.shape().dims2()?;
+        let y = self.product(contiguous(v, l)?, rows, false);
+        Ok((CpuStorage::F32(y), Shape::from((rows, self.w.shape.0))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let (rows, _) = grad.dims2()?;
+        let g = grad.flatten_all()?.to_vec1::<f32>()?;
+        let dx = self.product(&g, rows, true);
+        Ok(Some(Tensor::from_vec(
+            dx,
+            (rows, self.w.shape.1),
+            grad.device(),
+        )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Forward and the input gradient equal the dense products with the dequantised weight, for
+    /// shapes with partial blocks of `W` rows and of `x` rows.
+    #[test]
+    fn equals_the_dense_product_of_the_dequantised_weight() {
+        let dev = Device::Cpu;
+        for &(rows, out, k) in &[(5, 7, 64), (300, 200, 96), (40, 129, 70)] {
+            let w: Vec<f32> = (0..out * k)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1)
+                .collect();
+            let q = Arc::new(Nf4::quantize(&w, (out, k), true));
+            let dense = Tensor::from_vec(q.dequantize(), (out, k), &dev).unwrap();
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (rows, k), &dev).unwrap()).unwrap();
+            let c = Tensor::randn(0f32, 1., (rows, out), &dev).unwrap();
+            let y = nf4_linear(&x, &q).unwrap();
+            let y_ref = x.matmul(&dense.t().unwrap()).unwrap();
+            let diff = |a: &Tensor, b: &Tensor| -> f32 {
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
+            };
+            assert!(diff(&y, &y_ref) < 1e-4, "({rows},{out},{k}) forward");
+            let g = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_ref = (&y_ref * &c)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let (dx, dx_ref) = (g.get(&x).unwrap(), g_ref.get(&x).unwrap());
+            assert!(diff(dx, dx_ref) < 1e-4, "({rows},{out},{k}) dx");
+        }
+    }
+}

@@ -237,6 +237,20 @@ pub struct LoraSpec {
     pub target_modules: Vec<String>,
     #[serde(default)]
     pub use_rslora: bool,
+    /// QLoRA: the frozen base's projections stored quantised (`"nf4"`), dequantised on the fly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
+    /// With `quantization`: quantise the block statistics again (bitsandbytes' double quant).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub double_quant: bool,
+}
+
+/// How a QLoRA job stores its frozen base's projections.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    /// 4-bit NormalFloat, blocks of 64 (bitsandbytes' `nf4`).
+    Nf4,
 }
 
 /// The projections LoRA may wrap, by their Hugging Face names.
@@ -273,6 +287,8 @@ impl Default for LoraSpec {
             dropout: Self::default_dropout(),
             target_modules: Self::default_targets(),
             use_rslora: false,
+            quantization: None,
+            double_quant: false,
         }
     }
 }
@@ -587,6 +603,12 @@ impl Hyperparameters {
             int_range("lora.r", Some(l.r), 1, 1024)?;
             float_range("lora.alpha", Some(l.alpha), 0.0, 1e6, true)?;
             float_range("lora.dropout", Some(l.dropout), 0.0, 0.9, false)?;
+            if l.double_quant && l.quantization.is_none() {
+                return Err(SpecError {
+                    param: "lora.double_quant".into(),
+                    message: "lora.double_quant applies with lora.quantization only".into(),
+                });
+            }
             if l.target_modules.is_empty() {
                 return Err(SpecError {
                     param: "lora.target_modules".into(),

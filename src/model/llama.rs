@@ -87,6 +87,9 @@ pub struct Linear {
     lora: Option<super::lora::LoraAdapter>,
     /// Products with bf16 inputs ([`super::bf16_linear`]) where the processor has them.
     bf16: bool,
+    /// The frozen weight stored as NF4 (QLoRA's base, [`Linear::quantize_nf4`]); `weight` is then
+    /// an empty placeholder.
+    nf4: Option<Arc<super::nf4::Nf4>>,
 }
 
 impl Linear {
@@ -103,6 +106,7 @@ impl Linear {
             bias,
             lora: None,
             bf16: false,
+            nf4: None,
         })
     }
 }
@@ -126,7 +130,13 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?; // (rows, in)
-        let y = project(&x2, &self.weight, self.bf16)?; // (rows, out)
+        let y = match &self.nf4 {
+            Some(q) if x2.device().is_cpu() && x2.dtype() == DType::F32 => {
+                super::nf4_linear::nf4_linear(&x2, q)?
+            }
+            Some(_) => candle_core::bail!("NF4 projections run on the CPU in f32"),
+            None => project(&x2, &self.weight, self.bf16)?, // (rows, out)
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -136,7 +146,7 @@ impl Module for Linear {
             None => y,
         };
         let mut out_dims = dims;
-        *out_dims.last_mut().expect("non-empty shape") = self.weight.dim(0)?;
+        *out_dims.last_mut().expect("non-empty shape") = self.out_dim()?;
         y.reshape(out_dims)
     }
 }
@@ -564,6 +574,23 @@ pub fn window_mask(t: usize, window: usize, dtype: DType, device: &Device) -> Re
     Tensor::from_vec(mask, (1, 1, t, t), device)?.to_dtype(dtype)
 }
 
+/// The Hugging Face paths of layer `i`'s projections, in [`Llama::projections`]' order.
+fn projection_paths(i: usize) -> [String; 7] {
+    let (attn, mlp) = (
+        format!("model.layers.{i}.self_attn"),
+        format!("model.layers.{i}.mlp"),
+    );
+    [
+        format!("{attn}.q_proj"),
+        format!("{attn}.k_proj"),
+        format!("{attn}.v_proj"),
+        format!("{attn}.o_proj"),
+        format!("{mlp}.gate_proj"),
+        format!("{mlp}.up_proj"),
+        format!("{mlp}.down_proj"),
+    ]
+}
+
 /// Position ids 0..T for every row: (B, T).
 pub fn sequential_positions(b: usize, t: usize, device: &Device) -> Result<Tensor> {
     Tensor::arange(0u32, t as u32, device)?
@@ -696,6 +723,35 @@ impl Linear {
         &self.weight
     }
 
+    /// Output features.
+    pub fn out_dim(&self) -> Result<usize> {
+        match &self.nf4 {
+            Some(q) => Ok(q.shape.0),
+            None => self.weight.dim(0),
+        }
+    }
+
+    /// The NF4 weight, once [`Linear::quantize_nf4`] stored it so.
+    pub fn nf4(&self) -> Option<&Arc<super::nf4::Nf4>> {
+        self.nf4.as_ref()
+    }
+
+    /// Stores the (frozen) weight as NF4 and lets go of the dense one: forward and backward
+    /// dequantise it on the fly ([`super::nf4_linear`]). Returns the bytes the codes take.
+    pub fn quantize_nf4(&mut self, double_quant: bool) -> Result<usize> {
+        let (out, inp) = self.weight.dims2()?;
+        let w = self
+            .weight
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let q = super::nf4::Nf4::quantize(&w, (out, inp), double_quant);
+        let bytes = q.bytes();
+        self.weight = Tensor::zeros(0, self.weight.dtype(), self.weight.device())?;
+        self.nf4 = Some(Arc::new(q));
+        Ok(bytes)
+    }
+
     /// Attaches (or removes) a LoRA adapter, applied in `forward`.
     pub fn set_lora(&mut self, adapter: Option<super::lora::LoraAdapter>) {
         self.lora = adapter;
@@ -708,18 +764,61 @@ impl Llama {
     pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            let attn = format!("model.layers.{i}.self_attn");
-            let mlp = format!("model.layers.{i}.mlp");
             let a = &mut layer.self_attn;
-            out.push((format!("{attn}.q_proj"), &mut a.q_proj));
-            out.push((format!("{attn}.k_proj"), &mut a.k_proj));
-            out.push((format!("{attn}.v_proj"), &mut a.v_proj));
-            out.push((format!("{attn}.o_proj"), &mut a.o_proj));
             let m = &mut layer.mlp;
-            out.push((format!("{mlp}.gate_proj"), &mut m.gate_proj));
-            out.push((format!("{mlp}.up_proj"), &mut m.up_proj));
-            out.push((format!("{mlp}.down_proj"), &mut m.down_proj));
+            let linears = [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ];
+            out.extend(projection_paths(i).into_iter().zip(linears));
         }
         out
+    }
+
+    /// As [`Llama::projections_mut`], read-only.
+    pub fn projections(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            let linears = [
+                &a.q_proj,
+                &a.k_proj,
+                &a.v_proj,
+                &a.o_proj,
+                &m.gate_proj,
+                &m.up_proj,
+                &m.down_proj,
+            ];
+            out.extend(projection_paths(i).into_iter().zip(linears));
+        }
+        out
+    }
+
+    /// QLoRA's base: every projection's frozen weight stored as NF4 ([`Linear::quantize_nf4`]);
+    /// embeddings, norms and the LM head keep their dtype. Returns the bytes the codes take.
+    pub fn quantize_projections_nf4(&mut self, double_quant: bool) -> Result<usize> {
+        let mut bytes = 0;
+        for (_, p) in self.projections_mut() {
+            bytes += p.quantize_nf4(double_quant)?;
+        }
+        Ok(bytes)
+    }
+
+    /// The dequantised weights (Hugging Face names) of the projections stored as NF4, for export.
+    pub fn dequantized_projections(&self) -> Result<Vec<(String, Tensor)>> {
+        let device = self.embed_tokens.device().clone();
+        let mut out = Vec::new();
+        for (path, p) in self.projections() {
+            if let Some(q) = p.nf4() {
+                let w = Tensor::from_vec(q.dequantize(), q.shape, &device)?;
+                out.push((format!("{path}.weight"), w));
+            }
+        }
+        Ok(out)
     }
 }

@@ -77,16 +77,15 @@ fn backward<R: Real>(x: &[R], w: &[R], g: &[R], c: usize, eps: f64) -> Vec<R> {
             }
             dw
         })
-        .reduce(
-            || vec![R::ZERO; c],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(b) {
-                    *a = a.add(b);
-                }
-                a
-            },
-        );
-    dw_out.copy_from_slice(&dw);
+        .collect::<Vec<_>>();
+    // The tasks' partial sums added in task order: rayon's `reduce` pairs them as its splits
+    // fell, so the last bits of `dw` would depend on scheduling (and a resumed job would drift
+    // from an uninterrupted one).
+    for part in dw {
+        for (a, b) in dw_out.iter_mut().zip(part) {
+            *a = a.add(b);
+        }
+    }
     out
 }
 

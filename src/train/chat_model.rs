@@ -15,6 +15,7 @@ use crate::chat::loss_mask::Overlength;
 use crate::chat::template::ChatTemplate;
 use crate::model::lora::LoraConfig;
 use crate::model::{self, ModelConfig, hf, peft};
+use crate::spec::Quantization;
 use crate::spec::{self, Hyperparameters, LoraSpec, Precision};
 use crate::tokenizer::SpecialIds;
 
@@ -79,6 +80,20 @@ pub(super) fn chat_start(job: &TrainJob, method: &str) -> Result<ChatStart, Trai
         .max_seq_len
         .unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings))
         .min(cfg.max_position_embeddings);
+    // Out-of-memory aborts the process, so refuse a job that cannot fit (LoRA's and QLoRA's
+    // memory as the estimate counts it).
+    let mut need = super::estimate::estimate(&cfg, &start.hp, 0, 1.0).memory;
+    if let Some(l) = &spec.hyperparameters().lora {
+        super::estimate::adapter_memory(&mut need, &cfg, l);
+    }
+    if let Some(available) = crate::machine::available_memory_bytes()
+        && need.total > available
+    {
+        return Err(TrainError::TooLarge {
+            needed_mib: need.total >> 20,
+            available_mib: available >> 20,
+        });
+    }
     let overlength = match spec.hyperparameters().overlength.unwrap_or_default() {
         spec::Overlength::Truncate => Overlength::Truncate,
         spec::Overlength::Drop => Overlength::Drop,
@@ -92,6 +107,14 @@ pub(super) fn chat_start(job: &TrainJob, method: &str) -> Result<ChatStart, Trai
         overlength,
         train_vocab_rows,
     })
+}
+
+/// Whether `name` is a projection's weight (`model.layers.N.self_attn.q_proj.weight`, ...).
+fn is_projection_weight(name: &str) -> bool {
+    name.starts_with("model.layers.")
+        && crate::spec::LORA_TARGETS
+            .iter()
+            .any(|p| name.ends_with(&format!(".{p}.weight")))
 }
 
 /// The spec's LoRA settings, as the model takes them.
@@ -146,7 +169,7 @@ impl Tuned {
                 } else {
                     &[]
                 };
-                Ok(Tuned::Lora(LoraModel::new(
+                let mut lora = LoraModel::new(
                     start.weights.clone(),
                     &cs.cfg,
                     &lora_config(lspec),
@@ -156,7 +179,14 @@ impl Tuned {
                     vocab_rows,
                     adapter.as_ref(),
                     &job.device,
-                )?))
+                )?;
+                if lspec.quantization == Some(Quantization::Nf4) {
+                    // QLoRA: the projections keep only their NF4 codes; export dequantises them.
+                    let bytes = lora.net.quantize_projections_nf4(lspec.double_quant)?;
+                    start.weights.retain(|name, _| !is_projection_weight(name));
+                    tracing::info!(mib = bytes >> 20, "base projections stored as NF4");
+                }
+                Ok(Tuned::Lora(lora))
             }
             (None, Some(_), _) => Err(TrainError::Unsupported(
                 "the checkpoint holds LoRA adapters, but the job fine-tunes the full model".into(),
@@ -201,7 +231,10 @@ impl Tuned {
                     &l.adapters,
                     Some(&l.base_model),
                 )?;
-                peft::save_merged(&job.output_dir, &cs.cfg, &cs.start.weights, &l.adapters)?;
+                // A QLoRA base merges from its dequantised projections.
+                let mut base = cs.start.weights.clone();
+                base.extend(l.net.dequantized_projections()?);
+                peft::save_merged(&job.output_dir, &cs.cfg, &base, &l.adapters)?;
             }
             Tuned::Full(f) => hf::save_model_folder(&job.output_dir, &cs.cfg, &f.weights())?,
         }

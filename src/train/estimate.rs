@@ -33,7 +33,7 @@ pub const BYTES_PER_TOKEN: f64 = 4.0;
 /// Memory of a training run, in bytes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemoryEstimate {
-    /// f32 master weights.
+    /// The model's weights: f32 (a QLoRA base's projections in NF4), plus LoRA's adapters.
     pub weights: u64,
     pub gradients: u64,
     /// AdamW first and second moments.
@@ -41,8 +41,8 @@ pub struct MemoryEstimate {
     /// Activations kept for backward for one micro-batch (approximate).
     pub activations: u64,
     pub total: u64,
-    /// (weights + gradients + optimizer) / parameters: 16, as with bf16 mixed precision
-    /// (2 + 2 + 4 master + 8 Adam) or plain f32 (4 + 4 + 8).
+    /// (weights + gradients + optimizer) / parameters: 16 for full fine-tuning (f32 weights,
+    /// gradients and two AdamW moments); LoRA's and QLoRA's are far less ([`adapter_memory`]).
     pub bytes_per_parameter: f64,
 }
 
@@ -169,6 +169,62 @@ pub fn estimate(
     }
 }
 
+/// Bytes per value of a projection stored as NF4: 4 bits and one f32 absmax per 64 values, or
+/// with double quantisation one byte per 64 values and one f32 per 256 blocks.
+pub fn nf4_bytes_per_value(double_quant: bool) -> f64 {
+    if double_quant {
+        0.5 + 1.0 / 64.0 + 4.0 / (64.0 * 256.0)
+    } else {
+        0.5 + 4.0 / 64.0
+    }
+}
+
+/// LoRA's memory in place of full fine-tuning's: the base's weights (its projections in NF4
+/// under QLoRA) with no gradients or optimiser state, the adapters' `r · (in + out)` per
+/// targeted projection with both.
+pub fn adapter_memory(m: &mut MemoryEstimate, cfg: &ModelConfig, lora: &crate::spec::LoraSpec) {
+    let n = cfg.num_parameters();
+    let (h, i, hd) = (
+        cfg.hidden_size as u64,
+        cfg.intermediate_size as u64,
+        cfg.head_dim as u64,
+    );
+    let (q, kv) = (
+        cfg.num_attention_heads as u64 * hd,
+        cfg.num_key_value_heads as u64 * hd,
+    );
+    // (in, out) of each projection.
+    let shapes = [
+        ("q_proj", h, q),
+        ("k_proj", h, kv),
+        ("v_proj", h, kv),
+        ("o_proj", q, h),
+        ("gate_proj", h, i),
+        ("up_proj", h, i),
+        ("down_proj", i, h),
+    ];
+    let layers = cfg.num_hidden_layers as u64;
+    let projections: u64 = shapes.iter().map(|(_, a, b)| a * b).sum::<u64>() * layers;
+    let adapters: u64 = shapes
+        .iter()
+        .filter(|(name, _, _)| lora.target_modules.iter().any(|t| t == name))
+        .map(|(_, a, b)| lora.r as u64 * (a + b))
+        .sum::<u64>()
+        * layers;
+    let base = match lora.quantization {
+        Some(crate::spec::Quantization::Nf4) => {
+            4 * (n - projections)
+                + (projections as f64 * nf4_bytes_per_value(lora.double_quant)) as u64
+        }
+        None => 4 * n,
+    };
+    m.weights = base + 4 * adapters;
+    m.gradients = 4 * adapters;
+    m.optimizer_state = 8 * adapters;
+    m.total = m.weights + m.gradients + m.optimizer_state + m.activations;
+    m.bytes_per_parameter = (m.weights + m.gradients + m.optimizer_state) as f64 / n as f64;
+}
+
 /// Seconds for `work` FLOP-equivalents at `peak_gflops`.
 pub fn seconds_for(work: f64, peak_gflops: f64) -> f64 {
     work / (peak_gflops * 1e9 * MATMUL_EFFICIENCY)
@@ -193,7 +249,11 @@ pub fn estimate_for_spec(
         hp.max_steps.unwrap_or(1) * (hp.batch_size * hp.gradient_accumulation_steps) as u64 * seq
     });
     if spec.method.kind != MethodType::Dpo {
-        return estimate(&cfg, &hp, tokens, peak_gflops);
+        let mut e = estimate(&cfg, &hp, tokens, peak_gflops);
+        if let Some(l) = &spec.hyperparameters().lora {
+            adapter_memory(&mut e.memory, &cfg, l);
+        }
+        return e;
     }
     // Preference tuning runs each pair as two rows (the prompt with each output): twice the
     // rows per step and at most twice the tokens (the same steps), plus one forward pass over
@@ -201,8 +261,13 @@ pub fn estimate_for_spec(
     hp.batch_size *= 2;
     tokens *= 2;
     let mut e = estimate(&cfg, &hp, tokens, peak_gflops);
-    if crate::train::dpo::preference_loss(&spec.hyperparameters())
-        .kind
+    if let Some(l) = &spec.hyperparameters().lora {
+        adapter_memory(&mut e.memory, &cfg, l);
+    }
+    if spec
+        .hyperparameters()
+        .loss_type
+        .unwrap_or_default()
         .needs_reference()
     {
         // A forward pass: a third of a step's work, over the doubled tokens, once.
@@ -339,6 +404,53 @@ mod tests {
         // Both layers' activations kept, against both inputs and one layer's.
         assert_eq!(plain.kept, 2.0 * (12.0 * h + 4.0 * i) + 2.0 * 4096.0);
         assert_eq!(re.kept, 2.0 * h + 12.0 * h + 4.0 * i + 2.0 * 4096.0);
+    }
+
+    #[test]
+    fn lora_and_qlora_memory_count_the_base_and_the_adapters() {
+        // hidden 32, inter 64, 2 layers, 4 heads of 8, 2 kv heads: per layer q 1024, k 512,
+        // v 512, o 1024, gate/up/down 2048 each = 9216 projection weights, 18,432 in all.
+        let cfg = ModelConfig::llama(64, 32, 64, 2, 4, 2, 64);
+        let n = cfg.num_parameters();
+        let spec = |q: Option<crate::spec::Quantization>, dq: bool| crate::spec::LoraSpec {
+            r: 4,
+            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            quantization: q,
+            double_quant: dq,
+            ..Default::default()
+        };
+        // Adapters: r · (in + out) = 4 · (32 + 32) for q, 4 · (32 + 16) for v, per layer.
+        let adapters = 2 * (4 * 64 + 4 * 48);
+        let activations = 1000;
+        let mut m = MemoryEstimate {
+            weights: 0,
+            gradients: 0,
+            optimizer_state: 0,
+            activations,
+            total: 0,
+            bytes_per_parameter: 0.0,
+        };
+        adapter_memory(&mut m, &cfg, &spec(None, false));
+        assert_eq!(m.weights, 4 * n + 4 * adapters);
+        assert_eq!(
+            (m.gradients, m.optimizer_state),
+            (4 * adapters, 8 * adapters)
+        );
+        assert_eq!(m.total, m.weights + 12 * adapters + activations);
+        adapter_memory(
+            &mut m,
+            &cfg,
+            &spec(Some(crate::spec::Quantization::Nf4), false),
+        );
+        // 4 bits and an f32 per 64 values: 18,432 · 0.5625 = 10,368 bytes.
+        assert_eq!(m.weights, 4 * (n - 18_432) + 10_368 + 4 * adapters);
+        adapter_memory(
+            &mut m,
+            &cfg,
+            &spec(Some(crate::spec::Quantization::Nf4), true),
+        );
+        // 4 bits, a byte per 64 values, an f32 per 16,384: 9216 + 288 + 4.5 → 9508.
+        assert_eq!(m.weights, 4 * (n - 18_432) + 9_508 + 4 * adapters);
     }
 
     #[test]

@@ -339,15 +339,24 @@ fn host_sum_sq(g: &Tensor) -> Option<f64> {
     let (a, b) = layout.contiguous_offsets()?;
     let sum = |xs: &[f64]| xs.iter().map(|x| x * x).sum::<f64>();
     match &*storage {
+        // Chunk sums collected in order and added in order: a parallel `sum` adds them as
+        // rayon's splits fell, which would make the norm (and the clip) depend on scheduling.
         candle_core::Storage::Cpu(CpuStorage::F32(x)) => Some(
             x[a..b]
                 .par_chunks(CHUNK)
                 .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+                .collect::<Vec<f64>>()
+                .iter()
                 .sum(),
         ),
-        candle_core::Storage::Cpu(CpuStorage::F64(x)) => {
-            Some(x[a..b].par_chunks(CHUNK).map(sum).sum())
-        }
+        candle_core::Storage::Cpu(CpuStorage::F64(x)) => Some(
+            x[a..b]
+                .par_chunks(CHUNK)
+                .map(sum)
+                .collect::<Vec<f64>>()
+                .iter()
+                .sum(),
+        ),
         _ => None,
     }
 }

@@ -543,14 +543,21 @@ mod multi_process {
         // The same spec run without interruption ends on the same loss.
         let straight = create_job(&app, &pretrain_job(&file, steps, 5)).await;
         let mut w3 = start_worker(&app, 2);
-        wait_status(&app, &straight, "succeeded", 180).await;
+        let done = wait_status(&app, &straight, "succeeded", 180).await;
         w3.kill().unwrap();
         w3.wait().unwrap();
+        let (_, events) = app
+            .get(
+                &app.admin_key,
+                &format!("/v1/fine_tuning/jobs/{straight}/events?limit=100"),
+            )
+            .await;
+        assert_eq!(done["status"], "succeeded", "{done}\n{events}");
         let reference = train_points(&app, &straight).await;
         let (a, b) = (resumed.last().unwrap().1, reference.last().unwrap().1);
         assert!(
             (a - b).abs() <= 1e-6,
-            "final loss after resume {a} vs uninterrupted {b}"
+            "final loss after resume {a} vs uninterrupted {b}\nresumed {resumed:?}\nuninterrupted {reference:?}"
         );
     }
 

@@ -58,6 +58,12 @@ pub trait Progress {
     fn on_step(&mut self, _metrics: &StepMetrics) {}
     fn on_eval(&mut self, _metrics: &EvalMetrics) {}
     fn on_checkpoint(&mut self, _step: u64, _path: &Path) {}
+    /// Whether the receiver of [`Progress::on_checkpoint`] takes each checkpoint folder over
+    /// (a worker slot stores it and then deletes it), so the trainer must not prune its local
+    /// folders: pruning would race the slot's copy of a folder the slot has not reached yet.
+    fn takes_checkpoints(&self) -> bool {
+        false
+    }
     /// Polled once per step, before the step starts.
     fn should_stop(&mut self) -> Option<StopReason> {
         None

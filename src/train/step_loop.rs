@@ -188,7 +188,9 @@ impl StepLoop<'_> {
             // 5) checkpoint
             if step % self.plan.checkpoint_every == 0 && step < total_steps {
                 let path = self.save_checkpoint()?;
-                checkpoint::prune(&ckpt_root, hp.n_checkpoints)?;
+                if !progress.takes_checkpoints() {
+                    checkpoint::prune(&ckpt_root, hp.n_checkpoints)?;
+                }
                 progress.on_checkpoint(step, &path);
                 outcome.last_checkpoint = Some(path);
             }

@@ -57,6 +57,10 @@ impl Progress for LineProgress {
             path: path.to_path_buf(),
         });
     }
+    /// The slot copies each checkpoint to the blob store and then deletes the local folder.
+    fn takes_checkpoints(&self) -> bool {
+        true
+    }
     fn should_stop(&mut self) -> Option<StopReason> {
         match self.stop.load(Ordering::SeqCst) {
             CANCEL => Some(StopReason::Cancel),

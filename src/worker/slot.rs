@@ -487,6 +487,11 @@ async fn save_checkpoint(
     state.blobs.put_dir(path, &prefix).await?;
     let m = metrics::point_at(&state.db, job_id, step as i64).await?;
     checkpoints::insert_checkpoint(&state.db, job_id, step as i64, &prefix, &m).await?;
+    // Stored: the local copy is no longer needed (the child leaves its folders to the slot, so
+    // none disappears before it is copied; a resume downloads from the blob store).
+    if let Err(e) = tokio::fs::remove_dir_all(path).await {
+        tracing::debug!(error = %e, path = %path.display(), "could not remove a stored checkpoint's folder");
+    }
     queue::insert_event(
         &state.db,
         job_id,

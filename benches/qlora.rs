@@ -1,0 +1,157 @@
+//! QLoRA against LoRA on a model with Qwen2.5-0.5B's shapes (issue 14's figures): peak resident
+//! memory and training tokens/s of a supervised LoRA job (r 16, all seven projections, rows of
+//! 1024 packed tokens, batch 1) with the base in f32, in NF4, and in NF4 with double quantisation.
+//!
+//! One variant per process, so that each reports its own peak:
+//!
+//! ```sh
+//! cargo bench --bench qlora -- lora  DIR   # DIR: a work folder; the model is made there once
+//! cargo bench --bench qlora -- nf4   DIR
+//! cargo bench --bench qlora -- nf4dq DIR
+//! ```
+//!
+//! The model has random weights (Wick's initialisation; Qwen2.5-0.5B's `config.json` shapes:
+//! vocab 151,936, hidden 896, intermediate 4,864, 24 layers, 14 heads, 2 kv heads, tied
+//! embeddings) and a small BPE tokenizer trained on the bench's own text, so nothing is downloaded.
+//! `bench/reference/bench_lora_cpu.py DIR/base` runs PyTorch + PEFT's LoRA on the same folder.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use wick::model::{Architecture, ModelConfig, hf, init_varmap, varmap_tensors};
+use wick::spec::JobSpec;
+use wick::train::{RecordingProgress, TrainJob, run_job};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Qwen2.5-0.5B's shapes.
+fn qwen_05b() -> ModelConfig {
+    let mut c = ModelConfig::llama(151_936, 896, 4864, 24, 14, 2, 32_768);
+    c.architecture = Architecture::Qwen2;
+    c.qkv_bias = true;
+    c.rope_theta = 1_000_000.0;
+    c.rms_norm_eps = 1e-6;
+    c.tie_word_embeddings = true;
+    c
+}
+
+/// Long conversations of plain words, so packed rows fill their 1024 tokens.
+fn write_chats(path: &Path) -> Vec<String> {
+    let words = [
+        "the", "river", "runs", "past", "a", "small", "town", "where", "people", "sell", "bread",
+        "and", "fish", "every", "morning", "before", "rain",
+    ];
+    let mut texts = Vec::new();
+    let mut out = String::new();
+    for i in 0..64 {
+        let sentence = |k: usize| -> String {
+            (0..120)
+                .map(|j| words[(i * 7 + j * 3 + k) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let (q, a) = (sentence(1), sentence(2));
+        texts.push(format!("{q} {a}"));
+        let line = serde_json::json!({"messages": [
+            {"role": "user", "content": q}, {"role": "assistant", "content": a}]});
+        out += &(line.to_string() + "\n");
+    }
+    std::fs::write(path, out).unwrap();
+    texts
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    wick::allocator::keep_freed_memory();
+    // SAFETY: no thread has started yet.
+    unsafe { wick::threads::one_candle_thread() };
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let (variant, dir) = match args.as_slice() {
+        [v, d, ..] => (v.clone(), std::path::PathBuf::from(d)),
+        _ => {
+            eprintln!("usage: qlora lora|nf4|nf4dq DIR");
+            return;
+        }
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("base");
+    let chats = dir.join("chats.jsonl");
+    let texts = write_chats(&chats);
+    if !base.join("config.json").is_file() {
+        let t = Instant::now();
+        let cfg = qwen_05b();
+        let vm = init_varmap(&cfg, 1, DType::F32, &Device::Cpu).unwrap();
+        let tok = wick::tokenizer::train_bpe(texts.iter(), 2000).unwrap();
+        let mut cfg = cfg;
+        let ids = wick::tokenizer::special_ids(&tok, None, None, None).unwrap();
+        cfg.eos_token_id = Some(ids.eos);
+        cfg.pad_token_id = Some(ids.pad);
+        hf::save_model_folder(&base, &cfg, &varmap_tensors(&vm)).unwrap();
+        wick::tokenizer::save_trained(&tok, &base, 32_768).unwrap();
+        println!(
+            "made the model folder in {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        // A fresh process measures the variants: this one's peak holds the initialisation.
+        println!("model ready at {}; run again to measure", base.display());
+        return;
+    }
+    let mut lora = serde_json::json!({"r": 16, "alpha": 32, "dropout": 0.0, "target_modules":
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]});
+    match variant.as_str() {
+        "lora" => {}
+        "nf4" => lora["quantization"] = "nf4".into(),
+        "nf4dq" => {
+            lora["quantization"] = "nf4".into();
+            lora["double_quant"] = true.into();
+        }
+        other => panic!("unknown variant {other}"),
+    }
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "model": base.to_str().unwrap(), "training_file": "chats.jsonl", "seed": 3,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {
+            "batch_size": 1, "max_seq_len": 1024, "max_steps": 4, "learning_rate": 1e-4,
+            "checkpoint_every": 1000, "eval_every": 1000, "validation_split": 0.0,
+            "lora": lora}}}
+    }))
+    .unwrap();
+    let job = TrainJob {
+        spec,
+        training_file: chats,
+        validation_file: None,
+        output_dir: dir.join(format!("out-{variant}")),
+        resume_from: None,
+        device: Device::Cpu,
+        base_model_name: Some("qwen-shaped".into()),
+    };
+    let mut p = RecordingProgress::default();
+    let t = Instant::now();
+    run_job(&job, &mut p).unwrap();
+    let mut tps: Vec<f64> = p
+        .steps
+        .iter()
+        .skip(1)
+        .map(|s| s.tokens_per_second)
+        .collect();
+    tps.sort_by(f64::total_cmp);
+    println!(
+        "| {variant} | {:.0} | {:.1} | {:.4} | {:.0} s |",
+        peak_rss_mib(),
+        tps.get(tps.len() / 2).copied().unwrap_or(f64::NAN),
+        p.steps.first().map_or(f64::NAN, |s| s.train_loss),
+        t.elapsed().as_secs_f64()
+    );
+}

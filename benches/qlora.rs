@@ -8,6 +8,7 @@
 //! cargo bench --bench qlora -- lora  DIR   # DIR: a work folder; the model is made there once
 //! cargo bench --bench qlora -- nf4   DIR
 //! cargo bench --bench qlora -- nf4dq DIR
+//! cargo bench --bench qlora -- nf4 DIR recompute   # with activation recompute
 //! ```
 //!
 //! The model has random weights (Wick's initialisation; Qwen2.5-0.5B's `config.json` shapes:
@@ -120,12 +121,13 @@ fn main() {
         }
         other => panic!("unknown variant {other}"),
     }
+    let recompute = args.iter().any(|a| a == "recompute");
     let spec: JobSpec = serde_json::from_value(serde_json::json!({
         "model": base.to_str().unwrap(), "training_file": "chats.jsonl", "seed": 3,
         "method": {"type": "supervised", "supervised": {"hyperparameters": {
             "batch_size": 1, "max_seq_len": 1024, "max_steps": 4, "learning_rate": 1e-4,
             "checkpoint_every": 1000, "eval_every": 1000, "validation_split": 0.0,
-            "lora": lora}}}
+            "gradient_checkpointing": recompute, "lora": lora}}}
     }))
     .unwrap();
     let job = TrainJob {
@@ -148,7 +150,8 @@ fn main() {
         .collect();
     tps.sort_by(f64::total_cmp);
     println!(
-        "| {variant} | {:.0} | {:.1} | {:.4} | {:.0} s |",
+        "| {variant}{} | {:.0} | {:.1} | {:.4} | {:.0} s |",
+        if recompute { " (recompute)" } else { "" },
         peak_rss_mib(),
         tps.get(tps.len() / 2).copied().unwrap_or(f64::NAN),
         p.steps.first().map_or(f64::NAN, |s| s.train_loss),

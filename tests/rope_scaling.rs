@@ -4,10 +4,14 @@
 //! `tests/fixtures/make_rope_reference.py` (its "made_by" field names the versions), the
 //! tiny-llama-gqa weights with an original context of 16 and a row of 40 tokens.
 
+#[path = "common/chat_model.rs"]
+mod chat_model;
+
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use chat_model::max_abs_diff;
 use serde_json::{Value, json};
 use wick::model::llama::{Llama, sequential_positions};
 use wick::model::{ModelConfig, hf};
@@ -57,17 +61,6 @@ fn logits(cfg: &ModelConfig, ids: &[u32]) -> Tensor {
         .forward(&input, &pos, None)
         .unwrap()
         .squeeze(0)
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
         .unwrap()
 }
 

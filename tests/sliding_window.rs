@@ -4,26 +4,19 @@
 //! through the KV cache (the one generation runs). Reference: `tests/fixtures/
 //! make_sliding_window_reference.py` (its "made_by" field names the versions).
 
+#[path = "common/chat_model.rs"]
+mod chat_model;
+
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use chat_model::max_abs_diff;
 use serde_json::Value;
 use wick::model::llama::{KvCache, Llama, sequential_positions};
 use wick::model::{ModelConfig, hf};
 
 const CPU: Device = Device::Cpu;
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
 
 #[test]
 fn windowed_layers_match_transformers_in_training_and_generation() {

@@ -118,6 +118,7 @@ impl CustomOp1 for Nf4Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{max_abs_diff, probe_grads};
     use candle_core::{Device, Var};
 
     /// Forward and the input gradient equal the dense products with the dequantised weight, for
@@ -135,26 +136,13 @@ mod tests {
             let c = Tensor::randn(0f32, 1., (rows, out), &dev).unwrap();
             let y = nf4_linear(&x, &q).unwrap();
             let y_ref = x.matmul(&dense.t().unwrap()).unwrap();
-            let diff = |a: &Tensor, b: &Tensor| -> f32 {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap()
-            };
-            assert!(diff(&y, &y_ref) < 1e-4, "({rows},{out},{k}) forward");
-            let g = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
-            let g_ref = (&y_ref * &c)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let (dx, dx_ref) = (g.get(&x).unwrap(), g_ref.get(&x).unwrap());
-            assert!(diff(dx, dx_ref) < 1e-4, "({rows},{out},{k}) dx");
+            assert!(
+                max_abs_diff(&y, &y_ref) < 1e-4,
+                "({rows},{out},{k}) forward"
+            );
+            let (g, g_ref) = (probe_grads(&y, &c), probe_grads(&y_ref, &c));
+            let d = max_abs_diff(g.get(&x).unwrap(), g_ref.get(&x).unwrap());
+            assert!(d < 1e-4, "({rows},{out},{k}) dx");
         }
     }
 }

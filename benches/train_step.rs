@@ -65,15 +65,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// Peak resident set size of this process so far, in MiB (VmHWM).
+/// Peak resident memory of this process so far, in MiB.
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    wick::machine::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1048576.0)
 }
 
 /// The processor's model name and the SIMD features that decide f32 and bf16 speed.

@@ -18,16 +18,9 @@ use wick::app::Application;
 use wick::config::Settings;
 use wick::datasets::{Purpose, Validator};
 
-/// Peak resident memory of this process so far, in MiB (Linux `VmHWM`).
+/// Peak resident memory of this process so far, in MiB.
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    wick::machine::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1048576.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

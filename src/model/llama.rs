@@ -331,10 +331,9 @@ impl Block {
         })
     }
 
-    /// The mask generator of the block's LoRA adapters, if any have one.
-    pub(crate) fn lora_runtime(&self) -> Option<Arc<super::lora::LoraRuntime>> {
-        let a = &self.self_attn;
-        let m = &self.mlp;
+    /// The block's seven projections, in [`projection_paths`]' order.
+    fn linears(&self) -> [&Linear; 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
         [
             &a.q_proj,
             &a.k_proj,
@@ -344,8 +343,13 @@ impl Block {
             &m.up_proj,
             &m.down_proj,
         ]
-        .into_iter()
-        .find_map(|p| p.lora.as_ref().map(|ad| ad.runtime().clone()))
+    }
+
+    /// The mask generator of the block's LoRA adapters, if any have one.
+    pub(crate) fn lora_runtime(&self) -> Option<Arc<super::lora::LoraRuntime>> {
+        self.linears()
+            .into_iter()
+            .find_map(|p| p.lora.as_ref().map(|ad| ad.runtime().clone()))
     }
 
     /// [`Block::forward`] keeping only `x` for backward, which reruns the block
@@ -784,17 +788,7 @@ impl Llama {
     pub fn projections(&self) -> Vec<(String, &Linear)> {
         let mut out = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            let (a, m) = (&layer.self_attn, &layer.mlp);
-            let linears = [
-                &a.q_proj,
-                &a.k_proj,
-                &a.v_proj,
-                &a.o_proj,
-                &m.gate_proj,
-                &m.up_proj,
-                &m.down_proj,
-            ];
-            out.extend(projection_paths(i).into_iter().zip(linears));
+            out.extend(projection_paths(i).into_iter().zip(layer.linears()));
         }
         out
     }

@@ -398,3 +398,49 @@ fn qlora_job_trains_on_an_nf4_base_and_merges_from_it() {
     // resumed job rebuilds the same base).
     paused_and_resumed_equals_uninterrupted(hyper(true), true);
 }
+
+/// ShareGPT and Alpaca files train exactly as the chat files they convert to: the same
+/// conversations in the three formats give bitwise the same losses, step by step.
+#[test]
+fn sharegpt_and_alpaca_files_train_as_their_chat_form() {
+    let dir = tempfile::tempdir().unwrap();
+    model_dir(&dir.path().join("base"));
+    let (mut chat, mut sharegpt, mut alpaca) = (String::new(), String::new(), String::new());
+    for i in 0..12 {
+        let t = TOPICS[i % 5];
+        let (q, a) = (format!("Tell me about {t}."), format!("{t} are nice, {i}."));
+        let line = |v: serde_json::Value| v.to_string() + "\n";
+        chat += &line(serde_json::json!({"messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": format!("{q}\nPlease.")},
+            {"role": "assistant", "content": a},
+        ]}));
+        sharegpt += &line(serde_json::json!({"system": "Be brief.", "conversations": [
+            {"from": "human", "value": format!("{q}\nPlease.")},
+            {"from": "gpt", "value": a},
+        ]}));
+        alpaca += &line(serde_json::json!({
+            "instruction": q, "input": "Please.", "output": a, "system": "Be brief."
+        }));
+    }
+    let hyper = serde_json::json!({"batch_size": 2, "max_seq_len": 64, "max_steps": 3,
+                                   "learning_rate": 1e-2, "validation_split": 0.0});
+    let losses = |name: &str, data: &str| {
+        std::fs::write(dir.path().join(name), data).unwrap();
+        let mut p = RecordingProgress::default();
+        let j = chat_model::job(dir.path(), "supervised", name, hyper.clone(), name);
+        run_job(
+            &TrainJob {
+                output_dir: dir.path().join(format!("out-{name}")),
+                ..j
+            },
+            &mut p,
+        )
+        .unwrap();
+        p.steps.iter().map(|s| s.train_loss).collect::<Vec<f64>>()
+    };
+    let reference = losses("chat.jsonl", &chat);
+    assert_eq!(reference.len(), 3);
+    assert_eq!(losses("sharegpt.jsonl", &sharegpt), reference);
+    assert_eq!(losses("alpaca.jsonl", &alpaca), reference);
+}

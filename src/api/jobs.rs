@@ -78,8 +78,8 @@ async fn usable_file(
             ),
         ));
     }
-    // A fine-tune file holds chat conversations or preference pairs (its validation report
-    // says which; reports from before preference files existed are chat).
+    // A fine-tune file holds chats (OpenAI's, ShareGPT or Alpaca) or preference pairs (its
+    // validation report says which; reports from before preference files existed are chat).
     if want == FilePurpose::FineTune {
         let format = f
             .report
@@ -87,23 +87,23 @@ async fn usable_file(
             .and_then(|r| r.0.get("format"))
             .and_then(|v| v.as_str())
             .unwrap_or("chat");
-        let needed = if kind == MethodType::Dpo {
-            DatasetFormat::Preference
+        let is_chat = ["chat", "sharegpt", "alpaca"].contains(&format);
+        let fits = if kind == MethodType::Dpo {
+            format == DatasetFormat::Preference.as_str()
         } else {
-            DatasetFormat::Chat
+            is_chat
         };
-        if format != needed.as_str() {
+        if !fits {
+            let needed = if kind == MethodType::Dpo {
+                r#"preference lines ({"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]})"#
+            } else {
+                r#"chat lines ({"messages": [...]}, or ShareGPT or Alpaca lines)"#
+            };
             return Err(ApiError::invalid_param(
                 param,
                 format!(
-                    "file {id} holds {format} lines, but a {} job needs {} lines ({})",
+                    "file {id} holds {format} lines, but a {} job needs {needed}",
                     kind.as_str(),
-                    needed.as_str(),
-                    if needed == DatasetFormat::Chat {
-                        r#"{"messages": [...]}"#
-                    } else {
-                        r#"{"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}"#
-                    }
                 ),
             ));
         }

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum Purpose {
-    /// Chat lines, `{"messages": [{"role": .., "content": ..}, ..]}`, or preference pairs,
-    /// `{"input": {"messages": [..]}, "preferred_output": [..], "non_preferred_output": [..]}`
-    /// (one format per file).
+    /// Chat lines, `{"messages": [{"role": .., "content": ..}, ..]}` (or ShareGPT or Alpaca
+    /// lines, read as chat), or preference pairs, `{"input": {"messages": [..]},
+    /// "preferred_output": [..], "non_preferred_output": [..]}` (one format per file).
     FineTune,
     /// Raw text lines: `{"text": ..}`.
     Pretrain,
@@ -27,6 +27,12 @@ pub enum DatasetFormat {
     Preference,
     /// `pretrain` documents: `{"text": ..}`.
     Text,
+    /// `fine-tune` ShareGPT chats: `{"conversations": [{"from": .., "value": ..}, ..]}`, read as
+    /// chat (see [`super::convert`]).
+    #[serde(rename = "sharegpt")]
+    ShareGpt,
+    /// `fine-tune` Alpaca records: `{"instruction": .., "input": .., "output": ..}`, read as chat.
+    Alpaca,
 }
 
 impl DatasetFormat {
@@ -37,6 +43,8 @@ impl DatasetFormat {
             Self::Chat => "chat",
             Self::Preference => "preference",
             Self::Text => "text",
+            Self::ShareGpt => "sharegpt",
+            Self::Alpaca => "alpaca",
         }
     }
 

@@ -2,6 +2,7 @@
 //! validation of uploaded JSONL files, the report it produces and the statistics shown for a
 //! dataset.
 
+pub mod convert;
 pub mod format;
 pub mod report;
 pub mod stats;

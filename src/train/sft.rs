@@ -28,6 +28,7 @@ use super::start;
 use super::step_loop::StepLoop;
 use crate::chat::loss_mask::{ChatExample, ChatStats, Overlength, TrainMessage, tokenize_chat};
 use crate::chat::template::ChatTemplate;
+use crate::datasets::convert;
 
 fn pack_err(e: PackError) -> TrainError {
     match e {
@@ -36,7 +37,8 @@ fn pack_err(e: PackError) -> TrainError {
     }
 }
 
-/// Reads a chat JSONL file and tokenizes every conversation with its loss mask.
+/// Reads a chat JSONL file (OpenAI's chat lines, or ShareGPT or Alpaca lines, converted as the
+/// upload validator converts them) and tokenizes every conversation with its loss mask.
 pub fn read_chat_file(
     path: &Path,
     tokenizer: &Tokenizer,
@@ -54,7 +56,10 @@ pub fn read_chat_file(
     let mut stats = ChatStats::default();
     for_each_jsonl_line(path, |n, line| {
         let err = |m: String| TrainError::Data(DataError::line(path, n, m));
-        let parsed: Line = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
+        let chat = convert::to_chat_line(value).map_err(|e| err(e.to_string()))?;
+        let parsed: Line = serde_json::from_value(chat).map_err(|e| err(e.to_string()))?;
         let outcome = tokenize_chat(
             tokenizer,
             template,

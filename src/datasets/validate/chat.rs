@@ -7,13 +7,13 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::ctx::{Code, Ctx, PREFERENCE_KEYS, drain_map, drain_seq, scalars_are_wrong_type};
+use super::ctx::{Code, Ctx, drain_map, drain_seq, scalars_are_wrong_type};
 use super::pyjson::{KeySeed, Leaf, transcode_map};
 use crate::datasets::stats::{ASSISTANT, ROLES};
 
 /// A whole chat line. Only `messages` is hashed (like Hugging Face `datasets`' dedup); other
 /// top-level fields are allowed and skipped (noting in [`Ctx::keys`] whether any of them names
-/// the preference format).
+/// another format).
 pub(super) struct ChatLine<'c>(pub(super) &'c mut Ctx);
 
 impl ChatLine<'_> {
@@ -43,20 +43,17 @@ impl<'de> Visitor<'de> for ChatLine<'_> {
         let ctx = self.0;
         let mut seen = false;
         while let Some(key) = map.next_key_seed(KeySeed { out: None })? {
+            ctx.keys.note(&key);
             if key == "messages" {
                 if seen {
                     return Err(A::Error::custom("duplicate key \"messages\""));
                 }
                 seen = true;
-                ctx.keys.messages = true;
                 map.next_value_seed(MessagesSeed {
                     ctx: &mut *ctx,
                     list: &CHAT,
                 })?;
             } else {
-                if PREFERENCE_KEYS.contains(&key.as_ref()) {
-                    ctx.keys.preference = true;
-                }
                 map.next_value::<IgnoredAny>()?;
             }
         }

@@ -4,6 +4,7 @@
 
 use serde::de::{IgnoredAny, MapAccess, SeqAccess};
 
+use crate::datasets::format::DatasetFormat;
 use crate::datasets::stats::ROLES;
 
 /// Error codes; one per rejected line (the first problem found, checked in this order).
@@ -35,6 +36,16 @@ pub(super) enum Code {
     MissingText,
     InvalidText,
     EmptyText,
+    MissingConversations,
+    ConversationsNotArray,
+    EmptyConversations,
+    InvalidTurn,
+    InvalidFrom,
+    InvalidFunctionCall,
+    InvalidSystem,
+    InvalidInstruction,
+    InvalidOutput,
+    InvalidHistory,
     NoExamples,
 }
 
@@ -68,6 +79,16 @@ impl Code {
         Code::MissingText,
         Code::InvalidText,
         Code::EmptyText,
+        Code::MissingConversations,
+        Code::ConversationsNotArray,
+        Code::EmptyConversations,
+        Code::InvalidTurn,
+        Code::InvalidFrom,
+        Code::InvalidFunctionCall,
+        Code::InvalidSystem,
+        Code::InvalidInstruction,
+        Code::InvalidOutput,
+        Code::InvalidHistory,
         Code::NoExamples,
     ];
 
@@ -99,8 +120,23 @@ impl Code {
             Code::MissingText => "missing_text",
             Code::InvalidText => "invalid_text",
             Code::EmptyText => "empty_text",
+            Code::MissingConversations => "missing_conversations",
+            Code::ConversationsNotArray => "conversations_not_array",
+            Code::EmptyConversations => "empty_conversations",
+            Code::InvalidTurn => "invalid_turn",
+            Code::InvalidFrom => "invalid_from",
+            Code::InvalidFunctionCall => "invalid_function_call",
+            Code::InvalidSystem => "invalid_system",
+            Code::InvalidInstruction => "invalid_instruction",
+            Code::InvalidOutput => "invalid_output",
+            Code::InvalidHistory => "invalid_history",
             Code::NoExamples => "no_examples",
         }
+    }
+
+    /// The code named `name` (the converters report theirs by name).
+    pub(super) fn from_name(name: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == name)
     }
 }
 
@@ -121,12 +157,52 @@ pub(super) struct Problem {
 pub(super) struct TopKeys {
     /// `messages`: chat.
     pub(super) messages: bool,
-    /// `input`, `preferred_output` or `non_preferred_output`: preference.
+    /// `preferred_output` or `non_preferred_output`: preference.
     pub(super) preference: bool,
+    /// `input`: preference, or Alpaca's optional input.
+    pub(super) input: bool,
+    /// `conversations`: ShareGPT.
+    pub(super) conversations: bool,
+    /// `instruction` or `output`: Alpaca.
+    pub(super) alpaca: bool,
 }
 
-/// The top-level keys of a preference line.
-pub(super) const PREFERENCE_KEYS: [&str; 3] = ["input", "preferred_output", "non_preferred_output"];
+impl TopKeys {
+    /// Notes one top-level key of the line.
+    pub(super) fn note(&mut self, key: &str) {
+        match key {
+            "messages" => self.messages = true,
+            "preferred_output" | "non_preferred_output" => self.preference = true,
+            "input" => self.input = true,
+            "conversations" => self.conversations = true,
+            "instruction" | "output" => self.alpaca = true,
+            _ => {}
+        }
+    }
+
+    /// Whether the line has the keys of `format`.
+    pub(super) fn has(&self, format: DatasetFormat) -> bool {
+        match format {
+            DatasetFormat::Chat => self.messages,
+            DatasetFormat::Preference => self.preference || (self.input && !self.alpaca),
+            DatasetFormat::ShareGpt => self.conversations,
+            DatasetFormat::Alpaca => self.alpaca,
+            DatasetFormat::Text => true,
+        }
+    }
+
+    /// The format the keys name, first of chat, ShareGPT, Alpaca and preference.
+    pub(super) fn named(&self) -> Option<DatasetFormat> {
+        [
+            DatasetFormat::Chat,
+            DatasetFormat::ShareGpt,
+            DatasetFormat::Alpaca,
+            DatasetFormat::Preference,
+        ]
+        .into_iter()
+        .find(|f| self.has(*f))
+    }
+}
 
 /// Per-piece scratch state, reused for every line so the hot path does not allocate.
 #[derive(Default)]

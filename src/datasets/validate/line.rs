@@ -14,6 +14,7 @@ use super::ctx::{Code, Ctx, too_long_message};
 use super::preference::PreferenceLine;
 use super::pretrain::PretrainLine;
 use super::{ExampleDigest, FormatChoice, PieceError, PieceResult, Purpose};
+use crate::datasets::convert;
 use crate::datasets::format::DatasetFormat;
 use crate::datasets::report::MAX_REPORTED_ERRORS;
 use crate::datasets::stats::ASSISTANT;
@@ -111,14 +112,14 @@ impl Checker {
         if self.purpose == Purpose::FineTune
             && self.format.is_none()
             && self.res.first_keyed.is_none()
-            && (self.ctx.keys.messages || self.ctx.keys.preference)
+            && self.ctx.keys.named().is_some()
         {
             self.res.first_keyed = Some(FormatChoice {
                 format,
                 line: self.base_line + rel + 1,
             });
         }
-        if format == DatasetFormat::Chat && self.ctx.problem.is_none() && !self.ctx.trained {
+        if convert::is_chat(format) && self.ctx.problem.is_none() && !self.ctx.trained {
             let msg = if self.ctx.roles[ASSISTANT] == 0 {
                 "no assistant message: there is nothing to train on"
             } else {
@@ -126,7 +127,7 @@ impl Checker {
             };
             self.ctx.problem(
                 Code::NoTrainedAssistant,
-                || "messages".into(),
+                || convert::key_of(format).into(),
                 || msg.into(),
             );
         }
@@ -155,41 +156,47 @@ impl Checker {
     /// its keys name; returns the format the line was read as.
     fn fine_tune(&mut self, text: &str) -> serde_json::Result<DatasetFormat> {
         let ctx = &mut self.ctx;
-        match self.format {
-            Some(file) if file.format == DatasetFormat::Preference => {
-                parse_with(text, PreferenceLine(ctx))?;
-                if !ctx.keys.preference && ctx.keys.messages {
-                    mixed_formats(ctx, DatasetFormat::Chat, file);
-                }
-                Ok(DatasetFormat::Preference)
-            }
-            Some(file) => {
-                parse_with(text, ChatLine(ctx))?;
-                if !ctx.keys.messages && ctx.keys.preference {
-                    mixed_formats(ctx, DatasetFormat::Preference, file);
-                }
-                Ok(DatasetFormat::Chat)
-            }
-            None => {
-                parse_with(text, ChatLine(ctx))?;
-                if !ctx.keys.messages && ctx.keys.preference {
+        let Some(file) = self.format else {
+            parse_with(text, ChatLine(ctx))?;
+            return match ctx.keys.named() {
+                Some(DatasetFormat::Preference) => {
                     // Only until a line is valid (line 1 of a good preference file): the one
                     // line parsed twice, to find its format without a JSON tree.
                     ctx.reset();
                     parse_with(text, PreferenceLine(ctx))?;
-                    return Ok(DatasetFormat::Preference);
+                    Ok(DatasetFormat::Preference)
                 }
-                if !ctx.keys.messages
-                    && let Some(p) = ctx.problem.as_mut()
-                    && p.code == Code::MissingMessages
-                {
-                    p.message = "missing \"messages\" field (a preference line has \"input\", \
-                                 \"preferred_output\" and \"non_preferred_output\" instead)"
-                        .into();
+                Some(f @ (DatasetFormat::ShareGpt | DatasetFormat::Alpaca)) => {
+                    ctx.reset();
+                    converted(ctx, text, f)?;
+                    Ok(f)
                 }
-                Ok(DatasetFormat::Chat)
-            }
+                _ => {
+                    if !ctx.keys.messages
+                        && let Some(p) = ctx.problem.as_mut()
+                        && p.code == Code::MissingMessages
+                    {
+                        p.message = "missing \"messages\" field (a fine-tune line is a chat \
+                                     {\"messages\"}, a ShareGPT {\"conversations\"}, an Alpaca \
+                                     {\"instruction\", \"output\"} or a preference pair \
+                                     {\"input\", \"preferred_output\", \"non_preferred_output\"})"
+                            .into();
+                    }
+                    Ok(DatasetFormat::Chat)
+                }
+            };
+        };
+        match file.format {
+            DatasetFormat::Preference => parse_with(text, PreferenceLine(ctx))?,
+            f @ (DatasetFormat::ShareGpt | DatasetFormat::Alpaca) => converted(ctx, text, f)?,
+            _ => parse_with(text, ChatLine(ctx))?,
         }
+        if !ctx.keys.has(file.format)
+            && let Some(other) = ctx.keys.named()
+        {
+            mixed_formats(ctx, other, file);
+        }
+        Ok(file.format)
     }
 
     fn fail(&mut self, rel: u64, code: Code, param: String, message: String) {
@@ -206,18 +213,20 @@ impl Checker {
     }
 }
 
-/// Replaces the line's problem (the other format's missing keys, the only one it can have):
-/// it is a `line` line in a file that `file` made the other format.
+/// Replaces the line's problem (the file format's missing keys, the only one it can have): it
+/// is a `line` line in a file that `file` made another format.
 fn mixed_formats(ctx: &mut Ctx, line: DatasetFormat, file: FormatChoice) {
     let keys = |f: DatasetFormat| match f {
         DatasetFormat::Preference => "\"input\", \"preferred_output\", \"non_preferred_output\"",
+        DatasetFormat::ShareGpt => "\"conversations\"",
+        DatasetFormat::Alpaca => "\"instruction\", \"output\"",
         _ => "\"messages\"",
     };
     ctx.problem = None;
     ctx.problem(Code::MixedFormats, String::new, || {
         format!(
-            "a {} line ({}) in a {} file ({}, as line {} set): a fine-tune file holds chat \
-             or preference examples, not both",
+            "a {} line ({}) in a {} file ({}, as line {} set): a fine-tune file holds one \
+             format (chat, ShareGPT, Alpaca or preference), not a mix",
             line.as_str(),
             keys(line),
             file.format.as_str(),
@@ -225,6 +234,33 @@ fn mixed_formats(ctx: &mut Ctx, line: DatasetFormat, file: FormatChoice) {
             file.line,
         )
     });
+}
+
+/// A ShareGPT or Alpaca line: converted to chat ([`convert`]), then checked and hashed by chat's
+/// rules, so it hashes like the chat line it becomes; problems name the source's fields.
+fn converted(ctx: &mut Ctx, text: &str, format: DatasetFormat) -> serde_json::Result<()> {
+    let value: serde_json::Value = serde_json::from_str(text)?;
+    if let serde_json::Value::Object(o) = &value {
+        for k in o.keys() {
+            ctx.keys.note(k);
+        }
+    }
+    match convert::convert(format, &value) {
+        Err(e) => {
+            let code = Code::from_name(e.code).unwrap_or(Code::NotAnObject);
+            ctx.problem(code, || e.param, || e.message);
+        }
+        Ok(chat) => {
+            let line = chat.to_line().to_string();
+            let keys = ctx.keys;
+            parse_with(&line, ChatLine(ctx))?;
+            ctx.keys = keys;
+            if let Some(p) = ctx.problem.as_mut() {
+                p.param = chat.source_param(&p.param);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_with<'de, V: Visitor<'de, Value = ()>>(text: &'de str, v: V) -> serde_json::Result<()> {
@@ -243,5 +279,94 @@ fn json_error_message(e: &serde_json::Error) -> String {
         format!("invalid JSON: {reason} at column {}", e.column())
     } else {
         format!("invalid JSON: {reason}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{errs, run};
+    use super::*;
+
+    const SHAREGPT_OK: &str = r#"{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}"#;
+
+    #[test]
+    fn sharegpt_files_validate_with_line_numbers_and_source_params() {
+        let data = [
+            SHAREGPT_OK,
+            r#"{"conversations": [{"from": "robot", "value": "x"}]}"#,
+            r#"{"conversations": [{"from": "human", "value": "only a question"}]}"#,
+            r#"{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x", "weight": 3}]}"#,
+            r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}"#,
+            r#"{"conversations": "nope"}"#,
+            r#"{"id": "b", "system": "be brief", "conversations": [{"from": "user", "value": "q"}, {"from": "assistant", "value": "a"}]}"#,
+            SHAREGPT_OK,
+            r#"{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt""#,
+        ]
+        .join("\n");
+        let r = run(Purpose::FineTune, data.as_bytes());
+        assert_eq!(r.format, Some(DatasetFormat::ShareGpt));
+        assert_eq!(
+            errs(&r),
+            vec![
+                (2, "invalid_from", "conversations[0].from"),
+                (3, "no_trained_assistant", "conversations"),
+                (4, "invalid_weight", "conversations[1].weight"),
+                (5, "mixed_formats", ""),
+                (6, "conversations_not_array", "conversations"),
+                (9, "invalid_json", ""),
+            ]
+        );
+        assert_eq!((r.valid_examples, r.duplicates), (3, 1));
+        // Line 7: a system message, a user and an assistant turn; line 1 (twice): user, assistant.
+        assert_eq!(r.stats.role_counts["system"], 1);
+        assert_eq!(r.stats.role_counts["user"], 3);
+        assert_eq!(r.stats.role_counts["assistant"], 3);
+        assert!(
+            r.errors[3].message.contains("sharegpt file"),
+            "{}",
+            r.errors[3].message
+        );
+    }
+
+    #[test]
+    fn alpaca_files_validate_and_a_chat_line_in_them_is_mixed() {
+        let data = [
+            r#"{"instruction": "Add", "input": "2 and 3", "output": "5"}"#,
+            r#"{"instruction": "Add", "output": 5}"#,
+            r#"{"instruction": "Add"}"#,
+            r#"{"input": {"messages": []}, "preferred_output": [], "non_preferred_output": []}"#,
+            r#"{"instruction": "Say hi", "input": "", "output": "hi", "history": [["a", "b"]]}"#,
+        ]
+        .join("\n");
+        let r = run(Purpose::FineTune, data.as_bytes());
+        assert_eq!(r.format, Some(DatasetFormat::Alpaca));
+        assert_eq!(
+            errs(&r),
+            vec![
+                (2, "invalid_output", "output"),
+                (3, "missing_output", "output"),
+                (4, "mixed_formats", ""),
+            ]
+        );
+        assert_eq!(r.valid_examples, 2);
+        // "Add\n2 and 3" (11) + "5" (1); "a" + "b" + "Say hi" + "hi" = 10.
+        assert_eq!(r.stats.chars_per_example.max, 12);
+        assert_eq!(r.stats.chars_per_example.min, 10);
+    }
+
+    /// A converted line hashes as the chat line it becomes, so duplicates are the same
+    /// examples whatever format they were written in.
+    #[test]
+    fn converted_lines_hash_like_their_chat_form() {
+        let digest = |line: &str| {
+            let mut c = Checker::new(Purpose::FineTune, None, 0, usize::MAX);
+            c.lines(line.as_bytes(), false);
+            assert_eq!(c.res.invalid, 0, "{line}");
+            c.res.digests[0].0
+        };
+        let chat = r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}"#;
+        assert_eq!(digest(SHAREGPT_OK), digest(chat));
+        let alpaca = r#"{"instruction": "hi", "input": "", "output": "hello"}"#;
+        assert_eq!(digest(alpaca), digest(chat));
     }
 }

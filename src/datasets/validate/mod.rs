@@ -469,7 +469,6 @@ struct PieceError {
 }
 
 /// Everything a piece contributes to the report.
-#[derive(Default)]
 struct PieceResult {
     lines: u64,
     blank: u64,
@@ -484,6 +483,23 @@ struct PieceResult {
     decided: Option<FormatChoice>,
     /// The first line whose keys named a format while it was undecided.
     first_keyed: Option<FormatChoice>,
+}
+
+impl Default for PieceResult {
+    // By hand: `[u64; N_CODES]` is longer than the arrays std derives `Default` for.
+    fn default() -> Self {
+        Self {
+            lines: 0,
+            blank: 0,
+            invalid: 0,
+            code_counts: [0; N_CODES],
+            errors: Vec::new(),
+            digests: Vec::new(),
+            stats: StatsAcc::default(),
+            decided: None,
+            first_keyed: None,
+        }
+    }
 }
 
 /// Checks every line of `piece`. With `format` undecided (only tests), lines are numbered as

@@ -84,14 +84,11 @@ impl<'de> Visitor<'de> for PreferenceLine<'_> {
         // separators; (entry start, value start, end) per field of `FIELDS`.
         let mut spans: [Option<(usize, usize, usize)>; 3] = [None; 3];
         while let Some(key) = map.next_key_seed(KeySeed { out: None })? {
+            ctx.keys.note(&key);
             let Some(f) = FIELDS.iter().position(|k| *k == key) else {
-                if key == "messages" {
-                    ctx.keys.messages = true;
-                }
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            ctx.keys.preference = true;
             if spans[f].is_some() {
                 return Err(A::Error::custom(format!("duplicate key {key:?}")));
             }
@@ -413,8 +410,8 @@ mod tests {
         assert_eq!(
             msg(25),
             "a chat line (\"messages\") in a preference file (\"input\", \"preferred_output\", \
-             \"non_preferred_output\", as line 1 set): a fine-tune file holds chat or \
-             preference examples, not both"
+             \"non_preferred_output\", as line 1 set): a fine-tune file holds one format \
+             (chat, ShareGPT, Alpaca or preference), not a mix"
         );
         assert_eq!(r.stats.preference.as_ref().unwrap().pairs, 4);
         // Any chunking gives the same report.
@@ -517,7 +514,11 @@ mod tests {
                 (6, "mixed_formats", ""),
             ]
         );
-        assert!(r.errors[1].message.contains("a preference line has"));
+        assert!(
+            r.errors[1]
+                .message
+                .contains("or a preference pair {\"input\"")
+        );
         assert!(r.errors[4].message.contains("as line 5 set"));
         assert_eq!((r.valid_examples, r.duplicates), (2, 1));
         // The same wherever batches and pieces begin.

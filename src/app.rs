@@ -27,6 +27,7 @@ impl Application {
         let state = AppState::open(settings).await?;
         let new_admin_key = bootstrap_admin_key(&state.db, &state.settings).await?;
         crate::jobs::validation::resume_pending(&state.db, &state.hub, &state.queue_wake).await?;
+        crate::cleaning::resume_interrupted(&state.db, &state.blobs).await?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;

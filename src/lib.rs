@@ -10,12 +10,14 @@
 //!   process), the two front doors;
 //! - [`state`]: what handlers and slots share (store, blobs, settings, hub, loaded models);
 //! - [`jobs`] (validation before queueing, the metric series, publishing results), [`catalog`]
-//!   (the models a job may start from, one `resolve`), [`stream`] (live updates to watchers),
-//!   [`infer`] (loaded models and sampling for chat completions);
+//!   (the models a job may start from, one `resolve`), [`cleaning`] (cleaned files written in
+//!   the background), [`stream`] (live updates to watchers), [`infer`] (loaded models and
+//!   sampling for chat completions);
 //! - [`train`] (the synchronous training engine), [`store`] (Postgres or SQLite through sqlx,
 //!   statuses typed at the row), [`blob`] (large bytes through object_store, with its keys);
 //! - [`model`] (the Llama-family network, LoRA, Hugging Face and PEFT I/O), [`chat`] (templates
-//!   and loss masks), [`datasets`] (streaming validation of uploaded JSONL);
+//!   and loss masks), [`datasets`] (streaming validation of uploaded JSONL, other chat formats,
+//!   cleaning);
 //! - [`tokenizer`];
 //! - [`spec`] (the job specification), [`ids`], [`config`], [`telemetry`], [`machine`] (what
 //!   this machine has to give), [`allocator`] and [`threads`] (process settings for training).
@@ -27,6 +29,7 @@ pub mod auth;
 pub mod blob;
 pub mod catalog;
 pub mod chat;
+pub mod cleaning;
 pub mod cli;
 pub mod cli_train;
 pub mod config;

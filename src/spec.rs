@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub model: String,
+    /// Required unless `training_files` is given.
+    #[serde(default)]
     pub training_file: String,
     #[serde(default)]
     pub validation_file: Option<String>,
@@ -30,6 +32,89 @@ pub struct JobSpec {
     pub integrations: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Several training files, sampled by weight (Wick's extension beside `training_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_files: Option<Vec<TrainingFile>>,
+    /// Several validation files, each evaluated apart (`valid_loss/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_files: Option<Vec<ValidationFile>>,
+    /// The order of the training data: short examples first, or weights that change by step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curriculum: Option<Curriculum>,
+}
+
+/// One file of a mixture: `weight` is its share of the training tokens (weights are normalised;
+/// give every file one or none, none meaning each file's own share of the tokens), `name` the
+/// domain its metrics are reported under (default: the file reference).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingFile {
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl TrainingFile {
+    /// The domain name: `name`, else the file reference.
+    pub fn domain(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.file)
+    }
+}
+
+/// One validation file, evaluated under its own `name` (default: the file reference).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationFile {
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ValidationFile {
+    /// The domain name: `name`, else the file reference.
+    pub fn domain(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.file)
+    }
+}
+
+/// The order the training data comes in: `{"type": "length"}` deals each file's examples (or
+/// documents) short to long in its first epoch, shuffled after; `{"stages": [{"until_step": N,
+/// "weights": {"web": 0.9, "code": 0.1}}, ...]}` changes the mixture's weights by step (a stage
+/// applies up to and including its `until_step`; the last one also to the end of the run).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Curriculum {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CurriculumType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<CurriculumStage>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CurriculumType {
+    /// Short to long in the first epoch.
+    Length,
+    /// Weights by step (`stages`).
+    Stages,
+}
+
+/// Mixture weights up to a step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CurriculumStage {
+    pub until_step: u32,
+    /// Weight per training file name; names left out get 0.
+    pub weights: std::collections::BTreeMap<String, f64>,
+}
+
+impl Curriculum {
+    /// Whether examples come short to long in the first epoch.
+    pub fn by_length(&self) -> bool {
+        self.kind == Some(CurriculumType::Length)
+    }
 }
 
 /// What kind of training a job does.
@@ -413,12 +498,7 @@ impl JobSpec {
         if self.model.trim().is_empty() {
             return Err(err("model", "model must not be empty".into()));
         }
-        if self.training_file.trim().is_empty() {
-            return Err(err(
-                "training_file",
-                "training_file must not be empty".into(),
-            ));
-        }
+        self.validate_files()?;
         if let Some(s) = &self.suffix {
             let ok = !s.is_empty()
                 && s.len() <= 64
@@ -465,6 +545,224 @@ impl JobSpec {
                 param: format!("{prefix}.{}", e.param),
                 message: e.message,
             })
+    }
+}
+
+/// Names a domain may have: they become metric names (`valid_loss/<name>`).
+fn valid_domain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl JobSpec {
+    /// The training file references: `training_files`' in order, else `training_file`.
+    pub fn training_file_refs(&self) -> Vec<&str> {
+        match &self.training_files {
+            Some(files) => files.iter().map(|f| f.file.as_str()).collect(),
+            None => vec![self.training_file.as_str()],
+        }
+    }
+
+    /// The validation file references: `validation_files`' in order, else `validation_file`.
+    pub fn validation_file_refs(&self) -> Vec<&str> {
+        match &self.validation_files {
+            Some(files) => files.iter().map(|f| f.file.as_str()).collect(),
+            None => self.validation_file.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// `training_file` or `training_files`, `validation_file` or `validation_files`, their
+    /// names and weights, and the curriculum.
+    fn validate_files(&self) -> Result<(), SpecError> {
+        let err = |param: String, message: String| SpecError { param, message };
+        let mixing = self.training_files.is_some()
+            || self.validation_files.is_some()
+            || self.curriculum.is_some();
+        if mixing && self.method.kind == MethodType::Dpo {
+            let param = if self.training_files.is_some() {
+                "training_files"
+            } else if self.validation_files.is_some() {
+                "validation_files"
+            } else {
+                "curriculum"
+            };
+            return Err(err(
+                param.into(),
+                format!("{param} applies to pretrain and supervised jobs"),
+            ));
+        }
+        match &self.training_files {
+            None if self.training_file.trim().is_empty() => {
+                return Err(err(
+                    "training_file".into(),
+                    "training_file must not be empty".into(),
+                ));
+            }
+            None => {}
+            Some(files) => {
+                if files.is_empty() {
+                    return Err(err(
+                        "training_files".into(),
+                        "training_files must name at least one file".into(),
+                    ));
+                }
+                let weighted = files.iter().filter(|f| f.weight.is_some()).count();
+                if weighted != 0 && weighted != files.len() {
+                    return Err(err(
+                        "training_files".into(),
+                        "give every training file a weight, or none (each file's own share)".into(),
+                    ));
+                }
+                let mut names = std::collections::HashSet::new();
+                for (i, f) in files.iter().enumerate() {
+                    if f.file.trim().is_empty() {
+                        return Err(err(
+                            format!("training_files[{i}].file"),
+                            "file must not be empty".into(),
+                        ));
+                    }
+                    if let Some(w) = f.weight
+                        && !(w.is_finite() && w > 0.0)
+                    {
+                        return Err(err(
+                            format!("training_files[{i}].weight"),
+                            format!("weight must be greater than 0, got {w}"),
+                        ));
+                    }
+                    if !valid_domain_name(f.domain()) {
+                        return Err(err(
+                            format!("training_files[{i}].name"),
+                            "name must be 1 to 64 characters of letters, digits, '-', '_' and '.'"
+                                .into(),
+                        ));
+                    }
+                    if !names.insert(f.domain()) {
+                        return Err(err(
+                            format!("training_files[{i}].name"),
+                            format!("two training files are named {:?}", f.domain()),
+                        ));
+                    }
+                }
+                if !self.training_file.is_empty()
+                    && !files.iter().any(|f| f.file == self.training_file)
+                {
+                    return Err(err(
+                        "training_file".into(),
+                        "with training_files, training_file must be one of them (or left out)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if let Some(files) = &self.validation_files {
+            if self.validation_file.is_some() {
+                return Err(err(
+                    "validation_file".into(),
+                    "give validation_file or validation_files, not both".into(),
+                ));
+            }
+            if files.is_empty() {
+                return Err(err(
+                    "validation_files".into(),
+                    "validation_files must name at least one file".into(),
+                ));
+            }
+            let mut names = std::collections::HashSet::new();
+            for (i, f) in files.iter().enumerate() {
+                if f.file.trim().is_empty() {
+                    return Err(err(
+                        format!("validation_files[{i}].file"),
+                        "file must not be empty".into(),
+                    ));
+                }
+                if !valid_domain_name(f.domain()) {
+                    return Err(err(
+                        format!("validation_files[{i}].name"),
+                        "name must be 1 to 64 characters of letters, digits, '-', '_' and '.'"
+                            .into(),
+                    ));
+                }
+                if !names.insert(f.domain()) {
+                    return Err(err(
+                        format!("validation_files[{i}].name"),
+                        format!("two validation files are named {:?}", f.domain()),
+                    ));
+                }
+            }
+        }
+        if let Some(c) = &self.curriculum {
+            match (c.kind, &c.stages) {
+                (Some(CurriculumType::Length), None) => {}
+                (Some(CurriculumType::Length), Some(_)) => {
+                    return Err(err(
+                        "curriculum.stages".into(),
+                        "stages go with curriculum type \"stages\", not \"length\"".into(),
+                    ));
+                }
+                (None | Some(CurriculumType::Stages), None) => {
+                    return Err(err(
+                        "curriculum".into(),
+                        "curriculum needs \"type\": \"length\" or \"stages\": [...]".into(),
+                    ));
+                }
+                (None | Some(CurriculumType::Stages), Some(stages)) => {
+                    self.validate_stages(stages)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_stages(&self, stages: &[CurriculumStage]) -> Result<(), SpecError> {
+        let err = |param: String, message: String| SpecError { param, message };
+        let Some(files) = &self.training_files else {
+            return Err(err(
+                "curriculum.stages".into(),
+                "stages weigh the named files of training_files".into(),
+            ));
+        };
+        if stages.is_empty() {
+            return Err(err(
+                "curriculum.stages".into(),
+                "stages must hold at least one stage".into(),
+            ));
+        }
+        let mut last = 0;
+        for (i, st) in stages.iter().enumerate() {
+            if st.until_step == 0 || st.until_step <= last && i > 0 {
+                return Err(err(
+                    format!("curriculum.stages[{i}].until_step"),
+                    "until_step must be at least 1 and grow from stage to stage".into(),
+                ));
+            }
+            last = st.until_step;
+            let mut positive = false;
+            for (name, w) in &st.weights {
+                if !files.iter().any(|f| f.domain() == name) {
+                    return Err(err(
+                        format!("curriculum.stages[{i}].weights.{name}"),
+                        format!("no training file is named {name:?}"),
+                    ));
+                }
+                if !(w.is_finite() && *w >= 0.0) {
+                    return Err(err(
+                        format!("curriculum.stages[{i}].weights.{name}"),
+                        format!("a weight must be 0 or more, got {w}"),
+                    ));
+                }
+                positive |= *w > 0.0;
+            }
+            if !positive {
+                return Err(err(
+                    format!("curriculum.stages[{i}].weights"),
+                    "a stage must give some file a positive weight".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

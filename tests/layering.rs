@@ -32,8 +32,9 @@ const LAYERS: &[&[&str]] = &[
     &["train", "store", "blob"],
     // Live updates: store rows fanned out to watchers.
     &["stream"],
-    // What jobs, models and inference mean to the service (jobs announce through the stream).
-    &["jobs", "catalog", "infer"],
+    // What jobs, models, cleaning and inference mean to the service (jobs announce through the
+    // stream).
+    &["jobs", "catalog", "infer", "cleaning"],
     &["state"],
     // The two front doors: HTTP and the worker slots.
     &["error", "auth", "api", "worker"],

@@ -20,10 +20,12 @@ use sha2::{Digest, Sha256};
 use sqlx::types::Json;
 use tokio::sync::mpsc;
 
+use super::json::ApiJson;
 use super::pagination::{PageQuery, page};
 use super::query::ApiQuery;
 use crate::auth::Auth;
 use crate::blob::{BlobWriter, Blobs};
+use crate::datasets::clean::CleanOptions;
 use crate::datasets::{DatasetFormat, Purpose, ValidationReport, Validator};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, now, unix};
@@ -36,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/files", get(list_files))
         .route("/v1/files/{id}", get(get_file).delete(delete_file))
         .route("/v1/files/{id}/content", get(file_content))
+        .route("/v1/files/{id}/clean", post(clean_file))
 }
 
 /// The upload route: no request timeout, and a body limit just above the upload limit (the
@@ -194,6 +197,9 @@ async fn upload_file(
             serde_json::to_value(&report).map_err(anyhow::Error::from)?,
         )),
         created_at: now(),
+        source_file: None,
+        clean_options: None,
+        clean_report: None,
     };
     if let Err(e) = files::insert_file(&state.db, &row).await {
         let _ = state.blobs.delete(&blob_path).await;
@@ -319,9 +325,10 @@ fn report_object(report: &Value, purpose: FilePurpose) -> Value {
     report
 }
 
-/// The OpenAI file object, plus our `sha256` and `validation` report.
+/// The OpenAI file object, plus our `sha256` and `validation` report, and for a cleaned file
+/// its `source_file` and `cleaning` report (`null` while it is being written).
 pub fn file_object(f: &FileRow) -> Value {
-    json!({
+    let mut o = json!({
         "id": f.id,
         "object": "file",
         "bytes": f.bytes,
@@ -332,7 +339,84 @@ pub fn file_object(f: &FileRow) -> Value {
         "status_details": f.status_details,
         "sha256": f.sha256,
         "validation": f.report.as_ref().map(|r| report_object(&r.0, f.purpose)),
-    })
+    });
+    if let Some(source) = &f.source_file {
+        o["source_file"] = json!(source);
+        o["cleaning"] = f.clean_report.as_ref().map_or(Value::Null, |r| r.0.clone());
+    }
+    o
+}
+
+/// `POST /v1/files/{id}/clean`: a new file made from this one with the options in the body
+/// (`{}`: exact deduplication), answered at once as `uploaded` while it is written in the
+/// background (see [`crate::cleaning`]); it becomes `processed` (or `error`) with its
+/// `validation` and `cleaning` reports. The source stays as it is.
+async fn clean_file(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    ApiJson(opts): ApiJson<CleanOptions>,
+) -> ApiResult<axum::Json<Value>> {
+    let source = files::get_file(&state.db, &caller.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("file", &id))?;
+    let purpose = match source.purpose {
+        FilePurpose::FineTune => Purpose::FineTune,
+        FilePurpose::Pretrain => Purpose::Pretrain,
+        FilePurpose::FineTuneResults => {
+            return Err(ApiError::bad_request(
+                "invalid_file",
+                format!("file {id} is a job's results file, not a dataset"),
+                Some("id"),
+            ));
+        }
+    };
+    if source.status == FileStatus::Uploaded {
+        return Err(ApiError::conflict(
+            "file_not_ready",
+            format!("file {id} is still being cleaned; clean it once it is processed"),
+        ));
+    }
+    let format = source
+        .report
+        .as_ref()
+        .and_then(|r| serde_json::from_value::<ValidationReport>(r.0.clone()).ok())
+        .map_or(DatasetFormat::legacy(purpose), |r| {
+            r.format_or_legacy(purpose)
+        });
+    opts.validate(format)
+        .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
+    let new = new_id("file");
+    let stem = source
+        .filename
+        .strip_suffix(".jsonl")
+        .unwrap_or(&source.filename);
+    let row = FileRow {
+        id: new.clone(),
+        org_id: caller.org_id.clone(),
+        filename: format!("{stem}.clean.jsonl"),
+        purpose: source.purpose,
+        bytes: 0,
+        sha256: String::new(),
+        blob_path: crate::blob::keys::file(&caller.org_id, &new),
+        status: FileStatus::Uploaded,
+        status_details: Some(format!("cleaning {id}")),
+        report: None,
+        created_at: now(),
+        source_file: Some(source.id.clone()),
+        clean_options: Some(Json(
+            serde_json::to_value(&opts).map_err(anyhow::Error::from)?,
+        )),
+        clean_report: None,
+    };
+    files::insert_file(&state.db, &row).await?;
+    tracing::info!(file = %row.id, source = %source.id, "cleaning started");
+    tokio::spawn(crate::cleaning::run_clean(
+        state.db.clone(),
+        state.blobs.clone(),
+        row.clone(),
+    ));
+    Ok(axum::Json(file_object(&row)))
 }
 
 /// `?purpose=&after=&limit=` (not a flattened [`PageQuery`]: flattening makes serde see every
@@ -410,6 +494,15 @@ async fn delete_file(
     let f = files::get_file(&state.db, &caller.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("file", &id))?;
+    if files::file_being_cleaned(&state.db, &f.id).await? {
+        return Err(ApiError::conflict(
+            "file_in_use",
+            format!(
+                "file {} is being cleaned into a new file; delete it once that is done",
+                f.id
+            ),
+        ));
+    }
     if files::file_in_use(&state.db, &f.id).await? {
         return Err(ApiError::conflict(
             "file_in_use",

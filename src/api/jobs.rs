@@ -67,6 +67,12 @@ async fn usable_file(
             ),
         ));
     }
+    if f.status == FileStatus::Uploaded {
+        return Err(ApiError::invalid_param(
+            param,
+            format!("file {id} is still being cleaned; start the job once it is processed"),
+        ));
+    }
     if f.status != FileStatus::Processed {
         return Err(ApiError::invalid_param(
             param,

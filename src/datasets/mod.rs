@@ -1,7 +1,9 @@
 //! Dataset handling: what a dataset is (`format`: its purpose and line format), streaming
 //! validation of uploaded JSONL files, the report it produces and the statistics shown for a
-//! dataset.
+//! dataset, other chat formats read as OpenAI's (`convert`), and cleaning a file into a new one
+//! (`clean`).
 
+pub mod clean;
 pub mod convert;
 pub mod format;
 pub mod report;

@@ -66,6 +66,9 @@ pub async fn publish_results(
             status_details: None,
             report: None,
             created_at: now(),
+            source_file: None,
+            clean_options: None,
+            clean_report: None,
         },
     )
     .await?;

@@ -209,6 +209,36 @@ impl PackedRows {
         }
     }
 
+    /// No rows yet, of `seq_len` tokens each.
+    pub fn empty(seq_len: usize) -> Self {
+        PackedRows {
+            seq_len,
+            tokens: Vec::new(),
+            real: Vec::new(),
+        }
+    }
+
+    /// Appends `other`'s rows (of the same length) after these.
+    pub fn append(&mut self, other: &PackedRows) {
+        assert_eq!(self.seq_len, other.seq_len, "rows of one length");
+        self.tokens.extend_from_slice(&other.tokens);
+        self.real.extend_from_slice(&other.real);
+    }
+
+    /// Real (non-padding) tokens of row `i`.
+    pub fn real_tokens(&self, i: usize) -> usize {
+        self.real[i]
+    }
+
+    /// The mean length of the documents in row `i` (its real tokens over the documents they
+    /// touch, counted by their `eos`): what "short" means for the length curriculum.
+    pub fn mean_document_length(&self, i: usize, eos: u32) -> f64 {
+        let real = &self.row(i)[..self.real[i]];
+        let ends = real.iter().filter(|&&t| t == eos).count();
+        let docs = ends + usize::from(real.last() != Some(&eos));
+        real.len() as f64 / docs.max(1) as f64
+    }
+
     pub fn len(&self) -> usize {
         self.real.len()
     }

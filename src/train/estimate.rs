@@ -364,6 +364,9 @@ mod tests {
             hyperparameters: None,
             integrations: None,
             metadata: None,
+            training_files: None,
+            validation_files: None,
+            curriculum: None,
         };
         let cfg = model::preset("wick-llama-1m").unwrap();
         let hp = Resolved::from_spec(&spec, true);

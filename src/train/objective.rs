@@ -77,13 +77,19 @@ pub(super) trait Objective {
 /// the window's counted tokens, so the summed gradients are those of the window's mean.
 pub(super) struct TokenObjective<'a> {
     pub train: &'a dyn RowSet,
-    pub valid: &'a dyn RowSet,
+    /// Validation rows per domain: one unnamed set for a plain job; with several validation
+    /// files (or a mixture's held-out rows), one per name, each also reported apart.
+    pub valid: Vec<(Option<String>, &'a dyn RowSet)>,
     /// A window loss above this stops the job as diverged (3× the loss of a uniform guess).
     pub explode_at: f64,
 }
 
 impl<'a> TokenObjective<'a> {
-    pub fn new(train: &'a dyn RowSet, valid: &'a dyn RowSet, vocab_size: usize) -> Self {
+    pub fn new(
+        train: &'a dyn RowSet,
+        valid: Vec<(Option<String>, &'a dyn RowSet)>,
+        vocab_size: usize,
+    ) -> Self {
         TokenObjective {
             train,
             valid,
@@ -98,7 +104,7 @@ impl Objective for TokenObjective<'_> {
     }
 
     fn valid_len(&self) -> usize {
-        self.valid.len()
+        self.valid.iter().map(|(_, rows)| rows.len()).sum()
     }
 
     fn window(
@@ -142,23 +148,59 @@ impl Objective for TokenObjective<'_> {
         })
     }
 
+    /// The loss over every validation token of every domain, and per named domain its own
+    /// `valid_loss/<name>`, `valid_perplexity/<name>` and `valid_mean_token_accuracy/<name>`.
     fn evaluate(&self, net: &Llama, batch_size: usize) -> Result<Evaluation, TrainError> {
-        let (loss, token_accuracy) = evaluate_rows(net, self.valid, batch_size)?;
+        let mut all = EvalSums::default();
+        let mut extra = BTreeMap::new();
+        for (name, rows) in &self.valid {
+            let sums = evaluate_rows(net, *rows, batch_size)?;
+            if let Some(name) = name {
+                let (loss, accuracy) = sums.means();
+                extra.insert(format!("valid_loss/{name}"), loss);
+                extra.insert(format!("valid_perplexity/{name}"), loss.exp());
+                extra.insert(format!("valid_mean_token_accuracy/{name}"), accuracy);
+            }
+            all.add(&sums);
+        }
+        let (loss, token_accuracy) = all.means();
         Ok(Evaluation {
             loss,
             perplexity: loss.exp(),
             token_accuracy,
-            extra: BTreeMap::new(),
+            extra,
         })
     }
 }
 
-/// Mean loss and token accuracy over the counted tokens of every row of `rows`.
+/// Summed validation loss, correct predictions and counted tokens.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct EvalSums {
+    pub loss: f64,
+    pub correct: f64,
+    pub tokens: f64,
+}
+
+impl EvalSums {
+    fn add(&mut self, o: &EvalSums) {
+        self.loss += o.loss;
+        self.correct += o.correct;
+        self.tokens += o.tokens;
+    }
+
+    /// Mean loss and token accuracy over the counted tokens.
+    pub fn means(&self) -> (f64, f64) {
+        let tokens = self.tokens.max(1.0);
+        (self.loss / tokens, self.correct / tokens)
+    }
+}
+
+/// Loss, correct predictions and counted tokens over every row of `rows`.
 pub(super) fn evaluate_rows(
     net: &Llama,
     rows: &dyn RowSet,
     batch_size: usize,
-) -> Result<(f64, f64), TrainError> {
+) -> Result<EvalSums, TrainError> {
     let (mut loss, mut correct, mut tokens) = (0.0, 0.0, 0.0);
     let all: Vec<usize> = (0..rows.len()).collect();
     for idx in all.chunks(batch_size.max(1)) {
@@ -171,6 +213,9 @@ pub(super) fn evaluate_rows(
         correct += s.correct;
         tokens += s.tokens;
     }
-    let tokens = tokens.max(1.0);
-    Ok((loss / tokens, correct / tokens))
+    Ok(EvalSums {
+        loss,
+        correct,
+        tokens,
+    })
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Var};
 
 use super::data::{self, PackedRows};
+use super::domains;
 use super::hparams::DEFAULT_MAX_SEQ_LEN;
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome, spec_error};
 use super::objective::{Batch, RowSet, TokenObjective};
@@ -65,21 +66,53 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         });
     }
 
-    // --- data ----------------------------------------------------------------------------------
+    // --- data: each training file (domain) packed apart; validation rows from the validation
+    // files, else held out of each training file ---------------------------------------------
     let t_data = Instant::now();
-    let stream = data::tokenize_file(&job.training_file, &start.tokenizer, specials.eos)?;
-    let all_rows = PackedRows::pack(&stream, seq_len, specials.pad);
-    let (train_rows, valid_rows) = match &job.validation_file {
-        Some(v) => {
-            let vs = data::tokenize_file(v, &start.tokenizer, specials.eos)?;
-            (all_rows, PackedRows::pack(&vs, seq_len, specials.pad))
-        }
-        None => all_rows.split_validation(hp.validation_split, hp.seed),
+    let files = domains::training_files(job);
+    let valid_files = domains::validation_files(job);
+    let mut train_rows = PackedRows::empty(seq_len);
+    let mut domain_tokens = Vec::new();
+    let mut held_out = Vec::new();
+    let mut tokens = 0usize;
+    for (i, f) in files.iter().enumerate() {
+        let stream = data::tokenize_file(&f.path, &start.tokenizer, specials.eos)?;
+        tokens += stream.len();
+        let rows = PackedRows::pack(&stream, seq_len, specials.pad);
+        let rows = if valid_files.is_empty() {
+            let (train, valid) =
+                rows.split_validation(hp.validation_split, domains::holdout_seed(hp.seed, i));
+            held_out.push((f.name.clone(), valid));
+            train
+        } else {
+            rows
+        };
+        domain_tokens.push(domains::DomainTokens {
+            tokens: (0..rows.len())
+                .map(|r| rows.real_tokens(r) as u32)
+                .collect(),
+            lengths: (0..rows.len())
+                .map(|r| rows.mean_document_length(r, specials.eos))
+                .collect(),
+        });
+        train_rows.append(&rows);
+    }
+    let valid_sets = if valid_files.is_empty() {
+        held_out
+    } else {
+        valid_files
+            .iter()
+            .map(|f| {
+                let vs = data::tokenize_file(&f.path, &start.tokenizer, specials.eos)?;
+                Ok((f.name.clone(), PackedRows::pack(&vs, seq_len, specials.pad)))
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?
     };
     tracing::info!(
-        tokens = stream.len(),
+        tokens,
         train_rows = train_rows.len(),
-        valid_rows = valid_rows.len(),
+        valid_rows = valid_sets.iter().map(|(_, v)| v.len()).sum::<usize>(),
+        domains = files.len(),
         seconds = t_data.elapsed().as_secs_f64(),
         "data ready"
     );
@@ -92,6 +125,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         ));
     }
     let plan = Plan::new(hp, total_steps);
+    let mix = domains::mix_plan(job, hp, &files, domain_tokens);
 
     // --- model and optimiser -------------------------------------------------------------------
     let mut trainee = FullModel::new(start.weights, &cfg, seq_len, dtype, device)?;
@@ -116,10 +150,15 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     );
 
     // --- the loop ------------------------------------------------------------------------------
-    let (train_set, valid_set) = (
-        PretrainRows(&train_rows, device),
-        PretrainRows(&valid_rows, device),
-    );
+    let train_set = PretrainRows(&train_rows, device);
+    let valid_rows: Vec<(Option<String>, PretrainRows)> = valid_sets
+        .iter()
+        .map(|(name, rows)| (name.clone(), PretrainRows(rows, device)))
+        .collect();
+    let valid: Vec<(Option<String>, &dyn RowSet)> = valid_rows
+        .iter()
+        .map(|(name, rows)| (name.clone(), rows as &dyn RowSet))
+        .collect();
     let mut outcome = StepLoop {
         job,
         hp,
@@ -128,8 +167,9 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         vars,
         opt,
         state,
-        objective: &TokenObjective::new(&train_set, &valid_set, cfg.vocab_size),
+        objective: &TokenObjective::new(&train_set, valid, cfg.vocab_size),
         plan,
+        mix: &mix,
     }
     .run(progress)?;
     if matches!(outcome.stopped, Some(Stopped::Cancelled | Stopped::Paused)) {

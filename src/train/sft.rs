@@ -20,6 +20,7 @@ use tokenizers::Tokenizer;
 
 use super::chat_model::{Tuned, chat_start};
 use super::data::{DataError, for_each_jsonl_line, hold_out};
+use super::domains;
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
 use super::objective::{Batch, RowSet, TokenObjective};
 use super::progress::Progress;
@@ -85,33 +86,72 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     let (seq_len, overlength) = (cs.seq_len, cs.overlength);
     let packing = h.packing.unwrap_or(true);
 
-    // --- data ----------------------------------------------------------------------------------
+    // --- data: each training file (domain) packed apart; validation examples from the
+    // validation files, else held out of each training file ---------------------------------
     let t_data = Instant::now();
-    let (mut train, stats) = read_chat_file(
-        &job.training_file,
-        &cs.start.tokenizer,
-        &cs.template,
-        seq_len,
-        overlength,
-    )?;
-    let valid = match &job.validation_file {
-        Some(v) => read_chat_file(v, &cs.start.tokenizer, &cs.template, seq_len, overlength)?.0,
-        None => hold_out(&mut train, hp.validation_split, hp.seed),
+    let files = domains::training_files(job);
+    let valid_files = domains::validation_files(job);
+    let read =
+        |path: &Path| read_chat_file(path, &cs.start.tokenizer, &cs.template, seq_len, overlength);
+    let mut train_rows = Vec::new();
+    let mut domain_tokens = Vec::new();
+    let mut held_out = Vec::new();
+    let mut stats = ChatStats::default();
+    for (i, f) in files.iter().enumerate() {
+        let (mut examples, s) = read(&f.path)?;
+        stats.kept += s.kept;
+        stats.truncated += s.truncated;
+        stats.dropped += s.dropped;
+        stats.no_trainable += s.no_trainable;
+        if valid_files.is_empty() {
+            let valid = hold_out(
+                &mut examples,
+                hp.validation_split,
+                domains::holdout_seed(hp.seed, i),
+            );
+            held_out.push((
+                f.name.clone(),
+                pack_examples(&valid, seq_len, packing).map_err(pack_err)?,
+            ));
+        }
+        let rows = pack_examples(&examples, seq_len, packing).map_err(pack_err)?;
+        domain_tokens.push(domains::DomainTokens {
+            tokens: rows.iter().map(|r| r.input_ids.len() as u32).collect(),
+            lengths: rows
+                .iter()
+                .map(|r| r.input_ids.len() as f64 / r.lengths.len().max(1) as f64)
+                .collect(),
+        });
+        train_rows.extend(rows);
+    }
+    let valid_sets = if valid_files.is_empty() {
+        held_out
+    } else {
+        valid_files
+            .iter()
+            .map(|f| {
+                let examples = read(&f.path)?.0;
+                Ok((
+                    f.name.clone(),
+                    pack_examples(&examples, seq_len, packing).map_err(pack_err)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?
     };
-    let train_rows = pack_examples(&train, seq_len, packing).map_err(pack_err)?;
-    let valid_rows = pack_examples(&valid, seq_len, packing).map_err(pack_err)?;
     tracing::info!(
         kept = stats.kept,
         truncated = stats.truncated,
         dropped_overlength = stats.dropped,
         no_trainable = stats.no_trainable,
         train_rows = train_rows.len(),
-        valid_rows = valid_rows.len(),
+        valid_rows = valid_sets.iter().map(|(_, v)| v.len()).sum::<usize>(),
+        domains = files.len(),
         seconds = t_data.elapsed().as_secs_f64(),
         "chat data ready"
     );
     let plan = start::plan_for(&hp, train_rows.len(), job)?;
     let total_steps = plan.schedule.total_steps;
+    let mix = domains::mix_plan(job, &hp, &files, domain_tokens);
 
     // --- model: full (every weight a Var) or LoRA (frozen base, adapters only) -----------------
     let tuned = Tuned::new(job, &mut cs, &h)?;
@@ -138,10 +178,15 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     );
 
     // --- the loop ------------------------------------------------------------------------------
-    let (train_set, valid_set) = (
-        SftRows::new(&train_rows, cs.specials.pad, device),
-        SftRows::new(&valid_rows, cs.specials.pad, device),
-    );
+    let train_set = SftRows::new(&train_rows, cs.specials.pad, device);
+    let valid_rows: Vec<(Option<String>, SftRows)> = valid_sets
+        .iter()
+        .map(|(name, rows)| (name.clone(), SftRows::new(rows, cs.specials.pad, device)))
+        .collect();
+    let valid: Vec<(Option<String>, &dyn RowSet)> = valid_rows
+        .iter()
+        .map(|(name, rows)| (name.clone(), rows as &dyn RowSet))
+        .collect();
     let mut outcome = StepLoop {
         job,
         hp: &hp,
@@ -150,8 +195,9 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         vars,
         opt,
         state,
-        objective: &TokenObjective::new(&train_set, &valid_set, cfg.vocab_size),
+        objective: &TokenObjective::new(&train_set, valid, cfg.vocab_size),
         plan,
+        mix: &mix,
     }
     .run(progress)?;
     if matches!(outcome.stopped, Some(Stopped::Cancelled | Stopped::Paused)) {

@@ -11,9 +11,9 @@ use std::time::Instant;
 use candle_core::Var;
 
 use super::checkpoint::{self, TrainerState};
-use super::data::RowSampler;
 use super::hparams::Resolved;
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
+use super::mixture::{MixPlan, MixtureSampler};
 use super::objective::Objective;
 use super::optim::{AdamW, clip_factor, global_grad_norm};
 use super::progress::{EvalMetrics, Progress, StepMetrics, StopReason};
@@ -36,6 +36,8 @@ pub(super) struct StepLoop<'a> {
     pub state: TrainerState,
     pub objective: &'a dyn Objective,
     pub plan: Plan,
+    /// The order training items are dealt in (one file, or a mixture of named domains).
+    pub mix: &'a MixPlan,
 }
 
 impl StepLoop<'_> {
@@ -55,11 +57,8 @@ impl StepLoop<'_> {
         let hp = self.hp;
         let total_steps = self.plan.schedule.total_steps;
         self.state.total_steps = total_steps;
-        let mut sampler = RowSampler::new(
-            self.objective.train_len(),
-            self.state.seed,
-            self.state.data_position,
-        );
+        debug_assert_eq!(self.mix.total_rows(), self.objective.train_len());
+        let mut sampler = MixtureSampler::new(self.mix, self.state.seed, self.state.data_position);
         let mut outcome = TrainOutcome {
             steps_completed: self.state.step,
             total_steps,
@@ -144,6 +143,12 @@ impl StepLoop<'_> {
                 eta_seconds: per_step * (total_steps - step) as f64,
                 extra: window.extra,
             };
+            let mut metrics = metrics;
+            for (name, tokens) in sampler.tokens_seen() {
+                metrics
+                    .extra
+                    .insert(format!("tokens_seen/{name}"), tokens as f64);
+            }
             tracing::info!(
                 step,
                 loss = format_args!("{train_loss:.4}"),

@@ -399,6 +399,49 @@ impl Validator {
     }
 }
 
+/// Checks single lines of a file whose format is known, as the validator checks them: cleaning
+/// reads each line of a validated file through one, and each line it writes.
+pub struct LineChecker(Checker);
+
+impl LineChecker {
+    /// A checker for lines of `format` (any of the purpose's formats).
+    #[must_use]
+    pub fn new(purpose: Purpose, format: DatasetFormat) -> Self {
+        let choice = FormatChoice { format, line: 1 };
+        LineChecker(Checker::new(
+            purpose,
+            Some(choice),
+            0,
+            DEFAULT_MAX_LINE_BYTES,
+        ))
+    }
+
+    /// The md5 of the line's canonical form (what duplicates are counted by), or its error
+    /// (with line 0: the caller knows the line's number). A blank line is `None`.
+    pub fn check(&mut self, line: &[u8]) -> Option<Result<[u8; 16], LineError>> {
+        let c = &mut self.0;
+        let blank = c.res.blank;
+        c.line(line);
+        if let Some(d) = c.res.digests.pop() {
+            return Some(Ok(d.0));
+        }
+        if c.res.blank > blank {
+            return None;
+        }
+        let e = c
+            .res
+            .errors
+            .pop()
+            .expect("a line is blank, valid or has an error");
+        Some(Err(LineError {
+            line: 0,
+            code: e.code.as_str().to_string(),
+            param: e.param,
+            message: e.message,
+        }))
+    }
+}
+
 /// What [`check_batch`] needs to know besides the bytes.
 #[derive(Clone, Copy)]
 struct BatchJob {

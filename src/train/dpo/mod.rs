@@ -29,6 +29,8 @@ use self::reference::Reference;
 use super::chat_model::{Tuned, chat_start};
 use super::data::hold_out;
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
+use super::mixture::MixPlan;
+use super::objective::Objective as _;
 use super::progress::Progress;
 use super::start;
 use super::step_loop::StepLoop;
@@ -157,6 +159,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         pad: cs.specials.pad,
         device,
     };
+    let mix = MixPlan::single(objective.train_len());
     let mut outcome = StepLoop {
         job,
         hp: &hp,
@@ -167,6 +170,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         state,
         objective: &objective,
         plan,
+        mix: &mix,
     }
     .run(progress)?;
     if matches!(outcome.stopped, Some(Stopped::Cancelled | Stopped::Paused)) {

@@ -1,0 +1,27 @@
+-- The data pipeline: cleaned files remember their source and options (and hold a lease while a
+-- server cleans them, so an interrupted clean is picked up again), token counts per file and
+-- model are kept once computed, and a job may train on several files, each named and weighted.
+
+alter table files add column source_file text;
+alter table files add column clean_options jsonb;
+alter table files add column clean_report jsonb;
+alter table files add column clean_lease_until timestamptz;
+
+create table file_token_stats (
+    file_id text not null references files(id) on delete cascade,
+    model text not null,
+    stats jsonb not null,
+    created_at timestamptz not null,
+    primary key (file_id, model)
+);
+
+create table job_files (
+    job_id text not null references jobs(id) on delete cascade,
+    file_id text not null references files(id),
+    role text not null,
+    name text not null,
+    weight double precision,
+    created_at timestamptz not null,
+    primary key (job_id, role, name)
+);
+create index job_files_file on job_files (file_id);

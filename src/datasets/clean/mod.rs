@@ -1,0 +1,498 @@
+//! Cleaning a dataset into a new one: the streaming driver.
+//!
+//! A [`Cleaner`] reads a validated JSONL file in arbitrary chunks and writes the cleaned lines.
+//! Complete lines are gathered into batches of a few MiB; each batch goes through two stages:
+//!
+//! 1. per line, in parallel (rayon): the validator's check (a line that fails is removed as
+//!    `invalid`), conversion to chat (`convert`), personal data masked or the line dropped
+//!    (`pii`), the quality filters and the language filter on the example's text, then the
+//!    written line's canonical digest (the upload's duplicate key) and, for near
+//!    deduplication, its MinHash signature;
+//! 2. in file order: exact duplicates against every earlier kept example, near duplicates
+//!    through the LSH index, the report, and the write.
+//!
+//! Memory stays flat in the file's size but for the duplicate bookkeeping: a 16-byte digest per
+//! kept example, and with near deduplication the index's band keys and 8-bit signature per
+//! example (`minhash`). A line that changes nothing is written byte for byte as it came.
+//!
+//! The rest, by role: `options` (what a clean does), `report` (what it did), `text` (an
+//! example's text per format), `pii` (personal data), `filters` (quality measures), `language`
+//! (language identification), `minhash` (near duplicates).
+
+pub mod filters;
+pub mod language;
+pub mod minhash;
+pub mod options;
+pub mod pii;
+pub mod report;
+pub mod text;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde_json::Value;
+
+use self::minhash::{LshIndex, MinHasher, NearDupParams};
+pub use self::options::{CleanOptions, ConvertTarget, Dedup, OptionError, PiiAction};
+use self::pii::{PiiKind, PiiScanner};
+pub use self::report::{CleanReport, CleanSample, SampleAction};
+use self::report::{MAX_SAMPLES, NearDupSummary, rule};
+use super::convert;
+use super::format::{DatasetFormat, Purpose};
+use super::validate::LineChecker;
+
+/// Lines are cleaned in batches of about this many bytes.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// The MinHash seed: fixed, so a clean is reproducible.
+const MINHASH_SEED: u64 = 0x5eed_0f_c1ea_0001;
+
+/// Personal data found per kind, in [`PiiKind::ALL`] order.
+type PiiCounts = [u64; PiiKind::ALL.len()];
+
+/// What stage 1 made of one line.
+enum Stage1 {
+    Blank,
+    Removed {
+        rule: &'static str,
+        detail: String,
+        pii: PiiCounts,
+    },
+    Kept(Box<KeptLine>),
+}
+
+/// A line that passed stage 1.
+struct KeptLine {
+    /// The line to write; `None`: the source bytes as they are.
+    rewritten: Option<Vec<u8>>,
+    /// Rules that changed it, with what they did.
+    changes: Vec<(&'static str, String)>,
+    pii: PiiCounts,
+    /// Canonical digest of the written example.
+    digest: [u8; 16],
+    signature: Option<Vec<u32>>,
+    /// Detected language, with a language filter.
+    language: Option<&'static str>,
+}
+
+/// The read-only parts every line's stage 1 shares across threads.
+struct Shared {
+    opts: CleanOptions,
+    purpose: Purpose,
+    source: DatasetFormat,
+    written: DatasetFormat,
+    pii: Option<PiiScanner>,
+    hasher: Option<MinHasher>,
+    languages: Option<Vec<whatlang::Lang>>,
+}
+
+/// Per-thread scratch of stage 1.
+struct Scratch {
+    source: LineChecker,
+    written: LineChecker,
+}
+
+/// Streams a validated file through the options; see the module docs.
+pub struct Cleaner {
+    shared: Shared,
+    source_file: String,
+    started: Instant,
+    buf: Vec<u8>,
+    /// Index in `buf` just past its last `\n`.
+    tail_start: usize,
+    /// Lines before the current batch.
+    line_no: u64,
+    /// Digest of each kept example → its line, for exact duplicates.
+    exact: HashMap<[u8; 16], u64>,
+    index: Option<LshIndex>,
+    /// The line of each example in the LSH index, by its id there.
+    index_lines: Vec<u64>,
+    report: CleanReport,
+    pii_totals: PiiCounts,
+}
+
+impl Cleaner {
+    /// A cleaner for a `purpose` file whose lines are `format`, from the file `source_file`.
+    pub fn new(
+        opts: CleanOptions,
+        purpose: Purpose,
+        format: DatasetFormat,
+        source_file: &str,
+    ) -> Result<Self, OptionError> {
+        opts.validate(format)?;
+        let written = if opts.convert == Some(ConvertTarget::Chat) {
+            DatasetFormat::Chat
+        } else {
+            format
+        };
+        let near = opts.near();
+        let near_on = opts.dedup == Dedup::Near;
+        let params = NearDupParams {
+            threshold: near.threshold,
+            num_perm: near.num_perm,
+            ngram: near.ngram,
+        };
+        let languages = opts.filters.languages.as_ref().map(|codes| {
+            codes
+                .iter()
+                .filter_map(|c| language::parse(c))
+                .collect::<Vec<_>>()
+        });
+        let mut removed = BTreeMap::new();
+        let mut count = |on: bool, name: &str| {
+            if on {
+                removed.insert(name.to_string(), 0);
+            }
+        };
+        let f = &opts.filters;
+        count(true, rule::INVALID);
+        count(opts.pii == PiiAction::Drop, rule::PII);
+        count(f.min_chars.is_some(), rule::MIN_CHARS);
+        count(f.max_chars.is_some(), rule::MAX_CHARS);
+        count(f.max_repeated_line_share.is_some(), rule::REPEATED_LINES);
+        count(f.max_repeated_ngram_share.is_some(), rule::REPEATED_NGRAMS);
+        count(f.max_non_alnum_share.is_some(), rule::NON_ALNUM);
+        count(languages.is_some(), rule::LANGUAGE);
+        count(opts.dedup != Dedup::None, rule::DUPLICATE);
+        count(near_on, rule::NEAR_DUPLICATE);
+        let mut changed = BTreeMap::new();
+        if opts.pii == PiiAction::Mask {
+            changed.insert(rule::PII.to_string(), 0);
+        }
+        if opts.convert.is_some() {
+            changed.insert(rule::CONVERT.to_string(), 0);
+        }
+        let (index, near_duplicates) = if near_on {
+            let index = LshIndex::new(&params);
+            let (bands, rows) = minhash::lsh_bands(params.threshold, params.num_perm);
+            let summary = NearDupSummary {
+                clusters: 0,
+                bands,
+                rows,
+            };
+            (Some(index), Some(summary))
+        } else {
+            (None, None)
+        };
+        let report = CleanReport {
+            source_file: source_file.to_string(),
+            options: CleanOptions {
+                near_dup: near_on.then_some(near),
+                ..opts.clone()
+            },
+            source_format: format,
+            format: written,
+            lines: 0,
+            blank_lines: 0,
+            kept: 0,
+            removed,
+            changed,
+            pii: BTreeMap::new(),
+            near_duplicates,
+            languages: BTreeMap::new(),
+            samples: Vec::new(),
+            seconds: 0.0,
+        };
+        let shared = Shared {
+            pii: (opts.pii != PiiAction::Keep).then(PiiScanner::new),
+            hasher: near_on.then(|| MinHasher::new(params.num_perm, params.ngram, MINHASH_SEED)),
+            languages,
+            opts,
+            purpose,
+            source: format,
+            written,
+        };
+        Ok(Cleaner {
+            shared,
+            source_file: source_file.to_string(),
+            started: Instant::now(),
+            buf: Vec::new(),
+            tail_start: 0,
+            line_no: 0,
+            exact: HashMap::new(),
+            index,
+            index_lines: Vec::new(),
+            report,
+            pii_totals: [0; PiiKind::ALL.len()],
+        })
+    }
+
+    /// Adds the next bytes of the source; cleaned lines go to `out`.
+    pub fn feed(&mut self, data: &[u8], out: &mut dyn Write) -> std::io::Result<()> {
+        let old_len = self.buf.len();
+        self.buf.extend_from_slice(data);
+        if let Some(i) = memchr::memrchr(b'\n', data) {
+            self.tail_start = old_len + i + 1;
+        }
+        if self.tail_start >= BATCH_BYTES {
+            let rest = self.buf.split_off(self.tail_start);
+            let batch = std::mem::replace(&mut self.buf, rest);
+            self.tail_start = 0;
+            self.clean_batch(&batch, out)?;
+        }
+        Ok(())
+    }
+
+    /// Cleans what is left (a last line may lack its `\n`) and returns the report.
+    pub fn finish(mut self, out: &mut dyn Write) -> std::io::Result<CleanReport> {
+        let batch = std::mem::take(&mut self.buf);
+        self.clean_batch(&batch, out)?;
+        let mut report = self.report;
+        for kind in PiiKind::ALL {
+            let n = self.pii_totals[kind.index()];
+            if n > 0 {
+                report.pii.insert(kind.as_str().to_string(), n);
+            }
+        }
+        if let (Some(summary), Some(index)) = (report.near_duplicates.as_mut(), &self.index) {
+            summary.clusters = index.clusters();
+        }
+        report.seconds = self.started.elapsed().as_secs_f64();
+        debug_assert_eq!(report.source_file, self.source_file);
+        Ok(report)
+    }
+
+    fn clean_batch(&mut self, batch: &[u8], out: &mut dyn Write) -> std::io::Result<()> {
+        let mut lines: Vec<&[u8]> = batch.split(|&b| b == b'\n').collect();
+        if batch.ends_with(b"\n") {
+            lines.pop();
+        }
+        let shared = &self.shared;
+        let results: Vec<Stage1> = lines
+            .par_iter()
+            .map_init(
+                || Scratch {
+                    source: LineChecker::new(shared.purpose, shared.source),
+                    written: LineChecker::new(shared.purpose, shared.written),
+                },
+                |scratch, line| stage1(shared, scratch, line),
+            )
+            .collect();
+        for (line, result) in lines.iter().zip(results) {
+            self.line_no += 1;
+            self.stage2(line, result, out)?;
+        }
+        Ok(())
+    }
+
+    /// Duplicates, the report and the write, in file order.
+    fn stage2(
+        &mut self,
+        source: &[u8],
+        result: Stage1,
+        out: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        let line = self.line_no;
+        let kept = match result {
+            Stage1::Blank => {
+                self.report.blank_lines += 1;
+                return Ok(());
+            }
+            Stage1::Removed { rule, detail, pii } => {
+                self.report.lines += 1;
+                self.add_pii(&pii);
+                self.removed(line, rule, detail);
+                return Ok(());
+            }
+            Stage1::Kept(k) => k,
+        };
+        self.report.lines += 1;
+        if let Some(lang) = kept.language {
+            *self.report.languages.entry(lang.to_string()).or_default() += 1;
+        }
+        if self.shared.opts.dedup != Dedup::None {
+            if let Some(first) = self.exact.get(&kept.digest) {
+                let detail = format!("the same example as line {first}");
+                self.removed(line, rule::DUPLICATE, detail);
+                return Ok(());
+            }
+            self.exact.insert(kept.digest, line);
+        }
+        if let (Some(index), Some(sig)) = (self.index.as_mut(), kept.signature.as_ref()) {
+            let id = self.index_lines.len() as u32;
+            self.index_lines.push(line);
+            if let Some(m) = index.check_and_insert(id, sig) {
+                let detail = format!(
+                    "near duplicate of line {} (estimated Jaccard similarity {:.2})",
+                    self.index_lines[m.earlier as usize], m.jaccard
+                );
+                self.removed(line, rule::NEAR_DUPLICATE, detail);
+                return Ok(());
+            }
+        }
+        self.add_pii(&kept.pii);
+        for (rule, detail) in kept.changes {
+            *self.report.changed.entry(rule.to_string()).or_default() += 1;
+            self.sample(line, rule, SampleAction::Changed, detail);
+        }
+        self.report.kept += 1;
+        out.write_all(kept.rewritten.as_deref().unwrap_or(source))?;
+        out.write_all(b"\n")
+    }
+
+    fn add_pii(&mut self, pii: &PiiCounts) {
+        for (total, n) in self.pii_totals.iter_mut().zip(pii) {
+            *total += n;
+        }
+    }
+
+    fn removed(&mut self, line: u64, rule: &'static str, detail: String) {
+        *self.report.removed.entry(rule.to_string()).or_default() += 1;
+        self.sample(line, rule, SampleAction::Removed, detail);
+    }
+
+    fn sample(&mut self, line: u64, rule: &str, action: SampleAction, detail: String) {
+        if self.report.samples.len() < MAX_SAMPLES {
+            self.report.samples.push(CleanSample {
+                line,
+                rule: rule.to_string(),
+                action,
+                detail,
+            });
+        }
+    }
+}
+
+/// Names of the kinds found, for a sample's detail: `email ×2, phone`.
+fn describe_pii(counts: &PiiCounts) -> String {
+    PiiKind::ALL
+        .iter()
+        .filter(|k| counts[k.index()] > 0)
+        .map(|k| match counts[k.index()] {
+            1 => k.as_str().to_string(),
+            n => format!("{} ×{n}", k.as_str()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Everything one line needs that does not depend on the lines before it.
+fn stage1(shared: &Shared, scratch: &mut Scratch, source: &[u8]) -> Stage1 {
+    let opts = &shared.opts;
+    let digest = match scratch.source.check(source) {
+        None => return Stage1::Blank,
+        Some(Err(e)) => {
+            let at = if e.param.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", e.param)
+            };
+            return Stage1::Removed {
+                rule: rule::INVALID,
+                detail: format!("{}{at}: {}", e.code, e.message),
+                pii: [0; PiiKind::ALL.len()],
+            };
+        }
+        Some(Ok(d)) => d,
+    };
+    let pii_suspect = shared
+        .pii
+        .as_ref()
+        .is_some_and(|scanner| scanner.may_contain(source));
+    let needs_value = opts.convert.is_some()
+        || pii_suspect
+        || !opts.filters.is_empty()
+        || shared.hasher.is_some();
+    if !needs_value {
+        return Stage1::Kept(Box::new(KeptLine {
+            rewritten: None,
+            changes: Vec::new(),
+            pii: [0; PiiKind::ALL.len()],
+            digest,
+            signature: None,
+            language: None,
+        }));
+    }
+    let removed = |detail: String| Stage1::Removed {
+        rule: rule::INVALID,
+        detail,
+        pii: [0; PiiKind::ALL.len()],
+    };
+    // A line the validator passed parses and converts; should one not, it is removed, not kept.
+    let mut value = match serde_json::from_slice::<Value>(source) {
+        Ok(v) => v,
+        Err(e) => return removed(format!("invalid_json: {e}")),
+    };
+    let mut changes = Vec::new();
+    let mut format = shared.source;
+    if opts.convert.is_some() && format != DatasetFormat::Chat {
+        let converted = match convert::convert(format, &value) {
+            Ok(c) => c,
+            Err(e) => return removed(format!("{}: {e}", e.code)),
+        };
+        value = converted.to_line();
+        format = DatasetFormat::Chat;
+        changes.push((rule::CONVERT, format!("{} to chat", shared.source.as_str())));
+    }
+    let mut pii = [0; PiiKind::ALL.len()];
+    if pii_suspect && let Some(scanner) = &shared.pii {
+        text::for_each_text_mut(format, &mut value, &mut |s| {
+            if let Some(masked) = scanner.mask(s, &mut pii) {
+                *s = masked;
+            }
+        });
+        if pii.iter().any(|n| *n > 0) {
+            if opts.pii == PiiAction::Drop {
+                return Stage1::Removed {
+                    rule: rule::PII,
+                    detail: format!("personal data: {}", describe_pii(&pii)),
+                    pii,
+                };
+            }
+            changes.push((rule::PII, format!("masked: {}", describe_pii(&pii))));
+        }
+    }
+    let mut language = None;
+    if !opts.filters.is_empty() {
+        let contents = text::contents(format, &value);
+        if let Some((rule, detail)) = filters::first_failed(&opts.filters, &contents) {
+            return Stage1::Removed { rule, detail, pii };
+        }
+        if let Some(allowed) = &shared.languages {
+            let detected = language::detect(&contents);
+            language = Some(detected.map_or("und", language::code));
+            if let Some(lang) = detected
+                && !allowed.contains(&lang)
+            {
+                return Stage1::Removed {
+                    rule: rule::LANGUAGE,
+                    detail: format!("detected {}", language::code(lang)),
+                    pii,
+                };
+            }
+        }
+    }
+    let signature = shared
+        .hasher
+        .as_ref()
+        .and_then(|h| h.signature(&text::rendered(format, &value)));
+    let (rewritten, digest) = if changes.is_empty() {
+        (None, digest)
+    } else {
+        let bytes = serde_json::to_vec(&value).expect("JSON values serialise");
+        let digest = match scratch.written.check(&bytes) {
+            Some(Ok(d)) => d,
+            // A masked or converted line that no longer validates (an output that was nothing
+            // but personal data, say) is removed: writing the source would undo the clean.
+            Some(Err(e)) => {
+                return Stage1::Removed {
+                    rule: rule::INVALID,
+                    detail: format!("after cleaning, {}: {}", e.code, e.message),
+                    pii,
+                };
+            }
+            None => return removed("after cleaning, the line is blank".into()),
+        };
+        (Some(bytes), digest)
+    };
+    Stage1::Kept(Box::new(KeptLine {
+        rewritten,
+        changes,
+        pii,
+        digest,
+        signature,
+        language,
+    }))
+}

@@ -50,11 +50,9 @@ fn resolve(spec_path: &Path, file: &str) -> PathBuf {
 /// Runs `wick train`.
 pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
     let mut spec = read_spec(&args.spec)?;
-    let training_file = resolve(&args.spec, &spec.training_file);
-    let validation_file = spec
-        .validation_file
-        .as_deref()
-        .map(|f| resolve(&args.spec, f));
+    spec.localise_files(|f| resolve(&args.spec, f).to_string_lossy().into_owned());
+    let training_file = PathBuf::from(spec.training_file_refs()[0]);
+    let validation_file = spec.validation_file.as_deref().map(PathBuf::from);
     // A model given as a relative folder is resolved like the files.
     if crate::model::preset(&spec.model).is_none() {
         spec.model = resolve(&args.spec, &spec.model)
@@ -106,9 +104,15 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
 
 /// Runs `wick estimate`, printing the estimate as JSON.
 pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
-    let spec = read_spec(&args.spec)?;
-    let file = resolve(&args.spec, &spec.training_file);
-    let e = train::estimate::estimate_job(&spec, file.exists().then_some(file.as_path()))?;
+    let mut spec = read_spec(&args.spec)?;
+    spec.localise_files(|f| resolve(&args.spec, f).to_string_lossy().into_owned());
+    let files: Vec<&Path> = spec
+        .training_file_refs()
+        .into_iter()
+        .map(Path::new)
+        .filter(|p| p.exists())
+        .collect();
+    let e = train::estimate::estimate_job(&spec, &files)?;
     println!("{}", serde_json::to_string_pretty(&e)?);
     Ok(())
 }

@@ -574,6 +574,24 @@ impl JobSpec {
         }
     }
 
+    /// Rewrites every file reference with `local` (ids to the local paths a worker fetched them
+    /// to, relative paths to absolute ones), naming each of `training_files` and
+    /// `validation_files` by its reference first, so metrics keep the names the user saw.
+    pub fn localise_files(&mut self, mut local: impl FnMut(&str) -> String) {
+        if !self.training_file.is_empty() {
+            self.training_file = local(&self.training_file);
+        }
+        self.validation_file = self.validation_file.as_deref().map(&mut local);
+        for f in self.training_files.iter_mut().flatten() {
+            f.name = Some(f.domain().to_string());
+            f.file = local(&f.file);
+        }
+        for f in self.validation_files.iter_mut().flatten() {
+            f.name = Some(f.domain().to_string());
+            f.file = local(&f.file);
+        }
+    }
+
     /// `training_file` or `training_files`, `validation_file` or `validation_files`, their
     /// names and weights, and the curriculum.
     fn validate_files(&self) -> Result<(), SpecError> {

@@ -54,15 +54,20 @@ async fn estimate_job(
     spec.validate()
         .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
     let (cfg, from_scratch) = base_config(&state, &caller.org_id, &spec.model).await?;
-    let file = files::get_file(&state.db, &caller.org_id, &spec.training_file)
-        .await?
-        .ok_or_else(|| {
-            ApiError::invalid_param(
-                "training_file",
-                format!("no file with id {:?}", spec.training_file),
-            )
-        })?;
-    let tokens = (file.bytes as f64 / BYTES_PER_TOKEN) as u64;
+    let mut bytes = 0i64;
+    let refs = spec.training_file_refs();
+    for (i, id) in refs.iter().enumerate() {
+        let param = if spec.training_files.is_some() {
+            format!("training_files[{i}].file")
+        } else {
+            "training_file".to_string()
+        };
+        let file = files::get_file(&state.db, &caller.org_id, id)
+            .await?
+            .ok_or_else(|| ApiError::invalid_param(param, format!("no file with id {id:?}")))?;
+        bytes += file.bytes;
+    }
+    let tokens = (bytes as f64 / BYTES_PER_TOKEN) as u64;
     let peak = tokio::task::spawn_blocking(machine_peak_gflops)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;

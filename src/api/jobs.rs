@@ -24,7 +24,7 @@ use crate::state::AppState;
 use crate::store::events::{self, EventRow, NewEvent};
 use crate::store::files::{self, FilePurpose, FileRow, FileStatus};
 use crate::store::job_status::JobStatus;
-use crate::store::jobs::{self, JobRow, Transition};
+use crate::store::jobs::{self, JobFile, JobRow, Transition};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -126,23 +126,48 @@ async fn create_job(
         .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
     catalog::resolve(&state.db, &state.local_models, &caller.org_id, &spec.model).await?;
     let kind = spec.method.kind;
-    usable_file(
-        &state,
-        &caller.org_id,
-        &spec.training_file,
-        "training_file",
-        kind,
-    )
-    .await?;
-    if let Some(v) = &spec.validation_file {
-        usable_file(&state, &caller.org_id, v, "validation_file", kind).await?;
+    let mut job_files = Vec::new();
+    match &spec.training_files {
+        None => {
+            usable_file(
+                &state,
+                &caller.org_id,
+                &spec.training_file,
+                "training_file",
+                kind,
+            )
+            .await?;
+            job_files.push(JobFile::new(&spec.training_file, "training", "train", None));
+        }
+        Some(list) => {
+            for (i, f) in list.iter().enumerate() {
+                let param = format!("training_files[{i}].file");
+                usable_file(&state, &caller.org_id, &f.file, &param, kind).await?;
+                job_files.push(JobFile::new(&f.file, "training", f.domain(), f.weight));
+            }
+        }
+    }
+    match &spec.validation_files {
+        None => {
+            if let Some(v) = &spec.validation_file {
+                usable_file(&state, &caller.org_id, v, "validation_file", kind).await?;
+                job_files.push(JobFile::new(v, "validation", "valid", None));
+            }
+        }
+        Some(list) => {
+            for (i, f) in list.iter().enumerate() {
+                let param = format!("validation_files[{i}].file");
+                usable_file(&state, &caller.org_id, &f.file, &param, kind).await?;
+                job_files.push(JobFile::new(&f.file, "validation", f.domain(), None));
+            }
+        }
     }
     let seed = spec.seed.unwrap_or_else(|| rand::random::<u32>() as u64) as i64;
     let row = JobRow {
         id: new_id("ftjob"),
         org_id: caller.org_id.clone(),
         model: spec.model.clone(),
-        training_file: spec.training_file.clone(),
+        training_file: spec.training_file_refs()[0].to_string(),
         validation_file: spec.validation_file.clone(),
         suffix: spec.suffix.clone(),
         seed,
@@ -163,7 +188,7 @@ async fn create_job(
         finished_at: None,
     };
     let created = NewEvent::info("message", format!("Created fine-tuning job: {}", row.id));
-    jobs::insert_job(&state.db, &row, &created).await?;
+    jobs::insert_job(&state.db, &row, &created, &job_files).await?;
     crate::jobs::validation::validate_and_queue(&state.db, &state.hub, &state.queue_wake, &row)
         .await?;
     let row = jobs::get_job(&state.db, &caller.org_id, &row.id)

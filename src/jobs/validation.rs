@@ -23,11 +23,29 @@ pub async fn validate_and_queue(
 ) -> Result<JobStatus, sqlx::Error> {
     let mut summary = Vec::new();
     let mut problem = None;
-    for (label, id) in [
-        ("training", Some(&job.training_file)),
-        ("validation", job.validation_file.as_ref()),
-    ] {
-        let Some(id) = id else { continue };
+    // Every file the spec names (several with `training_files`); a spec that no longer parses
+    // (it was checked when the job was created) falls back to the row's two columns.
+    let spec = serde_json::from_value::<crate::spec::JobSpec>(job.spec.0.clone()).ok();
+    let refs: Vec<(&str, String)> = match &spec {
+        Some(spec) => spec
+            .training_file_refs()
+            .into_iter()
+            .map(|f| ("training", f.to_string()))
+            .chain(
+                spec.validation_file_refs()
+                    .into_iter()
+                    .map(|f| ("validation", f.to_string())),
+            )
+            .collect(),
+        None => std::iter::once(("training", job.training_file.clone()))
+            .chain(
+                job.validation_file
+                    .iter()
+                    .map(|v| ("validation", v.clone())),
+            )
+            .collect(),
+    };
+    for (label, id) in &refs {
         match files::get_file(db, &job.org_id, id).await? {
             Some(f) if f.status == FileStatus::Processed => {
                 let examples = f

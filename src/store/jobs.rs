@@ -47,7 +47,34 @@ pub(crate) const COLUMNS: &str = "id, org_id, model, training_file, validation_f
 pub(crate) const INSERT_EVENT: &str = "insert into job_events (id, job_id, level, kind, message, data, created_at) values ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Inserts a job and its `created` event atomically.
-pub async fn insert_job(db: &Db, j: &JobRow, created: &NewEvent) -> Result<(), sqlx::Error> {
+/// One file of a job, as `job_files` keeps it: its role (`training` or `validation`), the name
+/// its metrics carry and, for a training file, its weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFile {
+    pub file_id: String,
+    pub role: &'static str,
+    pub name: String,
+    pub weight: Option<f64>,
+}
+
+impl JobFile {
+    pub fn new(file_id: &str, role: &'static str, name: &str, weight: Option<f64>) -> Self {
+        JobFile {
+            file_id: file_id.to_string(),
+            role,
+            name: name.to_string(),
+            weight,
+        }
+    }
+}
+
+/// Writes a new job with its `created` event and its files, in one transaction.
+pub async fn insert_job(
+    db: &Db,
+    j: &JobRow,
+    created: &NewEvent,
+    files: &[JobFile],
+) -> Result<(), sqlx::Error> {
     let sql = format!(
         "insert into jobs ({COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
          $16, $17, $18, $19, $20, $21, $22)"
@@ -66,6 +93,12 @@ pub async fn insert_job(db: &Db, j: &JobRow, created: &NewEvent) -> Result<(), s
             .bind(&ev.id).bind(&ev.job_id).bind(&ev.level).bind(&ev.kind).bind(&ev.message).bind(&ev.data)
             .bind(ev.created_at)
             .execute(&mut *tx).await?;
+        for f in files {
+            sqlx::query("insert into job_files (job_id, file_id, role, name, weight, created_at)
+                         values ($1, $2, $3, $4, $5, $6)")
+                .bind(&j.id).bind(&f.file_id).bind(f.role).bind(&f.name).bind(f.weight).bind(j.created_at)
+                .execute(&mut *tx).await?;
+        }
         tx.commit().await
     })
 }

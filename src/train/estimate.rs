@@ -281,9 +281,9 @@ pub fn estimate_for_spec(
 }
 
 /// The estimate for a job spec. The model is a preset or a local Hugging Face folder; the data's
-/// size comes from `training_file` (bytes / [`BYTES_PER_TOKEN`]) when given, else one epoch of
-/// `max_steps` is assumed.
-pub fn estimate_job(spec: &JobSpec, training_file: Option<&Path>) -> Result<Estimate, TrainError> {
+/// size comes from the training files (their bytes / [`BYTES_PER_TOKEN`]) when given, else one
+/// epoch of `max_steps` is assumed.
+pub fn estimate_job(spec: &JobSpec, training_files: &[&Path]) -> Result<Estimate, TrainError> {
     spec.validate()?;
     let (cfg, from_scratch) = match model::preset(&spec.model) {
         Some(c) => (c, true),
@@ -295,14 +295,13 @@ pub fn estimate_job(spec: &JobSpec, training_file: Option<&Path>) -> Result<Esti
             (crate::model::hf::read_config(dir)?, false)
         }
     };
-    let tokens = training_file
-        .map(|f| {
-            let bytes = std::fs::metadata(f)
-                .map_err(|_| TrainError::MissingFile(f.to_path_buf()))?
-                .len();
-            Ok::<_, TrainError>((bytes as f64 / BYTES_PER_TOKEN) as u64)
-        })
-        .transpose()?;
+    let mut bytes = 0u64;
+    for f in training_files {
+        bytes += std::fs::metadata(f)
+            .map_err(|_| TrainError::MissingFile(f.to_path_buf()))?
+            .len();
+    }
+    let tokens = (!training_files.is_empty()).then(|| (bytes as f64 / BYTES_PER_TOKEN) as u64);
     Ok(estimate_for_spec(
         spec,
         cfg,

@@ -57,9 +57,10 @@ impl Start {
 /// Checks the job's files, makes its output folder, resolves its hyperparameters and loads its
 /// starting point.
 pub(super) fn start(job: &TrainJob, dtype: DType, device: &Device) -> Result<Start, TrainError> {
-    for f in std::iter::once(&job.training_file).chain(job.validation_file.as_ref()) {
-        if !f.is_file() {
-            return Err(TrainError::MissingFile(f.clone()));
+    let files = super::domains::training_files(job);
+    for f in files.iter().chain(&super::domains::validation_files(job)) {
+        if !f.path.is_file() {
+            return Err(TrainError::MissingFile(f.path.clone()));
         }
     }
     std::fs::create_dir_all(&job.output_dir).map_err(|source| TrainError::Io {
@@ -172,8 +173,12 @@ fn load_start(
     }
     if let Some(mut cfg) = model::preset(&job.spec.model) {
         let vocab = hp.vocab_size.unwrap_or(cfg.vocab_size);
-        let texts = JsonlTexts::open(&job.training_file)?.map_while(Result::ok);
-        let tokenizer = tok::train_bpe(texts, vocab)?;
+        // The tokenizer learns from every training file (each domain's words get tokens).
+        let mut texts = Vec::new();
+        for f in super::domains::training_files(job) {
+            texts.push(JsonlTexts::open(&f.path)?.map_while(Result::ok));
+        }
+        let tokenizer = tok::train_bpe(texts.into_iter().flatten(), vocab)?;
         cfg.vocab_size = tokenizer.get_vocab_size(true);
         let ids = tok::special_ids(&tokenizer, None, None, None)?;
         cfg.bos_token_id = ids.bos.or(Some(ids.eos));

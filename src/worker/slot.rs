@@ -110,7 +110,7 @@ async fn stage(
 ) -> anyhow::Result<ChildJob> {
     let _ = tokio::fs::remove_dir_all(dir).await;
     tokio::fs::create_dir_all(dir).await?;
-    let fetch = |id: String, name: &'static str| async move {
+    let fetch = |id: String, name: String| async move {
         let f = crate::store::files::get_file_any_org(&state.db, &id)
             .await?
             .with_context(|| format!("file {id} no longer exists"))?;
@@ -118,11 +118,28 @@ async fn stage(
         state.blobs.get_file(&f.blob_path, &local).await?;
         anyhow::Ok(local)
     };
-    let training_file = fetch(job.training_file.clone(), "train.jsonl").await?;
-    let validation_file = match &job.validation_file {
-        Some(v) => Some(fetch(v.clone(), "valid.jsonl").await?),
-        None => None,
-    };
+    // Every file the spec names, once each, under a local name; the spec then names the copies.
+    let mut local = std::collections::BTreeMap::new();
+    let refs: Vec<(String, &'static str)> = spec
+        .training_file_refs()
+        .into_iter()
+        .map(|f| (f.to_string(), "train"))
+        .chain(
+            spec.validation_file_refs()
+                .into_iter()
+                .map(|f| (f.to_string(), "valid")),
+        )
+        .collect();
+    for (i, (id, role)) in refs.into_iter().enumerate() {
+        if !local.contains_key(&id) {
+            let path = fetch(id.clone(), format!("{role}-{i}.jsonl")).await?;
+            local.insert(id, path);
+        }
+    }
+    let mut spec = spec.clone();
+    spec.localise_files(|f| local[f].display().to_string());
+    let training_file = PathBuf::from(spec.training_file_refs()[0]);
+    let validation_file = spec.validation_file.as_deref().map(PathBuf::from);
     let output_dir = dir.join("out");
     let mut resume_from = None;
     if let Some(latest) = checkpoints::list_checkpoints(&state.db, &job.id)
@@ -135,7 +152,6 @@ async fn stage(
         state.blobs.get_dir(&latest.blob_path, &local).await?;
         resume_from = Some(local);
     }
-    let mut spec = spec.clone();
     spec.seed = Some(job.seed as u64);
     let base = crate::catalog::resolve(&state.db, &state.local_models, &job.org_id, &job.model)
         .await
@@ -237,7 +253,7 @@ async fn run_claimed(
         serde_json::from_value(job.spec.0.clone()).context("reading the stored job spec")?;
     let dir = work_dir(state, &job.id);
     let child_job = stage(state, &job, &spec, &dir).await?;
-    if let Some(refusal) = memory_refusal(&spec, &child_job.training_file) {
+    if let Some(refusal) = memory_refusal(&child_job.spec) {
         queue::fail_job(
             &state.db,
             &job.id,
@@ -417,8 +433,13 @@ async fn run_claimed(
 
 /// Why a job must not start here: candle aborts the whole process on out-of-memory, so a job
 /// whose estimated peak exceeds what this machine has is refused before it starts.
-fn memory_refusal(spec: &JobSpec, training_file: &Path) -> Option<String> {
-    let estimate = crate::train::estimate::estimate_job(spec, Some(training_file)).ok()?;
+fn memory_refusal(spec: &JobSpec) -> Option<String> {
+    let files: Vec<&Path> = spec
+        .training_file_refs()
+        .into_iter()
+        .map(Path::new)
+        .collect();
+    let estimate = crate::train::estimate::estimate_job(spec, &files).ok()?;
     let available = crate::machine::available_memory_bytes()?;
     let need = estimate.memory.total;
     (need > available).then(|| {

@@ -496,3 +496,257 @@ fn stage1(shared: &Shared, scratch: &mut Scratch, source: &[u8]) -> Stage1 {
         language,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cleans `data` (fed in small chunks, so batching and line splits are exercised) and
+    /// returns the written lines and the report.
+    fn clean(
+        opts: &str,
+        purpose: Purpose,
+        format: DatasetFormat,
+        data: &str,
+    ) -> (Vec<String>, CleanReport) {
+        let opts: CleanOptions = serde_json::from_str(opts).unwrap();
+        let mut c = Cleaner::new(opts, purpose, format, "file-src").unwrap();
+        let mut out = Vec::new();
+        for chunk in data.as_bytes().chunks(7) {
+            c.feed(chunk, &mut out).unwrap();
+        }
+        let report = c.finish(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        (text.lines().map(str::to_string).collect(), report)
+    }
+
+    fn doc(text: &str) -> String {
+        serde_json::json!({ "text": text }).to_string()
+    }
+
+    fn rules(r: &CleanReport) -> Vec<(u64, &str, SampleAction)> {
+        r.samples
+            .iter()
+            .map(|s| (s.line, s.rule.as_str(), s.action))
+            .collect()
+    }
+
+    #[test]
+    fn exact_dedup_by_default_and_invalid_lines_removed() {
+        let data = [
+            doc("the first document"),
+            "not json".into(),
+            doc("the first document"),
+            String::new(),
+            r#"{"text": "the first document", "source": "elsewhere"}"#.into(),
+            doc("another one"),
+        ]
+        .join("\n");
+        let (lines, r) = clean("{}", Purpose::Pretrain, DatasetFormat::Text, &data);
+        // Line 5 differs only in another key: pretraining hashes the whole sorted row, so it
+        // is a different example (the upload report would count it as distinct too).
+        assert_eq!(
+            lines,
+            [
+                doc("the first document"),
+                lines[1].clone(),
+                doc("another one")
+            ]
+        );
+        assert_eq!((r.lines, r.blank_lines, r.kept), (5, 1, 3));
+        assert_eq!(r.removed["invalid"], 1);
+        assert_eq!(r.removed["duplicate"], 1);
+        assert_eq!(
+            rules(&r),
+            [
+                (2, "invalid", SampleAction::Removed),
+                (3, "duplicate", SampleAction::Removed)
+            ]
+        );
+        assert_eq!(r.samples[1].detail, "the same example as line 1");
+        assert!(
+            r.samples[0].detail.starts_with("invalid_json"),
+            "{}",
+            r.samples[0].detail
+        );
+        // Unchanged lines are written byte for byte.
+        assert_eq!(
+            lines[1],
+            r#"{"text": "the first document", "source": "elsewhere"}"#
+        );
+    }
+
+    #[test]
+    fn pii_mask_rewrites_only_free_text_and_counts_per_type() {
+        let chat = serde_json::json!({"messages": [
+            {"role": "user", "content": "Mail me at jane.doe@example.com or call +1 (555) 123-4567."},
+            {"role": "assistant", "content": "Noted: jane.doe@example.com."}]})
+        .to_string();
+        let clean_line = serde_json::json!({"messages": [
+            {"role": "user", "content": "Version 2.10.1 was released on 2024-01-15."},
+            {"role": "assistant", "content": "Thanks."}]})
+        .to_string();
+        let data = format!("{chat}\n{clean_line}\n");
+        let (lines, r) = clean(
+            r#"{"pii": "mask"}"#,
+            Purpose::FineTune,
+            DatasetFormat::Chat,
+            &data,
+        );
+        let masked: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(
+            masked["messages"][0]["content"],
+            "Mail me at <EMAIL> or call <PHONE>."
+        );
+        assert_eq!(masked["messages"][1]["content"], "Noted: <EMAIL>.");
+        assert_eq!(masked["messages"][0]["role"], "user");
+        assert_eq!(lines[1], clean_line, "no personal data: the line as it was");
+        assert_eq!(r.pii["email"], 2);
+        assert_eq!(r.pii["phone"], 1);
+        assert_eq!(r.changed["pii"], 1);
+        assert_eq!(rules(&r), [(1, "pii", SampleAction::Changed)]);
+        assert_eq!(r.samples[0].detail, "masked: email ×2, phone");
+        // Drop removes the line instead.
+        let (lines, r) = clean(
+            r#"{"pii": "drop"}"#,
+            Purpose::FineTune,
+            DatasetFormat::Chat,
+            &data,
+        );
+        assert_eq!(lines, [clean_line]);
+        assert_eq!(r.removed["pii"], 1);
+    }
+
+    #[test]
+    fn masking_makes_exact_duplicates_of_examples_that_differed_only_in_personal_data() {
+        let data = [
+            doc("write to a@example.com today"),
+            doc("write to b@example.org today"),
+        ]
+        .join("\n");
+        let (lines, r) = clean(
+            r#"{"pii": "mask"}"#,
+            Purpose::Pretrain,
+            DatasetFormat::Text,
+            &data,
+        );
+        assert_eq!(lines, [doc("write to <EMAIL> today")]);
+        assert_eq!((r.removed["duplicate"], r.changed["pii"]), (1, 1));
+    }
+
+    #[test]
+    fn filters_remove_with_their_rule_and_measure() {
+        let data = [
+            doc("ok"),                                              // too short
+            doc("a perfectly ordinary sentence about the weather"), // kept
+            doc("buy now\nbuy now\nbuy now\nbuy now"),              // repeated lines
+            doc("$$$ ### !!! %%% @@@ &&& *** ((("),                 // symbols
+            doc(&"long ".repeat(40)),                               // too long
+        ]
+        .join("\n");
+        let opts = r#"{"dedup": "none", "filters": {"min_chars": 5, "max_chars": 100,
+            "max_repeated_line_share": 0.5, "max_non_alnum_share": 0.5}}"#;
+        let (lines, r) = clean(opts, Purpose::Pretrain, DatasetFormat::Text, &data);
+        assert_eq!(
+            lines,
+            [doc("a perfectly ordinary sentence about the weather")]
+        );
+        assert_eq!(
+            rules(&r),
+            [
+                (1, "min_chars", SampleAction::Removed),
+                (3, "repeated_lines", SampleAction::Removed),
+                (4, "non_alnum", SampleAction::Removed),
+                (5, "max_chars", SampleAction::Removed),
+            ]
+        );
+        assert!(
+            !r.removed.contains_key("duplicate"),
+            "dedup none: not a rule"
+        );
+    }
+
+    #[test]
+    fn language_filter_keeps_listed_languages_and_short_texts() {
+        let data = [
+            doc("The weather is lovely today and we are going for a long walk in the park."),
+            doc("Das Wetter ist heute sehr schön und wir gehen im Park spazieren."),
+            doc("ok"),
+        ]
+        .join("\n");
+        let opts = r#"{"filters": {"languages": ["en"]}}"#;
+        let (lines, r) = clean(opts, Purpose::Pretrain, DatasetFormat::Text, &data);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(r.removed["language"], 1);
+        assert_eq!(r.samples[0].detail, "detected de");
+        assert_eq!(r.languages["en"], 1);
+        assert_eq!(r.languages["und"], 1);
+    }
+
+    #[test]
+    fn convert_writes_chat_lines_that_validate() {
+        let data = [
+            r#"{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}"#,
+            r#"{"conversations": [{"from": "robot", "value": "x"}]}"#,
+        ]
+        .join("\n");
+        let (lines, r) = clean(
+            r#"{"convert": "chat"}"#,
+            Purpose::FineTune,
+            DatasetFormat::ShareGpt,
+            &data,
+        );
+        assert_eq!(
+            lines,
+            [
+                r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}"#
+            ]
+        );
+        assert_eq!(
+            (r.format, r.source_format),
+            (DatasetFormat::Chat, DatasetFormat::ShareGpt)
+        );
+        assert_eq!(r.changed["convert"], 1);
+        assert_eq!(r.removed["invalid"], 1);
+    }
+
+    /// Planted near duplicates (one word changed in a 60-word document: of its 56 5-gram shingles
+    /// 5 change, Jaccard 51/61 ≈ 0.84) are removed, naming their original; distinct documents stay.
+    #[test]
+    fn near_dedup_removes_planted_near_duplicates() {
+        let mut state = 0x9e37_79b9_u64;
+        let mut word = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            format!("w{}", state % 5000)
+        };
+        let docs: Vec<Vec<String>> = (0..40).map(|_| (0..60).map(|_| word()).collect()).collect();
+        let mut lines: Vec<String> = docs.iter().map(|d| doc(&d.join(" "))).collect();
+        for i in 0..10 {
+            let mut copy = docs[i].clone();
+            copy[30] = "changed".into();
+            lines.push(doc(&copy.join(" ")));
+        }
+        let data = lines.join("\n");
+        let (kept, r) = clean(
+            r#"{"dedup": "near"}"#,
+            Purpose::Pretrain,
+            DatasetFormat::Text,
+            &data,
+        );
+        assert_eq!(kept.len(), 40);
+        assert_eq!(r.removed["near_duplicate"], 10);
+        assert_eq!(r.near_duplicates.as_ref().unwrap().clusters, 10);
+        for (i, s) in r.samples.iter().enumerate() {
+            assert_eq!((s.line, s.rule.as_str()), (41 + i as u64, "near_duplicate"));
+            assert!(
+                s.detail
+                    .starts_with(&format!("near duplicate of line {} ", i + 1)),
+                "{}",
+                s.detail
+            );
+        }
+        assert_eq!(r.options.near_dup, Some(options::NearDupOptions::default()));
+    }
+}

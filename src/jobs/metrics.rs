@@ -59,9 +59,30 @@ pub async fn metric_series(db: &Db, job_id: &str) -> Result<Vec<Map<String, Valu
     Ok(by_step.into_values().collect())
 }
 
+/// Per-domain metrics of jobs on several files, by prefix (`tokens_seen/web`,
+/// `valid_loss/code`, ...), in the order their columns come.
+pub const DOMAIN_PREFIXES: [&str; 4] = [
+    "tokens_seen/",
+    "valid_loss/",
+    "valid_perplexity/",
+    "valid_mean_token_accuracy/",
+];
+
 /// The series as CSV with [`METRIC_COLUMNS`], then those of [`PREFERENCE_COLUMNS`] that some
-/// point has; absent values are empty.
+/// point has, then the per-domain columns some point has ([`DOMAIN_PREFIXES`], names sorted);
+/// absent values are empty.
 pub fn series_csv(series: &[Map<String, Value>]) -> String {
+    let domain: Vec<&str> = DOMAIN_PREFIXES
+        .iter()
+        .flat_map(|prefix| {
+            series
+                .iter()
+                .flat_map(|p| p.keys())
+                .filter(|k| k.starts_with(prefix))
+                .map(String::as_str)
+                .collect::<std::collections::BTreeSet<_>>()
+        })
+        .collect();
     let columns: Vec<&str> = METRIC_COLUMNS
         .iter()
         .chain(
@@ -70,6 +91,7 @@ pub fn series_csv(series: &[Map<String, Value>]) -> String {
                 .filter(|c| series.iter().any(|p| p.contains_key(**c))),
         )
         .copied()
+        .chain(domain)
         .collect();
     let mut out = columns.join(",");
     out.push('\n');
@@ -91,6 +113,26 @@ pub fn series_csv(series: &[Map<String, Value>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain_columns_follow_in_prefix_then_name_order() {
+        let series: Vec<Map<String, Value>> = vec![
+            json!({"step": 1, "tokens_seen/web": 10, "tokens_seen/code": 4})
+                .as_object()
+                .unwrap()
+                .clone(),
+            json!({"step": 2, "valid_loss/web": 1.5, "valid_loss/code": 2.5})
+                .as_object()
+                .unwrap()
+                .clone(),
+        ];
+        let csv = series_csv(&series);
+        let header = csv.lines().next().unwrap();
+        assert!(
+            header.ends_with(",tokens_seen/code,tokens_seen/web,valid_loss/code,valid_loss/web")
+        );
+        assert!(csv.lines().nth(1).unwrap().ends_with(",4,10,,"));
+    }
 
     #[test]
     fn preference_columns_appear_only_when_a_point_has_them() {

@@ -47,7 +47,7 @@ use super::validate::LineChecker;
 const BATCH_BYTES: usize = 4 << 20;
 
 /// The MinHash seed: fixed, so a clean is reproducible.
-const MINHASH_SEED: u64 = 0x5eed_0f_c1ea_0001;
+const MINHASH_SEED: u64 = 0x005e_ed0f_c1ea_0001;
 
 /// Personal data found per kind, in [`PiiKind::ALL`] order.
 type PiiCounts = [u64; PiiKind::ALL.len()];
@@ -723,8 +723,8 @@ mod tests {
         };
         let docs: Vec<Vec<String>> = (0..40).map(|_| (0..60).map(|_| word()).collect()).collect();
         let mut lines: Vec<String> = docs.iter().map(|d| doc(&d.join(" "))).collect();
-        for i in 0..10 {
-            let mut copy = docs[i].clone();
+        for original in &docs[..10] {
+            let mut copy = original.clone();
             copy[30] = "changed".into();
             lines.push(doc(&copy.join(" ")));
         }

@@ -512,3 +512,120 @@ on_both_stores!(
     sharegpt_and_alpaca_uploads_are_recognised,
     jobs_on_several_files_are_checked_per_file,
 );
+
+/// `GET /v1/files/{id}?model=`: tokens per example for a local model's tokenizer, counted as a
+/// job would (documents as pretraining tokenises them, chats through the model's template).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_counts_for_a_models_tokenizer() {
+    let models = tempfile::tempdir().unwrap();
+    let folder = models.path().join("tiny-llama");
+    let texts: Vec<String> = (0..50)
+        .map(|i| format!("The cat number {i} sat on the mat."))
+        .collect();
+    common::tiny_llama_folder(&folder, &texts);
+    let path = models.path().to_path_buf();
+    let app = spawn_app_with(Backend::Sqlite, |s| s.models_dir = Some(path)).await;
+    let key = &app.admin_key;
+    let docs = [
+        "The cat number 1 sat on the mat.".to_string(),
+        "q1".into(),
+        "The cat sat. ".repeat(40),
+    ];
+    let body: String = docs
+        .iter()
+        .map(|t| json!({"text": t}).to_string() + "\n")
+        .collect();
+    let (_, f) = app
+        .upload(key, "pretrain", "d.jsonl", body.into_bytes())
+        .await;
+    let id = f["id"].as_str().unwrap();
+    let (s, got) = app
+        .get(key, &format!("/v1/files/{id}?model=tiny-llama"))
+        .await;
+    assert_eq!(s, 200, "{got}");
+    let t = &got["tokens"];
+    let tokenizer = wick::tokenizer::load(&folder.join("tokenizer.json")).unwrap();
+    let counts: Vec<u64> = docs
+        .iter()
+        .map(|d| {
+            tokenizer
+                .encode_fast(d.as_str(), false)
+                .unwrap()
+                .get_ids()
+                .len() as u64
+        })
+        .collect();
+    assert_eq!(t["model"], "tiny-llama");
+    assert_eq!(t["examples"], 3);
+    assert_eq!(t["total"].as_u64(), Some(counts.iter().sum()));
+    assert_eq!(
+        t["per_example"]["min"].as_u64(),
+        counts.iter().min().copied()
+    );
+    assert_eq!(
+        t["per_example"]["max"].as_u64(),
+        counts.iter().max().copied()
+    );
+    assert_eq!(t["context_length"], 128);
+    assert_eq!(
+        t["over_context"].as_u64(),
+        Some(counts.iter().filter(|&&c| c > 128).count() as u64)
+    );
+    assert!(
+        counts[2] > 128,
+        "the long document is over the context: {counts:?}"
+    );
+    assert!(t.get("trained_per_example").is_none());
+    // Kept: the same answer again, without the file being read.
+    let (_, again) = app
+        .get(key, &format!("/v1/files/{id}?model=tiny-llama"))
+        .await;
+    assert_eq!(again["tokens"], *t);
+
+    // A chat: the rendered conversation's tokens, and the assistant's as trained tokens.
+    let messages = json!([{"role": "user", "content": "The cat?"}, {"role": "assistant", "content": "sat on the mat"}]);
+    let line = json!({"messages": messages}).to_string() + "\n";
+    let (_, c) = app
+        .upload(key, "fine-tune", "c.jsonl", line.into_bytes())
+        .await;
+    let (s, got) = app
+        .get(
+            key,
+            &format!("/v1/files/{}?model=tiny-llama", c["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(s, 200, "{got}");
+    let template = wick::chat::template::ChatTemplate::from_model_dir(&folder).unwrap();
+    let msgs: Vec<wick::chat::loss_mask::TrainMessage> = serde_json::from_value(messages).unwrap();
+    let ex = wick::chat::loss_mask::tokenize_chat(
+        &tokenizer,
+        &template,
+        &msgs,
+        None,
+        1024,
+        wick::chat::loss_mask::Overlength::Truncate,
+    )
+    .unwrap()
+    .example()
+    .unwrap();
+    let trained = ex.loss_mask.iter().skip(1).filter(|&&m| m != 0).count();
+    assert_eq!(
+        got["tokens"]["total"].as_u64(),
+        Some(ex.input_ids.len() as u64)
+    );
+    assert_eq!(
+        got["tokens"]["trained_per_example"]["max"].as_u64(),
+        Some(trained as u64)
+    );
+    assert!(trained > 0);
+
+    // A preset has no tokenizer; an unknown model is no model.
+    for model in ["wick-llama-1m", "nope"] {
+        let (s, e) = app.get(key, &format!("/v1/files/{id}?model={model}")).await;
+        assert_eq!(
+            (s, e["error"]["param"].as_str()),
+            (400, Some("model")),
+            "{e}"
+        );
+    }
+}

@@ -449,15 +449,122 @@ async fn list_files(
     Ok(axum::Json(page(rows, limit, file_object)))
 }
 
+/// `?model=`: add the file's token counts for that model's tokenizer.
+#[derive(Debug, Deserialize)]
+struct FileQuery {
+    model: Option<String>,
+}
+
 async fn get_file(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<FileQuery>,
 ) -> ApiResult<axum::Json<Value>> {
     let f = files::get_file(&state.db, &caller.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("file", &id))?;
-    Ok(axum::Json(file_object(&f)))
+    let mut object = file_object(&f);
+    if let Some(model) = q.model {
+        object["tokens"] = token_stats(&state, &caller.org_id, &f, &model).await?;
+    }
+    Ok(axum::Json(object))
+}
+
+/// The file's token counts for `model` (see [`crate::train::token_stats`]): kept once computed,
+/// else computed by streaming the file through the model's tokenizer (and chat template).
+async fn token_stats(state: &AppState, org_id: &str, f: &FileRow, model: &str) -> ApiResult<Value> {
+    if let Some(stats) = files::token_stats(&state.db, &f.id, model).await? {
+        return Ok(stats);
+    }
+    let purpose = match f.purpose {
+        FilePurpose::FineTune => Purpose::FineTune,
+        FilePurpose::Pretrain => Purpose::Pretrain,
+        FilePurpose::FineTuneResults => {
+            return Err(ApiError::invalid_param(
+                "model",
+                format!(
+                    "file {} is a job's results file: it has no tokens to count",
+                    f.id
+                ),
+            ));
+        }
+    };
+    if f.status == FileStatus::Uploaded {
+        return Err(ApiError::conflict(
+            "file_not_ready",
+            format!(
+                "file {} is still being cleaned; count its tokens once it is processed",
+                f.id
+            ),
+        ));
+    }
+    let format = f
+        .report
+        .as_ref()
+        .and_then(|r| serde_json::from_value::<ValidationReport>(r.0.clone()).ok())
+        .map_or(DatasetFormat::legacy(purpose), |r| {
+            r.format_or_legacy(purpose)
+        });
+    // The model's tokenizer files, in a folder: a local model's own, a trained model's copied
+    // from the blob store.
+    let scratch = tempfile::tempdir().map_err(anyhow::Error::from)?;
+    let dir = match crate::catalog::resolve(&state.db, &state.local_models, org_id, model).await? {
+        crate::catalog::BaseModel::Preset(_) => {
+            return Err(ApiError::invalid_param(
+                "model",
+                format!(
+                    "{model} is a preset: it has no tokenizer until a pretraining job trains one                      (count with the model that job makes, or a local model)"
+                ),
+            ));
+        }
+        crate::catalog::BaseModel::Local { model, .. } => model.path.clone(),
+        crate::catalog::BaseModel::Trained(m) => {
+            let prefix = m.blob_path.clone().unwrap_or_default();
+            for name in [
+                "config.json",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "chat_template.jinja",
+                "special_tokens_map.json",
+            ] {
+                let path = format!("{prefix}/{name}");
+                if state.blobs.exists(&path).await? {
+                    state
+                        .blobs
+                        .get_file(&path, &scratch.path().join(name))
+                        .await?;
+                }
+            }
+            scratch.path().to_path_buf()
+        }
+    };
+    let mut stream = state.blobs.read_stream(&f.blob_path).await?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let name = model.to_string();
+    let counting = tokio::task::spawn_blocking(move || {
+        let text = crate::train::token_stats::ModelText::from_folder(&dir)?;
+        let mut counter = crate::train::token_stats::TokenCounter::new(&text, &name, format);
+        while let Some(chunk) = rx.blocking_recv() {
+            counter.feed(&chunk);
+        }
+        Ok::<_, crate::train::TrainError>(counter.finish())
+    });
+    while let Some(chunk) = stream.next().await {
+        if tx.send(chunk?).await.is_err() {
+            break; // the counter stopped early: its error is below
+        }
+    }
+    drop(tx);
+    let stats = counting
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| {
+            ApiError::invalid_param("model", format!("cannot count tokens with {model}: {e}"))
+        })?;
+    let value = serde_json::to_value(&stats).map_err(anyhow::Error::from)?;
+    files::put_token_stats(&state.db, &f.id, model, &value).await?;
+    Ok(value)
 }
 
 /// The bytes exactly as uploaded, streamed from the blob store.

@@ -120,32 +120,43 @@ impl MinMaxSum {
     }
 }
 
-/// Lengths of one part of the examples: min, max, sum and power-of-two histogram.
+/// Lengths of one part of the examples: min, max, sum and power-of-two histogram. Also used for
+/// token counts (`train::token_stats`).
 #[derive(Clone, Copy, Debug)]
-struct LengthAcc {
+pub(crate) struct LengthAcc {
     stats: MinMaxSum,
     hist: [u64; BUCKETS],
 }
 
 impl LengthAcc {
-    const EMPTY: Self = Self {
+    pub(crate) const EMPTY: Self = Self {
         stats: MinMaxSum::EMPTY,
         hist: [0; BUCKETS],
     };
 
-    fn add(&mut self, chars: u64) {
+    pub(crate) fn add(&mut self, chars: u64) {
         self.stats.add(chars);
         self.hist[bucket(chars)] += 1;
     }
 
-    fn merge(&mut self, o: &Self) {
+    /// Minimum, mean and maximum over `n` values added.
+    pub(crate) fn summary(&self, n: u64) -> Summary {
+        self.stats.summary(n)
+    }
+
+    /// The sum of the values added.
+    pub(crate) fn sum(&self) -> u64 {
+        self.stats.sum
+    }
+
+    pub(crate) fn merge(&mut self, o: &Self) {
         self.stats.merge(&o.stats);
         for (acc, n) in self.hist.iter_mut().zip(&o.hist) {
             *acc += n;
         }
     }
 
-    fn histogram(&self) -> Vec<HistogramBucket> {
+    pub(crate) fn histogram(&self) -> Vec<HistogramBucket> {
         let first = self.hist.iter().position(|&n| n > 0);
         let last = self.hist.iter().rposition(|&n| n > 0);
         match (first, last) {

@@ -34,6 +34,7 @@ pub mod sft;
 pub mod sft_pack;
 mod start;
 mod step_loop;
+pub mod token_stats;
 mod trainee;
 
 pub use job::{Stopped, TrainError, TrainJob, TrainOutcome};

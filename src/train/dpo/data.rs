@@ -69,7 +69,7 @@ struct Input {
 }
 
 /// The prompt's messages (none of them trained) followed by `output` (all trained).
-fn conversation(prompt: &[TrainMessage], output: &[TrainMessage]) -> Vec<TrainMessage> {
+pub(crate) fn conversation(prompt: &[TrainMessage], output: &[TrainMessage]) -> Vec<TrainMessage> {
     let mut messages: Vec<TrainMessage> = prompt
         .iter()
         .cloned()

@@ -36,6 +36,8 @@ pub enum Command {
     Train(crate::cli_train::TrainArgs),
     /// Estimate a job's parameters, memory, FLOPs and time before running it.
     Estimate(crate::cli_train::EstimateArgs),
+    /// Clean a local JSONL file into a new one (dedup, personal data, filters, conversion).
+    Clean(crate::cli_clean::CleanArgs),
     /// Run worker slots only (no API), against the same store and blob store as `serve`.
     Worker(Settings),
     /// Run one job's training in this process (started by a worker slot; not for people).
@@ -86,6 +88,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Estimate(args) => {
             tokio::task::spawn_blocking(move || crate::cli_train::run_estimate(&args)).await??
+        }
+        Command::Clean(args) => {
+            tokio::task::spawn_blocking(move || crate::cli_clean::run_clean(&args)).await??
         }
         Command::Worker(settings) => {
             let state = crate::state::AppState::open(settings).await?;

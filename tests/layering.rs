@@ -40,7 +40,7 @@ const LAYERS: &[&[&str]] = &[
     &["error", "auth", "api", "worker"],
     // The composition root.
     &["app"],
-    &["cli_train", "cli", "main"],
+    &["cli_train", "cli_clean", "cli", "main"],
 ];
 
 /// Imports allowed between modules of one layer.
@@ -49,6 +49,7 @@ const SAME_LAYER: &[(&str, &str)] = &[
     ("api", "error"),
     ("auth", "error"),
     ("cli", "cli_train"),
+    ("cli", "cli_clean"),
 ];
 
 /// Cycles allowed inside a module folder.

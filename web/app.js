@@ -228,11 +228,35 @@ const DEFAULTS = {
 // The API's method.type of each form choice, whether it trains LoRA adapters, and the dataset format it reads.
 const METHOD_TYPE = { pretrain: 'pretrain', sft: 'supervised', lora: 'supervised', dpo: 'dpo', dpo_lora: 'dpo' };
 const USES_LORA = (m) => m === 'lora' || m === 'dpo_lora';
-const FORMAT_OF = { pretrain: 'text', supervised: 'chat', dpo: 'preference' };
+// ShareGPT and Alpaca lines train as the chats they convert to.
+const FORMATS_OF = { pretrain: ['text'], supervised: ['chat', 'sharegpt', 'alpaca'], dpo: ['preference'] };
+// The form's method for a dataset ("Train on it" opens the form on it).
+const methodFor = (f) => f.purpose === 'pretrain' ? 'pretrain' : f.validation?.format === 'preference' ? 'dpo' : 'sft';
 const LORA_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
-function field(name, label, input, param) {
-  return h('label', { 'data-param': param }, label, input, h('span', { class: 'field-error', hidden: true }));
+function field(name, label, input, param, help) {
+  return h('label', { 'data-param': param }, label, input, help ? h('span', { class: 'help' }, help) : null, h('span', { class: 'field-error', hidden: true }));
+}
+
+// A 400's message goes next to the field its `param` names (data-param, exactly or as a prefix:
+// `filters.languages[1]` lands on `filters.languages`), else into the form's callout.
+function clearFormErrors(form, callout) {
+  callout.hidden = true;
+  form.querySelectorAll('[data-param]').forEach((el) => { el.classList.remove('invalid'); const e = el.querySelector(':scope > .field-error'); if (e) e.hidden = true; });
+}
+function showFormError(form, callout, err, what) {
+  const param = err.param;
+  const fields = [...form.querySelectorAll('[data-param]')];
+  const target = param && (fields.find((el) => el.dataset.param === param)
+    || fields.find((el) => param.startsWith(el.dataset.param + '.') || param.startsWith(el.dataset.param + '[')));
+  if (target) {
+    target.classList.add('invalid');
+    const e = target.querySelector(':scope > .field-error'); e.textContent = err.message; e.hidden = false;
+    target.scrollIntoView({ block: 'center', behavior: 'smooth' });
+  } else {
+    callout.replaceChildren(h('strong', {}, `${what} `), err.message, param ? h('span', { class: 'muted' }, ` (${param})`) : '');
+    callout.hidden = false;
+  }
 }
 
 async function newJobPage() {
@@ -241,6 +265,7 @@ async function newJobPage() {
   const form = h('form', { id: 'job-form', novalidate: true });
   const formError = h('div', { class: 'callout', hidden: true, id: 'form-error' });
   const usable = files.data.filter((f) => f.status === 'processed');
+  const wanted = usable.find((f) => f.id === new URLSearchParams(location.hash.split('?')[1] || '').get('file'));
 
   const method = h('select', { name: 'method' }, h('option', { value: 'pretrain' }, 'Pretrain from scratch'), h('option', { value: 'sft' }, 'Supervised fine-tuning (full)'), h('option', { value: 'lora' }, 'Supervised fine-tuning (LoRA)'),
     h('option', { value: 'dpo' }, 'Preference tuning, DPO (full)'), h('option', { value: 'dpo_lora' }, 'Preference tuning, DPO (LoRA)'));
@@ -264,15 +289,23 @@ async function newJobPage() {
   const hpInputs = {};
   const hpBox = h('div', { class: 'grid' }); const advBox = h('div', { class: 'grid' });
   const loraBox = h('fieldset', {}, h('legend', {}, 'LoRA'));
+  const mix = mixSection(train);
 
-  function fillFiles() {
+  // The datasets the chosen method can train on.
+  function fitting() {
     const want = method.value === 'pretrain' ? 'pretrain' : 'fine-tune';
-    // A fine-tune file holds chats or preference pairs; reports from before pairs existed are chats.
-    const format = FORMAT_OF[METHOD_TYPE[method.value]];
-    const list = usable.filter((f) => f.purpose === want && (want === 'pretrain' || (f.validation?.format || 'chat') === format));
-    const opt = (f) => h('option', { value: f.id }, `${f.filename} · ${f.validation?.valid_examples ?? '?'} examples · ${f.id.slice(-8)}`);
-    train.replaceChildren(...(list.length ? list.map(opt) : [h('option', { value: '' }, `No ${want === 'pretrain' ? want : format} datasets yet — upload one under Datasets`)]));
-    valid.replaceChildren(h('option', { value: '' }, 'None (split from training data)'), ...list.map(opt));
+    // A fine-tune file holds chats (or ShareGPT/Alpaca) or preference pairs; reports from before pairs existed are chats.
+    const formats = FORMATS_OF[METHOD_TYPE[method.value]];
+    return usable.filter((f) => f.purpose === want && (want === 'pretrain' || formats.includes(f.validation?.format || 'chat')));
+  }
+  const fileOption = (f) => h('option', { value: f.id }, `${f.filename}${['sharegpt', 'alpaca'].includes(f.validation?.format) ? ` · ${f.validation.format}` : ''} · ${f.validation?.valid_examples ?? '?'} examples · ${f.id.slice(-8)}`);
+  function fillFiles() {
+    const list = fitting(); const keep = train.value;
+    const kind = method.value === 'pretrain' ? 'pretrain' : FORMATS_OF[METHOD_TYPE[method.value]][0];
+    train.replaceChildren(...(list.length ? list.map(fileOption) : [h('option', { value: '' }, `No ${kind} datasets yet — upload one under Datasets`)]));
+    if (list.some((f) => f.id === keep)) train.value = keep;
+    valid.replaceChildren(h('option', { value: '' }, 'None (split from training data)'), ...list.map(fileOption));
+    mix.fill(list);
   }
   function fillHp() {
     const m = method.value; const d = DEFAULTS[m]; const type = METHOD_TYPE[m];
@@ -312,27 +345,13 @@ async function newJobPage() {
     }
     if (USES_LORA(m)) hp.lora = { r: Number(lora.r.value), alpha: Number(lora.alpha.value), dropout: Number(lora.dropout.value), target_modules: lora.modules.filter((c) => c.checked).map((c) => c.value) };
     const b = { model: model.value, training_file: train.value, validation_file: valid.value || null, method: { type, [type]: { hyperparameters: hp } } };
+    if (type !== 'dpo') Object.assign(b, mix.body());
     if (suffix.value.trim()) b.suffix = suffix.value.trim();
     if (seed.value.trim()) b.seed = Number(seed.value);
     return b;
   }
-  function clearErrors() {
-    formError.hidden = true;
-    form.querySelectorAll('[data-param]').forEach((el) => { el.classList.remove('invalid'); const e = el.querySelector('.field-error'); if (e) e.hidden = true; });
-  }
-  function showError(err) {
-    const param = err.param;
-    const target = param && ([...form.querySelectorAll('[data-param]')].find((el) => el.dataset.param === param)
-      || [...form.querySelectorAll('[data-param]')].find((el) => param.startsWith(el.dataset.param + '.') || param.startsWith(el.dataset.param + '[')));
-    if (target) {
-      target.classList.add('invalid');
-      const e = target.querySelector('.field-error'); e.textContent = err.message; e.hidden = false;
-      target.scrollIntoView({ block: 'center', behavior: 'smooth' });
-    } else {
-      formError.replaceChildren(h('strong', {}, 'The job was not created. '), err.message, param ? h('span', { class: 'muted' }, ` (${param})`) : '');
-      formError.hidden = false;
-    }
-  }
+  const clearErrors = () => clearFormErrors(form, formError);
+  const showError = (err) => showFormError(form, formError, err, 'The job was not created.');
 
   // Estimate, refreshed as the form changes.
   const est = h('div', { id: 'estimate' }, h('p', { class: 'muted' }, 'Fill in the form to see an estimate.'));
@@ -340,7 +359,7 @@ async function newJobPage() {
   function scheduleEstimate() { clearTimeout(estTimer); estTimer = setTimeout(runEstimate, 400); }
   async function runEstimate() {
     const seq = ++estSeq; const b = body();
-    if (!b.training_file) { est.replaceChildren(h('p', { class: 'muted' }, 'Pick a training dataset to see an estimate.')); return; }
+    if (!b.training_file && !b.training_files) { est.replaceChildren(h('p', { class: 'muted' }, 'Pick a training dataset to see an estimate.')); return; }
     try {
       const e = await api('/v1/estimate', { method: 'POST', body: b });
       if (seq !== estSeq) return;
@@ -370,10 +389,11 @@ async function newJobPage() {
       field('suffix', 'Name suffix', suffix, 'suffix'), field('seed', 'Seed', seed, 'seed'))),
     h('fieldset', {}, h('legend', {}, 'Hyperparameters'), hpBox,
       h('details', { style: 'margin-top:.8rem' }, h('summary', {}, 'Advanced'), h('div', { style: 'margin-top:.7rem' }, advBox))),
+    mix.el,
     loraBox,
     h('fieldset', {}, h('legend', {}, 'Estimate'), est),
     h('div', { class: 'row' }, submit, h('a', { class: 'btn', href: '#/jobs' }, 'Cancel')));
-  method.addEventListener('change', () => { fillModels(); fillFiles(); fillHp(); });
+  method.addEventListener('change', () => { fillModels(); fillFiles(); fillHp(); mix.show(METHOD_TYPE[method.value] !== 'dpo'); });
   form.addEventListener('input', scheduleEstimate); form.addEventListener('change', scheduleEstimate);
   form.addEventListener('submit', async (e) => {
     e.preventDefault(); clearErrors(); submit.disabled = true;
@@ -384,16 +404,76 @@ async function newJobPage() {
     finally { submit.disabled = false; }
   });
   onLeave(() => clearTimeout(estTimer));
+  if (wanted) method.value = methodFor(wanted);
   fillModels(); fillFiles(); fillHp();
+  mix.show(METHOD_TYPE[method.value] !== 'dpo');
+  if (wanted) train.value = wanted.id;
   view.append(form);
   if (!usable.length) view.prepend(h('div', { class: 'callout info' }, 'You have no usable datasets yet. ', h('a', { href: '#/datasets' }, 'Upload one'), ' first, or start the demo from the Jobs page.'));
   runEstimate();
 }
 
+// "Mix several files" (pretrain and supervised jobs): rows of (dataset, name, weight) and the
+// length curriculum. With rows, the job sends `training_files` instead of `training_file`, and
+// `single` (the plain dataset select) is disabled; the box adds `curriculum` either way.
+function mixSection(single) {
+  let list = []; const entries = [];
+  const rows = h('div', { id: 'mix-rows' });
+  const curriculum = h('input', { type: 'checkbox', name: 'curriculum' });
+  const el = h('fieldset', { id: 'mix', 'data-param': 'training_files' }, h('legend', {}, 'Mix several files (optional)'),
+    h('p', { class: 'help' }, 'Train on several datasets at once. Each file is a domain: its name labels its own curves (validation loss, tokens seen) and its weight is its share of the training tokens; leave every weight empty to take each file by its size. With no validation dataset, each file\'s held-out rows are evaluated apart.'),
+    rows, h('span', { class: 'field-error', hidden: true }),
+    h('div', { class: 'row', style: 'margin-top:.6rem' }, h('button', { class: 'btn', type: 'button', id: 'mix-add', onclick: () => { addRow(); changed(); } }, 'Add a file'),
+      h('label', { class: 'check', 'data-param': 'curriculum' }, curriculum, 'Short to long first (length curriculum)', h('span', { class: 'field-error', hidden: true }))));
+  const changed = () => el.dispatchEvent(new Event('change', { bubbles: true }));
+  const stem = (f) => f.filename.replace(/\.jsonl$/, '').replace(/[^A-Za-z0-9._-]+/g, '-').slice(0, 64);
+  const fillSelect = (select, keep) => {
+    select.replaceChildren(...list.map((f) => h('option', { value: f.id }, `${f.filename} · ${f.id.slice(-8)}`)));
+    if (list.some((f) => f.id === keep)) select.value = keep;
+  };
+  function addRow() {
+    const used = new Set(entries.map((e) => e.file.value));
+    const first = list.find((f) => f.id === single.value && !used.has(f.id)) || list.find((f) => !used.has(f.id)) || list[0];
+    const file = h('select', { name: 'mix-file' }); fillSelect(file, first?.id);
+    const name = h('input', { name: 'mix-name', value: first ? stem(first) : '', placeholder: 'the file id' });
+    const weight = h('input', { name: 'mix-weight', type: 'number', step: 'any', min: 0, placeholder: 'by size' });
+    name.addEventListener('input', () => { name.dataset.edited = 'true'; });
+    file.addEventListener('change', () => { const f = list.find((x) => x.id === file.value); if (f && !name.dataset.edited) name.value = stem(f); });
+    const entry = { file, name, weight };
+    entry.row = h('div', { class: 'grid mix-row' }, field('file', 'Dataset', file), field('name', 'Name', name), field('weight', 'Weight', weight),
+      h('button', { class: 'btn', type: 'button', onclick: () => { entries.splice(entries.indexOf(entry), 1); entry.row.remove(); renumber(); changed(); } }, 'Remove'));
+    entries.push(entry); rows.append(entry.row); renumber();
+  }
+  function renumber() {
+    entries.forEach((e, i) => ['file', 'name', 'weight'].forEach((k) => { e[k].closest('label').dataset.param = `training_files[${i}].${k}`; }));
+    single.disabled = !el.hidden && entries.length > 0;
+    single.title = single.disabled ? 'Replaced by the files mixed below' : '';
+  }
+  return {
+    el,
+    show(on) { el.hidden = !on; renumber(); },
+    fill(files) { list = files; entries.forEach((e) => fillSelect(e.file, e.file.value)); },
+    body() {
+      const out = {};
+      if (entries.length) {
+        out.training_file = undefined;
+        out.training_files = entries.map(({ file, name, weight }) => {
+          const f = { file: file.value };
+          if (name.value.trim()) f.name = name.value.trim();
+          if (weight.value.trim() !== '') f.weight = Number(weight.value);
+          return f;
+        });
+      }
+      if (curriculum.checked) out.curriculum = { type: 'length' };
+      return out;
+    },
+  };
+}
+
 // ---------- datasets ----------
 async function datasetsPage() {
   view.append(h('div', { class: 'head' }, h('h1', {}, 'Datasets')));
-  const purpose = h('select', { name: 'purpose', id: 'upload-purpose' }, h('option', { value: 'fine-tune' }, 'fine-tune (chat examples)'), h('option', { value: 'pretrain' }, 'pretrain ({"text"} documents)'));
+  const purpose = h('select', { name: 'purpose', id: 'upload-purpose' }, h('option', { value: 'fine-tune' }, 'fine-tune (chat, ShareGPT, Alpaca or preference lines)'), h('option', { value: 'pretrain' }, 'pretrain ({"text"} documents)'));
   const input = h('input', { type: 'file', id: 'upload-file', accept: '.jsonl,.json,application/jsonl,text/plain' });
   const bar = h('div'); const prog = h('div', { class: 'progress upload', hidden: true }, bar);
   const msg = h('p', { class: 'muted', id: 'upload-status' });
@@ -421,22 +501,31 @@ async function datasetsPage() {
     h('thead', {}, h('tr', {}, ['File', 'Purpose', 'Status', 'Examples', 'Size', 'Uploaded'].map((t) => h('th', {}, t)))),
     h('tbody', {}, files.map((f) => h('tr', { class: 'click', onclick: () => { location.hash = `#/datasets/${f.id}`; } },
       h('td', {}, h('a', { href: `#/datasets/${f.id}` }, f.filename), h('div', { class: 'muted mono' }, f.id)),
-      h('td', {}, f.purpose), h('td', {}, badge(f.status)),
+      h('td', {}, f.purpose, f.validation?.format ? h('div', { class: 'muted' }, f.validation.format) : null), h('td', {}, badge(f.status)),
       h('td', {}, fmtNum(f.validation?.valid_examples)), h('td', {}, fmtBytes(f.bytes)), h('td', {}, fmtTime(f.created_at)))))));
 }
 
 async function datasetPage(id) {
   const f = await api(`/v1/files/${id}`);
   const v = f.validation || {}; const s = v.stats || {};
+  // Datasets can be cleaned once they have a report (not a job's results, not while being written).
+  const cleanable = (f.purpose === 'fine-tune' || f.purpose === 'pretrain') && f.status !== 'uploaded' && !!f.validation;
+  const panel = cleanable ? cleanPanel(f) : null;
   view.append(h('div', { class: 'head' },
-    h('div', {}, h('h1', {}, f.filename, ' ', badge(f.status)), h('div', { class: 'muted mono' }, `${f.id} · ${f.purpose} · ${fmtBytes(f.bytes)}`)),
+    h('div', {}, h('h1', {}, f.filename, ' ', badge(f.status)),
+      h('div', { class: 'muted mono' }, [f.id, f.purpose, v.format, fmtBytes(f.bytes)].filter(Boolean).join(' · ')),
+      f.source_file ? h('div', { id: 'source-file' }, 'Cleaned from ', sourceLink(f.source_file)) : null),
     h('div', { class: 'row' }, h('a', { class: 'btn', href: '#/datasets' }, 'All datasets'),
-      f.status === 'processed' ? h('a', { class: 'btn primary', href: '#/new' }, 'Train on it') : null,
+      panel ? h('button', { class: 'btn', onclick: () => panel.scrollIntoView({ behavior: 'smooth' }) }, 'Clean…') : null,
+      f.status === 'processed' ? h('a', { class: 'btn primary', href: `#/new?file=${f.id}` }, 'Train on it') : null,
       h('button', { class: 'btn danger', onclick: async () => {
         if (!confirm(`Delete ${f.filename}?`)) return;
         try { await api(`/v1/files/${id}`, { method: 'DELETE' }); location.hash = '#/datasets'; } catch (err) { alert(err.message); }
       } }, 'Delete'))));
-  if (f.status !== 'processed') view.append(h('div', { class: 'callout' }, h('strong', {}, 'This file cannot be trained on. '), f.status_details || 'It has invalid lines; see below.'));
+  if (f.status === 'uploaded') return awaitCleaning(f);
+  if (f.cleaning) view.append(cleaningReport(f.cleaning), h('h2', {}, 'Validation of the cleaned file'));
+  if (f.status !== 'processed') view.append(h('div', { class: 'callout' }, h('strong', {}, 'This file cannot be trained on. '), f.status_details || 'It has invalid lines; see below.',
+    panel ? ' Cleaning it (below) writes a new file without the invalid lines.' : ''));
   const stat = (k, val, bad) => h('div', { class: `stat${bad ? ' bad' : ''}` }, h('div', { class: 'v' }, fmtNum(val)), h('div', { class: 'k' }, k));
   view.append(h('div', { class: 'stats', id: 'report' },
     stat('Lines', v.total_lines), stat('Valid examples', v.valid_examples), stat('Invalid lines', v.invalid_lines, v.invalid_lines > 0),
@@ -467,9 +556,157 @@ async function datasetPage(id) {
       h('div', { class: 'hist' }, hist.map((b) => h('div', { class: 'bar', style: `height:${(b.count / max * 100).toFixed(1)}%`, title: `≤ ${b.le}: ${b.count}` }, h('span', {}, b.count)))),
       h('div', { class: 'hist-labels' }, hist.map((b) => h('div', {}, `≤ ${fmtSI(b.le)}`)))));
   }
+  if (panel) view.append(panel);
+}
+
+// A link to a cleaned file's source, named by its filename once that is known.
+function sourceLink(id) {
+  const a = h('a', { href: `#/datasets/${id}`, class: 'mono', 'data-file': id }, id);
+  api(`/v1/files/${id}`).then((src) => { a.textContent = src.filename; a.title = id; a.classList.remove('mono'); }).catch(() => { /* deleted: keep the id */ });
+  return a;
+}
+
+// A cleaned file still being written: says so and polls until it is processed (or in error),
+// then shows it.
+function awaitCleaning(f) {
+  view.append(h('div', { class: 'callout info', id: 'cleaning-wait' },
+    f.source_file ? ['Cleaning from ', sourceLink(f.source_file), '… '] : 'Processing… ', h('span', { class: 'muted' }, 'This page shows the report when the new file is ready.')));
+  every(1000, async () => {
+    try {
+      const now = await api(`/v1/files/${f.id}`);
+      if (now.status !== 'uploaded' && location.hash.startsWith(`#/datasets/${f.id}`)) route();
+    } catch { /* try again at the next tick */ }
+  });
+}
+
+// The cleaner's rules, in the order a line meets them (src/datasets/clean/report.rs), and what each means.
+const CLEAN_RULES = {
+  invalid: 'failed validation', pii: 'held personal data', convert: 'converted to OpenAI chat',
+  min_chars: 'shorter than min characters', max_chars: 'longer than max characters', repeated_lines: 'too many repeated lines',
+  repeated_ngrams: 'too many repeated n-grams', non_alnum: 'too many symbols', language: 'not in the chosen languages',
+  duplicate: 'same as an earlier line', near_duplicate: 'nearly the same as an earlier line',
+};
+const sumValues = (m) => Object.values(m || {}).reduce((a, b) => a + b, 0);
+
+// One line saying what a clean was asked to do.
+function describeClean(c) {
+  const o = c.options || {}; const bits = [];
+  bits.push(o.dedup === 'none' ? 'no deduplication' : o.dedup === 'near'
+    ? `exact and near deduplication (similarity ≥ ${o.near_dup?.threshold ?? 0.8}, ${o.near_dup?.num_perm ?? 128} permutations, ${o.near_dup?.ngram ?? 5}-word shingles)` : 'exact deduplication');
+  bits.push(`personal data ${o.pii === 'mask' ? 'masked' : o.pii === 'drop' ? 'dropped' : 'kept'}`);
+  const fl = Object.entries(o.filters || {}).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(', ') : v}`);
+  if (fl.length) bits.push(`filters: ${fl.join('; ')}`);
+  if (c.source_format && c.source_format !== c.format) bits.push(`${c.source_format} written as ${c.format}`);
+  return `${bits.join(' · ')} · took ${c.seconds < 1 ? `${Math.round(c.seconds * 1000)} ms` : fmtDur(c.seconds)}`;
+}
+
+// A cleaned file's report: counts, lines removed and changed per rule, personal data, near
+// duplicates, languages, and the first lines removed or changed.
+function cleaningReport(c) {
+  const stat = (k, val) => h('div', { class: 'stat' }, h('div', { class: 'v' }, fmtNum(val)), h('div', { class: 'k' }, k));
+  const removed = sumValues(c.removed), changed = sumValues(c.changed);
+  const known = Object.keys(CLEAN_RULES);
+  const rules = [...new Set([...Object.keys(c.removed || {}), ...Object.keys(c.changed || {})])]
+    .sort((a, b) => (known.indexOf(a) + 1 || 99) - (known.indexOf(b) + 1 || 99));
+  const pii = Object.entries(c.pii || {}); const langs = Object.entries(c.languages || {}).sort((a, b) => b[1] - a[1]);
+  const piiAction = c.options?.pii;
+  const details = [
+    (piiAction && piiAction !== 'keep') || pii.length ? [h('dt', {}, piiAction === 'drop' ? 'Personal data in removed lines' : piiAction === 'mask' ? 'Personal data masked' : 'Personal data found'),
+      h('dd', { id: 'clean-pii' }, pii.length ? pii.map(([t, n]) => `${t} ${fmtNum(n)}`).join(' · ') : 'none found')] : null,
+    c.near_duplicates ? [h('dt', {}, 'Near-duplicate groups'), h('dd', { id: 'clean-near' }, `${fmtNum(c.near_duplicates.clusters)} `,
+      h('span', { class: 'muted' }, `(LSH: ${c.near_duplicates.bands} bands × ${c.near_duplicates.rows} rows)`))] : null,
+    langs.length ? [h('dt', {}, 'Languages detected'), h('dd', { id: 'clean-languages' }, langs.map(([l, n]) => `${l} ${fmtNum(n)}`).join(' · '))] : null,
+  ].filter(Boolean);
+  const samples = c.samples || [];
+  return h('section', { id: 'clean-report' },
+    h('h2', {}, 'Cleaning'),
+    h('p', { class: 'muted', style: 'margin-top:0' }, describeClean(c)),
+    h('div', { class: 'stats', id: 'clean-stats' }, stat('Lines read', c.lines), stat('Kept', c.kept), stat('Removed', removed), stat('Changed', changed),
+      c.blank_lines ? stat('Blank lines dropped', c.blank_lines) : null),
+    rules.length ? h('table', { id: 'clean-rules' }, h('thead', {}, h('tr', {}, ['Rule', 'Lines that…', 'Removed', 'Changed'].map((t) => h('th', {}, t)))),
+      h('tbody', {}, rules.map((r) => h('tr', { 'data-rule': r }, h('td', { class: 'mono' }, r), h('td', {}, CLEAN_RULES[r] || ''),
+        h('td', {}, r in (c.removed || {}) ? fmtNum(c.removed[r]) : '—'), h('td', {}, r in (c.changed || {}) ? fmtNum(c.changed[r]) : '—'))))) : null,
+    details.length ? h('dl', { class: 'kv card', id: 'clean-details', style: 'margin-top:1rem' }, details) : null,
+    h('h3', { style: 'margin-top:1.2rem' }, 'Lines removed or changed'),
+    samples.length ? h('table', { id: 'clean-samples' }, h('thead', {}, h('tr', {}, ['Line', 'Rule', 'Action', 'Detail'].map((t) => h('th', {}, t)))),
+      h('tbody', {}, samples.map((x) => h('tr', {}, h('td', { class: 'mono' }, x.line), h('td', { class: 'mono' }, x.rule), h('td', {}, x.action), h('td', { class: 'detail' }, x.detail)))))
+      : h('p', { class: 'muted' }, 'No line was removed or changed.'),
+    samples.length && samples.length < removed + changed ? h('p', { class: 'muted' }, `Showing the first ${samples.length} of ${fmtNum(removed + changed)} lines removed or changed.`) : null);
+}
+
+// The quality filters of a clean: option name, label, input step, help.
+const CLEAN_FILTERS = [
+  ['min_chars', 'Min characters', '1', 'Remove examples shorter than this.'],
+  ['max_chars', 'Max characters', '1', 'Remove examples longer than this.'],
+  ['max_repeated_line_share', 'Max repeated-line share', 'any', 'Remove examples where more of the lines (0–1) repeat an earlier line.'],
+  ['max_repeated_ngram_share', 'Max repeated n-gram share', 'any', 'Remove examples where more of the characters (0–1) lie in repeated word n-grams.'],
+  ['repeated_ngram_size', 'Repeated n-gram size', '1', 'The n of the share above (5 if empty).'],
+  ['max_non_alnum_share', 'Max symbol share', 'any', 'Remove examples where more of the characters (0–1) are neither letters nor digits.'],
+];
+
+// The Clean panel of a dataset: the options of POST /v1/files/{id}/clean with their defaults,
+// the server's refusal shown next to the option it names; a clean opens the new file's page.
+function cleanPanel(f) {
+  const form = h('form', { id: 'clean-form', novalidate: true });
+  const callout = h('div', { class: 'callout', hidden: true });
+  const num = (name, value, step) => h('input', { name, type: 'number', step, value, placeholder: 'off' });
+  const dedup = h('select', { name: 'dedup' }, h('option', { value: 'exact' }, 'Exact duplicates'),
+    h('option', { value: 'near' }, 'Exact and near duplicates (MinHash)'), h('option', { value: 'none' }, 'Keep duplicates'));
+  const near = { threshold: num('threshold', 0.8, 'any'), num_perm: num('num_perm', 128, '1'), ngram: num('ngram', 5, '1') };
+  const nearBox = h('div', { class: 'grid', 'data-param': 'near_dup', hidden: true },
+    field('threshold', 'Similarity threshold', near.threshold, 'near_dup.threshold', 'Estimated Jaccard similarity (0–1) from which two examples are near duplicates.'),
+    field('num_perm', 'Permutations', near.num_perm, 'near_dup.num_perm', 'MinHash signature size (16–1024): more is more precise and slower.'),
+    field('ngram', 'Shingle size (words)', near.ngram, 'near_dup.ngram', 'Words per n-gram compared (1–32).'),
+    h('span', { class: 'field-error', hidden: true }));
+  dedup.addEventListener('change', () => { nearBox.hidden = dedup.value !== 'near'; });
+  const pii = h('select', { name: 'pii' }, h('option', { value: 'keep' }, 'Keep as is'),
+    h('option', { value: 'mask' }, 'Mask it (<EMAIL>, <PHONE>, …)'), h('option', { value: 'drop' }, 'Drop lines that hold any'));
+  const filters = Object.fromEntries(CLEAN_FILTERS.map(([name, , step]) => [name, num(name, '', step)]));
+  const languages = h('input', { name: 'languages', placeholder: 'any, e.g. en, de' });
+  const convertible = ['sharegpt', 'alpaca'].includes(f.validation?.format);
+  const convert = convertible ? h('input', { type: 'checkbox', name: 'convert' }) : null;
+  const submit = h('button', { class: 'btn primary', type: 'submit' }, 'Clean into a new file');
+
+  const numbers = (inputs) => Object.fromEntries(Object.entries(inputs).filter(([, i]) => i.value.trim() !== '').map(([k, i]) => [k, Number(i.value)]));
+  function options() {
+    const o = { dedup: dedup.value, pii: pii.value };
+    if (dedup.value === 'near') o.near_dup = numbers(near);
+    const fl = numbers(filters);
+    const langs = languages.value.split(',').map((x) => x.trim()).filter(Boolean);
+    if (langs.length) fl.languages = langs;
+    if (Object.keys(fl).length) o.filters = fl;
+    if (convert?.checked) o.convert = 'chat';
+    return o;
+  }
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault(); clearFormErrors(form, callout); submit.disabled = true;
+    try {
+      const cleaned = await api(`/v1/files/${f.id}/clean`, { method: 'POST', body: options() });
+      location.hash = `#/datasets/${cleaned.id}`;
+    } catch (err) { showFormError(form, callout, err instanceof ApiError ? err : { message: err.message }, 'The file was not cleaned.'); }
+    finally { submit.disabled = false; }
+  });
+  form.append(...[callout, h('div', { class: 'pair' },
+    h('fieldset', {}, h('legend', {}, 'Duplicates'), h('div', { class: 'grid' },
+      field('dedup', 'Remove', dedup, 'dedup', 'The first line of each group is kept.')), h('div', { style: 'margin-top:.8rem' }, nearBox)),
+    h('fieldset', {}, h('legend', {}, 'Personal data'), h('div', { class: 'grid' },
+      field('pii', 'E-mail addresses, phone numbers, …', pii, 'pii', 'Found in the text of each example; the report counts them by type.')))),
+    h('fieldset', {}, h('legend', {}, 'Quality filters'), h('p', { class: 'help', style: 'margin-top:0' }, 'Each applies when set; lengths and shares are of the example\'s text.'),
+      h('div', { class: 'grid' }, CLEAN_FILTERS.map(([name, label, , help]) => field(name, label, filters[name], `filters.${name}`, help)),
+        field('languages', 'Languages', languages, 'filters.languages', 'Keep only examples in these languages: ISO 639-1 or 639-3 codes, comma-separated.'))),
+    convert ? h('fieldset', {}, h('legend', {}, 'Format'), h('label', { class: 'check', 'data-param': 'convert' }, convert, 'Convert to OpenAI chat',
+      h('span', { class: 'help' }, `Write {"messages": [...]} lines instead of ${f.validation.format} ones.`), h('span', { class: 'field-error', hidden: true }))) : null,
+    h('div', { class: 'row' }, submit)].filter(Boolean));
+  return h('section', { id: 'clean' }, h('h2', {}, 'Clean'),
+    h('p', { class: 'muted', style: 'margin-top:0' }, 'Writes a new, cleaned file from this one, with a report of what was removed or changed; this file stays as it is.'), form);
 }
 
 // ---------- job page ----------
+// Curve colours of a job's domains, in the order their names first appear.
+const DOMAIN_COLORS = ['#d6336c', '#2b8a3e', '#7048e8', '#f08c00', '#0c8599', '#5c940d', '#a61e4d', '#1864ab'];
+// A point's per-domain values under `prefix` (`valid_loss/` gives [['web', 1.9], ['code', 2.4]]).
+const domainValues = (p, prefix) => Object.entries(p).filter(([k, v]) => k.startsWith(prefix) && v != null).map(([k, v]) => [k.slice(prefix.length), v]);
+
 async function jobPage(id) {
   let job = await api(`/v1/fine_tuning/jobs/${id}`);
   const header = h('div'); const errBox = h('div'); const progBox = h('div', { style: 'margin:.2rem 0 1rem' });
@@ -491,6 +728,25 @@ async function jobPage(id) {
     rewards = mk('Rewards', [{ label: 'chosen', stroke: '#2b8a3e' }, { label: 'rejected', stroke: '#c92a2a' }, { label: 'margin', stroke: '#3b5bdb' }], { id: 'chart-rewards' });
     rewardAcc = mk('Reward accuracy', [{ label: 'train', stroke: '#3b5bdb' }, { label: 'validation', stroke: '#e8590c', points: true }], { id: 'chart-reward-acc' });
     all.push(rewards, rewardAcc);
+  }
+  // Jobs on several files report per domain (`valid_loss/web`, `tokens_seen/code`): one curve per
+  // name, added to its chart when the name first appears, in the same colour on every chart.
+  const domainColor = new Map();
+  function domainCurve(chart, name, label, points) {
+    const i = chart.series.findIndex((s) => s.domain === name);
+    if (i >= 0) return i;
+    if (!domainColor.has(name)) domainColor.set(name, DOMAIN_COLORS[domainColor.size % DOMAIN_COLORS.length]);
+    return chart.addSeries({ label, stroke: domainColor.get(name), points, domain: name });
+  }
+  let domainTokens = null;
+  function domainTokensChart() {
+    if (!domainTokens) { domainTokens = mk('Tokens seen per domain', [], { id: 'chart-domain-tokens' }); all.push(domainTokens); }
+    return domainTokens;
+  }
+  function addDomainPoints(p) {
+    for (const [name, v] of domainValues(p, 'valid_loss/')) loss.setAt(p.step, domainCurve(loss, name, `validation: ${name}`, true), v);
+    for (const [name, v] of domainValues(p, 'valid_perplexity/')) ppl.setAt(p.step, domainCurve(ppl, name, name, true), v);
+    for (const [name, v] of domainValues(p, 'tokens_seen/')) { const c = domainTokensChart(); c.setAt(p.step, domainCurve(c, name, name, false), v); }
   }
   onLeave(() => all.forEach((c) => c.destroy()));
 
@@ -522,6 +778,7 @@ async function jobPage(id) {
       }
       last = row;
     }
+    addDomainPoints(p);
     loss.el.dataset.repeats = repeats;
   }
 

@@ -1,6 +1,8 @@
 // A small wrapper over uPlot for series that grow by step. Points are buffered and drawn by
 // flush() (the page calls it a few times a second), so a fast stream costs one redraw per tick.
-// The element carries data-points (points of the first series) and data-last-step for tests.
+// Series may be added later (addSeries: a domain seen for the first time); uPlot's legend names them.
+// The element carries data-points (points of the first series), data-last-step and data-series
+// (the series' labels) for tests.
 
 export class LineChart {
   constructor(title, series, { id, wide, log } = {}) {
@@ -17,6 +19,7 @@ export class LineChart {
     const h3 = document.createElement('h3'); h3.textContent = title;
     this.el.append(h3, this.plot);
     this.el.dataset.points = '0';
+    this.el.dataset.series = series.map((s) => s.label).join(',');
     this.ro = new ResizeObserver(() => { if (this.u) this.u.setSize(this.size()); });
     this.ro.observe(this.el);
   }
@@ -40,6 +43,16 @@ export class LineChart {
   }
   setAt(x, s, v) { const vals = this.series.map(() => null); vals[s] = v; this.push(x, vals); }
 
+  // Adds a series after construction; returns its index. The plot is rebuilt at the next flush,
+  // so its legend gains the new entry (rare: once per series).
+  addSeries(s) {
+    this.series.push(s); this.ys.push(this.xs.map(() => null));
+    this.u?.destroy(); this.u = null;
+    this.el.dataset.series = this.series.map((x) => x.label).join(',');
+    this.changed = true;
+    return this.series.length - 1;
+  }
+
   flush() {
     if (!this.changed) return;
     this.changed = false;
@@ -59,7 +72,7 @@ export class LineChart {
       };
       this.u = new window.uPlot(opts, data, this.plot);
     } else if (this.u) this.u.setData(data);
-    const first = this.ys[0];
+    const first = this.ys[0] || [];
     let n = 0, lastStep = null;
     for (let i = 0; i < first.length; i++) if (first[i] != null) { n++; lastStep = this.xs[i]; }
     this.el.dataset.points = String(n);

@@ -22,6 +22,14 @@ const freePort = () => new Promise((res, rej) => {
   const s = net.createServer(); s.unref(); s.on('error', rej);
   s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => res(port)); });
 });
+// Tiny pretraining corpora in two styles, so a job on both has two domains whose losses differ.
+const stories = (n) => Array.from({ length: n }, (_, i) => JSON.stringify({ text: [0, 1, 2, 3].map((j) => {
+  const k = i * 7 + j * 3;
+  return `${['Tom', 'Mia', 'the cat', 'a dog', 'Sam'][k % 5]} ${['saw', 'liked', 'found', 'chased'][(k >> 1) % 4]} ${['a ball', 'the tree', 'a red box', 'the sun'][Math.floor(k / 3) % 4]}.`;
+}).join(' ') })).join('\n') + '\n';
+const numbers = (n) => Array.from({ length: n }, (_, i) => JSON.stringify({ text: Array.from({ length: 12 }, (_, j) => ['one', 'two', 'three', 'four', 'five', 'six'][(i + j * 3) % 6]).join(' ') })).join('\n') + '\n';
+const MIX_HP = { batch_size: 4, max_seq_len: 32, vocab_size: 300, learning_rate: 0.003, max_steps: 12, warmup_steps: 2, eval_every: 4, checkpoint_every: 100, validation_split: 0.1 };
+
 async function until(what, fn, timeoutMs = 30000, everyMs = 100) {
   const end = Date.now() + timeoutMs; let last;
   while (Date.now() < end) {
@@ -50,6 +58,11 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
   await until('the server to answer /healthz', async () => (await fetch(`${base}/healthz`)).ok, 60000, 200);
   const key = (await until('the admin key file', () => existsSync(join(dataDir, 'admin_key')) && readFileSync(join(dataDir, 'admin_key'), 'utf8').trim()));
   const apiGet = async (p) => (await fetch(base + p, { headers: { Authorization: `Bearer ${key}` } })).json();
+  const apiPost = async (p, body) => (await fetch(base + p, { method: 'POST', headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) })).json();
+  const apiUpload = async (name, purpose, text) => {
+    const fd = new FormData(); fd.append('purpose', purpose); fd.append('file', new Blob([text]), name);
+    return (await fetch(`${base}/v1/files`, { method: 'POST', headers: { Authorization: `Bearer ${key}` }, body: fd })).json();
+  };
   const apiHas = async (method, p) => {
     const r = await fetch(base + p, { method, headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' }, body: method === 'POST' ? '{}' : undefined });
     const b = await r.json().catch(() => ({}));
@@ -186,6 +199,110 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     assert.equal(await page.locator('input[name=beta]').count(), 0);
   });
 
+  await step('clean a dataset from its page: near dedup and PII mask; a bad option names its field', async () => {
+    // Line 4 repeats line 1; line 2 holds an e-mail address.
+    const notes = ['The quick brown fox jumps over the lazy dog by the river this morning.', 'Write to ada.lovelace@example.com for the notes from the meeting.',
+      'Rain fell all night on the quiet town, and the streets shone at dawn.', 'The quick brown fox jumps over the lazy dog by the river this morning.',
+      'Bakers start early because bread rises slowly in a cool kitchen.'].map((text) => JSON.stringify({ text })).join('\n') + '\n';
+    await page.goto(base + '/#/datasets');
+    await page.locator('#upload-purpose').selectOption('pretrain');
+    await page.locator('#upload-file').setInputFiles({ name: 'notes.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(notes) });
+    await page.waitForURL(/#\/datasets\/file-/, { timeout: 30000 });
+    const source = page.url().split('/').pop();
+    const form = page.locator('#clean-form');
+    await form.waitFor();
+    assert.ok(!(await form.locator('input[name=threshold]').isVisible()), 'the near-duplicate settings show with "near" only');
+    assert.equal(await form.locator('input[name=convert]').count(), 0, 'no conversion for text files');
+    await form.locator('select[name=dedup]').selectOption('near');
+    await form.locator('input[name=threshold]').waitFor({ state: 'visible' });
+    await form.locator('select[name=pii]').selectOption('mask');
+    // min_chars above max_chars: the server's 400 names filters.max_chars, and its message shows there.
+    await form.locator('input[name=min_chars]').fill('100');
+    await form.locator('input[name=max_chars]').fill('10');
+    await form.locator('button[type=submit]').click();
+    const err = form.locator('[data-param="filters.max_chars"] .field-error');
+    await err.waitFor({ state: 'visible', timeout: 10000 });
+    assert.match(await err.innerText(), /max_chars \(10\) must be at least min_chars \(100\)/);
+    assert.ok(page.url().endsWith(source), 'still on the source file');
+    await shot('08-clean-bad-option');
+    await form.locator('input[name=min_chars]').fill('');
+    await form.locator('input[name=max_chars]').fill('');
+    // A small file is cleaned at once: the new file's first read is held back as still being
+    // written, so the page's wait (and its poll) is seen too.
+    let held = false;
+    const hold = async (route) => {
+      if (held || route.request().url().endsWith(source)) return route.continue();
+      held = true;
+      const res = await route.fetch();
+      await route.fulfill({ response: res, json: { ...(await res.json()), status: 'uploaded', validation: null, cleaning: null } });
+    };
+    await page.route(/\/v1\/files\/file-[0-9a-z]+$/, hold);
+    await form.locator('button[type=submit]').click();
+    const wait = page.locator('#cleaning-wait');
+    await wait.waitFor({ timeout: 10000 });
+    assert.match(await wait.innerText(), /^Cleaning from /);
+    assert.equal(await wait.locator(`a[href="#/datasets/${source}"]`).count(), 1, 'the wait links the source');
+    await page.unroute(/\/v1\/files\/file-[0-9a-z]+$/, hold);
+    const report = page.locator('#clean-report');
+    await report.waitFor({ timeout: 30000 });
+    assert.ok(!page.url().endsWith(source), 'on the new file');
+    await page.locator(`#source-file a[href="#/datasets/${source}"]`).waitFor();
+    const stat = async (label) => (await report.locator('.stat').filter({ has: page.locator('.k', { hasText: new RegExp(`^${label}$`) }) }).locator('.v').innerText()).trim();
+    assert.deepEqual([await stat('Lines read'), await stat('Kept'), await stat('Removed'), await stat('Changed')], ['5', '4', '1', '1']);
+    const rule = async (r) => (await report.locator(`#clean-rules tr[data-rule="${r}"] td`).allInnerTexts()).slice(2);
+    assert.deepEqual(await rule('duplicate'), ['1', '—']);
+    assert.deepEqual(await rule('near_duplicate'), ['0', '—']);
+    assert.deepEqual(await rule('pii'), ['—', '1']);
+    assert.match(await report.locator('#clean-pii').innerText(), /^email 1$/);
+    assert.match(await report.locator('#clean-near').innerText(), /^0 \(LSH: \d+ bands × \d+ rows\)/);
+    const samples = (await report.locator('#clean-samples tbody tr').allInnerTexts()).map((r) => r.split('\t'));
+    assert.deepEqual(samples.map((r) => r.slice(0, 3)), [['2', 'pii', 'changed'], ['4', 'duplicate', 'removed']], `samples: ${JSON.stringify(samples)}`);
+    assert.match(samples[0][3], /email/);
+    // The usual validation report follows: the cleaned file's four lines.
+    assert.match(await page.locator('#report').innerText(), /4\s*\n?\s*Valid examples/i);
+    await shot('08b-clean-report');
+  });
+
+  await step('ShareGPT lines: their format, the conversion option, and "Train on it" opens the SFT form', async () => {
+    const convo = (q, a) => JSON.stringify({ conversations: [{ from: 'human', value: q }, { from: 'gpt', value: a }] });
+    const f = await apiUpload('sharegpt.jsonl', 'fine-tune', [convo('Hi there', 'Hello!'), convo('Name a colour', 'Blue.')].join('\n') + '\n');
+    assert.equal(f.validation?.format, 'sharegpt', JSON.stringify(f.validation));
+    await page.goto(`${base}/#/datasets/${f.id}`);
+    await page.locator('#clean-form input[name=convert]').waitFor();
+    assert.match(await page.locator('dl.kv').innerText(), /Format\s*\n?\s*sharegpt/);
+    await page.locator('a:text("Train on it")').click();
+    await page.locator('#job-form').waitFor();
+    assert.equal(await page.locator('select[name=method]').inputValue(), 'sft');
+    assert.equal(await page.locator('select[name=training_file]').inputValue(), f.id);
+  });
+
+  await step('new job form: mix several files (weights checked by the server, then estimated)', async () => {
+    await page.goto(base + '/#/new');
+    await page.locator('#job-form').waitFor();
+    await page.locator('select[name=method]').selectOption('pretrain');
+    await page.locator('#mix-add').click();
+    await page.locator('#mix-add').click();
+    assert.ok(await page.locator('select[name=training_file]').isDisabled(), 'the mixed files replace the single one');
+    const rows = page.locator('#mix-rows .mix-row');
+    const names = [await rows.nth(0).locator('input[name=mix-name]').inputValue(), await rows.nth(1).locator('input[name=mix-name]').inputValue()];
+    assert.ok(names[0] && names[1] && names[0] !== names[1], `default names: ${names}`);
+    // A weight on one file only: refused, naming training_files.
+    await rows.nth(0).locator('input[name=mix-weight]').fill('0.7');
+    await page.locator('#job-form button[type=submit]').click();
+    const mixErr = page.locator('#mix > .field-error');
+    await mixErr.waitFor({ state: 'visible', timeout: 10000 });
+    assert.match(await mixErr.innerText(), /every training file a weight/);
+    await rows.nth(1).locator('input[name=mix-weight]').fill('0');
+    await page.locator('[data-param="training_files[1].weight"] .field-error').waitFor({ state: 'visible', timeout: 10000 });
+    await rows.nth(1).locator('input[name=mix-weight]').fill('0.3');
+    await page.locator('input[name=curriculum]').check();
+    if (await apiHas('POST', '/v1/estimate')) await page.locator('#estimate .stat').first().waitFor({ timeout: 10000 });
+    await shot('09-mix-form');
+    await rows.nth(1).locator('button:text("Remove")').click();
+    await rows.nth(0).locator('button:text("Remove")').click();
+    assert.ok(!(await page.locator('select[name=training_file]').isDisabled()));
+  });
+
   let jobId;
   await step('new job form: inline error, estimate, start a tiny pretraining job', async () => {
     await page.goto(base + '/#/new');
@@ -303,6 +420,29 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     const chunks = +(await out.getAttribute('data-chunks'));
     assert.ok(chunks >= 2, `expected several streamed chunks, got ${chunks}`);
     await shot('07-playground');
+  });
+
+  await step('a job on two files: validation loss and tokens seen per domain, with a legend', async () => {
+    const [a, b] = [await apiUpload('stories.jsonl', 'pretrain', stories(200)), await apiUpload('numbers.jsonl', 'pretrain', numbers(120))];
+    const job = await apiPost('/v1/fine_tuning/jobs', { model: 'wick-llama-1m', suffix: 'mix', curriculum: { type: 'length' },
+      training_files: [{ file: a.id, name: 'stories', weight: 0.7 }, { file: b.id, name: 'numbers', weight: 0.3 }],
+      method: { type: 'pretrain', pretrain: { hyperparameters: MIX_HP } } });
+    assert.ok(job.id, JSON.stringify(job));
+    await page.goto(`${base}/#/jobs/${job.id}`);
+    await until('the mixture job to finish', async () => (await page.locator('.charts').getAttribute('data-done')) === 'true', 120000, 250);
+    const done = await apiGet(`/v1/fine_tuning/jobs/${job.id}`);
+    assert.equal(done.status, 'succeeded', `job ended ${done.status}: ${JSON.stringify(done.error)}`);
+    const legend = async (id) => (await page.locator(`${id} .u-legend .u-series .u-label`).evaluateAll((els) => els.map((e) => e.textContent.trim()))).filter((t) => t !== 'step');
+    await until('the per-domain legend', async () => (await legend('#chart-loss')).length === 4, 5000);
+    assert.deepEqual((await legend('#chart-loss')).slice(0, 2), ['train', 'validation'], 'the overall curves stay');
+    assert.deepEqual((await legend('#chart-loss')).slice(2).sort(), ['validation: numbers', 'validation: stories']);
+    assert.deepEqual((await legend('#chart-domain-tokens')).sort(), ['numbers', 'stories']);
+    // Every point of the API is drawn: per-domain evals on the loss chart, tokens seen per train step.
+    const m = (await apiGet(`/v1/fine_tuning/jobs/${job.id}/metrics`)).data;
+    const trainPoints = m.filter((p) => p['tokens_seen/stories'] != null).length;
+    assert.ok(trainPoints > 0 && m.some((p) => p['valid_loss/numbers'] != null), 'the API has per-domain metrics');
+    assert.equal(+(await page.locator('#chart-domain-tokens').getAttribute('data-points')), trainPoints);
+    await shot('10-mixture-job');
   });
 
   assert.deepEqual(pageErrors, [], `errors in the page: ${pageErrors.join('; ')}`);

@@ -358,6 +358,12 @@ async fn jobs_on_several_files_are_checked_per_file(backend: Backend) {
         web.as_str(),
         "the first file stands for the job in OpenAI's field"
     );
+    assert_eq!(
+        j["training_files"][1],
+        json!({"file": code, "name": "code", "weight": 0.3})
+    );
+    assert_eq!(j["validation_files"][0]["name"], "web");
+    assert_eq!(j["curriculum"]["stages"][0]["until_step"], 10);
     let cases = [
         (
             json!({"training_files": [{"file": web}, {"file": "file-nope"}]}),

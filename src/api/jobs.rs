@@ -357,7 +357,7 @@ pub fn job_object(j: &JobRow) -> Value {
             obj.insert(kind.to_string(), json!({"hyperparameters": hp}));
         }
     }
-    json!({
+    let mut object = json!({
         "object": "fine_tuning.job",
         "id": j.id,
         "model": j.model,
@@ -382,5 +382,23 @@ pub fn job_object(j: &JobRow) -> Value {
         "integrations": [],
         "metadata": j.metadata.as_ref().map(|m| &m.0),
         "method": method,
-    })
+    });
+    // A job on several files shows them, with its curriculum, beside OpenAI's fields.
+    if let Some(s) = &spec {
+        for (key, value) in [
+            ("training_files", serde_json::to_value(&s.training_files)),
+            (
+                "validation_files",
+                serde_json::to_value(&s.validation_files),
+            ),
+            ("curriculum", serde_json::to_value(&s.curriculum)),
+        ] {
+            if let Ok(v) = value
+                && !v.is_null()
+            {
+                object[key] = v;
+            }
+        }
+    }
+    object
 }

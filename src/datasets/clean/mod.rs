@@ -111,6 +111,8 @@ pub struct Cleaner {
     index_lines: Vec<u64>,
     report: CleanReport,
     pii_totals: PiiCounts,
+    /// Sees every removed or changed line, not only the report's first [`MAX_SAMPLES`].
+    sample_log: Option<Box<dyn FnMut(&CleanSample) + Send>>,
 }
 
 impl Cleaner {
@@ -216,7 +218,15 @@ impl Cleaner {
             index_lines: Vec::new(),
             report,
             pii_totals: [0; PiiKind::ALL.len()],
+            sample_log: None,
         })
+    }
+
+    /// Calls `log` with every line removed or changed (benchmarks and tools that need them all).
+    #[must_use]
+    pub fn with_sample_log(mut self, log: impl FnMut(&CleanSample) + Send + 'static) -> Self {
+        self.sample_log = Some(Box::new(log));
+        self
     }
 
     /// Adds the next bytes of the source; cleaned lines go to `out`.
@@ -293,7 +303,7 @@ impl Cleaner {
             Stage1::Removed { rule, detail, pii } => {
                 self.report.lines += 1;
                 self.add_pii(&pii);
-                self.removed(line, rule, detail);
+                self.removed(line, rule, detail, None);
                 return Ok(());
             }
             Stage1::Kept(k) => k,
@@ -303,9 +313,9 @@ impl Cleaner {
             *self.report.languages.entry(lang.to_string()).or_default() += 1;
         }
         if self.shared.opts.dedup != Dedup::None {
-            if let Some(first) = self.exact.get(&kept.digest) {
+            if let Some(&first) = self.exact.get(&kept.digest) {
                 let detail = format!("the same example as line {first}");
-                self.removed(line, rule::DUPLICATE, detail);
+                self.removed(line, rule::DUPLICATE, detail, Some(first));
                 return Ok(());
             }
             self.exact.insert(kept.digest, line);
@@ -314,18 +324,19 @@ impl Cleaner {
             let id = self.index_lines.len() as u32;
             self.index_lines.push(line);
             if let Some(m) = index.check_and_insert(id, sig) {
+                let first = self.index_lines[m.earlier as usize];
                 let detail = format!(
-                    "near duplicate of line {} (estimated Jaccard similarity {:.2})",
-                    self.index_lines[m.earlier as usize], m.jaccard
+                    "near duplicate of line {first} (estimated Jaccard similarity {:.2})",
+                    m.jaccard
                 );
-                self.removed(line, rule::NEAR_DUPLICATE, detail);
+                self.removed(line, rule::NEAR_DUPLICATE, detail, Some(first));
                 return Ok(());
             }
         }
         self.add_pii(&kept.pii);
         for (rule, detail) in kept.changes {
             *self.report.changed.entry(rule.to_string()).or_default() += 1;
-            self.sample(line, rule, SampleAction::Changed, detail);
+            self.sample(line, rule, SampleAction::Changed, detail, None);
         }
         self.report.kept += 1;
         out.write_all(kept.rewritten.as_deref().unwrap_or(source))?;
@@ -338,19 +349,35 @@ impl Cleaner {
         }
     }
 
-    fn removed(&mut self, line: u64, rule: &'static str, detail: String) {
+    fn removed(&mut self, line: u64, rule: &'static str, detail: String, of: Option<u64>) {
         *self.report.removed.entry(rule.to_string()).or_default() += 1;
-        self.sample(line, rule, SampleAction::Removed, detail);
+        self.sample(line, rule, SampleAction::Removed, detail, of);
     }
 
-    fn sample(&mut self, line: u64, rule: &str, action: SampleAction, detail: String) {
-        if self.report.samples.len() < MAX_SAMPLES {
-            self.report.samples.push(CleanSample {
-                line,
-                rule: rule.to_string(),
-                action,
-                detail,
-            });
+    fn sample(
+        &mut self,
+        line: u64,
+        rule: &str,
+        action: SampleAction,
+        detail: String,
+        duplicate_of: Option<u64>,
+    ) {
+        let keep = self.report.samples.len() < MAX_SAMPLES;
+        if !keep && self.sample_log.is_none() {
+            return;
+        }
+        let sample = CleanSample {
+            line,
+            rule: rule.to_string(),
+            action,
+            detail,
+            duplicate_of,
+        };
+        if let Some(log) = self.sample_log.as_mut() {
+            log(&sample);
+        }
+        if keep {
+            self.report.samples.push(sample);
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct CleanSample {
     /// What the rule saw: the validation error, the measure, the duplicated line, the types of
     /// personal data.
     pub detail: String,
+    /// For a duplicate or near duplicate: the earlier line it repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

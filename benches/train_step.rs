@@ -70,35 +70,6 @@ fn peak_rss_mib() -> f64 {
     wick::machine::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / 1048576.0)
 }
 
-/// The processor's model name and the SIMD features that decide f32 and bf16 speed.
-fn cpu_facts() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
-    let flags = field("flags");
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    let simd: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
-        .into_iter()
-        .filter(|f| has(f))
-        .collect();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    format!(
-        "cpu \"{}\", {} logical CPUs, SIMD {}, load average {}",
-        field("model name"),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        simd.join(" "),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-}
-
 /// PyTorch's tokens/s and peak RSS (MiB) for `config`, from the reference script.
 fn torch_reference(python: &str, config: &str, recompute: bool, bf16: bool) -> Option<(f64, f64)> {
     let script = concat!(
@@ -204,7 +175,7 @@ fn main() -> candle_core::Result<()> {
             "bf16 matmul (AVX512-BF16, 2048^3, f32 accumulation, best of 5): {bf16:.1} GFLOP/s; candle's f32 matmul of the same operands: {f32_same:.1}"
         );
     }
-    println!("{}", cpu_facts());
+    println!("{}", wick::machine::cpu_description());
     println!(
         "threads {threads}, f32 matmul peak (2048^3, best of 5): {peak:.1} GFLOP/s; the estimate's (1024^3): {estimate_peak:.1}"
     );

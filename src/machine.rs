@@ -1,7 +1,8 @@
 //! What this machine has to give: memory still available to a new job or a loaded model.
 //! Candle aborts the whole process on out-of-memory (it cannot be caught), so the trainer, the
 //! worker and chat all check here before they allocate a model's worth of memory. Also this
-//! process's peak resident memory, which the benchmarks report.
+//! process's peak resident memory and a line describing the processor, which the benchmarks
+//! report beside every CPU figure.
 
 /// `MemAvailable` from `/proc/meminfo`, in bytes (Linux); `None` where it cannot be read.
 pub fn available_memory_bytes() -> Option<u64> {
@@ -13,6 +14,36 @@ pub fn peak_rss_bytes() -> Option<u64> {
     kb_field(
         &std::fs::read_to_string("/proc/self/status").ok()?,
         "VmHWM:",
+    )
+}
+
+/// The processor's model name, its logical CPUs, the SIMD features that decide the speed of
+/// Wick's kernels (AVX2, FMA, AVX-512, AVX512-BF16, AMX) and the load average, in one line.
+pub fn cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let flags = field("flags");
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let simd: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
+        .into_iter()
+        .filter(|f| has(f))
+        .collect();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "cpu \"{}\", {} logical CPUs, SIMD {}, load average {}",
+        field("model name"),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        simd.join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 

@@ -94,9 +94,15 @@ struct Scratch {
     written: LineChecker,
 }
 
+/// Stage 1 of a batch in flight: its bytes and each line's range and outcome, or its panic.
+type PendingBatch =
+    std::sync::mpsc::Receiver<std::thread::Result<(Vec<u8>, Vec<((usize, usize), Stage1)>)>>;
+
 /// Streams a validated file through the options; see the module docs.
 pub struct Cleaner {
-    shared: Shared,
+    shared: std::sync::Arc<Shared>,
+    /// The batch whose stage 1 runs in the background.
+    pending: Option<PendingBatch>,
     source_file: String,
     started: Instant,
     buf: Vec<u8>,
@@ -207,7 +213,8 @@ impl Cleaner {
             written,
         };
         Ok(Cleaner {
-            shared,
+            shared: std::sync::Arc::new(shared),
+            pending: None,
             source_file: source_file.to_string(),
             started: Instant::now(),
             buf: Vec::new(),
@@ -240,7 +247,7 @@ impl Cleaner {
             let rest = self.buf.split_off(self.tail_start);
             let batch = std::mem::replace(&mut self.buf, rest);
             self.tail_start = 0;
-            self.clean_batch(&batch, out)?;
+            self.submit(batch, out)?;
         }
         Ok(())
     }
@@ -248,7 +255,8 @@ impl Cleaner {
     /// Cleans what is left (a last line may lack its `\n`) and returns the report.
     pub fn finish(mut self, out: &mut dyn Write) -> std::io::Result<CleanReport> {
         let batch = std::mem::take(&mut self.buf);
-        self.clean_batch(&batch, out)?;
+        self.submit(batch, out)?;
+        self.drain(out)?;
         let mut report = self.report;
         for kind in PiiKind::ALL {
             let n = self.pii_totals[kind.index()];
@@ -264,25 +272,51 @@ impl Cleaner {
         Ok(report)
     }
 
-    fn clean_batch(&mut self, batch: &[u8], out: &mut dyn Write) -> std::io::Result<()> {
-        let mut lines: Vec<&[u8]> = batch.split(|&b| b == b'\n').collect();
-        if batch.ends_with(b"\n") {
-            lines.pop();
+    /// Starts stage 1 of `batch` on the rayon pool, then runs stage 2 of the batch before it
+    /// (if any) meanwhile: one batch's duplicate bookkeeping and writing overlap the next one's
+    /// parallel work.
+    fn submit(&mut self, batch: Vec<u8>, out: &mut dyn Write) -> std::io::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
         }
-        let shared = &self.shared;
-        let results: Vec<Stage1> = lines
-            .par_iter()
-            .map_init(
-                || Scratch {
-                    source: LineChecker::new(shared.purpose, shared.source),
-                    written: LineChecker::new(shared.purpose, shared.written),
-                },
-                |scratch, line| stage1(shared, scratch, line),
-            )
-            .collect();
-        for (line, result) in lines.iter().zip(results) {
+        let shared = self.shared.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job = move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let results = stage1_batch(&shared, &batch);
+                (batch, results)
+            }));
+            let _ = tx.send(outcome);
+        };
+        if rayon::current_thread_index().is_some() {
+            // Waiting on a pool job from a pool thread could deadlock a small pool: stay inline.
+            job();
+        } else {
+            rayon::spawn(job);
+        }
+        if let Some(previous) = self.pending.replace(rx) {
+            self.finish_batch(previous, out)?;
+        }
+        Ok(())
+    }
+
+    /// Stage 2 of the batch in flight, if any.
+    fn drain(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        match self.pending.take() {
+            Some(rx) => self.finish_batch(rx, out),
+            None => Ok(()),
+        }
+    }
+
+    fn finish_batch(&mut self, rx: PendingBatch, out: &mut dyn Write) -> std::io::Result<()> {
+        let (batch, results) = match rx.recv() {
+            Ok(Ok(done)) => done,
+            Ok(Err(payload)) => std::panic::resume_unwind(payload),
+            Err(_) => panic!("a cleaning batch was dropped unfinished"),
+        };
+        for ((start, end), result) in results {
             self.line_no += 1;
-            self.stage2(line, result, out)?;
+            self.stage2(&batch[start..end], result, out)?;
         }
         Ok(())
     }
@@ -382,6 +416,57 @@ impl Cleaner {
     }
 }
 
+/// The quality and language filters on an example's `contents`: the removal, if one fails.
+/// Sets `language` to the detected language's code when there is a language filter.
+fn filter(
+    shared: &Shared,
+    contents: &str,
+    language: &mut Option<&'static str>,
+    pii: PiiCounts,
+) -> Option<Stage1> {
+    let filters = &shared.opts.filters;
+    if filters.is_empty() {
+        return None;
+    }
+    if let Some((rule, detail)) = filters::first_failed(filters, contents) {
+        return Some(Stage1::Removed { rule, detail, pii });
+    }
+    let allowed = shared.languages.as_ref()?;
+    let detected = language::detect(contents);
+    *language = Some(detected.map_or("und", language::code));
+    match detected {
+        Some(lang) if !allowed.contains(&lang) => Some(Stage1::Removed {
+            rule: rule::LANGUAGE,
+            detail: format!("detected {}", language::code(lang)),
+            pii,
+        }),
+        _ => None,
+    }
+}
+
+/// Stage 1 of every line of `batch`, in parallel: each line's byte range and outcome.
+fn stage1_batch(shared: &Shared, batch: &[u8]) -> Vec<((usize, usize), Stage1)> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', batch) {
+        ranges.push((start, nl));
+        start = nl + 1;
+    }
+    if start < batch.len() {
+        ranges.push((start, batch.len()));
+    }
+    ranges
+        .into_par_iter()
+        .map_init(
+            || Scratch {
+                source: LineChecker::new(shared.purpose, shared.source),
+                written: LineChecker::new(shared.purpose, shared.written),
+            },
+            |scratch, (a, b)| ((a, b), stage1(shared, scratch, &batch[a..b])),
+        )
+        .collect()
+}
+
 /// Names of the kinds found, for a sample's detail: `email ×2, phone`.
 fn describe_pii(counts: &PiiCounts) -> String {
     PiiKind::ALL
@@ -418,11 +503,9 @@ fn stage1(shared: &Shared, scratch: &mut Scratch, source: &[u8]) -> Stage1 {
         .pii
         .as_ref()
         .is_some_and(|scanner| scanner.may_contain(source));
-    let needs_value = opts.convert.is_some()
-        || pii_suspect
-        || !opts.filters.is_empty()
-        || shared.hasher.is_some();
-    if !needs_value {
+    let rewrites = opts.convert.is_some() || pii_suspect;
+    let reads_text = !opts.filters.is_empty() || shared.hasher.is_some();
+    if !rewrites && !reads_text {
         return Stage1::Kept(Box::new(KeptLine {
             rewritten: None,
             changes: Vec::new(),
@@ -430,6 +513,22 @@ fn stage1(shared: &Shared, scratch: &mut Scratch, source: &[u8]) -> Stage1 {
             digest,
             signature: None,
             language: None,
+        }));
+    }
+    // A line nothing rewrites needs only its text: read without a JSON tree where the format
+    // allows (chats and documents).
+    if !rewrites && let Some((rendered, contents)) = text::quick(shared.source, source) {
+        let mut language = None;
+        if let Some(removed) = filter(shared, &contents, &mut language, [0; PiiKind::ALL.len()]) {
+            return removed;
+        }
+        return Stage1::Kept(Box::new(KeptLine {
+            rewritten: None,
+            changes: Vec::new(),
+            pii: [0; PiiKind::ALL.len()],
+            digest,
+            signature: shared.hasher.as_ref().and_then(|h| h.signature(&rendered)),
+            language,
         }));
     }
     let removed = |detail: String| Stage1::Removed {
@@ -472,24 +571,10 @@ fn stage1(shared: &Shared, scratch: &mut Scratch, source: &[u8]) -> Stage1 {
         }
     }
     let mut language = None;
-    if !opts.filters.is_empty() {
-        let contents = text::contents(format, &value);
-        if let Some((rule, detail)) = filters::first_failed(&opts.filters, &contents) {
-            return Stage1::Removed { rule, detail, pii };
-        }
-        if let Some(allowed) = &shared.languages {
-            let detected = language::detect(&contents);
-            language = Some(detected.map_or("und", language::code));
-            if let Some(lang) = detected
-                && !allowed.contains(&lang)
-            {
-                return Stage1::Removed {
-                    rule: rule::LANGUAGE,
-                    detail: format!("detected {}", language::code(lang)),
-                    pii,
-                };
-            }
-        }
+    if !opts.filters.is_empty()
+        && let Some(removed) = filter(shared, &text::contents(format, &value), &mut language, pii)
+    {
+        return removed;
     }
     let signature = shared
         .hasher

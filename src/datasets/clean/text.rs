@@ -179,6 +179,66 @@ fn messages(format: DatasetFormat, line: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// A chat message as [`quick`] reads it: only the role and the content.
+#[derive(serde::Deserialize)]
+struct QuickMessage<'a> {
+    #[serde(borrow, default)]
+    role: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    content: Value,
+}
+
+#[derive(serde::Deserialize)]
+struct QuickChat<'a> {
+    #[serde(borrow)]
+    messages: Vec<QuickMessage<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct QuickDoc<'a> {
+    #[serde(borrow)]
+    text: std::borrow::Cow<'a, str>,
+}
+
+/// [`rendered`] and [`contents`] of a chat or text line straight from its bytes, without a JSON
+/// tree of the whole line (the near-duplicate and filter path of a line nothing rewrites); `None`
+/// for other formats, or a line that does not read so.
+pub fn quick(format: DatasetFormat, line: &[u8]) -> Option<(String, String)> {
+    match format {
+        DatasetFormat::Text => {
+            let d: QuickDoc = serde_json::from_slice(line).ok()?;
+            Some((d.text.to_string(), d.text.into_owned()))
+        }
+        DatasetFormat::Chat => {
+            let c: QuickChat = serde_json::from_slice(line).ok()?;
+            let (mut rendered, mut contents) = (String::new(), String::new());
+            for (i, m) in c.messages.iter().enumerate() {
+                let content = match &m.content {
+                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                    Value::Array(parts) => std::borrow::Cow::Owned(
+                        parts
+                            .iter()
+                            .filter_map(|p| p.get("text").and_then(Value::as_str))
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    ),
+                    _ => std::borrow::Cow::Borrowed(""),
+                };
+                if i > 0 {
+                    rendered.push('\n');
+                    contents.push('\n');
+                }
+                rendered.push_str(m.role.as_deref().unwrap_or(""));
+                rendered.push_str(": ");
+                rendered.push_str(&content);
+                contents.push_str(&content);
+            }
+            Some((rendered, contents))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -236,6 +296,18 @@ mod tests {
             rendered(DatasetFormat::Preference, &pair),
             "user: p\nassistant: y\nassistant: n"
         );
+        // The quick path reads chats and documents as the tree path does.
+        for (format, line) in [
+            (DatasetFormat::Chat, &chat),
+            (DatasetFormat::Text, &json!({"text": "a\tb", "x": 1})),
+        ] {
+            let bytes = serde_json::to_vec(line).unwrap();
+            assert_eq!(
+                quick(format, &bytes),
+                Some((rendered(format, line), contents(format, line)))
+            );
+        }
+        assert_eq!(quick(DatasetFormat::Alpaca, b"{}"), None);
         let doc = json!({"text": "hello", "meta": "m"});
         assert_eq!(visited(DatasetFormat::Text, doc.clone()), ["hello"]);
         assert_eq!(rendered(DatasetFormat::Text, &doc), "hello");

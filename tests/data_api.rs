@@ -32,15 +32,8 @@ async fn wait_for_file(app: &TestApp, id: &str) -> Value {
 }
 
 async fn content(app: &TestApp, id: &str) -> String {
-    app.client
-        .get(app.url(&format!("/v1/files/{id}/content")))
-        .bearer_auth(&app.admin_key)
-        .send()
+    app.get_text(&app.admin_key, &format!("/v1/files/{id}/content"), None)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 async fn clean_makes_a_new_file_and_leaves_the_source(backend: Backend) {
@@ -494,16 +487,12 @@ async fn a_mixture_job_reports_per_domain_metrics() {
         "{eval}"
     );
     let csv = app
-        .client
-        .get(app.url(&format!("/v1/fine_tuning/jobs/{id}/metrics")))
-        .bearer_auth(key)
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(
+            key,
+            &format!("/v1/fine_tuning/jobs/{id}/metrics"),
+            Some("text/csv"),
+        )
+        .await;
     let header = csv.lines().next().unwrap();
     assert!(
         header.contains("tokens_seen/alpha") && header.contains("valid_loss/beta"),

@@ -144,16 +144,12 @@ async fn preference_jobs_through_the_api(backend: Backend) {
         "{m}"
     );
     let csv = app
-        .client
-        .get(app.url(&format!("/v1/fine_tuning/jobs/{id}/metrics")))
-        .bearer_auth(key)
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(
+            key,
+            &format!("/v1/fine_tuning/jobs/{id}/metrics"),
+            Some("text/csv"),
+        )
+        .await;
     let header = csv.lines().next().unwrap();
     assert!(
         header.contains(",rewards/chosen,") && header.contains("valid_rewards/accuracies"),

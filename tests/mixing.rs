@@ -9,28 +9,8 @@ use candle_core::Device;
 use wick::spec::JobSpec;
 use wick::train::{RecordingProgress, StopReason, Stopped, TrainJob, run_job};
 
-/// Story sentences from a small grammar.
-fn write_stories(path: &Path, docs: usize) {
-    let names = ["Tom", "Mia", "the cat", "a dog", "Sam", "the bird"];
-    let verbs = ["saw", "liked", "found", "chased", "helped"];
-    let things = ["a ball", "the tree", "a red box", "the sun", "the river"];
-    let mut out = String::new();
-    for i in 0..docs {
-        let mut text = String::new();
-        for j in 0..4 {
-            let k = i * 7 + j * 3;
-            text += &format!(
-                "{} {} {}. ",
-                names[k % names.len()],
-                verbs[(k / 2) % verbs.len()],
-                things[(k / 3) % things.len()]
-            );
-        }
-        out += &serde_json::json!({ "text": text.trim() }).to_string();
-        out += "\n";
-    }
-    std::fs::write(path, out).unwrap();
-}
+#[path = "common/corpus.rs"]
+mod corpus;
 
 /// Counting in words: another distribution, so per-domain losses differ.
 fn write_numbers(path: &Path, docs: usize) {
@@ -47,9 +27,9 @@ fn write_numbers(path: &Path, docs: usize) {
 }
 
 fn corpus(dir: &Path) {
-    write_stories(&dir.join("stories.jsonl"), 200);
+    corpus::write_corpus(&dir.join("stories.jsonl"), 200);
     write_numbers(&dir.join("numbers.jsonl"), 120);
-    write_stories(&dir.join("stories-valid.jsonl"), 24);
+    corpus::write_corpus(&dir.join("stories-valid.jsonl"), 24);
     write_numbers(&dir.join("numbers-valid.jsonl"), 16);
 }
 

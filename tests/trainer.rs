@@ -14,6 +14,10 @@ use wick::train::loss::shifted_cross_entropy;
 use wick::train::optim::{AdamW, AdamWConfig, accumulate};
 use wick::train::{RecordingProgress, StopReason, Stopped, TrainError, TrainJob, run_job};
 
+#[path = "common/corpus.rs"]
+mod corpus;
+use corpus::write_corpus;
+
 const CPU: Device = Device::Cpu;
 
 /// A tiny config with every kind of parameter: GQA, q/k/v/o and MLP biases, separate LM head.
@@ -409,36 +413,6 @@ fn accumulated_micro_batches_equal_one_batch_normalised_by_window_tokens() {
 }
 
 // ---- run_job: pretraining from scratch, resume, bad specs ------------------------------------
-
-/// A deterministic toy corpus: short sentences from a small grammar.
-fn write_corpus(path: &Path, docs: usize) {
-    let names = ["Tom", "Mia", "the cat", "a dog", "Sam", "the bird"];
-    let verbs = ["saw", "liked", "found", "chased", "helped"];
-    let things = [
-        "a ball",
-        "the tree",
-        "a red box",
-        "the sun",
-        "a small boat",
-        "the river",
-    ];
-    let mut out = String::new();
-    for i in 0..docs {
-        let mut text = String::new();
-        for j in 0..4 {
-            let k = i * 7 + j * 3;
-            text += &format!(
-                "{} {} {}. ",
-                names[k % names.len()],
-                verbs[(k / 2) % verbs.len()],
-                things[(k / 3) % things.len()]
-            );
-        }
-        out += &serde_json::json!({ "text": text.trim() }).to_string();
-        out += "\n";
-    }
-    std::fs::write(path, out).unwrap();
-}
 
 fn pretrain_spec(model: &str, extra: serde_json::Value) -> JobSpec {
     let mut h = serde_json::json!({

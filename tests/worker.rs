@@ -219,16 +219,12 @@ async fn pretraining_job_succeeds_with_metrics_checkpoints_and_a_model(backend: 
         assert!((l.exp() - p).abs() < 1e-6 * p, "perplexity = exp(loss)");
     }
     let csv = app
-        .client
-        .get(app.url(&format!("/v1/fine_tuning/jobs/{id}/metrics")))
-        .bearer_auth(&app.admin_key)
-        .header("Accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_text(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/metrics"),
+            Some("text/csv"),
+        )
+        .await;
     assert!(csv.starts_with("step,epoch,train_loss"));
     assert_eq!(csv.lines().count(), 13);
 

@@ -521,13 +521,7 @@ async fn token_stats(state: &AppState, org_id: &str, f: &FileRow, model: &str) -
         crate::catalog::BaseModel::Local { model, .. } => model.path.clone(),
         crate::catalog::BaseModel::Trained(m) => {
             let prefix = m.blob_path.clone().unwrap_or_default();
-            for name in [
-                "config.json",
-                "tokenizer.json",
-                "tokenizer_config.json",
-                "chat_template.jinja",
-                "special_tokens_map.json",
-            ] {
+            for name in std::iter::once("config.json").chain(crate::tokenizer::FILES) {
                 let path = format!("{prefix}/{name}");
                 if state.blobs.exists(&path).await? {
                     state

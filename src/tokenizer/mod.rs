@@ -154,15 +154,17 @@ pub fn save_trained(
     })
 }
 
-/// Copies the tokenizer files a Hugging Face folder has (`tokenizer.json`, `tokenizer_config.json`,
-/// `special_tokens_map.json`, ...) from `from` to `to`.
+/// The tokenizer files a Hugging Face folder may have (the chat template among them).
+pub const FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];
+
+/// Copies the tokenizer files ([`FILES`]) a Hugging Face folder has from `from` to `to`.
 pub fn copy_files(from: &Path, to: &Path) -> Result<(), TokenizerError> {
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-    ] {
+    for name in FILES {
         let src = from.join(name);
         if src.exists() {
             std::fs::copy(&src, to.join(name)).map_err(|e| TokenizerError::Save {

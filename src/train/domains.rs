@@ -72,6 +72,22 @@ pub fn holdout_seed(seed: u64, domain: usize) -> u64 {
     seed ^ (domain as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// The validation sets of a job: one per validation file, read by `read`, named as the file;
+/// without validation files, the rows held out of each training file (`held_out`, named as it).
+pub fn validation_sets<R>(
+    held_out: Vec<(Option<String>, R)>,
+    files: &[DataFile],
+    mut read: impl FnMut(&std::path::Path) -> Result<R, super::job::TrainError>,
+) -> Result<Vec<(Option<String>, R)>, super::job::TrainError> {
+    if files.is_empty() {
+        return Ok(held_out);
+    }
+    files
+        .iter()
+        .map(|f| Ok((f.name.clone(), read(&f.path)?)))
+        .collect()
+}
+
 /// One domain's training rows, as the plan needs them: their real tokens and, for the length
 /// curriculum, a length per row (what "short" means for that kind of row).
 pub struct DomainTokens {

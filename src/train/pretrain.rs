@@ -97,17 +97,10 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         });
         train_rows.append(&rows);
     }
-    let valid_sets = if valid_files.is_empty() {
-        held_out
-    } else {
-        valid_files
-            .iter()
-            .map(|f| {
-                let vs = data::tokenize_file(&f.path, &start.tokenizer, specials.eos)?;
-                Ok((f.name.clone(), PackedRows::pack(&vs, seq_len, specials.pad)))
-            })
-            .collect::<Result<Vec<_>, TrainError>>()?
-    };
+    let valid_sets = domains::validation_sets(held_out, &valid_files, |path| {
+        let vs = data::tokenize_file(path, &start.tokenizer, specials.eos)?;
+        Ok(PackedRows::pack(&vs, seq_len, specials.pad))
+    })?;
     tracing::info!(
         tokens,
         train_rows = train_rows.len(),

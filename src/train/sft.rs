@@ -124,20 +124,9 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         });
         train_rows.extend(rows);
     }
-    let valid_sets = if valid_files.is_empty() {
-        held_out
-    } else {
-        valid_files
-            .iter()
-            .map(|f| {
-                let examples = read(&f.path)?.0;
-                Ok((
-                    f.name.clone(),
-                    pack_examples(&examples, seq_len, packing).map_err(pack_err)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, TrainError>>()?
-    };
+    let valid_sets = domains::validation_sets(held_out, &valid_files, |path| {
+        pack_examples(&read(path)?.0, seq_len, packing).map_err(pack_err)
+    })?;
     tracing::info!(
         kept = stats.kept,
         truncated = stats.truncated,

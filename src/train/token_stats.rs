@@ -67,20 +67,7 @@ impl ModelText {
             path: std::env::temp_dir(),
             source,
         })?;
-        for f in [
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "chat_template.jinja",
-            "special_tokens_map.json",
-        ] {
-            let from = dir.join(f);
-            if from.is_file() {
-                std::fs::copy(&from, scratch.path().join(f)).map_err(|source| TrainError::Io {
-                    path: from.clone(),
-                    source,
-                })?;
-            }
-        }
+        crate::tokenizer::copy_files(dir, scratch.path())?;
         let mut tokenizer = crate::tokenizer::load(&scratch.path().join("tokenizer.json"))?;
         register_chatml(&mut tokenizer, scratch.path())?;
         let template = ChatTemplate::from_model_dir(scratch.path())

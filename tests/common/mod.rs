@@ -142,6 +142,15 @@ impl TestApp {
         dir
     }
 
+    /// GETs `path` as text (`accept` sets the Accept header: `text/csv` for a metrics CSV).
+    pub async fn get_text(&self, key: &str, path: &str, accept: Option<&str>) -> String {
+        let mut request = self.client.get(self.url(path)).bearer_auth(key);
+        if let Some(a) = accept {
+            request = request.header("accept", a);
+        }
+        request.send().await.unwrap().text().await.unwrap()
+    }
+
     pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
         let r = self
             .client

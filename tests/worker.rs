@@ -322,43 +322,81 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
     assert_eq!(after, after_more, "no step after the cancel was seen");
     assert_eq!(get_job(&app, &long).await["status"], "cancelled");
 
-    // Pause mid-run: a checkpoint is written; resume finishes from it, each step once.
-    let id = create_job(&app, &interruptible_job(&file, 300)).await;
-    wait_for_first_step(&app, &id).await;
-    let (s, _) = app
-        .post(
-            &app.admin_key,
-            &format!("/v1/fine_tuning/jobs/{id}/pause"),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(s, 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, ck) = app
-            .get(
+    // Pause mid-run, three times: each pause writes a checkpoint; each resume goes on from it,
+    // each step once; a pause is not a failure, so no attempt is counted for it.
+    let id = create_job(&app, &interruptible_job(&file, 400)).await;
+    let mut last_checkpoint = 0;
+    for round in 1..=3 {
+        // Training again (a new step stored) before each pause.
+        let seen = train_points(&app, &id).await.len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while train_points(&app, &id).await.len() <= seen {
+            assert!(
+                Instant::now() < deadline,
+                "no new step before pause {round}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (s, _) = app
+            .post(
                 &app.admin_key,
-                &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
+                &format!("/v1/fine_tuning/jobs/{id}/pause"),
+                &json!({}),
             )
             .await;
-        if !ck["data"].as_array().unwrap().is_empty() {
-            break;
+        assert_eq!(s, 200);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, ck) = app
+                .get(
+                    &app.admin_key,
+                    &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
+                )
+                .await;
+            let job = get_job(&app, &id).await;
+            // Checkpoints are listed newest first (and pruned to n_checkpoints).
+            let newest = ck["data"][0]["step_number"].as_u64().unwrap_or(0);
+            if newest > last_checkpoint && job["status"] == "paused" {
+                last_checkpoint = newest;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pause {round} wrote no checkpoint"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(Instant::now() < deadline, "pause wrote no checkpoint");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The worker lets go of the job once its process has stopped.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (s, j) = app
+            .post(
+                &app.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/resume"),
+                &json!({}),
+            )
+            .await;
+        assert_eq!((s, j["status"].as_str()), (200, Some("queued")));
     }
-    assert_eq!(get_job(&app, &id).await["status"], "paused");
-    let (s, j) = app
-        .post(
+    let done = wait_status(&app, &id, "succeeded", 180).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_each_step_once(&train_points(&app, &id).await, 400);
+    let (_, events) = app
+        .get(
             &app.admin_key,
-            &format!("/v1/fine_tuning/jobs/{id}/resume"),
-            &json!({}),
+            &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
         )
         .await;
-    assert_eq!((s, j["status"].as_str()), (200, Some("queued")));
-    let done = wait_status(&app, &id, "succeeded", 120).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-    assert_each_step_once(&train_points(&app, &id).await, 300);
+    let attempts: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("attempt"))
+        .collect();
+    assert!(
+        attempts.is_empty(),
+        "pauses counted as attempts: {attempts:?}"
+    );
 }
 
 /// Reads SSE messages until `stop(messages so far)`; returns (id, event, data) triples.

@@ -198,6 +198,17 @@ pub async fn requeue_job(db: &Db, job_id: &str, worker_id: &str) -> Result<bool,
     Ok(n > 0)
 }
 
+/// Lets go of a job its user paused, giving back the attempt its run counted: pausing and
+/// resuming never uses up the job's attempts (only failures and lost workers do).
+pub async fn release_paused(db: &Db, job_id: &str, worker_id: &str) -> Result<(), sqlx::Error> {
+    let sql =
+        "update jobs set lease_owner = null, lease_expires_at = null, estimated_finish = null,
+               attempts = case when attempts > 0 then attempts - 1 else 0 end
+               where id = $1 and lease_owner = $2";
+    with_db!(db, p => sqlx::query(sql).bind(job_id).bind(worker_id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 /// Lets go of a job whose status a user already changed (cancelled, paused).
 pub async fn drop_lease(db: &Db, job_id: &str, worker_id: &str) -> Result<(), sqlx::Error> {
     let sql = "update jobs set lease_owner = null, lease_expires_at = null, estimated_finish = null

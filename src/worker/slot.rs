@@ -393,7 +393,8 @@ async fn run_claimed(
                 false
             }
             Some(Stopped::Paused) => {
-                queue::drop_lease(&state.db, &job.id, worker_id).await?;
+                // A pause is the user's choice, not a failure: the attempt is given back.
+                queue::release_paused(&state.db, &job.id, worker_id).await?;
                 false
             }
             None | Some(Stopped::EarlyStopped) => {

@@ -78,6 +78,25 @@ pub enum ResolveError {
     Store(#[from] sqlx::Error),
 }
 
+/// Whether a job of `method` can start from `base`: supervised and preference tuning need a
+/// trained model (a preset has random weights, and no tokenizer until a pretraining job trains
+/// one); the message says what to pick instead.
+pub fn check_method_base(base: &BaseModel, method: crate::spec::MethodType) -> Result<(), String> {
+    match (base, method) {
+        (
+            BaseModel::Preset(m),
+            crate::spec::MethodType::Supervised | crate::spec::MethodType::Dpo,
+        ) => Err(format!(
+            "{} is a preset with random weights and no tokenizer yet: a {} job needs a \
+                 trained model. Pretrain it first (method.type \"pretrain\"), or start from a \
+                 model of yours or a local model (GET /v1/models lists them)",
+            m.id,
+            method.as_str()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Resolves `id` for `org_id`: a preset, one of the organization's trained models, or a loadable
 /// folder of `local`. Every caller (job creation, the estimate, chat, a worker staging a job)
 /// goes through here, so all refuse the same models with the same reasons.

@@ -334,15 +334,12 @@ async fn truncated_multipart_body_leaves_nothing(backend: Backend) {
 async fn keys_are_required_and_orgs_are_isolated(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, file) = app
-        .upload(&app.admin_key, "fine-tune", "a.jsonl", good_chat_file(3))
+        .upload(&app.admin_key, "pretrain", "a.jsonl", pretrain_file())
         .await;
     let file_id = file["id"].as_str().unwrap();
+    let pretrain = |file: &str| json!({"model": "wick-llama-1m", "training_file": file, "method": {"type": "pretrain"}});
     let (_, job) = app
-        .post(
-            &app.admin_key,
-            "/v1/fine_tuning/jobs",
-            &json!({"model": "wick-llama-1m", "training_file": file_id}),
-        )
+        .post(&app.admin_key, "/v1/fine_tuning/jobs", &pretrain(file_id))
         .await;
     let job_id = job["id"].as_str().unwrap();
 
@@ -377,11 +374,7 @@ async fn keys_are_required_and_orgs_are_isolated(backend: Backend) {
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
     // The other org cannot train on our file either.
     let (s, e) = app
-        .post(
-            &other,
-            "/v1/fine_tuning/jobs",
-            &json!({"model": "wick-llama-1m", "training_file": file_id}),
-        )
+        .post(&other, "/v1/fine_tuning/jobs", &pretrain(file_id))
         .await;
     assert_eq!(
         (s, e["error"]["param"].as_str()),
@@ -471,6 +464,11 @@ async fn job_errors_name_the_bad_param(backend: Backend) {
             "colour",
         ),
         (json!({"training_file": chat}), "model"),
+        // A preset has random weights: fine-tuning it is refused now, not when the job runs.
+        (
+            json!({"model": "wick-llama-1m", "training_file": chat}),
+            "model",
+        ),
     ];
     for (body, param) in cases {
         let (s, e) = app.post(key, "/v1/fine_tuning/jobs", &body).await;
@@ -487,6 +485,26 @@ async fn job_errors_name_the_bad_param(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // The estimate refuses it the same way, saying what to do.
+    let (s, e) = app
+        .post(
+            key,
+            "/v1/estimate",
+            &json!({"model": "wick-llama-1m", "training_file": chat}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("model")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Pretrain it first"),
+        "{e}"
+    );
     // Nothing was created by any of them.
     let (_, list) = app.get(key, "/v1/fine_tuning/jobs").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
@@ -496,7 +514,7 @@ async fn jobs_are_listed_paginated_and_cancellable(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = &app.admin_key;
     let (_, chat) = app
-        .upload(key, "fine-tune", "a.jsonl", good_chat_file(3))
+        .upload(key, "pretrain", "a.jsonl", pretrain_file())
         .await;
     let chat = chat["id"].as_str().unwrap().to_string();
     let mut ids = vec![];
@@ -504,7 +522,7 @@ async fn jobs_are_listed_paginated_and_cancellable(backend: Backend) {
         let (s, job) = app
             .post(key, "/v1/fine_tuning/jobs", &json!({
                 "model": "wick-llama-1m", "training_file": chat, "suffix": format!("run{i}"), "seed": 7,
-                "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto"}}}}))
+                "method": {"type": "pretrain", "pretrain": {"hyperparameters": {"n_epochs": 2, "batch_size": "auto"}}}}))
             .await;
         assert_eq!(s, 200, "{job}");
         assert_eq!(job["object"], "fine_tuning.job");
@@ -512,10 +530,7 @@ async fn jobs_are_listed_paginated_and_cancellable(backend: Backend) {
         assert_eq!(job["seed"], 7);
         assert_eq!(job["hyperparameters"]["n_epochs"], 2);
         assert_eq!(job["hyperparameters"]["batch_size"], "auto");
-        assert_eq!(
-            job["method"]["supervised"]["hyperparameters"]["n_epochs"],
-            2
-        );
+        assert_eq!(job["method"]["pretrain"]["hyperparameters"]["n_epochs"], 2);
         ids.push(job["id"].as_str().unwrap().to_string());
     }
     // Newest first, two per page.

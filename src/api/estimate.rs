@@ -53,6 +53,10 @@ async fn estimate_job(
 ) -> ApiResult<axum::Json<Value>> {
     spec.validate()
         .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
+    let base =
+        catalog::resolve(&state.db, &state.local_models, &caller.org_id, &spec.model).await?;
+    catalog::check_method_base(&base, spec.method.kind)
+        .map_err(|message| ApiError::invalid_param("model", message))?;
     let (cfg, from_scratch) = base_config(&state, &caller.org_id, &spec.model).await?;
     let mut bytes = 0i64;
     let refs = spec.training_file_refs();

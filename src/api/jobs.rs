@@ -124,7 +124,8 @@ async fn create_job(
 ) -> ApiResult<axum::Json<Value>> {
     spec.validate()
         .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
-    catalog::resolve(&state.db, &state.local_models, &caller.org_id, &spec.model).await?;
+    let base =
+        catalog::resolve(&state.db, &state.local_models, &caller.org_id, &spec.model).await?;
     let kind = spec.method.kind;
     let mut job_files = Vec::new();
     match &spec.training_files {
@@ -162,6 +163,9 @@ async fn create_job(
             }
         }
     }
+    // After the files: a request whose file is wrong hears of that first.
+    catalog::check_method_base(&base, kind)
+        .map_err(|message| ApiError::invalid_param("model", message))?;
     let seed = spec.seed.unwrap_or_else(|| rand::random::<u32>() as u64) as i64;
     let row = JobRow {
         id: new_id("ftjob"),

@@ -24,7 +24,10 @@ pub struct ModelInfo {
     pub owned_by: &'static str,
     /// `preset`: an untrained architecture that pretraining starts from scratch.
     pub kind: &'static str,
+    /// Every weight, tied embeddings counted once, at `vocab_size` (the estimate counts the same
+    /// way, at the vocabulary the job will have: a pretraining job's `vocab_size` changes it).
     pub parameters: u64,
+    pub vocab_size: usize,
     pub context_length: u64,
 }
 
@@ -41,6 +44,7 @@ pub fn models() -> Vec<ModelInfo> {
                 owned_by: "wick",
                 kind: "preset",
                 parameters: cfg.num_parameters(),
+                vocab_size: cfg.vocab_size,
                 context_length: cfg.max_position_embeddings as u64,
             })
         })

@@ -10,7 +10,9 @@ mod chat_model;
 use std::path::Path;
 
 use chat_model::{TOPICS, assert_same_weights, model_dir, same, tensors};
-use wick::train::{RecordingProgress, StopReason, Stopped, TrainError, TrainJob, run_job};
+use wick::train::{
+    NoProgress, RecordingProgress, StopReason, Stopped, TrainError, TrainJob, run_job,
+};
 
 /// Pairs: the preferred answer repeats the topic politely, the other is curt.
 fn write_pairs(path: &Path, n: usize) {
@@ -210,4 +212,20 @@ fn files_of_the_other_format_fail_with_their_line() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("preferred_output[0]"), "{err}");
+}
+
+/// The estimate counts a preference job's pairs as the trainer keeps them, so its step count is
+/// the run's.
+#[test]
+fn the_estimate_counts_the_steps_the_job_runs() {
+    let dir = setup(30);
+    let hyper = serde_json::json!({"batch_size": 4, "n_epochs": 2, "max_seq_len": 64,
+                                   "learning_rate": 1e-3, "validation_split": 0.2});
+    let j = job(dir.path(), hyper, "est");
+    let mut spec = j.spec.clone();
+    spec.training_file = j.training_file.display().to_string();
+    let e = wick::train::estimate::estimate_job(&spec, &[j.training_file.as_path()], true).unwrap();
+    assert!(e.rows_counted);
+    let out = run_job(&j, &mut NoProgress).unwrap();
+    assert_eq!(e.total_steps, out.total_steps);
 }

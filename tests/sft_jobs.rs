@@ -444,3 +444,26 @@ fn sharegpt_and_alpaca_files_train_as_their_chat_form() {
     assert_eq!(losses("sharegpt.jsonl", &sharegpt), reference);
     assert_eq!(losses("alpaca.jsonl", &alpaca), reference);
 }
+
+/// The estimate counts a supervised job's rows as the trainer packs them (templates, packing,
+/// the held-out split), so its step count is the run's.
+#[test]
+fn the_estimate_counts_the_steps_the_job_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    model_dir(&dir.path().join("base"));
+    write_chats(&dir.path().join("train.jsonl"));
+    for packing in [true, false] {
+        let hyper = serde_json::json!({
+            "batch_size": 2, "n_epochs": 2, "max_seq_len": 128, "learning_rate": 1e-3,
+            "validation_split": 0.25, "packing": packing
+        });
+        let j = job(dir.path(), hyper, &format!("est-{packing}"));
+        let mut spec = j.spec.clone();
+        spec.training_file = j.training_file.display().to_string();
+        let e =
+            wick::train::estimate::estimate_job(&spec, &[j.training_file.as_path()], true).unwrap();
+        assert!(e.rows_counted);
+        let out = run_job(&j, &mut NoProgress).unwrap();
+        assert_eq!(e.total_steps, out.total_steps, "packing {packing}");
+    }
+}

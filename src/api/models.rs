@@ -44,6 +44,7 @@ fn local_object(m: &LocalModel) -> Value {
         LocalStatus::Loadable(info) => json!({
             "loadable": true,
             "parameters": info.parameters,
+            "vocab_size": info.config.vocab_size,
             "context_length": info.config.max_position_embeddings,
             "architecture": info.config.architecture.class_name(),
             "chat_template": info.chat_template,

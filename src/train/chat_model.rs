@@ -82,7 +82,9 @@ pub(super) fn chat_start(job: &TrainJob, method: &str) -> Result<ChatStart, Trai
         .min(cfg.max_position_embeddings);
     // Out-of-memory aborts the process, so refuse a job that cannot fit (LoRA's and QLoRA's
     // memory as the estimate counts it).
-    let mut need = super::estimate::estimate(&cfg, &start.hp, 0, 1.0).memory;
+    let mut need =
+        super::estimate::estimate(&cfg, &start.hp, super::estimate::DataSize::Tokens(0), 1.0)
+            .memory;
     if let Some(l) = &spec.hyperparameters().lora {
         super::estimate::adapter_memory(&mut need, &cfg, l);
     }

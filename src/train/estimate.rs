@@ -49,7 +49,15 @@ pub struct MemoryEstimate {
 /// The estimate returned by `POST /v1/estimate`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Estimate {
+    /// Every weight of the model the job trains, tied embeddings counted once, at `vocab_size`.
     pub parameters: u64,
+    /// The vocabulary those parameters are counted at (a pretraining job's `vocab_size`, else
+    /// the model's).
+    pub vocab_size: usize,
+    /// Training rows of one epoch (preference pairs count two rows each), and whether they were
+    /// counted from the data as the trainer makes them (else estimated from its bytes).
+    pub training_rows: u64,
+    pub rows_counted: bool,
     /// Parameters taking part in matmuls (the N of 6·N·D).
     pub matmul_parameters: u64,
     pub memory: MemoryEstimate,
@@ -67,6 +75,17 @@ pub struct Estimate {
     /// [`FLOPS_PER_ACTIVATION`] per activation value written, over the whole run.
     pub work_flops: f64,
     pub expected_seconds: f64,
+}
+
+/// What the estimate knows of the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSize {
+    /// About this many tokens (the files' bytes over [`BYTES_PER_TOKEN`]): rows are tokens over
+    /// the sequence length.
+    Tokens(u64),
+    /// Exactly this many training rows (pairs, for preference tuning), counted as the trainer
+    /// makes them ([`super::row_count`]).
+    Rows(usize),
 }
 
 /// A training step's work per token.
@@ -124,18 +143,16 @@ pub fn work_per_token(cfg: &ModelConfig, seq: u64, recompute: bool) -> TokenWork
 
 /// The estimate for a model config and resolved hyperparameters, with the training data's size in
 /// tokens and the machine's peak in GFLOP/s.
-pub fn estimate(
-    cfg: &ModelConfig,
-    hp: &Resolved,
-    dataset_tokens: u64,
-    peak_gflops: f64,
-) -> Estimate {
+pub fn estimate(cfg: &ModelConfig, hp: &Resolved, data: DataSize, peak_gflops: f64) -> Estimate {
     let n = cfg.num_parameters();
     let n_mm = cfg.num_matmul_parameters();
     let seq = hp
         .max_seq_len
         .unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings)) as u64;
-    let rows = dataset_tokens.div_ceil(seq.max(1)) as usize;
+    let (rows, rows_counted) = match data {
+        DataSize::Tokens(t) => (t.div_ceil(seq.max(1)) as usize, false),
+        DataSize::Rows(r) => (r, true),
+    };
     let total_steps = hp.total_steps(rows);
     let tokens_per_step = hp.batch_size as u64 * hp.gradient_accumulation_steps as u64 * seq;
     let total_tokens = total_steps * tokens_per_step;
@@ -156,6 +173,9 @@ pub fn estimate(
     let expected_seconds = seconds_for(work_flops, peak_gflops);
     Estimate {
         parameters: n,
+        vocab_size: cfg.vocab_size,
+        training_rows: rows as u64,
+        rows_counted,
         matmul_parameters: n_mm,
         memory,
         tokens_per_step,
@@ -237,19 +257,29 @@ pub fn estimate_for_spec(
     spec: &JobSpec,
     mut cfg: ModelConfig,
     from_scratch: bool,
-    dataset_tokens: Option<u64>,
+    data: Option<DataSize>,
     peak_gflops: f64,
 ) -> Estimate {
     let mut hp = Resolved::from_spec(spec, from_scratch);
     if let (true, Some(v)) = (from_scratch, hp.vocab_size) {
         cfg.vocab_size = v;
     }
-    let mut tokens = dataset_tokens.unwrap_or_else(|| {
-        let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as u64;
-        hp.max_steps.unwrap_or(1) * (hp.batch_size * hp.gradient_accumulation_steps) as u64 * seq
-    });
+    let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as u64;
+    let mut tokens = match data {
+        Some(DataSize::Tokens(t)) => t,
+        Some(DataSize::Rows(r)) => r as u64 * seq,
+        None => {
+            hp.max_steps.unwrap_or(1)
+                * (hp.batch_size * hp.gradient_accumulation_steps) as u64
+                * seq
+        }
+    };
     if spec.method.kind != MethodType::Dpo {
-        let mut e = estimate(&cfg, &hp, tokens, peak_gflops);
+        let data = match data {
+            Some(DataSize::Rows(r)) => DataSize::Rows(r),
+            _ => DataSize::Tokens(tokens),
+        };
+        let mut e = estimate(&cfg, &hp, data, peak_gflops);
         if let Some(l) = &spec.hyperparameters().lora {
             adapter_memory(&mut e.memory, &cfg, l);
         }
@@ -260,7 +290,11 @@ pub fn estimate_for_spec(
     // them for the reference log-probs when the loss has a reference (a third of a step's work).
     hp.batch_size *= 2;
     tokens *= 2;
-    let mut e = estimate(&cfg, &hp, tokens, peak_gflops);
+    let data = match data {
+        Some(DataSize::Rows(pairs)) => DataSize::Rows(2 * pairs),
+        _ => DataSize::Tokens(tokens),
+    };
+    let mut e = estimate(&cfg, &hp, data, peak_gflops);
     if let Some(l) = &spec.hyperparameters().lora {
         adapter_memory(&mut e.memory, &cfg, l);
     }
@@ -283,7 +317,14 @@ pub fn estimate_for_spec(
 /// The estimate for a job spec. The model is a preset or a local Hugging Face folder; the data's
 /// size comes from the training files (their bytes / [`BYTES_PER_TOKEN`]) when given, else one
 /// epoch of `max_steps` is assumed.
-pub fn estimate_job(spec: &JobSpec, training_files: &[&Path]) -> Result<Estimate, TrainError> {
+///
+/// With `count_rows` (and a model folder, whose tokenizer a job would use), the rows are counted
+/// from the files as the trainer makes them ([`super::row_count`]): the real step count.
+pub fn estimate_job(
+    spec: &JobSpec,
+    training_files: &[&Path],
+    count_rows: bool,
+) -> Result<Estimate, TrainError> {
     spec.validate()?;
     let (cfg, from_scratch) = match model::preset(&spec.model) {
         Some(c) => (c, true),
@@ -301,12 +342,27 @@ pub fn estimate_job(spec: &JobSpec, training_files: &[&Path]) -> Result<Estimate
             .map_err(|_| TrainError::MissingFile(f.to_path_buf()))?
             .len();
     }
-    let tokens = (!training_files.is_empty()).then(|| (bytes as f64 / BYTES_PER_TOKEN) as u64);
+    let mut data = (!training_files.is_empty())
+        .then(|| DataSize::Tokens((bytes as f64 / BYTES_PER_TOKEN) as u64));
+    if count_rows && !from_scratch && !training_files.is_empty() {
+        let job = super::job::TrainJob {
+            spec: spec.clone(),
+            training_file: training_files[0].to_path_buf(),
+            validation_file: spec.validation_file.as_deref().map(Into::into),
+            output_dir: std::env::temp_dir(),
+            resume_from: None,
+            device: Device::Cpu,
+            base_model_name: None,
+        };
+        if let Some(rows) = super::row_count::training_rows(&job)? {
+            data = Some(DataSize::Rows(rows));
+        }
+    }
     Ok(estimate_for_spec(
         spec,
         cfg,
         from_scratch,
-        tokens,
+        data,
         machine_peak_gflops(),
     ))
 }
@@ -369,7 +425,7 @@ mod tests {
         };
         let cfg = model::preset("wick-llama-1m").unwrap();
         let hp = Resolved::from_spec(&spec, true);
-        let e = estimate(&cfg, &hp, 1_000_000, 100.0);
+        let e = estimate(&cfg, &hp, DataSize::Tokens(1_000_000), 100.0);
         assert_eq!(e.total_steps, 100);
         assert_eq!(e.tokens_per_step, 4 * 128);
         assert_eq!(e.total_tokens, 100 * 512);
@@ -467,8 +523,15 @@ mod tests {
                 "method": {"type": kind, kind: {"hyperparameters": h}}}))
             .unwrap()
         };
-        let est =
-            |spec: &JobSpec| estimate_for_spec(spec, cfg.clone(), false, Some(100_000), 100.0);
+        let est = |spec: &JobSpec| {
+            estimate_for_spec(
+                spec,
+                cfg.clone(),
+                false,
+                Some(DataSize::Tokens(100_000)),
+                100.0,
+            )
+        };
         let s = est(&body("supervised", serde_json::json!({})));
         let d = est(&body("dpo", serde_json::json!({})));
         let simpo = est(&body("dpo", serde_json::json!({"loss_type": "simpo"})));

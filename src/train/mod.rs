@@ -29,6 +29,7 @@ mod objective;
 pub mod optim;
 pub mod pretrain;
 pub mod progress;
+pub mod row_count;
 pub mod schedule;
 pub mod sft;
 pub mod sft_pack;

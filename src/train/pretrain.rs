@@ -56,7 +56,9 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     }
 
     // Out-of-memory aborts the process (it cannot be caught), so refuse jobs that cannot fit.
-    let needed = super::estimate::estimate(&cfg, hp, 0, 1.0).memory.total;
+    let needed = super::estimate::estimate(&cfg, hp, super::estimate::DataSize::Tokens(0), 1.0)
+        .memory
+        .total;
     if let Some(available) = crate::machine::available_memory_bytes()
         && needed > available
     {

@@ -80,6 +80,16 @@ impl ModelText {
         })
     }
 
+    /// The tokenizer, ChatML tokens registered when the model has no template.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template a job renders conversations with.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
     /// (tokens, trained tokens) of one line of `format`; `None` for a line that is not a valid
     /// example.
     fn count(&self, format: DatasetFormat, line: &[u8]) -> Option<(u64, Option<u64>)> {

@@ -379,8 +379,8 @@ impl Default for LoraSpec {
 }
 
 /// Every knob a job has. All optional: `None` means the documented default, resolved by the
-/// trainer (`n_epochs` auto = 3, `batch_size` auto = 8, learning rate 2e-4 for LoRA, 5e-5 for full
-/// SFT and 1e-3 for pretraining from scratch).
+/// trainer (`n_epochs` auto = 3, `batch_size` auto = 8, the learning rate by method and model
+/// size: `train::hparams::auto_learning_rate`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Hyperparameters {

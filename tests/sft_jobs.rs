@@ -467,3 +467,34 @@ fn the_estimate_counts_the_steps_the_job_runs() {
         assert_eq!(e.total_steps, out.total_steps, "packing {packing}");
     }
 }
+
+/// A small model's default LoRA learning rate (by its size, `hparams::auto_learning_rate`) moves
+/// the loss much further than the 2e-4 that suits billion-parameter models.
+#[test]
+fn the_default_lora_learning_rate_fits_a_small_model() {
+    let dir = tempfile::tempdir().unwrap();
+    model_dir(&dir.path().join("base"));
+    write_chats(&dir.path().join("train.jsonl"));
+    let run = |lr: Option<f64>, out: &str| {
+        let mut hyper = serde_json::json!({"batch_size": 4, "max_seq_len": 128, "max_steps": 20,
+                                           "validation_split": 0.0, "lora": {"r": 8, "alpha": 16}});
+        if let Some(lr) = lr {
+            hyper["learning_rate"] = lr.into();
+        }
+        let mut p = RecordingProgress::default();
+        run_job(&job(dir.path(), hyper, out), &mut p).unwrap();
+        let losses: Vec<f64> = p.steps.iter().map(|s| s.train_loss).collect();
+        (
+            p.steps[0].learning_rate,
+            losses[0] - losses[losses.len() - 1],
+        )
+    };
+    let (_, drop_old) = run(Some(2e-4), "old");
+    let (lr, drop_auto) = run(None, "auto");
+    // Step 1 is in the warmup; the peak is the default itself.
+    assert!(lr > 0.0 && lr <= 3e-3, "{lr}");
+    assert!(
+        drop_auto > 3.0 * drop_old,
+        "auto {drop_auto} vs 2e-4 {drop_old}"
+    );
+}

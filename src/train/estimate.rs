@@ -260,10 +260,10 @@ pub fn estimate_for_spec(
     data: Option<DataSize>,
     peak_gflops: f64,
 ) -> Estimate {
-    let mut hp = Resolved::from_spec(spec, from_scratch);
-    if let (true, Some(v)) = (from_scratch, hp.vocab_size) {
-        cfg.vocab_size = v;
+    if let (true, Some(v)) = (from_scratch, spec.hyperparameters().vocab_size) {
+        cfg.vocab_size = v as usize;
     }
+    let mut hp = Resolved::from_spec(spec, from_scratch, cfg.num_parameters());
     let seq = hp.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as u64;
     let mut tokens = match data {
         Some(DataSize::Tokens(t)) => t,
@@ -424,7 +424,7 @@ mod tests {
             curriculum: None,
         };
         let cfg = model::preset("wick-llama-1m").unwrap();
-        let hp = Resolved::from_spec(&spec, true);
+        let hp = Resolved::from_spec(&spec, true, cfg.num_parameters());
         let e = estimate(&cfg, &hp, DataSize::Tokens(1_000_000), 100.0);
         assert_eq!(e.total_steps, 100);
         assert_eq!(e.tokens_per_step, 4 * 128);

@@ -38,19 +38,47 @@ pub struct Resolved {
 /// Sequence length when the spec gives none (and the model allows it).
 pub const DEFAULT_MAX_SEQ_LEN: usize = 512;
 
+/// The learning rate a job gets when it names none (OpenAI's `learning_rate_multiplier` scales
+/// it): by method and by the model's size, since small models need larger steps (a 1M-parameter
+/// model barely moves under LoRA at 2e-4; the SFT and DPO demos measured 5e-3 LoRA, 1e-3 full and
+/// 2e-3 LoRA-DPO there, docs/benchmarks.md), and large ones smaller (transformers' and TRL's
+/// usual 2e-5 full, 2e-4 LoRA, 1e-6 DPO at a few billion parameters).
+///
+/// | parameters | pretrain from scratch | full (SFT, continued pretraining) | LoRA | DPO full | DPO LoRA |
+/// | --- | --- | --- | --- | --- | --- |
+/// | < 20M | 1e-3 | 1e-3 | 3e-3 | 1e-4 | 1e-3 |
+/// | < 200M | 1e-3 | 2e-4 | 1e-3 | 1e-5 | 1e-4 |
+/// | < 2B | 6e-4 | 2e-5 | 2e-4 | 1e-6 | 1e-5 |
+/// | larger | 3e-4 | 1e-5 | 1e-4 | 5e-7 | 5e-6 |
+pub fn auto_learning_rate(
+    method: MethodType,
+    from_scratch: bool,
+    lora: bool,
+    parameters: u64,
+) -> f64 {
+    let size = match parameters {
+        p if p < 20_000_000 => 0,
+        p if p < 200_000_000 => 1,
+        p if p < 2_000_000_000 => 2,
+        _ => 3,
+    };
+    let table: [f64; 4] = match (method, from_scratch, lora) {
+        (MethodType::Dpo, _, true) => [1e-3, 1e-4, 1e-5, 5e-6],
+        (MethodType::Dpo, _, false) => [1e-4, 1e-5, 1e-6, 5e-7],
+        (_, _, true) => [3e-3, 1e-3, 2e-4, 1e-4],
+        (MethodType::Pretrain, true, _) => [1e-3, 1e-3, 6e-4, 3e-4],
+        _ => [1e-3, 2e-4, 2e-5, 1e-5],
+    };
+    table[size]
+}
+
 impl Resolved {
-    /// Applies the documented defaults. `from_scratch` picks the pretraining learning rate (1e-3)
-    /// over the full fine-tuning one (5e-5); LoRA's is 2e-4, and preference tuning's 1e-6 (full)
-    /// and 1e-5 (LoRA).
-    pub fn from_spec(spec: &JobSpec, from_scratch: bool) -> Self {
+    /// Applies the documented defaults, the learning rate by [`auto_learning_rate`] for a model
+    /// of `parameters` (`from_scratch`: a preset that pretraining starts from scratch).
+    pub fn from_spec(spec: &JobSpec, from_scratch: bool, parameters: u64) -> Self {
         let h = spec.hyperparameters();
-        let base_lr = match (spec.method.kind, from_scratch, h.lora.is_some()) {
-            (MethodType::Dpo, _, true) => 1e-5,
-            (MethodType::Dpo, _, false) => 1e-6,
-            (_, _, true) => 2e-4,
-            (MethodType::Pretrain, true, _) => 1e-3,
-            _ => 5e-5,
-        };
+        let base_lr =
+            auto_learning_rate(spec.method.kind, from_scratch, h.lora.is_some(), parameters);
         let multiplier = h.learning_rate_multiplier.map(|m| m.or(1.0)).unwrap_or(1.0);
         Resolved {
             seed: spec.seed.unwrap_or(42),

@@ -26,8 +26,8 @@ pub fn training_rows(job: &TrainJob) -> Result<Option<usize>, TrainError> {
     if crate::model::preset(&spec.model).is_some() || !dir.join("config.json").is_file() {
         return Ok(None);
     }
-    let hp = Resolved::from_spec(spec, false);
     let cfg = crate::model::hf::read_config(dir)?;
+    let hp = Resolved::from_spec(spec, false, cfg.num_parameters());
     let seq_len = hp
         .max_seq_len
         .unwrap_or(DEFAULT_MAX_SEQ_LEN.min(cfg.max_position_embeddings))

@@ -67,8 +67,22 @@ pub(super) fn start(job: &TrainJob, dtype: DType, device: &Device) -> Result<Sta
         path: job.output_dir.clone(),
         source,
     })?;
-    // A preset starts from scratch, which picks the pretraining learning rate.
-    let hp = Resolved::from_spec(&job.spec, model::preset(&job.spec.model).is_some());
+    // A preset starts from scratch, which picks the pretraining learning rate; the model's size
+    // picks the default learning rate's scale.
+    let preset = model::preset(&job.spec.model);
+    let parameters = match &preset {
+        Some(cfg) => {
+            let mut cfg = cfg.clone();
+            if let Some(v) = job.spec.hyperparameters().vocab_size {
+                cfg.vocab_size = v as usize;
+            }
+            cfg.num_parameters()
+        }
+        None => crate::model::hf::read_config(Path::new(&job.spec.model))
+            .map(|c| c.num_parameters())
+            .unwrap_or(0),
+    };
+    let hp = Resolved::from_spec(&job.spec, preset.is_some(), parameters);
     let mut start = load_start(job, hp, dtype, device)?;
     if let Some(rs) = start.hp.rope_scaling.clone() {
         extend_context(&mut start.cfg, &rs)

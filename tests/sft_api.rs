@@ -66,7 +66,22 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
     let id = tuned["id"].as_str().unwrap();
     assert_eq!(
         tuned["fine_tuned_model"],
-        format!("ft:{base_model}:sums:{id}")
+        format!("ft:wick-llama-1m:sums:{id}"),
+        "flat: the root base, however many jobs deep"
+    );
+    // The model keeps its line: the pretrained base and the job that made it.
+    let (_, model) = app
+        .get(
+            key,
+            &format!("/v1/models/{}", tuned["fine_tuned_model"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(model["root_model"], "wick-llama-1m");
+    assert_eq!(model["base_model"], base_model.as_str());
+    assert_eq!(
+        model["lineage"],
+        json!([{"model": "wick-llama-1m", "job_id": null},
+               {"model": base_model, "job_id": base["id"]}])
     );
 
     // The held-out chats' loss went down.

@@ -20,7 +20,20 @@ pub fn router() -> Router<AppState> {
         .route("/v1/models/{id}", get(get_model))
 }
 
-fn trained_object(m: &ModelRow) -> Value {
+/// A trained model, with its line: `root_model` (the preset or local model the line started
+/// from) and `lineage`, each model it descends from, root first, with the job that made it.
+fn trained_object(m: &ModelRow, org_models: &[ModelRow]) -> Value {
+    let mut lineage = Vec::new();
+    let mut parent = m.base_model.clone();
+    // Each step goes to an older model; the cap only guards against a corrupted table.
+    while let Some(p) = parent.take()
+        && lineage.len() < 64
+    {
+        let row = org_models.iter().find(|r| r.id == p);
+        lineage.push(json!({"model": p, "job_id": row.and_then(|r| r.job_id.clone())}));
+        parent = row.and_then(|r| r.base_model.clone());
+    }
+    lineage.reverse();
     json!({
         "id": m.id,
         "object": "model",
@@ -29,6 +42,8 @@ fn trained_object(m: &ModelRow) -> Value {
         "kind": m.kind,
         "base_model": m.base_model,
         "job_id": m.job_id,
+        "root_model": crate::jobs::results::root_model(&m.id),
+        "lineage": lineage,
     })
 }
 
@@ -61,10 +76,10 @@ async fn list_models(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> ApiResult<axum::Json<Value>> {
-    let mut data: Vec<Value> = models::list_models(&state.db, &caller.org_id)
-        .await?
+    let trained = models::list_models(&state.db, &caller.org_id).await?;
+    let mut data: Vec<Value> = trained
         .iter()
-        .map(trained_object)
+        .map(|m| trained_object(m, &trained))
         .collect();
     data.extend(catalog::models().into_iter().map(|m| json!(m)));
     data.extend(state.local_models.list().await.iter().map(local_object));
@@ -80,7 +95,8 @@ async fn get_model(
         return Ok(axum::Json(json!(m)));
     }
     if let Some(m) = models::get_model(&state.db, &caller.org_id, &id).await? {
-        return Ok(axum::Json(trained_object(&m)));
+        let trained = models::list_models(&state.db, &caller.org_id).await?;
+        return Ok(axum::Json(trained_object(&m, &trained)));
     }
     let m = state
         .local_models

@@ -49,12 +49,18 @@ async fn job_metrics(
 }
 
 /// OpenAI's checkpoint object, with `metrics` holding every figure recorded at that step.
-pub fn checkpoint_object(c: &CheckpointRow, job: &jobs::JobRow) -> Value {
+/// The checkpoint's model name (`<fine-tuned model>:ckpt-step-N`, the job's model name as it
+/// will be when the job has not finished): chat completions answer with it.
+pub fn checkpoint_object(c: &CheckpointRow, job: &jobs::JobRow, org_name: &str) -> Value {
+    let model = job
+        .fine_tuned_model
+        .clone()
+        .unwrap_or_else(|| crate::jobs::results::fine_tuned_model_name(job, org_name));
     json!({
         "object": "fine_tuning.job.checkpoint",
         "id": c.id,
         "created_at": unix(c.created_at),
-        "fine_tuned_model_checkpoint": format!("{}:ckpt-step-{}", job.fine_tuned_model.clone().unwrap_or_else(|| format!("ft:{}:{}", job.model, job.id)), c.step),
+        "fine_tuned_model_checkpoint": format!("{model}:ckpt-step-{}", c.step),
         "fine_tuning_job_id": c.job_id,
         "step_number": c.step,
         "metrics": c.metrics.as_ref().map(|m| &m.0),
@@ -70,7 +76,10 @@ async fn job_checkpoints(
         .await?
         .ok_or_else(|| ApiError::not_found("fine-tuning job", &id))?;
     let rows = checkpoints::list_checkpoints(&state.db, &job.id).await?;
-    let data: Vec<Value> = rows.iter().map(|c| checkpoint_object(c, &job)).collect();
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|c| checkpoint_object(c, &job, &caller.org_name))
+        .collect();
     let first_id = data.first().map(|d| d["id"].clone());
     let last_id = data.last().map(|d| d["id"].clone());
     Ok(axum::Json(

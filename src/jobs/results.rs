@@ -14,14 +14,25 @@ use crate::store::jobs::JobRow;
 use crate::store::{models, queue};
 use crate::train::TrainOutcome;
 
-/// The name OpenAI gives a fine-tuned model: `ft:<base>:<suffix>:<job id>`.
-pub fn fine_tuned_model_name(job: &JobRow) -> String {
+/// The name OpenAI gives a fine-tuned model: `ft:<root base>:<suffix, else the organization's
+/// name>:<job id>`, flat however many jobs the model descends from (the root is the first model
+/// of the line: a preset or a local model; the lineage is kept on the model object).
+pub fn fine_tuned_model_name(job: &JobRow, org_name: &str) -> String {
     format!(
         "ft:{}:{}:{}",
-        job.model,
-        job.suffix.as_deref().unwrap_or(""),
+        root_model(&job.model),
+        job.suffix.as_deref().unwrap_or(org_name),
         job.id
     )
+}
+
+/// The first model of `model`'s line: itself for a preset or a local model; for a trained model
+/// (`ft:<root>:...`, a checkpoint's `...:ckpt-step-N` included) its root.
+pub fn root_model(model: &str) -> &str {
+    match model.strip_prefix("ft:") {
+        Some(rest) => rest.split(':').next().unwrap_or(model),
+        None => model,
+    }
 }
 
 /// Stores what a successful run produced and marks the job `succeeded`.
@@ -33,7 +44,10 @@ pub async fn publish_results(
     worker_id: &str,
     outcome: &TrainOutcome,
 ) -> anyhow::Result<()> {
-    let name = fine_tuned_model_name(job);
+    let org = crate::store::orgs::org_name(db, &job.org_id)
+        .await?
+        .unwrap_or_default();
+    let name = fine_tuned_model_name(job, &org);
     let prefix = keys::model(&job.id);
     if let Some(dir) = &outcome.model_dir {
         // The training checkpoints are in the blob store already, under the job's checkpoints.

@@ -13,6 +13,12 @@ pub struct Org {
     pub created_at: DateTime<Utc>,
 }
 
+/// The name of organization `id`, if it exists.
+pub async fn org_name(db: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
+    with_db!(db, p => sqlx::query_scalar::<_, String>("select name from organizations where id = $1")
+        .bind(id).fetch_optional(p).await)
+}
+
 /// The organization named `name`, created if it does not exist yet.
 pub async fn find_or_create_org(db: &Db, name: &str) -> Result<Org, sqlx::Error> {
     let id = new_id("org");

@@ -94,7 +94,7 @@ job = client.fine_tuning.jobs.create(
 assert job.object == "fine_tuning.job" and job.status in ("validating_files", "queued", "running"), job
 assert job.method.type == "supervised", job.method
 done = wait(job.id)
-assert done.fine_tuned_model == f"ft:{base}:sdk:{job.id}", done.fine_tuned_model
+assert done.fine_tuned_model == f"ft:wick-llama-1m:sdk:{job.id}", done.fine_tuned_model
 assert done.trained_tokens and done.trained_tokens > 0, done
 assert done.result_files, done
 print("supervised job", done.status, done.fine_tuned_model, "trained_tokens", done.trained_tokens)
@@ -148,7 +148,7 @@ dpo = client.fine_tuning.jobs.create(
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}}})
 assert dpo.method.type == "dpo" and dpo.method.dpo.hyperparameters.beta == 0.1, dpo.method
 dpo_done = wait(dpo.id)
-assert dpo_done.fine_tuned_model == f"ft:{done.fine_tuned_model}:dpo:{dpo.id}", dpo_done.fine_tuned_model
+assert dpo_done.fine_tuned_model == f"ft:wick-llama-1m:dpo:{dpo.id}", dpo_done.fine_tuned_model
 dpo_events = [e.message for e in client.fine_tuning.jobs.list_events(dpo.id, limit=100).data]
 assert any(m.startswith("Reference log-probs ready") for m in dpo_events), dpo_events
 print("dpo job", dpo_done.status, dpo_done.fine_tuned_model)

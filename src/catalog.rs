@@ -82,6 +82,26 @@ pub enum ResolveError {
     Store(#[from] sqlx::Error),
 }
 
+/// The config of `base`: a preset's, a local model's as its check read it, a trained model's
+/// `config.json` from the blob store (the weights are not read).
+pub async fn model_config(
+    blobs: &crate::blob::Blobs,
+    base: &BaseModel,
+) -> anyhow::Result<crate::model::ModelConfig> {
+    match base {
+        BaseModel::Preset(m) => crate::model::preset(&m.id)
+            .ok_or_else(|| anyhow::anyhow!("preset {} has no config", m.id)),
+        BaseModel::Local { info, .. } => Ok(info.config.clone()),
+        BaseModel::Trained(m) => {
+            let path = format!("{}/config.json", m.blob_path.as_deref().unwrap_or_default());
+            let bytes = blobs.read_all(&path).await?;
+            Ok(crate::model::ModelConfig::from_hf_json(
+                &String::from_utf8_lossy(&bytes),
+            )?)
+        }
+    }
+}
+
 /// Whether a job of `method` can start from `base`: supervised and preference tuning need a
 /// trained model (a preset has random weights, and no tokenizer until a pretraining job trains
 /// one); the message says what to pick instead.

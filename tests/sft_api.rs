@@ -99,6 +99,19 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
         valid_losses.last().unwrap() < &valid_losses[0],
         "held-out loss fell: {valid_losses:?}"
     );
+    // The job object sums the run up and shows every hyperparameter as the trainer resolved it.
+    let best = valid_losses.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert_eq!(tuned["summary"]["best_valid_loss"].as_f64(), Some(best));
+    assert_eq!(
+        tuned["summary"]["final_valid_loss"].as_f64(),
+        valid_losses.last().copied()
+    );
+    assert_eq!(tuned["summary"]["last_step"], 40);
+    assert_eq!(tuned["resolved_hyperparameters"]["learning_rate"], 3e-3);
+    assert_eq!(tuned["resolved_hyperparameters"]["batch_size"], 8);
+    assert_eq!(tuned["resolved_hyperparameters"]["n_epochs"], 3, "auto");
+    assert_eq!(tuned["root_model"], "wick-llama-1m");
+    assert!(tuned["duration_seconds"].as_f64().unwrap() > 0.0);
 
     // The PEFT adapter downloads with PEFT's file names and keys.
     let dir = app

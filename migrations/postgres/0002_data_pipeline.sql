@@ -1,10 +1,13 @@
--- The data pipeline: cleaned files remember their source and options (and hold a lease while a
--- server cleans them, so an interrupted clean is picked up again), token counts per file and
--- model are kept once computed, and a job may train on several files, each named and weighted.
+-- The data pipeline and the job page: cleaned files remember their source and options
+-- (and hold a lease while a server cleans them, so an interrupted clean is picked up again),
+-- token counts per file and model are kept once computed, a job may train on several files (each
+-- named and weighted), and a job keeps its resolved hyperparameters and a summary of its metrics.
 
 alter table files add column source_file text;
 alter table files add column clean_options jsonb;
 alter table files add column clean_report jsonb;
+alter table jobs add column resolved jsonb;
+alter table jobs add column summary jsonb;
 alter table files add column clean_lease_until timestamptz;
 
 create table file_token_stats (

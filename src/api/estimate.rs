@@ -12,7 +12,6 @@ use super::json::ApiJson;
 use crate::auth::Auth;
 use crate::catalog::{self, BaseModel};
 use crate::error::{ApiError, ApiResult};
-use crate::model::ModelConfig;
 use crate::spec::JobSpec;
 use crate::state::AppState;
 use crate::store::files;
@@ -20,30 +19,6 @@ use crate::train::estimate::{BYTES_PER_TOKEN, DataSize, estimate_for_spec, machi
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/estimate", post(estimate_job))
-}
-
-/// The config of the model a job starts from, and whether it starts from scratch (a preset).
-async fn base_config(state: &AppState, org_id: &str, id: &str) -> ApiResult<(ModelConfig, bool)> {
-    match catalog::resolve(&state.db, &state.local_models, org_id, id).await? {
-        BaseModel::Preset(_) => {
-            let cfg = crate::model::preset(id)
-                .ok_or_else(|| anyhow::anyhow!("preset {id} has no config"))?;
-            Ok((cfg, true))
-        }
-        BaseModel::Local { info, .. } => Ok((info.config, false)),
-        // Only config.json is fetched from the blob store, not the weights.
-        BaseModel::Trained(m) => {
-            let path = format!("{}/config.json", m.blob_path.as_deref().unwrap_or_default());
-            let bytes = state
-                .blobs
-                .read_all(&path)
-                .await
-                .map_err(anyhow::Error::from)?;
-            let text = String::from_utf8_lossy(&bytes);
-            let cfg = ModelConfig::from_hf_json(&text).map_err(anyhow::Error::from)?;
-            Ok((cfg, false))
-        }
-    }
 }
 
 /// Data up to this size is read to count its rows as the trainer makes them (a few seconds);
@@ -126,7 +101,8 @@ async fn estimate_job(
         catalog::resolve(&state.db, &state.local_models, &caller.org_id, &spec.model).await?;
     catalog::check_method_base(&base, spec.method.kind)
         .map_err(|message| ApiError::invalid_param("model", message))?;
-    let (cfg, from_scratch) = base_config(&state, &caller.org_id, &spec.model).await?;
+    let from_scratch = matches!(base, BaseModel::Preset(_));
+    let cfg = catalog::model_config(&state.blobs, &base).await?;
     let mut bytes = 0i64;
     let mut rows = Vec::new();
     let refs = spec.training_file_refs();

@@ -167,6 +167,17 @@ async fn create_job(
     catalog::check_method_base(&base, kind)
         .map_err(|message| ApiError::invalid_param("model", message))?;
     let seed = spec.seed.unwrap_or_else(|| rand::random::<u32>() as u64) as i64;
+    // Every hyperparameter as the trainer will resolve it, for the job page.
+    let resolved = {
+        let mut cfg = catalog::model_config(&state.blobs, &base).await?;
+        let from_scratch = matches!(base, catalog::BaseModel::Preset(_));
+        if let (true, Some(v)) = (from_scratch, spec.hyperparameters().vocab_size) {
+            cfg.vocab_size = v as usize;
+        }
+        let mut with_seed = spec.clone();
+        with_seed.seed = Some(seed as u64);
+        crate::train::hparams::Resolved::from_spec(&with_seed, from_scratch, cfg.num_parameters())
+    };
     let row = JobRow {
         id: new_id("ftjob"),
         org_id: caller.org_id.clone(),
@@ -190,6 +201,10 @@ async fn create_job(
         created_at: now(),
         started_at: None,
         finished_at: None,
+        resolved: Some(Json(
+            serde_json::to_value(&resolved).map_err(anyhow::Error::from)?,
+        )),
+        summary: None,
     };
     let created = NewEvent::info("message", format!("Created fine-tuning job: {}", row.id));
     jobs::insert_job(&state.db, &row, &created, &job_files).await?;
@@ -387,6 +402,18 @@ pub fn job_object(j: &JobRow) -> Value {
         "metadata": j.metadata.as_ref().map(|m| &m.0),
         "method": method,
     });
+    // What the job page shows beside OpenAI's fields: the hyperparameters as the trainer
+    // resolves them, the run in a few figures, how long it ran, the first model of its line.
+    object["resolved_hyperparameters"] = j.resolved.as_ref().map_or(Value::Null, |r| r.0.clone());
+    object["summary"] = j.summary.as_ref().map_or(json!({}), |s| s.0.clone());
+    object["duration_seconds"] = match (j.started_at, j.finished_at) {
+        (Some(start), Some(end)) => json!((end - start).num_milliseconds() as f64 / 1000.0),
+        (Some(start), None) => {
+            json!((crate::ids::now() - start).num_milliseconds() as f64 / 1000.0)
+        }
+        _ => Value::Null,
+    };
+    object["root_model"] = json!(crate::jobs::results::root_model(&j.model));
     // A job on several files shows them, with its curriculum, beside OpenAI's fields.
     if let Some(s) = &spec {
         for (key, value) in [

@@ -36,17 +36,22 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Every hyperparameter as the trainer will resolve it (defaults filled in, the learning rate
+    /// for the base model's size), written when the job is created.
+    pub resolved: Option<Json<Value>>,
+    /// The run so far in a few figures (last and best losses, the last step), kept up to date as
+    /// metric points are written.
+    pub summary: Option<Json<Value>>,
 }
 
 /// Every column of a job row, in [`JobRow`]'s order.
 pub(crate) const COLUMNS: &str = "id, org_id, model, training_file, validation_file, suffix, seed, method_type, spec, \
     status, error, fine_tuned_model, trained_tokens, estimated_finish, result_files, metadata, priority, \
-    attempts, max_attempts, created_at, started_at, finished_at";
+    attempts, max_attempts, created_at, started_at, finished_at, resolved, summary";
 
 /// Writes one event row; binds id, job_id, level, kind, message, data, created_at.
 pub(crate) const INSERT_EVENT: &str = "insert into job_events (id, job_id, level, kind, message, data, created_at) values ($1, $2, $3, $4, $5, $6, $7)";
 
-/// Inserts a job and its `created` event atomically.
 /// One file of a job, as `job_files` keeps it: its role (`training` or `validation`), the name
 /// its metrics carry and, for a training file, its weight.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +74,7 @@ impl JobFile {
 }
 
 /// Writes a new job with its `created` event and its files, in one transaction.
+/// Inserts a job, its `created` event and its files atomically.
 pub async fn insert_job(
     db: &Db,
     j: &JobRow,
@@ -77,7 +83,7 @@ pub async fn insert_job(
 ) -> Result<(), sqlx::Error> {
     let sql = format!(
         "insert into jobs ({COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19, $20, $21, $22)"
+         $16, $17, $18, $19, $20, $21, $22, $23, $24)"
     );
     let ev = created.to_row(&j.id);
     with_db!(db, p => {
@@ -87,7 +93,7 @@ pub async fn insert_job(
             .bind(&j.suffix).bind(j.seed).bind(&j.method_type).bind(&j.spec).bind(j.status.as_str()).bind(&j.error)
             .bind(&j.fine_tuned_model).bind(j.trained_tokens).bind(j.estimated_finish).bind(&j.result_files)
             .bind(&j.metadata).bind(j.priority).bind(j.attempts).bind(j.max_attempts).bind(j.created_at)
-            .bind(j.started_at).bind(j.finished_at)
+            .bind(j.started_at).bind(j.finished_at).bind(&j.resolved).bind(&j.summary)
             .execute(&mut *tx).await?;
         sqlx::query(INSERT_EVENT)
             .bind(&ev.id).bind(&ev.job_id).bind(&ev.level).bind(&ev.kind).bind(&ev.message).bind(&ev.data)

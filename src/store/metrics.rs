@@ -60,6 +60,54 @@ pub async fn insert_points(db: &Db, job_id: &str, points: &[NewPoint]) -> Result
     })
 }
 
+/// Folds `points` into `summary`: the last step, the last train loss, the last and the best
+/// validation loss (and its step). Folding the same points twice changes nothing.
+pub fn fold_summary(summary: &mut serde_json::Map<String, Value>, points: &[NewPoint]) {
+    let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    let at = |s: &serde_json::Map<String, Value>, k: &str| s.get(k).and_then(Value::as_i64);
+    for p in points {
+        match p.kind {
+            "train" => {
+                if at(summary, "last_step").is_none_or(|s| p.step >= s) {
+                    summary.insert("last_step".into(), p.step.into());
+                    if let Some(l) = num(&p.data, "train_loss") {
+                        summary.insert("final_train_loss".into(), l.into());
+                    }
+                }
+            }
+            "eval" => {
+                let Some(l) = num(&p.data, "valid_loss") else {
+                    continue;
+                };
+                if at(summary, "final_valid_step").is_none_or(|s| p.step >= s) {
+                    summary.insert("final_valid_step".into(), p.step.into());
+                    summary.insert("final_valid_loss".into(), l.into());
+                }
+                let best = summary.get("best_valid_loss").and_then(Value::as_f64);
+                if best.is_none_or(|b| l < b) {
+                    summary.insert("best_valid_loss".into(), l.into());
+                    summary.insert("best_valid_step".into(), p.step.into());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Keeps the job's `summary` ([`fold_summary`]) up to date with `points` just written.
+pub async fn update_summary(db: &Db, job_id: &str, points: &[NewPoint]) -> Result<(), sqlx::Error> {
+    let current = with_db!(db, p => sqlx::query_scalar::<_, Option<Json<Value>>>("select summary from jobs where id = $1")
+        .bind(job_id).fetch_optional(p).await)?;
+    let mut summary = match current.flatten() {
+        Some(Json(Value::Object(m))) => m,
+        _ => serde_json::Map::new(),
+    };
+    fold_summary(&mut summary, points);
+    with_db!(db, p => sqlx::query("update jobs set summary = $1 where id = $2")
+        .bind(Json(Value::Object(summary))).bind(job_id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 /// Points of a job after sequence number `after_seq`, oldest first.
 pub async fn list_points(
     db: &Db,
@@ -83,4 +131,38 @@ pub async fn point_at(db: &Db, job_id: &str, step: i64) -> Result<Value, sqlx::E
         }
     }
     Ok(Value::Object(merged))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_summary_keeps_the_last_and_the_best_whatever_the_batches() {
+        let point = |step, kind, data: Value| NewPoint { step, kind, data };
+        let batches = [
+            vec![
+                point(1, "train", json!({"train_loss": 3.0})),
+                point(2, "train", json!({"train_loss": 2.5})),
+                point(2, "eval", json!({"valid_loss": 2.4})),
+            ],
+            vec![
+                point(3, "train", json!({"train_loss": 2.0})),
+                point(4, "eval", json!({"valid_loss": 2.6})),
+            ],
+            // A replayed point (a resumed run): nothing moves back.
+            vec![point(2, "train", json!({"train_loss": 2.5}))],
+        ];
+        let mut s = serde_json::Map::new();
+        for b in &batches {
+            fold_summary(&mut s, b);
+        }
+        assert_eq!(
+            Value::Object(s),
+            json!({"last_step": 3, "final_train_loss": 2.0, "final_valid_step": 4,
+                   "final_valid_loss": 2.6, "best_valid_loss": 2.4, "best_valid_step": 2})
+        );
+    }
 }

@@ -5,7 +5,7 @@ use crate::spec::{Auto, JobSpec, LrScheduler, MethodType, Precision};
 use super::optim::AdamWConfig;
 
 /// Hyperparameters as the loop uses them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Resolved {
     pub seed: u64,
     pub n_epochs: u32,

@@ -23,7 +23,7 @@ use crate::model::ops::Real;
 const CHUNK: usize = 32 * 1024;
 
 /// AdamW's knobs; defaults are β1 0.9, β2 0.95, ε 1e-8, weight decay 0.01.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct AdamWConfig {
     pub beta1: f64,
     pub beta2: f64,

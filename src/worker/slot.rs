@@ -491,6 +491,7 @@ async fn flush_points(
         return Ok(());
     }
     metrics::insert_points(&state.db, job_id, pending).await?;
+    metrics::update_summary(&state.db, job_id, pending).await?;
     pending.clear();
     state.hub.publish(job_id).await;
     Ok(())

@@ -114,7 +114,7 @@ fn preference_accuracy(dir: &Path, pairs_file: &Path) -> f64 {
     .unwrap();
     let tokenizer = wick::tokenizer::load(&dir.join("tokenizer.json")).unwrap();
     let template = ChatTemplate::from_model_dir(dir).unwrap();
-    let (pairs, _) =
+    let (pairs, ..) =
         read_preference_file(pairs_file, &tokenizer, &template, 128, Overlength::Truncate).unwrap();
     let pad = cfg.pad_token_id.unwrap_or(0);
     let logps = sequence_logps(&net, &pairs, 32, pad, &dev, &mut |_| {}).unwrap();

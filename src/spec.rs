@@ -433,6 +433,17 @@ pub struct Hyperparameters {
     pub overlength: Option<Overlength>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<u32>,
+    /// Prompts the model answers at each evaluation (a user message each for the chat methods, a
+    /// text to continue for pretraining); default: the first `eval_samples` validation examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_prompts: Option<Vec<String>>,
+    /// How many validation examples give sample prompts when `eval_prompts` is absent (default
+    /// 3; 0: no samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_samples: Option<u32>,
+    /// Tokens each sample answer may have (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_max_tokens: Option<u32>,
     /// Fraction of the training file held out for validation when no validation file is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_split: Option<f64>,
@@ -843,6 +854,22 @@ impl Hyperparameters {
         int_range("max_seq_len", self.max_seq_len, 8, 131_072)?;
         int_range("max_steps", self.max_steps, 1, 100_000_000)?;
         int_range("eval_every", self.eval_every, 1, 100_000_000)?;
+        int_range("eval_samples", self.eval_samples, 0, 64)?;
+        int_range("eval_max_tokens", self.eval_max_tokens, 1, 4096)?;
+        if let Some(p) = &self.eval_prompts {
+            if p.len() > 64 {
+                return Err(SpecError {
+                    param: "eval_prompts".into(),
+                    message: format!("at most 64 eval_prompts, got {}", p.len()),
+                });
+            }
+            if let Some(i) = p.iter().position(|t| t.trim().is_empty()) {
+                return Err(SpecError {
+                    param: format!("eval_prompts[{i}]"),
+                    message: "a prompt must not be empty".into(),
+                });
+            }
+        }
         float_range("validation_split", self.validation_split, 0.0, 0.5, false)?;
         int_range("checkpoint_every", self.checkpoint_every, 1, 100_000_000)?;
         int_range("n_checkpoints", self.n_checkpoints, 1, 1000)?;

@@ -229,3 +229,19 @@ fn the_estimate_counts_the_steps_the_job_runs() {
     let out = run_job(&j, &mut NoProgress).unwrap();
     assert_eq!(e.total_steps, out.total_steps);
 }
+
+/// Preference jobs sample answers to held-out prompts, the preferred output the reference.
+#[test]
+fn preference_samples_show_the_preferred_output_as_reference() {
+    let dir = setup(30);
+    let hyper = serde_json::json!({"batch_size": 4, "max_steps": 4, "max_seq_len": 64,
+        "learning_rate": 1e-3, "validation_split": 0.2, "eval_every": 2, "eval_max_tokens": 4});
+    let mut p = RecordingProgress::default();
+    run_job(&job(dir.path(), hyper, "samples"), &mut p).unwrap();
+    assert_eq!(p.samples.len(), 2);
+    let text = std::fs::read_to_string(dir.path().join("pairs.jsonl")).unwrap();
+    for s in &p.samples[0].samples {
+        assert!(text.contains(&s.prompt), "{}", s.prompt);
+        assert!(text.contains(s.reference.as_deref().unwrap()));
+    }
+}

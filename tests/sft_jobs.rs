@@ -498,3 +498,56 @@ fn the_default_lora_learning_rate_fits_a_small_model() {
         "auto {drop_auto} vs 2e-4 {drop_old}"
     );
 }
+
+/// At each evaluation the model answers its sample prompts greedily: by default the first
+/// held-out conversations (their assistant reply the reference), or the job's own prompts;
+/// the answers are the same in a rerun and change as the model learns.
+#[test]
+fn evaluations_sample_answers_to_held_out_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    model_dir(&dir.path().join("base"));
+    write_chats(&dir.path().join("train.jsonl"));
+    let run = |extra: serde_json::Value, out: &str| {
+        let mut hyper = serde_json::json!({"batch_size": 2, "max_seq_len": 128, "max_steps": 12,
+            "learning_rate": 1e-2, "validation_split": 0.25, "eval_every": 6, "eval_max_tokens": 8});
+        for (k, v) in extra.as_object().unwrap() {
+            hyper[k] = v.clone();
+        }
+        let mut p = RecordingProgress::default();
+        run_job(&job(dir.path(), hyper, out), &mut p).unwrap();
+        p
+    };
+    let p = run(serde_json::json!({}), "a");
+    assert_eq!(p.samples.len(), p.evals.len());
+    assert_eq!(
+        p.samples.iter().map(|s| s.step).collect::<Vec<_>>(),
+        [6, 12]
+    );
+    let first = &p.samples[0].samples;
+    assert_eq!(first.len(), 3, "eval_samples defaults to 3");
+    // Held-out conversations of the training file: prompts and replies as the file has them.
+    let text = std::fs::read_to_string(dir.path().join("train.jsonl")).unwrap();
+    for s in first {
+        assert!(text.contains(&s.prompt), "{}", s.prompt);
+        let reference = s.reference.as_deref().unwrap();
+        assert!(text.contains(reference), "{reference}");
+        assert!(s.tokens <= 8);
+    }
+    // Greedy: a rerun answers the same, word for word (only the time taken differs).
+    let answers = |p: &RecordingProgress| -> Vec<Vec<wick::train::progress::Sample>> {
+        p.samples.iter().map(|s| s.samples.clone()).collect()
+    };
+    assert_eq!(answers(&run(serde_json::json!({}), "b")), answers(&p));
+    let own = run(
+        serde_json::json!({"eval_prompts": ["Tell me about tea please."]}),
+        "d",
+    );
+    assert_eq!(own.samples[0].samples.len(), 1);
+    assert_eq!(
+        own.samples[0].samples[0].prompt,
+        "Tell me about tea please."
+    );
+    assert_eq!(own.samples[0].samples[0].reference, None);
+    let none = run(serde_json::json!({"eval_samples": 0}), "e");
+    assert!(none.samples.is_empty());
+}

@@ -860,3 +860,37 @@ fn rope_scaling_extends_the_context_and_is_written_back() {
     .unwrap_err();
     assert!(err.to_string().contains("rope_scaling"), "{err}");
 }
+
+/// Pretraining samples continue the beginnings of validation rows (their next tokens the
+/// reference), or the job's own texts.
+#[test]
+fn pretraining_samples_continue_validation_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(&dir.path().join("train.jsonl"), 300);
+    let spec = pretrain_spec(
+        "wick-llama-1m",
+        serde_json::json!({"validation_split": 0.1, "eval_samples": 2, "eval_max_tokens": 6}),
+    );
+    let mut p = RecordingProgress::default();
+    run_job(&job(dir.path(), spec, "docs"), &mut p).unwrap();
+    assert_eq!(p.samples.len(), p.evals.len());
+    let last = &p.samples.last().unwrap().samples;
+    assert_eq!(last.len(), 2);
+    for s in last {
+        assert!(!s.prompt.is_empty() && s.reference.as_deref().is_some_and(|r| !r.is_empty()));
+        assert!(s.tokens <= 6);
+    }
+    let spec = pretrain_spec(
+        "wick-llama-1m",
+        serde_json::json!({"eval_prompts": ["Tom saw"], "eval_max_tokens": 6}),
+    );
+    let mut p = RecordingProgress::default();
+    run_job(&job(dir.path(), spec, "own"), &mut p).unwrap();
+    let s = &p.samples.last().unwrap().samples[0];
+    assert_eq!(
+        (s.prompt.as_str(), s.reference.as_deref()),
+        ("Tom saw", None)
+    );
+    // The corpus's grammar: after 10 steps the model continues with its words.
+    assert!(!s.completion.trim().is_empty(), "{s:?}");
+}

@@ -227,6 +227,29 @@ async fn pretraining_job_succeeds_with_metrics_checkpoints_and_a_model(backend: 
         .await;
     assert!(csv.starts_with("step,epoch,train_loss"));
     assert_eq!(csv.lines().count(), 13);
+    // Each evaluation's sample answers, apart from the metrics.
+    let (_, samples) = app
+        .get(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/samples"),
+        )
+        .await;
+    let sets = samples["data"].as_array().unwrap();
+    let eval_steps: Vec<&Value> = evals.iter().map(|e| &e["step"]).collect();
+    let sample_steps: Vec<&Value> = sets.iter().map(|s| &s["step"]).collect();
+    assert_eq!(sample_steps, eval_steps);
+    assert!(
+        !sets[0]["samples"].as_array().unwrap().is_empty(),
+        "{samples}"
+    );
+    assert!(
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("samples").is_none()),
+        "samples are not metric points"
+    );
 
     // Checkpoints at steps 10 and 5 (newest first), each with its metrics.
     let (_, ck) = app

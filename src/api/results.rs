@@ -1,4 +1,5 @@
-//! What a job produces, read back: the whole metric series (JSON or CSV) and its checkpoints.
+//! What a job produces, read back: the whole metric series (JSON or CSV), the sample answers of
+//! its evaluations, and its checkpoints.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -22,6 +23,27 @@ pub fn router() -> Router<AppState> {
             "/v1/fine_tuning/jobs/{id}/checkpoints",
             get(job_checkpoints),
         )
+        .route("/v1/fine_tuning/jobs/{id}/samples", get(job_samples))
+}
+
+/// Every evaluation's sample answers, oldest first: `{"step", "samples": [{"prompt",
+/// "reference"?, "completion", "tokens", "stopped"}], "seconds"}`.
+async fn job_samples(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let job = jobs::get_job(&state.db, &caller.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("fine-tuning job", &id))?;
+    let data: Vec<Value> = crate::store::metrics::list_samples(&state.db, &job.id)
+        .await?
+        .into_iter()
+        .map(|r| r.data.0)
+        .collect();
+    Ok(axum::Json(
+        json!({"object": "list", "data": data, "has_more": false}),
+    ))
 }
 
 async fn job_metrics(

@@ -48,7 +48,12 @@ pub fn sse_message(item: &Item, cursor: Cursor) -> Event {
                     json!(m.created_at.timestamp_millis() as f64 / 1000.0),
                 );
             }
-            ("metrics", d)
+            let name = if m.kind == crate::store::metrics::SAMPLE_KIND {
+                "sample"
+            } else {
+                "metrics"
+            };
+            (name, d)
         }
         Item::Event(e) if e.kind == "status" => ("status", event_object(e)),
         Item::Event(e) => ("event", event_object(e)),

@@ -79,19 +79,7 @@ impl LoadedModel {
         let model = Llama::load(VarBuilder::from_tensors(weights, DType::F32, &device), &cfg)?;
         let tokenizer = crate::tokenizer::load(&dir.join("tokenizer.json"))?;
         let template = ChatTemplate::from_model_dir(dir)?;
-        let mut stop_ids: Vec<u32> = [
-            "<|im_end|>",
-            "<|endoftext|>",
-            "<|eot_id|>",
-            "<|end_of_text|>",
-            "</s>",
-        ]
-        .iter()
-        .filter_map(|t| tokenizer.token_to_id(t))
-        .collect();
-        if let Some(eos) = cfg.eos_token_id {
-            stop_ids.push(eos as u32);
-        }
+        let stop_ids = crate::tokenizer::stop_ids(&tokenizer, cfg.eos_token_id);
         Ok(LoadedModel {
             model,
             tokenizer,

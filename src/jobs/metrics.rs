@@ -48,7 +48,7 @@ pub async fn metric_series(db: &Db, job_id: &str) -> Result<Vec<Map<String, Valu
         let rows = metrics::list_points(db, job_id, after, 5000).await?;
         let Some(last) = rows.last() else { break };
         after = last.seq;
-        for r in rows {
+        for r in rows.into_iter().filter(|r| r.kind != metrics::SAMPLE_KIND) {
             let point = by_step.entry(r.step).or_default();
             point.insert("step".into(), json!(r.step));
             if let Value::Object(o) = r.data.0 {

@@ -673,6 +673,16 @@ impl Attention {
 }
 
 impl Llama {
+    /// The device the weights live on.
+    pub fn device(&self) -> &candle_core::Device {
+        self.embed_tokens.device()
+    }
+
+    /// Positions this instance's RoPE tables cover (a training net's: its sequence length).
+    pub fn max_positions(&self) -> usize {
+        self.rope.max_len()
+    }
+
     /// Logits (B, V) of the last of `input_ids` (B, Tn), the tokens that follow those in `cache`,
     /// which this call extends. For inference only (no gradients flow through the cache).
     pub fn forward_cached(&self, input_ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {

@@ -20,6 +20,10 @@ pub struct MetricRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// The kind of the point that holds an evaluation's sample answers (not a metric: the series and
+/// checkpoints' metrics leave it out; `GET .../samples` and SSE `sample` messages carry it).
+pub const SAMPLE_KIND: &str = "sample";
+
 /// A point waiting to be written.
 #[derive(Debug, Clone)]
 pub struct NewPoint {
@@ -108,6 +112,13 @@ pub async fn update_summary(db: &Db, job_id: &str, points: &[NewPoint]) -> Resul
     Ok(())
 }
 
+/// The sample answers of a job's evaluations, oldest first (`data` is a `SampleSet`).
+pub async fn list_samples(db: &Db, job_id: &str) -> Result<Vec<MetricRow>, sqlx::Error> {
+    let sql = "select seq, job_id, step, kind, data, created_at from job_metrics
+               where job_id = $1 and kind = 'sample' order by step";
+    with_db!(db, p => sqlx::query_as::<_, MetricRow>(sql).bind(job_id).fetch_all(p).await)
+}
+
 /// Points of a job after sequence number `after_seq`, oldest first.
 pub async fn list_points(
     db: &Db,
@@ -122,7 +133,8 @@ pub async fn list_points(
 
 /// The metrics recorded at `step` (train and eval merged), for a checkpoint's record.
 pub async fn point_at(db: &Db, job_id: &str, step: i64) -> Result<Value, sqlx::Error> {
-    let sql = "select seq, job_id, step, kind, data, created_at from job_metrics where job_id = $1 and step = $2";
+    let sql = "select seq, job_id, step, kind, data, created_at from job_metrics
+               where job_id = $1 and step = $2 and kind <> 'sample'";
     let rows = with_db!(db, p => sqlx::query_as::<_, MetricRow>(sql).bind(job_id).bind(step).fetch_all(p).await)?;
     let mut merged = serde_json::Map::new();
     for r in rows {

@@ -154,6 +154,17 @@ pub fn save_trained(
     })
 }
 
+/// The tokens that end a generated turn: the end-of-turn markers of the common chat templates
+/// (ChatML, Llama 3, Mistral) the tokenizer has, and the model's EOS.
+pub fn stop_ids(tokenizer: &Tokenizer, eos: Option<u32>) -> Vec<u32> {
+    let mut ids: Vec<u32> = [IM_END, ENDOFTEXT, "<|eot_id|>", "<|end_of_text|>", "</s>"]
+        .iter()
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .collect();
+    ids.extend(eos);
+    ids
+}
+
 /// The tokenizer files a Hugging Face folder may have (the chat template among them).
 pub const FILES: [&str; 4] = [
     "tokenizer.json",

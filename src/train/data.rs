@@ -40,11 +40,8 @@ pub enum DataError {
 /// validation split, both keeping file order. Chat methods hold out examples or pairs this way
 /// when the job has no validation file.
 pub fn hold_out<T>(items: &mut Vec<T>, fraction: f64, seed: u64) -> Vec<T> {
-    let n = (items.len() as f64 * fraction).floor() as usize;
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(seed));
     let mut held = vec![false; items.len()];
-    for &i in &order[..n.min(items.len().saturating_sub(1))] {
+    for i in held_out_indices(items.len(), fraction, seed) {
         held[i] = true;
     }
     let (mut train, mut valid) = (Vec::new(), Vec::new());
@@ -57,6 +54,16 @@ pub fn hold_out<T>(items: &mut Vec<T>, fraction: f64, seed: u64) -> Vec<T> {
     }
     *items = train;
     valid
+}
+
+/// Which of `n` items [`hold_out`] moves to the validation split, in order.
+pub fn held_out_indices(n: usize, fraction: f64, seed: u64) -> Vec<usize> {
+    let k = (n as f64 * fraction).floor() as usize;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(seed));
+    let mut held = order[..k.min(n.saturating_sub(1))].to_vec();
+    held.sort_unstable();
+    held
 }
 
 impl DataError {

@@ -33,6 +33,11 @@ pub struct Resolved {
     pub precision: Precision,
     /// RoPE scaling the job adds to the model (extending its context).
     pub rope_scaling: Option<crate::spec::RopeScalingSpec>,
+    /// Sample prompts at each evaluation ([`super::samples`]): the job's own, else this many
+    /// validation examples; tokens per answer.
+    pub eval_prompts: Vec<String>,
+    pub eval_samples: usize,
+    pub eval_max_tokens: usize,
 }
 
 /// Sequence length when the spec gives none (and the model allows it).
@@ -108,6 +113,13 @@ impl Resolved {
             gradient_checkpointing: h.gradient_checkpointing.unwrap_or(false),
             precision: h.precision.unwrap_or_default(),
             rope_scaling: h.rope_scaling.clone(),
+            eval_prompts: h.eval_prompts.clone().unwrap_or_default(),
+            eval_samples: h
+                .eval_samples
+                .map_or(super::samples::DEFAULT_SAMPLES, |n| n as usize),
+            eval_max_tokens: h
+                .eval_max_tokens
+                .map_or(super::samples::DEFAULT_MAX_TOKENS, |n| n as usize),
         }
     }
 

@@ -30,6 +30,7 @@ pub mod optim;
 pub mod pretrain;
 pub mod progress;
 pub mod row_count;
+pub mod samples;
 pub mod schedule;
 pub mod sft;
 pub mod sft_pack;

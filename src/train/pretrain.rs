@@ -13,6 +13,7 @@ use super::hparams::DEFAULT_MAX_SEQ_LEN;
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome, spec_error};
 use super::objective::{Batch, RowSet, TokenObjective};
 use super::progress::Progress;
+use super::samples::SamplePrompts;
 use super::start::{self, Plan};
 use super::step_loop::StepLoop;
 use super::trainee::FullModel;
@@ -145,6 +146,22 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     );
 
     // --- the loop ------------------------------------------------------------------------------
+    // Sample prompts: the job's own texts, else the first validation rows' beginnings.
+    let first_rows: Vec<&[u32]> = valid_sets
+        .first()
+        .map(|(_, rows)| (0..rows.len()).map(|i| rows.row(i)).collect())
+        .unwrap_or_default();
+    let samples = SamplePrompts::for_documents(
+        &hp.eval_prompts,
+        &first_rows,
+        hp.eval_samples,
+        &start.tokenizer,
+        (
+            cfg.eos_token_id,
+            hp.eval_max_tokens,
+            cfg.max_position_embeddings,
+        ),
+    );
     let train_set = PretrainRows(&train_rows, device);
     let valid_rows: Vec<(Option<String>, PretrainRows)> = valid_sets
         .iter()
@@ -165,6 +182,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         objective: &TokenObjective::new(&train_set, valid, cfg.vocab_size),
         plan,
         mix: &mix,
+        samples: samples.as_ref(),
     }
     .run(progress)?;
     if matches!(outcome.stopped, Some(Stopped::Cancelled | Stopped::Paused)) {

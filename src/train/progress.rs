@@ -41,6 +41,30 @@ pub struct EvalMetrics {
     pub extra: BTreeMap<String, f64>,
 }
 
+/// The model's greedy answer to one sample prompt at one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The prompt as a person reads it (the last user message, or a document's beginning).
+    pub prompt: String,
+    /// What the data has there (the example's assistant reply, the preferred output, the
+    /// document's continuation), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub completion: String,
+    /// Tokens generated, and whether the model ended its turn itself (else it hit the limit).
+    pub tokens: usize,
+    pub stopped: bool,
+}
+
+/// Every sample prompt's answer at one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleSet {
+    pub step: u64,
+    pub samples: Vec<Sample>,
+    /// Seconds the generation took.
+    pub seconds: f64,
+}
+
 /// Why the caller wants the run to stop early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +81,8 @@ pub trait Progress {
     fn on_phase(&mut self, _phase: &str, _done: u64, _total: u64) {}
     fn on_step(&mut self, _metrics: &StepMetrics) {}
     fn on_eval(&mut self, _metrics: &EvalMetrics) {}
+    /// The model's answers to the job's sample prompts at an evaluation.
+    fn on_samples(&mut self, _samples: &SampleSet) {}
     fn on_checkpoint(&mut self, _step: u64, _path: &Path) {}
     /// Whether the receiver of [`Progress::on_checkpoint`] takes each checkpoint folder over
     /// (a worker slot stores it and then deletes it), so the trainer must not prune its local
@@ -83,6 +109,7 @@ pub struct RecordingProgress {
     pub phases: Vec<(String, u64, u64)>,
     pub steps: Vec<StepMetrics>,
     pub evals: Vec<EvalMetrics>,
+    pub samples: Vec<SampleSet>,
     pub checkpoints: Vec<(u64, std::path::PathBuf)>,
     /// Answer `should_stop` with this once `steps.len()` reaches the given count.
     pub stop_after: Option<(usize, StopReason)>,
@@ -97,6 +124,9 @@ impl Progress for RecordingProgress {
     }
     fn on_eval(&mut self, m: &EvalMetrics) {
         self.evals.push(m.clone());
+    }
+    fn on_samples(&mut self, s: &SampleSet) {
+        self.samples.push(s.clone());
     }
     fn on_checkpoint(&mut self, step: u64, path: &Path) {
         self.checkpoints.push((step, path.to_path_buf()));

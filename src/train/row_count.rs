@@ -67,7 +67,7 @@ pub fn training_rows(job: &TrainJob) -> Result<Option<usize>, TrainError> {
             let packing = spec.hyperparameters().packing.unwrap_or(true);
             for (i, f) in files.iter().enumerate() {
                 rows += if spec.method.kind == MethodType::Dpo {
-                    let (mut pairs, _) = read_preference_file(
+                    let (mut pairs, ..) = read_preference_file(
                         &f.path,
                         text.tokenizer(),
                         text.template(),
@@ -79,7 +79,7 @@ pub fn training_rows(job: &TrainJob) -> Result<Option<usize>, TrainError> {
                     }
                     pairs.len()
                 } else {
-                    let (mut examples, _) = read_chat_file(
+                    let (mut examples, ..) = read_chat_file(
                         &f.path,
                         text.tokenizer(),
                         text.template(),

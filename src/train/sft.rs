@@ -19,11 +19,12 @@ use candle_core::{DType, Device, Var};
 use tokenizers::Tokenizer;
 
 use super::chat_model::{Tuned, chat_start};
-use super::data::{DataError, for_each_jsonl_line, hold_out};
+use super::data::{DataError, for_each_jsonl_line, held_out_indices, hold_out};
 use super::domains;
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
 use super::objective::{Batch, RowSet, TokenObjective};
 use super::progress::Progress;
+use super::samples::SamplePrompts;
 use super::sft_pack::{PackError, PackedRow, collate, pack_examples};
 use super::start;
 use super::step_loop::StepLoop;
@@ -39,14 +40,15 @@ fn pack_err(e: PackError) -> TrainError {
 }
 
 /// Reads a chat JSONL file (OpenAI's chat lines, or ShareGPT or Alpaca lines, converted as the
-/// upload validator converts them) and tokenizes every conversation with its loss mask.
+/// upload validator converts them) and tokenizes every conversation with its loss mask; also
+/// the (1-based) line of each example kept.
 pub fn read_chat_file(
     path: &Path,
     tokenizer: &Tokenizer,
     template: &ChatTemplate,
     max_seq_len: usize,
     overlength: Overlength,
-) -> Result<(Vec<ChatExample>, ChatStats), TrainError> {
+) -> Result<(Vec<ChatExample>, ChatStats, Vec<usize>), TrainError> {
     #[derive(serde::Deserialize)]
     struct Line {
         messages: Vec<TrainMessage>,
@@ -55,6 +57,7 @@ pub fn read_chat_file(
     }
     let mut examples = Vec::new();
     let mut stats = ChatStats::default();
+    let mut lines = Vec::new();
     for_each_jsonl_line(path, |n, line| {
         let err = |m: String| TrainError::Data(DataError::line(path, n, m));
         let value: serde_json::Value =
@@ -71,10 +74,13 @@ pub fn read_chat_file(
         )
         .map_err(|e| err(e.to_string()))?;
         stats.record(&outcome);
-        examples.extend(outcome.example());
+        if let Some(ex) = outcome.example() {
+            examples.push(ex);
+            lines.push(n);
+        }
         Ok::<_, TrainError>(())
     })?;
-    Ok((examples, stats))
+    Ok((examples, stats, lines))
 }
 
 /// Runs one supervised fine-tuning job to the end and writes the model (and adapter).
@@ -97,13 +103,25 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
     let mut domain_tokens = Vec::new();
     let mut held_out = Vec::new();
     let mut stats = ChatStats::default();
+    // Sample prompts: the first validation examples (of the first validation file, else those
+    // held out of the first training file).
+    let mut sample_source: Option<(std::path::PathBuf, Option<Vec<usize>>)> =
+        valid_files.first().map(|f| (f.path.clone(), None));
     for (i, f) in files.iter().enumerate() {
-        let (mut examples, s) = read(&f.path)?;
+        let (mut examples, s, lines) = read(&f.path)?;
         stats.kept += s.kept;
         stats.truncated += s.truncated;
         stats.dropped += s.dropped;
         stats.no_trainable += s.no_trainable;
         if valid_files.is_empty() {
+            if sample_source.is_none() {
+                let seed = domains::holdout_seed(hp.seed, i);
+                let held = held_out_indices(examples.len(), hp.validation_split, seed);
+                sample_source = Some((
+                    f.path.clone(),
+                    Some(held.iter().map(|&k| lines[k]).collect()),
+                ));
+            }
             let valid = hold_out(
                 &mut examples,
                 hp.validation_split,
@@ -124,6 +142,22 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         });
         train_rows.extend(rows);
     }
+    let samples = match &sample_source {
+        Some((path, lines)) => SamplePrompts::for_chats(
+            &hp.eval_prompts,
+            path,
+            lines.as_deref(),
+            hp.eval_samples,
+            &cs.start.tokenizer,
+            &cs.template,
+            (
+                cs.cfg.eos_token_id,
+                hp.eval_max_tokens,
+                cs.cfg.max_position_embeddings,
+            ),
+        )?,
+        None => None,
+    };
     let valid_sets = domains::validation_sets(held_out, &valid_files, |path| {
         pack_examples(&read(path)?.0, seq_len, packing).map_err(pack_err)
     })?;
@@ -187,6 +221,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         objective: &TokenObjective::new(&train_set, valid, cfg.vocab_size),
         plan,
         mix: &mix,
+        samples: samples.as_ref(),
     }
     .run(progress)?;
     if matches!(outcome.stopped, Some(Stopped::Cancelled | Stopped::Paused)) {

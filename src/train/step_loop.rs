@@ -17,6 +17,7 @@ use super::mixture::{MixPlan, MixtureSampler};
 use super::objective::Objective;
 use super::optim::{AdamW, clip_factor, global_grad_norm};
 use super::progress::{EvalMetrics, Progress, StepMetrics, StopReason};
+use super::samples::SamplePrompts;
 use super::start::Plan;
 use super::trainee::Trainee;
 use crate::model::ModelConfig;
@@ -38,6 +39,8 @@ pub(super) struct StepLoop<'a> {
     pub plan: Plan,
     /// The order training items are dealt in (one file, or a mixture of named domains).
     pub mix: &'a MixPlan,
+    /// Prompts the model answers at each evaluation, if any.
+    pub samples: Option<&'a SamplePrompts>,
 }
 
 impl StepLoop<'_> {
@@ -184,6 +187,13 @@ impl StepLoop<'_> {
                     "eval"
                 );
                 progress.on_eval(&m);
+                // Samples are for people to read: one that fails is logged, never the job's end.
+                if let Some(prompts) = self.samples {
+                    match prompts.generate(self.trainee.net(), step) {
+                        Ok(s) => progress.on_samples(&s),
+                        Err(e) => tracing::warn!(step, error = %e, "sample generation failed"),
+                    }
+                }
                 outcome.final_valid_loss = Some(valid_loss);
                 stop_early = self
                     .state

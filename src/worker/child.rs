@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use candle_core::Device;
 
 use super::protocol::{ChildCommand, ChildJob, ChildMessage};
+use crate::train::progress::SampleSet;
 use crate::train::{EvalMetrics, Progress, StepMetrics, StopReason, TrainError, TrainJob, run_job};
 
 const RUN: u8 = 0;
@@ -50,6 +51,9 @@ impl Progress for LineProgress {
     }
     fn on_eval(&mut self, m: &EvalMetrics) {
         emit(&ChildMessage::Eval(m.clone()));
+    }
+    fn on_samples(&mut self, s: &SampleSet) {
+        emit(&ChildMessage::Samples(s.clone()));
     }
     fn on_checkpoint(&mut self, step: u64, path: &Path) {
         emit(&ChildMessage::Checkpoint {

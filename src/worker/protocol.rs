@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::JobSpec;
+use crate::train::progress::SampleSet;
 use crate::train::{EvalMetrics, StepMetrics, TrainOutcome};
 
 /// Everything the child needs to run a job: local paths only, no database, no blob store.
@@ -41,6 +42,8 @@ pub enum ChildMessage {
     },
     Step(StepMetrics),
     Eval(EvalMetrics),
+    /// The model's answers to the sample prompts at an evaluation.
+    Samples(SampleSet),
     Checkpoint {
         step: u64,
         path: PathBuf,

@@ -315,6 +315,10 @@ async fn run_claimed(
                         pending.push(NewPoint { step: m.step as i64, kind: "eval", data: serde_json::to_value(&m)? });
                         flush_points(state, &job.id, &mut pending).await?;
                     }
+                    ChildMessage::Samples(s) => {
+                        pending.push(NewPoint { step: s.step as i64, kind: metrics::SAMPLE_KIND, data: serde_json::to_value(&s)? });
+                        flush_points(state, &job.id, &mut pending).await?;
+                    }
                     ChildMessage::Checkpoint { step, path } => {
                         flush_points(state, &job.id, &mut pending).await?;
                         save_checkpoint(state, &job.id, step, &path, keep).await?;

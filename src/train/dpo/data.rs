@@ -103,16 +103,18 @@ fn check_output(name: &str, output: &[TrainMessage]) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads a preference JSONL file and tokenizes every pair.
+/// Reads a preference JSONL file and tokenizes every pair; also the (1-based) line of each pair
+/// kept.
 pub fn read_preference_file(
     path: &Path,
     tokenizer: &Tokenizer,
     template: &ChatTemplate,
     max_seq_len: usize,
     overlength: Overlength,
-) -> Result<(Vec<PreferencePair>, PairStats), TrainError> {
+) -> Result<(Vec<PreferencePair>, PairStats, Vec<usize>), TrainError> {
     let mut pairs = Vec::new();
     let mut stats = PairStats::default();
+    let mut lines = Vec::new();
     for_each_jsonl_line(path, |n, line| {
         let err = |m: String| TrainError::Data(DataError::line(path, n, m));
         let parsed: Line = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
@@ -140,12 +142,13 @@ pub fn read_preference_file(
                 stats.kept += 1;
                 stats.truncated += usize::from(chosen.truncated || rejected.truncated);
                 pairs.push(PreferencePair { chosen, rejected });
+                lines.push(n);
             }
             _ => stats.dropped += 1,
         }
         Ok(())
     })?;
-    Ok((pairs, stats))
+    Ok((pairs, stats, lines))
 }
 
 /// `pairs` as one batch of `2·len` rows (chosen first, then rejected), padded on the right with

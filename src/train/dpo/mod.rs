@@ -27,11 +27,12 @@ use self::loss::PreferenceLoss;
 use self::objective::PreferenceObjective;
 use self::reference::Reference;
 use super::chat_model::{Tuned, chat_start};
-use super::data::hold_out;
+use super::data::{held_out_indices, hold_out};
 use super::job::{Stopped, TrainError, TrainJob, TrainOutcome};
 use super::mixture::MixPlan;
 use super::objective::Objective as _;
 use super::progress::Progress;
+use super::samples::SamplePrompts;
 use super::start;
 use super::step_loop::StepLoop;
 use crate::spec::{Auto, Hyperparameters};
@@ -66,11 +67,33 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
             cs.overlength,
         )
     };
-    let (mut train, stats) = read(&job.training_file)?;
+    let (mut train, stats, lines) = read(&job.training_file)?;
+    // Sample prompts: the first validation pairs (of the validation file, else those held out).
+    let sample_source = match &job.validation_file {
+        Some(v) => (v.clone(), None),
+        None => {
+            let held = held_out_indices(train.len(), hp.validation_split, hp.seed);
+            let held_lines: Vec<usize> = held.iter().map(|&i| lines[i]).collect();
+            (job.training_file.clone(), Some(held_lines))
+        }
+    };
     let valid: Vec<PreferencePair> = match &job.validation_file {
         Some(v) => read(v)?.0,
         None => hold_out(&mut train, hp.validation_split, hp.seed),
     };
+    let samples = SamplePrompts::for_pairs(
+        &hp.eval_prompts,
+        &sample_source.0,
+        sample_source.1.as_deref(),
+        hp.eval_samples,
+        &cs.start.tokenizer,
+        &cs.template,
+        (
+            cs.cfg.eos_token_id,
+            hp.eval_max_tokens,
+            cs.cfg.max_position_embeddings,
+        ),
+    )?;
     tracing::info!(
         kept = stats.kept,
         truncated = stats.truncated,
@@ -171,6 +194,7 @@ pub fn run(job: &TrainJob, progress: &mut dyn Progress) -> Result<TrainOutcome, 
         objective: &objective,
         plan,
         mix: &mix,
+        samples: samples.as_ref(),
     }
     .run(progress)?;
     if matches!(outcome.stopped, Some(Stopped::Cancelled | Stopped::Paused)) {

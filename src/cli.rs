@@ -38,6 +38,8 @@ pub enum Command {
     Estimate(crate::cli_train::EstimateArgs),
     /// Clean a local JSONL file into a new one (dedup, personal data, filters, conversion).
     Clean(crate::cli_clean::CleanArgs),
+    /// Write a model folder as a GGUF file (llama.cpp, Ollama, LM Studio) with a Modelfile.
+    Export(crate::cli_export::ExportArgs),
     /// Run worker slots only (no API), against the same store and blob store as `serve`.
     Worker(Settings),
     /// Run one job's training in this process (started by a worker slot; not for people).
@@ -88,6 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Estimate(args) => {
             tokio::task::spawn_blocking(move || crate::cli_train::run_estimate(&args)).await??
+        }
+        Command::Export(args) => {
+            tokio::task::spawn_blocking(move || crate::cli_export::run_export(&args)).await??
         }
         Command::Clean(args) => {
             tokio::task::spawn_blocking(move || crate::cli_clean::run_clean(&args)).await??

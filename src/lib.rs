@@ -3,8 +3,8 @@
 //! # Layout
 //! The modules form layers; each uses only layers below it (`tests/layering.rs` keeps it so).
 //! From the top:
-//! - [`cli`] (the `wick` command line), [`cli_train`] (`wick train`, `wick estimate`) and
-//!   [`cli_clean`] (`wick clean`);
+//! - [`cli`] (the `wick` command line), [`cli_train`] (`wick train`, `wick estimate`),
+//!   [`cli_clean`] (`wick clean`) and [`cli_export`] (`wick export`);
 //! - [`app`]: the composition root: builds the [`state`], serves the API beside the worker slots;
 //! - [`api`] (the HTTP API, one module per resource, with [`auth`] and [`error`], the one error
 //!   type that crosses HTTP) and [`worker`] (slots that claim jobs and run each in a child
@@ -33,6 +33,7 @@ pub mod chat;
 pub mod cleaning;
 pub mod cli;
 pub mod cli_clean;
+pub mod cli_export;
 pub mod cli_train;
 pub mod config;
 pub mod datasets;

@@ -40,7 +40,7 @@ const LAYERS: &[&[&str]] = &[
     &["error", "auth", "api", "worker"],
     // The composition root.
     &["app"],
-    &["cli_train", "cli_clean", "cli", "main"],
+    &["cli_train", "cli_clean", "cli_export", "cli", "main"],
 ];
 
 /// Imports allowed between modules of one layer.
@@ -50,6 +50,7 @@ const SAME_LAYER: &[(&str, &str)] = &[
     ("auth", "error"),
     ("cli", "cli_train"),
     ("cli", "cli_clean"),
+    ("cli", "cli_export"),
 ];
 
 /// Cycles allowed inside a module folder.

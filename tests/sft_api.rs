@@ -159,6 +159,48 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
         assert!(folder.join("adapter_model.safetensors").is_file());
     }
 
+    // The merged model as GGUF for llama.cpp and Ollama: one file and a Modelfile naming it.
+    let g = app
+        .download(
+            key,
+            &format!("/v1/fine_tuning/jobs/{id}/download?format=gguf&quant=q8_0"),
+        )
+        .await;
+    let folder = g.path().join(format!("{id}-gguf-q8_0"));
+    let file = folder.join(format!("{id}-q8_0.gguf"));
+    let bytes = std::fs::read(&file).unwrap();
+    let gguf = wick::model::gguf::read_gguf(&bytes).unwrap();
+    assert_eq!(
+        gguf.get("general.name").and_then(|v| v.as_str()),
+        tuned["fine_tuned_model"].as_str()
+    );
+    assert!(
+        std::fs::read_to_string(folder.join("Modelfile"))
+            .unwrap()
+            .contains(".gguf")
+    );
+    for (query, param) in [
+        ("format=gguf&quant=q3", "quant"),
+        ("format=onnx", "format"),
+        ("quant=q8_0", "quant"),
+        (
+            &format!(
+                "format=gguf&checkpoint={}",
+                ckpts[0]["id"].as_str().unwrap()
+            ),
+            "format",
+        ),
+    ] {
+        let (s, e) = app
+            .get(key, &format!("/v1/fine_tuning/jobs/{id}/download?{query}"))
+            .await;
+        assert_eq!(
+            (s, e["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{query}: {e}"
+        );
+    }
+
     // A pretraining job has no adapter to give.
     let (s, _) = app
         .get(

@@ -1,6 +1,6 @@
-//! Downloads of what a job produced: the final model folder, any checkpoint, or the PEFT adapter
-//! of either (LoRA jobs), as one tar file
-//! whose SHA-256 is sent in `X-Checksum-Sha256` (and `Digest`), so a client can verify it.
+//! Downloads of what a job produced: the final model folder (or the model as one GGUF file with an
+//! Ollama `Modelfile`, `?format=gguf&quant=`), any checkpoint, or the PEFT adapter of either (LoRA
+//! jobs), as one tar file whose SHA-256 is sent in `X-Checksum-Sha256`, so a client can verify it.
 
 use axum::Router;
 use axum::body::Body;
@@ -15,6 +15,7 @@ use super::query::ApiQuery;
 use crate::auth::Auth;
 use crate::blob::keys;
 use crate::error::{ApiError, ApiResult};
+use crate::model::gguf::Quant;
 use crate::state::AppState;
 use crate::store::job_status::JobStatus;
 use crate::store::{checkpoints, jobs};
@@ -30,6 +31,10 @@ struct DownloadQuery {
     /// `model` (default: the final Hugging Face folder, merged for LoRA jobs; for a checkpoint, the
     /// whole checkpoint folder) or `adapter` (the PEFT adapter of a LoRA job or checkpoint).
     artifact: Option<String>,
+    /// `hf` (default: the Hugging Face folder) or `gguf` (the final model as one GGUF file).
+    format: Option<String>,
+    /// With `gguf`: `f16` (default), `q8_0` or `q4_k_m`.
+    quant: Option<String>,
 }
 
 /// Packs the local folder `dir` into `tar_path` as `root/...`; returns the tar's SHA-256.
@@ -109,10 +114,61 @@ async fn download(
             ));
         }
     };
+    let gguf = match q.format.as_deref().unwrap_or("hf") {
+        "hf" => None,
+        "gguf" => {
+            if q.checkpoint.is_some() || q.artifact.as_deref().is_some_and(|a| a != "model") {
+                return Err(ApiError::invalid_param(
+                    "format",
+                    "format=gguf exports the final model (no checkpoint, no adapter)",
+                ));
+            }
+            let quant: Quant = q.quant.as_deref().unwrap_or("f16").parse().map_err(|_| {
+                ApiError::invalid_param(
+                    "quant",
+                    format!(
+                        "quant must be f16, q8_0 or q4_k_m, got {:?}",
+                        q.quant.as_deref().unwrap_or_default()
+                    ),
+                )
+            })?;
+            Some(quant)
+        }
+        other => {
+            return Err(ApiError::invalid_param(
+                "format",
+                format!("format must be 'hf' or 'gguf', got {other:?}"),
+            ));
+        }
+    };
+    if gguf.is_none() && q.quant.is_some() {
+        return Err(ApiError::invalid_param(
+            "quant",
+            "quant applies with format=gguf",
+        ));
+    }
     let tmp = tempfile::tempdir_in(state.settings.data_dir.as_path())
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let folder = tmp.path().join("files");
+    let mut folder = tmp.path().join("files");
     state.blobs.get_dir(&prefix, &folder).await?;
+    let mut name = name;
+    if let Some(quant) = gguf {
+        // The model as one GGUF file and a Modelfile naming it, in a folder of their own.
+        let (from, out) = (folder.clone(), tmp.path().join("gguf"));
+        let file = format!("{}-{}.gguf", job.id, quant.as_str());
+        let title = job
+            .fine_tuned_model
+            .clone()
+            .unwrap_or_else(|| job.id.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::model::gguf_export::export_folder(&from, &out, &file, quant, &title)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::bad_request("unsupported_model", e.to_string(), Some("format")))?;
+        folder = tmp.path().join("gguf");
+        name = format!("{}-gguf-{}", job.id, quant.as_str());
+    }
     let tar_path = tmp.path().join("out.tar");
     let (root, tar_for_pack) = (name.clone(), tar_path.clone());
     let sha = tokio::task::spawn_blocking(move || pack(&folder, &root, &tar_for_pack))

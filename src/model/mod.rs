@@ -13,6 +13,8 @@ pub mod fast_exp;
 pub mod frozen;
 pub mod gemm;
 pub mod generate;
+pub mod gguf;
+pub mod gguf_export;
 pub mod hf;
 pub mod llama;
 pub mod lora;

@@ -17,6 +17,25 @@ pub fn peak_rss_bytes() -> Option<u64> {
     )
 }
 
+/// The resident memory of this process now (`VmRSS`), in bytes.
+pub fn rss_bytes() -> Option<u64> {
+    kb_field(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmRSS:",
+    )
+}
+
+/// CPU time this process has used, user and system, in seconds (`/proc/self/stat`).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after its closing parenthesis;
+    // utime and stime are the 14th and 15th fields, in clock ticks (100 per second on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// The processor's model name, its logical CPUs, the SIMD features that decide the speed of
 /// Wick's kernels (AVX2, FMA, AVX-512, AVX512-BF16, AMX) and the load average, in one line.
 pub fn cpu_description() -> String {

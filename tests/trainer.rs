@@ -894,3 +894,19 @@ fn pretraining_samples_continue_validation_rows() {
     // The corpus's grammar: after 10 steps the model continues with its words.
     assert!(!s.completion.trim().is_empty(), "{s:?}");
 }
+
+/// Each step reports the training process's resident memory and CPU use.
+#[test]
+fn steps_report_the_process_memory_and_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    write_corpus(&dir.path().join("train.jsonl"), 100);
+    let mut p = RecordingProgress::default();
+    let spec = pretrain_spec("wick-llama-1m", serde_json::json!({"max_steps": 3}));
+    run_job(&job(dir.path(), spec, "proc"), &mut p).unwrap();
+    for s in &p.steps {
+        assert!(s.extra["process_rss_mib"] > 1.0, "{s:?}");
+        let cpu = s.extra["process_cpu_percent"];
+        // Up to every core of the machine, and working.
+        assert!(cpu > 0.0 && cpu < 100.0 * 64.0, "{cpu}");
+    }
+}

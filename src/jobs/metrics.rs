@@ -59,6 +59,9 @@ pub async fn metric_series(db: &Db, job_id: &str) -> Result<Vec<Map<String, Valu
     Ok(by_step.into_values().collect())
 }
 
+/// The training process's resources, on train points (after the metric and preference columns).
+pub const PROCESS_COLUMNS: [&str; 2] = ["process_rss_mib", "process_cpu_percent"];
+
 /// Per-domain metrics of jobs on several files, by prefix (`tokens_seen/web`,
 /// `valid_loss/code`, ...), in the order their columns come.
 pub const DOMAIN_PREFIXES: [&str; 4] = [
@@ -91,6 +94,12 @@ pub fn series_csv(series: &[Map<String, Value>]) -> String {
                 .filter(|c| series.iter().any(|p| p.contains_key(**c))),
         )
         .copied()
+        .chain(
+            PROCESS_COLUMNS
+                .iter()
+                .copied()
+                .filter(|c| series.iter().any(|p| p.contains_key(*c))),
+        )
         .chain(domain)
         .collect();
     let mut out = columns.join(",");

@@ -79,6 +79,8 @@ impl StepLoop<'_> {
         }
         let ckpt_root = self.job.checkpoint_root();
         let loop_start = Instant::now();
+        // The training process's memory and CPU use, reported with each step.
+        let mut cpu_mark = (Instant::now(), crate::machine::cpu_seconds());
         let first_step = self.state.step + 1;
         for step in first_step..=total_steps {
             match progress.should_stop() {
@@ -147,6 +149,22 @@ impl StepLoop<'_> {
                 extra: window.extra,
             };
             let mut metrics = metrics;
+            if let Some(rss) = crate::machine::rss_bytes() {
+                metrics
+                    .extra
+                    .insert("process_rss_mib".into(), rss as f64 / 1048576.0);
+            }
+            let now = (Instant::now(), crate::machine::cpu_seconds());
+            if let (Some(before), Some(after)) = (cpu_mark.1, now.1) {
+                let wall = now.0.duration_since(cpu_mark.0).as_secs_f64();
+                if wall > 0.0 {
+                    metrics.extra.insert(
+                        "process_cpu_percent".into(),
+                        100.0 * (after - before) / wall,
+                    );
+                }
+            }
+            cpu_mark = now;
             for (name, tokens) in sampler.tokens_seen() {
                 metrics
                     .extra

@@ -54,8 +54,9 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
     let base = run(&app, json!({"model": "wick-llama-1m", "training_file": docs, "suffix": "base", "seed": 1,
         "method": {"type": "pretrain", "pretrain": {"hyperparameters": {
             "vocab_size": 320, "max_seq_len": 64, "batch_size": 8, "max_steps": 60, "learning_rate": 3e-3,
-            "warmup_steps": 5, "checkpoint_every": 1000}}}})).await;
+            "warmup_steps": 5, "checkpoint_every": 30}}}})).await;
     let base_model = base["fine_tuned_model"].as_str().unwrap().to_string();
+    text_completions_of_a_pretrained_model_and_its_checkpoint(&app, &base_model).await;
 
     let train = upload(&app, "fine-tune", chat_file(&sums(200, 2))).await;
     let valid = upload(&app, "fine-tune", chat_file(&sums(40, 9))).await;
@@ -217,6 +218,91 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
     let (s, c) = app.post(key, "/v1/chat/completions", &json!({"model": tuned["fine_tuned_model"], "messages": [{"role": "user", "content": "What is 2 plus 3?"}], "max_tokens": 6, "temperature": 0})).await;
     assert_eq!(s, 200, "{c}");
     assert!(c["choices"][0]["message"]["content"].is_string());
+
+    // Each checkpoint chats under its own name, a LoRA one merged into the job's base
+    // (`peft::merge_adapter_folder`, checked against live adapters in its unit test).
+    for c in &ckpts {
+        let name = c["fine_tuned_model_checkpoint"].as_str().unwrap();
+        assert_eq!(
+            name,
+            format!(
+                "{}:ckpt-step-{}",
+                tuned["fine_tuned_model"].as_str().unwrap(),
+                c["step_number"]
+            )
+        );
+        let (s, r) = app.post(key, "/v1/chat/completions", &json!({"model": name, "messages": [{"role": "user", "content": "What is 2 plus 3?"}], "max_tokens": 6, "temperature": 0})).await;
+        assert_eq!(s, 200, "{r}");
+        assert!(r["choices"][0]["message"]["content"].is_string(), "{r}");
+        assert_eq!(r["model"], name);
+    }
+    // A step with no checkpoint, or another job's name, is a 404 naming the model.
+    for bad in [
+        format!("{}:ckpt-step-7", tuned["fine_tuned_model"].as_str().unwrap()),
+        format!("ft:wick-llama-1m:other:{id}:ckpt-step-40"),
+        "ft:wick-llama-1m:sums:ftjob-nope:ckpt-step-40".to_string(),
+    ] {
+        let (s, e) = app.post(key, "/v1/chat/completions", &json!({"model": bad, "messages": [{"role": "user", "content": "Hi"}]})).await;
+        assert_eq!((s, e["error"]["param"].as_str()), (404, Some("model")), "{bad}: {e}");
+    }
+}
+
+/// `POST /v1/completions` continues a raw prompt (no chat template), streamed or not, from a
+/// pretrained model and from a full checkpoint of it; bad requests are 400s naming the field.
+async fn text_completions_of_a_pretrained_model_and_its_checkpoint(app: &TestApp, model: &str) {
+    let key = &app.admin_key;
+    let body = json!({"model": model, "prompt": "What is 2 plus", "max_tokens": 5, "temperature": 0});
+    let (s, c) = app.post(key, "/v1/completions", &body).await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["object"], "text_completion");
+    assert_eq!(c["model"], model);
+    let text = c["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(!text.is_empty(), "{c}");
+    assert_eq!(c["usage"]["completion_tokens"].as_u64(), Some(5), "{c}");
+    assert_eq!(c["choices"][0]["finish_reason"], "length");
+    // Streamed, the chunks add up to the same greedy text, then [DONE].
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let raw = app.post_raw(key, "/v1/completions", &streamed).await;
+    let datas: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(datas.last(), Some(&"[DONE]"), "{raw}");
+    let joined: String = datas[..datas.len() - 1]
+        .iter()
+        .map(|d| {
+            let v: Value = serde_json::from_str(d).unwrap();
+            assert_eq!(v["object"], "text_completion");
+            v["choices"][0]["text"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(joined, text);
+    // A full checkpoint is a model folder already: an earlier model, which answers too.
+    let (s, c) = app
+        .post(
+            key,
+            "/v1/completions",
+            &json!({"model": format!("{model}:ckpt-step-30"), "prompt": "What is 2 plus", "max_tokens": 5, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["usage"]["completion_tokens"].as_u64(), Some(5), "{c}");
+    for (bad, param) in [
+        (json!({"model": model, "prompt": ""}), "prompt"),
+        (json!({"model": model, "prompt": "Hi", "temperature": 3}), "temperature"),
+        (json!({"model": model, "prompt": "Hi", "max_tokens": 0}), "max_tokens"),
+        (json!({"model": "wick-llama-1m", "prompt": "Hi"}), "model"),
+        (json!({"model": model, "prompt": "Hi ".repeat(5000)}), "prompt"),
+    ] {
+        let (s, e) = app.post(key, "/v1/completions", &bad).await;
+        assert!(s == 400 || s == 404, "{bad}: {s} {e}");
+        assert_eq!(e["error"]["param"].as_str(), Some(param), "{bad}: {e}");
+    }
+    let (s, e) = app
+        .post(key, "/v1/completions", &json!({"model": model}))
+        .await;
+    assert_eq!(s, 400, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 //! its own processes and is not slowed by the API's threads.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -17,13 +16,13 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::generation::{Sampling, infer_error, load_model};
 use super::json::ApiJson;
 use crate::auth::Auth;
-use crate::catalog::{self, BaseModel, ResolveError};
 use crate::chat::template::ChatMessage;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{new_id, now, unix};
-use crate::infer::engine::{GenerateParams, InferError, LoadedModel};
+use crate::infer::engine::GenerateParams;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -44,13 +43,6 @@ struct InMessage {
     content: Option<Content>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
 /// The request; fields OpenAI has and we do not use (n, penalties, logprobs...) are ignored.
 #[derive(Debug, Deserialize)]
 struct ChatRequest {
@@ -58,12 +50,8 @@ struct ChatRequest {
     messages: Vec<InMessage>,
     #[serde(default)]
     stream: bool,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    stop: Option<Stop>,
-    seed: Option<u64>,
+    #[serde(flatten)]
+    sampling: Sampling,
 }
 
 fn check(req: &ChatRequest) -> ApiResult<(Vec<ChatMessage>, GenerateParams)> {
@@ -97,118 +85,7 @@ fn check(req: &ChatRequest) -> ApiResult<(Vec<ChatMessage>, GenerateParams)> {
         };
         messages.push(ChatMessage::new(role, content));
     }
-    let temperature = req.temperature.unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::invalid_param(
-            "temperature",
-            "temperature must be between 0 and 2",
-        ));
-    }
-    let top_p = req.top_p.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(ApiError::invalid_param(
-            "top_p",
-            "top_p must be greater than 0 and at most 1",
-        ));
-    }
-    let max_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(256);
-    if !(1..=8192).contains(&max_tokens) {
-        return Err(ApiError::invalid_param(
-            "max_tokens",
-            "max_tokens must be between 1 and 8192",
-        ));
-    }
-    let stop = match &req.stop {
-        None => vec![],
-        Some(Stop::One(s)) => vec![s.clone()],
-        Some(Stop::Many(v)) if v.len() <= 4 => v.clone(),
-        Some(Stop::Many(_)) => {
-            return Err(ApiError::invalid_param("stop", "at most 4 stop sequences"));
-        }
-    };
-    let stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
-    Ok((
-        messages,
-        GenerateParams {
-            max_tokens: max_tokens as usize,
-            temperature,
-            top_p,
-            seed: req.seed,
-            stop,
-        },
-    ))
-}
-
-fn infer_error(e: InferError) -> ApiError {
-    match e {
-        InferError::PromptTooLong(..) => ApiError::invalid_param("messages", e.to_string()),
-        other => ApiError::Internal(other.into()),
-    }
-}
-
-/// The model `id` to chat with: one of the organization's trained models or a local folder.
-async fn load_model(state: &AppState, org_id: &str, id: &str) -> ApiResult<Arc<LoadedModel>> {
-    let not_found = || ApiError::Client {
-        status: axum::http::StatusCode::NOT_FOUND,
-        code: "model_not_found",
-        message: format!(
-            "no model {id:?} to chat with; GET /v1/models lists them (presets are untrained and cannot chat)"
-        ),
-        param: Some("model".into()),
-    };
-    let (local, info) = match catalog::resolve(&state.db, &state.local_models, org_id, id).await {
-        Ok(BaseModel::Trained(row)) => {
-            let prefix = row.blob_path.clone().unwrap_or_default();
-            let cache = state.settings.data_dir.join("cache").join("models").join(
-                row.job_id
-                    .clone()
-                    .unwrap_or_else(|| row.id.replace(':', "_")),
-            );
-            return Ok(state
-                .models
-                .get(&row.id, &state.blobs, &prefix, cache)
-                .await?);
-        }
-        Ok(BaseModel::Local { model, info }) => (model, info),
-        Ok(BaseModel::Preset(_)) | Err(ResolveError::Unknown(_)) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    };
-    let key = format!("local:{id}:{:x}", local.version);
-    // Weights load as f32; running out of memory would abort the whole server.
-    let need = info.parameters * 4;
-    if !state.models.is_loaded(&key)
-        && let Some(available) = crate::machine::available_memory_bytes()
-        && need > available
-    {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        return Err(ApiError::Client {
-            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            code: "insufficient_memory",
-            message: format!(
-                "local model {id} needs about {:.1} GiB to load and this server has {:.1} GiB available",
-                gib(need),
-                gib(available)
-            ),
-            param: Some("model".into()),
-        });
-    }
-    state
-        .models
-        .get_local(&key, &local.path)
-        .await
-        .map_err(|e| match e.downcast_ref::<InferError>() {
-            // The folder changed since it was checked, or fails in a way the check cannot see.
-            Some(e) => ApiError::Client {
-                status: axum::http::StatusCode::BAD_REQUEST,
-                code: "model_not_loadable",
-                message: format!(
-                    "local model {id} failed to load: {}",
-                    e.to_string().replace(&local.path.display().to_string(), id)
-                ),
-                param: Some("model".into()),
-            },
-            None => ApiError::Internal(e),
-        })
+    Ok((messages, req.sampling.params()?))
 }
 
 async fn chat_completions(
@@ -217,13 +94,13 @@ async fn chat_completions(
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> ApiResult<Response> {
     let (messages, params) = check(&req)?;
-    let model = load_model(&state, &caller.org_id, &req.model).await?;
+    let model = load_model(&state, &caller, &req.model).await?;
     let prompt = {
         let (model, messages) = (model.clone(), messages.clone());
         tokio::task::spawn_blocking(move || model.chat_prompt(&messages))
             .await
             .map_err(|e| ApiError::Internal(e.into()))?
-            .map_err(infer_error)?
+            .map_err(|e| infer_error(e, "messages"))?
     };
     let id = new_id("chatcmpl");
     let created = unix(now());
@@ -233,7 +110,7 @@ async fn chat_completions(
             tokio::task::spawn_blocking(move || model.generate(&prompt, &params, |_| true))
                 .await
                 .map_err(|e| ApiError::Internal(e.into()))?
-                .map_err(infer_error)?;
+                .map_err(|e| infer_error(e, "messages"))?;
         return Ok(axum::Json(json!({
             "id": id, "object": "chat.completion", "created": created, "model": name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": generation.text},

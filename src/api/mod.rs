@@ -1,9 +1,11 @@
 //! The HTTP API: one module per resource, each exporting its `router()`; [`router`] merges them.
 
 pub mod chat;
+pub mod completions;
 pub mod downloads;
 pub mod estimate;
 pub mod files;
+pub mod generation;
 pub mod health;
 pub mod jobs;
 pub mod json;
@@ -47,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::upload_router(state.settings.max_upload_bytes))
         .merge(stream::router())
         .merge(chat::router())
+        .merge(completions::router())
         .merge(downloads::router())
         .fallback(route_not_found)
         .layer(middleware::from_fn_with_state(timeout, json_errors))

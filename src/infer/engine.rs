@@ -95,6 +95,11 @@ impl LoadedModel {
         Ok(crate::tokenizer::encode(&self.tokenizer, &text)?)
     }
 
+    /// A raw prompt, tokenised as it is (no template): what text completions continue.
+    pub fn text_prompt(&self, text: &str) -> Result<Vec<u32>, InferError> {
+        Ok(crate::tokenizer::encode(&self.tokenizer, text)?)
+    }
+
     /// Continues `prompt`, calling `on_text` with each new piece of text; `on_text` returning
     /// false stops early (the client went away).
     pub fn generate(

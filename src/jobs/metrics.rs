@@ -51,6 +51,13 @@ pub async fn metric_series(db: &Db, job_id: &str) -> Result<Vec<Map<String, Valu
         for r in rows.into_iter().filter(|r| r.kind != metrics::SAMPLE_KIND) {
             let point = by_step.entry(r.step).or_default();
             point.insert("step".into(), json!(r.step));
+            if r.kind == "train" {
+                // When the step was recorded (unix seconds), for a wall-clock axis.
+                point.insert(
+                    "created_at".into(),
+                    json!(r.created_at.timestamp_millis() as f64 / 1000.0),
+                );
+            }
             if let Value::Object(o) = r.data.0 {
                 point.extend(o);
             }

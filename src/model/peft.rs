@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use serde_json::{Value, json};
 
 use super::config::ModelConfig;
@@ -33,6 +33,8 @@ pub enum PeftError {
     Hf(#[from] HfError),
     #[error("the base model has no tensor {0}")]
     MissingBase(String),
+    #[error("invalid adapter: {0}")]
+    Invalid(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -152,6 +154,53 @@ pub fn save_merged(
     Ok(())
 }
 
+/// `base` with the PEFT adapter folder `dir` merged in (`W + scaling · B A` for each adapted
+/// projection, scaling from its `adapter_config.json`; its saved modules, the embeddings and LM
+/// head a job grew for new tokens, in place of the base's): what [`merge_weights`] gives for live
+/// adapters, from files (a checkpoint's adapter).
+pub fn merge_adapter_folder(
+    base: &HashMap<String, Tensor>,
+    dir: &Path,
+) -> Result<HashMap<String, Tensor>, PeftError> {
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("adapter_config.json"))
+            .map_err(|e| PeftError::Invalid(format!("adapter_config.json: {e}")))?,
+    )
+    .map_err(|e| PeftError::Invalid(format!("adapter_config.json: {e}")))?;
+    let r = config["r"].as_f64().unwrap_or(8.0);
+    let alpha = config["lora_alpha"].as_f64().unwrap_or(r);
+    let scaling = if config["use_rslora"].as_bool().unwrap_or(false) {
+        alpha / r.sqrt()
+    } else {
+        alpha / r
+    };
+    let tensors = candle_core::safetensors::load(
+        dir.join("adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )?;
+    let mut merged = base.clone();
+    for (key, t) in &tensors {
+        let Some(name) = key.strip_prefix("base_model.model.") else {
+            continue;
+        };
+        if let Some(module) = name.strip_suffix(".lora_A.weight") {
+            let b_key = format!("base_model.model.{module}.lora_B.weight");
+            let b = tensors
+                .get(&b_key)
+                .ok_or_else(|| PeftError::Invalid(format!("no {b_key} beside {key}")))?;
+            let w_key = format!("{module}.weight");
+            let w = base
+                .get(&w_key)
+                .ok_or_else(|| PeftError::MissingBase(w_key.clone()))?;
+            let delta = (b.to_dtype(DType::F32)?.matmul(&t.to_dtype(DType::F32)?)? * scaling)?;
+            merged.insert(w_key, (w + delta.to_dtype(w.dtype())?)?);
+        } else if !name.ends_with(".lora_B.weight") {
+            merged.insert(name.to_string(), t.clone());
+        }
+    }
+    Ok(merged)
+}
+
 /// Sets every adapter of `adapters` from tensors under PEFT's names
 /// (`base_model.model.{module}.lora_A.weight`), as a checkpoint or adapter file holds them.
 pub fn load_adapter_tensors(
@@ -209,6 +258,28 @@ mod tests {
         assert!(d < 1e-5, "merged vs base+adapter: {d}");
         // The adapters matter: without them the logits differ clearly.
         assert!(max_diff(&logits(&base_only, &batch()), &with_adapters) > 1e-3);
+    }
+
+    /// An adapter merged from its saved folder equals the live adapters merged.
+    #[test]
+    fn adapter_folders_merge_as_live_adapters_do() {
+        let cfg = tiny();
+        let base = base_tensors(&cfg);
+        let (model, adapters) =
+            load_lora_llama(base.clone(), &cfg, &spec(), 1, 64, DType::F32, &Device::Cpu).unwrap();
+        train(&model, &adapters, 3);
+        let dir = tempfile::tempdir().unwrap();
+        save_adapter(dir.path(), &adapters, Some("base")).unwrap();
+        let live = merge_weights(&base, &adapters).unwrap();
+        let from_files = merge_adapter_folder(&base, dir.path()).unwrap();
+        assert_eq!(live.len(), from_files.len());
+        let mut changed = 0;
+        for (name, t) in &live {
+            let d = crate::testing::max_abs_diff(t, &from_files[name]);
+            assert!(d < 1e-6, "{name}: {d}");
+            changed += usize::from(crate::testing::max_abs_diff(t, &base[name]) > 0.0);
+        }
+        assert!(changed > 0, "the adapters changed some weights");
     }
 
     #[test]

@@ -164,6 +164,20 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A POST's body as text (a stream of Server-Sent Events, read to its end).
+    pub async fn post_raw(&self, key: &str, path: &str, body: &Value) -> String {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.unwrap()
+    }
+
     pub async fn delete(&self, key: &str, path: &str) -> (u16, Value) {
         let r = self
             .client

@@ -112,7 +112,7 @@ pub fn run_estimate(args: &EstimateArgs) -> anyhow::Result<()> {
         .map(Path::new)
         .filter(|p| p.exists())
         .collect();
-    let e = train::estimate::estimate_job(&spec, &files, true)?;
+    let e = train::job_estimate::estimate_job(&spec, &files, true)?;
     println!("{}", serde_json::to_string_pretty(&e)?);
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Backend, TestApp, spawn_app, spawn_app_with};
+use common::{Backend, TINY_MODEL, TestApp, spawn_app, spawn_app_with, spawn_app_with_tiny_model};
 use serde_json::{Value, json};
 
 fn chat(user: &str, assistant: &str) -> String {
@@ -37,7 +37,7 @@ async fn content(app: &TestApp, id: &str) -> String {
 }
 
 async fn clean_makes_a_new_file_and_leaves_the_source(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let (app, _models) = spawn_app_with_tiny_model(backend).await;
     let key = &app.admin_key;
     let lines = [
         chat(
@@ -134,7 +134,7 @@ async fn clean_makes_a_new_file_and_leaves_the_source(backend: Backend) {
         .post(
             key,
             "/v1/fine_tuning/jobs",
-            &json!({"model": "wick-llama-1m", "training_file": new}),
+            &json!({"model": TINY_MODEL, "training_file": new}),
         )
         .await;
     assert_eq!(s, 200, "{job}");
@@ -248,7 +248,7 @@ async fn an_interrupted_clean_is_finished_by_the_next_start(backend: Backend) {
 }
 
 async fn sharegpt_and_alpaca_uploads_are_recognised(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let (app, _models) = spawn_app_with_tiny_model(backend).await;
     let key = &app.admin_key;
     let sharegpt = r#"{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
 {"conversations": [{"from": "wizard", "value": "x"}]}
@@ -288,7 +288,7 @@ async fn sharegpt_and_alpaca_uploads_are_recognised(backend: Backend) {
         .post(
             key,
             "/v1/fine_tuning/jobs",
-            &json!({"model": "wick-llama-1m", "training_file": f["id"]}),
+            &json!({"model": TINY_MODEL, "training_file": f["id"]}),
         )
         .await;
     assert_eq!(s, 200, "{j}");
@@ -296,7 +296,7 @@ async fn sharegpt_and_alpaca_uploads_are_recognised(backend: Backend) {
         .post(
             key,
             "/v1/fine_tuning/jobs",
-            &json!({"model": "wick-llama-1m", "training_file": f["id"],
+            &json!({"model": TINY_MODEL, "training_file": f["id"],
             "method": {"type": "dpo"}}),
         )
         .await;

@@ -460,8 +460,8 @@ fn the_estimate_counts_the_steps_the_job_runs() {
         let j = job(dir.path(), hyper, &format!("est-{packing}"));
         let mut spec = j.spec.clone();
         spec.training_file = j.training_file.display().to_string();
-        let e =
-            wick::train::estimate::estimate_job(&spec, &[j.training_file.as_path()], true).unwrap();
+        let e = wick::train::job_estimate::estimate_job(&spec, &[j.training_file.as_path()], true)
+            .unwrap();
         assert!(e.rows_counted);
         let out = run_job(&j, &mut NoProgress).unwrap();
         assert_eq!(e.total_steps, out.total_steps, "packing {packing}");

@@ -2,18 +2,16 @@
 //! activations), FLOPs (6·N·D) and the expected time at this machine's measured matmul speed.
 //! The server exposes it as `POST /v1/estimate`; the CLI as `wick estimate`.
 
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::model::{self, ModelConfig};
+use crate::model::ModelConfig;
 use crate::spec::{JobSpec, MethodType};
 
 use super::hparams::{DEFAULT_MAX_SEQ_LEN, Resolved};
-use super::job::TrainError;
 
 /// The time model, fitted to `benches/train_step.rs` on configs A and B (docs/benchmarks.md,
 /// "The estimate's time model"): a step's matmul and attention FLOPs run at this fraction of the
@@ -314,59 +312,6 @@ pub fn estimate_for_spec(
     e
 }
 
-/// The estimate for a job spec. The model is a preset or a local Hugging Face folder; the data's
-/// size comes from the training files (their bytes / [`BYTES_PER_TOKEN`]) when given, else one
-/// epoch of `max_steps` is assumed.
-///
-/// With `count_rows` (and a model folder, whose tokenizer a job would use), the rows are counted
-/// from the files as the trainer makes them ([`super::row_count`]): the real step count.
-pub fn estimate_job(
-    spec: &JobSpec,
-    training_files: &[&Path],
-    count_rows: bool,
-) -> Result<Estimate, TrainError> {
-    spec.validate()?;
-    let (cfg, from_scratch) = match model::preset(&spec.model) {
-        Some(c) => (c, true),
-        None => {
-            let dir = Path::new(&spec.model);
-            if !dir.join("config.json").is_file() {
-                return Err(TrainError::UnknownModel(spec.model.clone()));
-            }
-            (crate::model::hf::read_config(dir)?, false)
-        }
-    };
-    let mut bytes = 0u64;
-    for f in training_files {
-        bytes += std::fs::metadata(f)
-            .map_err(|_| TrainError::MissingFile(f.to_path_buf()))?
-            .len();
-    }
-    let mut data = (!training_files.is_empty())
-        .then(|| DataSize::Tokens((bytes as f64 / BYTES_PER_TOKEN) as u64));
-    if count_rows && !from_scratch && !training_files.is_empty() {
-        let job = super::job::TrainJob {
-            spec: spec.clone(),
-            training_file: training_files[0].to_path_buf(),
-            validation_file: spec.validation_file.as_deref().map(Into::into),
-            output_dir: std::env::temp_dir(),
-            resume_from: None,
-            device: Device::Cpu,
-            base_model_name: None,
-        };
-        if let Some(rows) = super::row_count::training_rows(&job)? {
-            data = Some(DataSize::Rows(rows));
-        }
-    }
-    Ok(estimate_for_spec(
-        spec,
-        cfg,
-        from_scratch,
-        data,
-        machine_peak_gflops(),
-    ))
-}
-
 /// This machine's f32 matmul throughput in GFLOP/s (best of 25 products of 1024² matrices, ~0.3 s),
 /// measured once per process.
 pub fn machine_peak_gflops() -> f64 {
@@ -423,7 +368,7 @@ mod tests {
             validation_files: None,
             curriculum: None,
         };
-        let cfg = model::preset("wick-llama-1m").unwrap();
+        let cfg = crate::model::preset("wick-llama-1m").unwrap();
         let hp = Resolved::from_spec(&spec, true, cfg.num_parameters());
         let e = estimate(&cfg, &hp, DataSize::Tokens(1_000_000), 100.0);
         assert_eq!(e.total_steps, 100);
@@ -450,7 +395,7 @@ mod tests {
 
     #[test]
     fn recompute_costs_a_forward_of_the_blocks_and_keeps_their_inputs() {
-        let cfg = model::preset("wick-llama-1m").unwrap();
+        let cfg = crate::model::preset("wick-llama-1m").unwrap();
         let (plain, re) = (
             work_per_token(&cfg, 64, false),
             work_per_token(&cfg, 64, true),

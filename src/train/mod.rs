@@ -10,7 +10,7 @@
 //!   AdamW, evaluation, checkpoints), which drives a `trainee` (full model or LoRA adapters);
 //! - the ingredients, one file each: [`data`] and [`sft_pack`] (rows), [`loss`], [`optim`],
 //!   [`schedule`], [`hparams`], [`checkpoint`], [`chat_tokens`], [`progress`], and the
-//!   [`estimate`] of a job's cost.
+//!   [`estimate`] of a job's cost ([`job_estimate`] from its spec and files).
 //!
 //! A new method is one file beside `pretrain.rs` and `sft.rs` plus one arm in [`run_job`].
 
@@ -23,6 +23,7 @@ pub mod dpo;
 pub mod estimate;
 pub mod hparams;
 pub mod job;
+pub mod job_estimate;
 pub mod loss;
 pub mod mixture;
 mod objective;

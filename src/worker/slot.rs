@@ -444,7 +444,7 @@ fn memory_refusal(spec: &JobSpec) -> Option<String> {
         .into_iter()
         .map(Path::new)
         .collect();
-    let estimate = crate::train::estimate::estimate_job(spec, &files, false).ok()?;
+    let estimate = crate::train::job_estimate::estimate_job(spec, &files, false).ok()?;
     let available = crate::machine::available_memory_bytes()?;
     let need = estimate.memory.total;
     (need > available).then(|| {

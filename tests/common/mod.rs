@@ -285,6 +285,25 @@ pub fn tiny_llama_folder(dir: &std::path::Path, texts: &[String]) -> u64 {
     cfg.num_parameters()
 }
 
+/// A server whose models folder holds one tiny local Llama with a tokenizer, named
+/// [`TINY_MODEL`], for tests that need a supervised job but not a trained model; the folder lives
+/// as long as the returned guard.
+pub async fn spawn_app_with_tiny_model(backend: Backend) -> (TestApp, tempfile::TempDir) {
+    let models = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = (0..50)
+        .map(|i| format!("What is {i} plus {i}? It is {}.", 2 * i))
+        .collect();
+    tiny_llama_folder(&models.path().join(TINY_MODEL), &texts);
+    let path = models.path().to_path_buf();
+    (
+        spawn_app_with(backend, |s| s.models_dir = Some(path)).await,
+        models,
+    )
+}
+
+/// The name [`spawn_app_with_tiny_model`]'s local model is served under.
+pub const TINY_MODEL: &str = "tiny-llama";
+
 /// Runs each listed async test body once against SQLite and once against Postgres.
 #[macro_export]
 macro_rules! on_both_stores {

@@ -238,12 +238,25 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
     }
     // A step with no checkpoint, or another job's name, is a 404 naming the model.
     for bad in [
-        format!("{}:ckpt-step-7", tuned["fine_tuned_model"].as_str().unwrap()),
+        format!(
+            "{}:ckpt-step-7",
+            tuned["fine_tuned_model"].as_str().unwrap()
+        ),
         format!("ft:wick-llama-1m:other:{id}:ckpt-step-40"),
         "ft:wick-llama-1m:sums:ftjob-nope:ckpt-step-40".to_string(),
     ] {
-        let (s, e) = app.post(key, "/v1/chat/completions", &json!({"model": bad, "messages": [{"role": "user", "content": "Hi"}]})).await;
-        assert_eq!((s, e["error"]["param"].as_str()), (404, Some("model")), "{bad}: {e}");
+        let (s, e) = app
+            .post(
+                key,
+                "/v1/chat/completions",
+                &json!({"model": bad, "messages": [{"role": "user", "content": "Hi"}]}),
+            )
+            .await;
+        assert_eq!(
+            (s, e["error"]["param"].as_str()),
+            (404, Some("model")),
+            "{bad}: {e}"
+        );
     }
 }
 
@@ -251,7 +264,8 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
 /// pretrained model and from a full checkpoint of it; bad requests are 400s naming the field.
 async fn text_completions_of_a_pretrained_model_and_its_checkpoint(app: &TestApp, model: &str) {
     let key = &app.admin_key;
-    let body = json!({"model": model, "prompt": "What is 2 plus", "max_tokens": 5, "temperature": 0});
+    let body =
+        json!({"model": model, "prompt": "What is 2 plus", "max_tokens": 5, "temperature": 0});
     let (s, c) = app.post(key, "/v1/completions", &body).await;
     assert_eq!(s, 200, "{c}");
     assert_eq!(c["object"], "text_completion");
@@ -274,7 +288,10 @@ async fn text_completions_of_a_pretrained_model_and_its_checkpoint(app: &TestApp
         .map(|d| {
             let v: Value = serde_json::from_str(d).unwrap();
             assert_eq!(v["object"], "text_completion");
-            v["choices"][0]["text"].as_str().unwrap_or_default().to_string()
+            v["choices"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
         })
         .collect();
     assert_eq!(joined, text);
@@ -290,10 +307,19 @@ async fn text_completions_of_a_pretrained_model_and_its_checkpoint(app: &TestApp
     assert_eq!(c["usage"]["completion_tokens"].as_u64(), Some(5), "{c}");
     for (bad, param) in [
         (json!({"model": model, "prompt": ""}), "prompt"),
-        (json!({"model": model, "prompt": "Hi", "temperature": 3}), "temperature"),
-        (json!({"model": model, "prompt": "Hi", "max_tokens": 0}), "max_tokens"),
+        (
+            json!({"model": model, "prompt": "Hi", "temperature": 3}),
+            "temperature",
+        ),
+        (
+            json!({"model": model, "prompt": "Hi", "max_tokens": 0}),
+            "max_tokens",
+        ),
         (json!({"model": "wick-llama-1m", "prompt": "Hi"}), "model"),
-        (json!({"model": model, "prompt": "Hi ".repeat(5000)}), "prompt"),
+        (
+            json!({"model": model, "prompt": "Hi ".repeat(5000)}),
+            "prompt",
+        ),
     ] {
         let (s, e) = app.post(key, "/v1/completions", &bad).await;
         assert!(s == 400 || s == 404, "{bad}: {s} {e}");

@@ -43,7 +43,10 @@ async fn completions(
     ApiJson(req): ApiJson<CompletionRequest>,
 ) -> ApiResult<Response> {
     if req.prompt.is_empty() {
-        return Err(ApiError::invalid_param("prompt", "prompt must not be empty"));
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "prompt must not be empty",
+        ));
     }
     let params = req.sampling.params()?;
     let model = load_model(&state, &caller, &req.model).await?;
@@ -55,7 +58,10 @@ async fn completions(
             .map_err(|e| infer_error(e, "prompt"))?
     };
     if prompt.is_empty() {
-        return Err(ApiError::invalid_param("prompt", "the prompt has no tokens"));
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "the prompt has no tokens",
+        ));
     }
     let (id, created, name) = (new_id("cmpl"), unix(now()), req.model.clone());
     if !req.stream {

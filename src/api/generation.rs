@@ -101,32 +101,35 @@ fn not_found(id: &str) -> ApiError {
 
 /// The model `id` a request names: one of the caller's trained models, a local folder, or a
 /// checkpoint (`<fine-tuned model>:ckpt-step-N`, as `GET .../checkpoints` names it).
-pub async fn load_model(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Arc<LoadedModel>> {
+pub async fn load_model(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Arc<LoadedModel>> {
     if let Some((model, step)) = id
         .rsplit_once(":ckpt-step-")
         .and_then(|(m, s)| Some((m, s.parse::<u64>().ok()?)))
     {
         return load_checkpoint(state, caller, id, model, step).await;
     }
-    let (local, info) = match catalog::resolve(&state.db, &state.local_models, &caller.org_id, id)
-        .await
-    {
-        Ok(BaseModel::Trained(row)) => {
-            let prefix = row.blob_path.clone().unwrap_or_default();
-            let cache = state.settings.data_dir.join("cache").join("models").join(
-                row.job_id
-                    .clone()
-                    .unwrap_or_else(|| row.id.replace(':', "_")),
-            );
-            return Ok(state
-                .models
-                .get(&row.id, &state.blobs, &prefix, cache)
-                .await?);
-        }
-        Ok(BaseModel::Local { model, info }) => (model, info),
-        Ok(BaseModel::Preset(_)) | Err(ResolveError::Unknown(_)) => return Err(not_found(id)),
-        Err(e) => return Err(e.into()),
-    };
+    let (local, info) =
+        match catalog::resolve(&state.db, &state.local_models, &caller.org_id, id).await {
+            Ok(BaseModel::Trained(row)) => {
+                let prefix = row.blob_path.clone().unwrap_or_default();
+                let cache = state.settings.data_dir.join("cache").join("models").join(
+                    row.job_id
+                        .clone()
+                        .unwrap_or_else(|| row.id.replace(':', "_")),
+                );
+                return Ok(state
+                    .models
+                    .get(&row.id, &state.blobs, &prefix, cache)
+                    .await?);
+            }
+            Ok(BaseModel::Local { model, info }) => (model, info),
+            Ok(BaseModel::Preset(_)) | Err(ResolveError::Unknown(_)) => return Err(not_found(id)),
+            Err(e) => return Err(e.into()),
+        };
     let key = format!("local:{id}:{:x}", local.version);
     // Weights load as f32; running out of memory would abort the whole server.
     let need = info.parameters * 4;
@@ -195,7 +198,11 @@ async fn load_checkpoint(
             message: format!(
                 "job {} has no checkpoint at step {step} (it has: {})",
                 job.id,
-                if steps.is_empty() { "none".into() } else { steps.join(", ") }
+                if steps.is_empty() {
+                    "none".into()
+                } else {
+                    steps.join(", ")
+                }
             ),
             param: Some("model".into()),
         });
@@ -215,20 +222,21 @@ async fn load_checkpoint(
             downloaded
         } else {
             // A LoRA checkpoint: its adapter merges into the job's base model.
-            let base = match catalog::resolve(&state.db, &state.local_models, &caller.org_id, &job.model)
-                .await?
-            {
-                BaseModel::Local { model, .. } => model.path.clone(),
-                BaseModel::Trained(row) => {
-                    let dir = staging.join("base");
-                    state
-                        .blobs
-                        .get_dir(row.blob_path.as_deref().unwrap_or_default(), &dir)
-                        .await?;
-                    dir
-                }
-                BaseModel::Preset(_) => return Err(not_found(id)),
-            };
+            let base =
+                match catalog::resolve(&state.db, &state.local_models, &caller.org_id, &job.model)
+                    .await?
+                {
+                    BaseModel::Local { model, .. } => model.path.clone(),
+                    BaseModel::Trained(row) => {
+                        let dir = staging.join("base");
+                        state
+                            .blobs
+                            .get_dir(row.blob_path.as_deref().unwrap_or_default(), &dir)
+                            .await?;
+                        dir
+                    }
+                    BaseModel::Preset(_) => return Err(not_found(id)),
+                };
             let out = staging.join("model");
             let ckpt_dir = downloaded.clone();
             let merged_to = out.clone();

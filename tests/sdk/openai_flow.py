@@ -130,6 +130,22 @@ pieces = [chunk.choices[0].delta.content or "" for chunk in client.chat.completi
 assert "".join(pieces) == text, (pieces, text)
 print("chat ok", repr(text))
 
+# A checkpoint answers as a model of its own (OpenAI's checkpoint model names), and the base
+# continues raw text through the legacy completions API, plain and streamed.
+ckpt_model = ckpts[0].fine_tuned_model_checkpoint
+assert ckpt_model.startswith(done.fine_tuned_model + ":ckpt-step-"), ckpt_model
+ckpt_reply = client.chat.completions.create(
+    model=ckpt_model, messages=[{"role": "user", "content": "What is 2 plus 3?"}],
+    max_tokens=8, temperature=0)
+assert ckpt_reply.model == ckpt_model and ckpt_reply.choices[0].message.role == "assistant", ckpt_reply
+completion = client.completions.create(model=base, prompt="What is 2 plus", max_tokens=6, temperature=0)
+assert completion.object == "text_completion" and completion.choices[0].finish_reason in ("stop", "length"), completion
+assert completion.usage.completion_tokens <= 6, completion.usage
+streamed = "".join(c.choices[0].text for c in client.completions.create(
+    model=base, prompt="What is 2 plus", max_tokens=6, temperature=0, stream=True) if c.choices)
+assert streamed == completion.choices[0].text, (streamed, completion.choices[0].text)
+print("checkpoint chat and completions ok", repr(completion.choices[0].text))
+
 # 6. Preference tuning with OpenAI's `dpo` method on the fine-tuned model: the right answer is
 #    preferred over a near miss. Wick's own knobs (loss_type, lora) sit beside OpenAI's.
 prefs = []

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync, mkdirSync, statSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, mkdirSync, statSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +29,9 @@ const stories = (n) => Array.from({ length: n }, (_, i) => JSON.stringify({ text
 }).join(' ') })).join('\n') + '\n';
 const numbers = (n) => Array.from({ length: n }, (_, i) => JSON.stringify({ text: Array.from({ length: 12 }, (_, j) => ['one', 'two', 'three', 'four', 'five', 'six'][(i + j * 3) % 6]).join(' ') })).join('\n') + '\n';
 const MIX_HP = { batch_size: 4, max_seq_len: 32, vocab_size: 300, learning_rate: 0.003, max_steps: 12, warmup_steps: 2, eval_every: 4, checkpoint_every: 100, validation_split: 0.1 };
+
+// The machine's CPU, for the figures.
+const cpuModel = () => { try { return /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? null; } catch { return null; } };
 
 async function until(what, fn, timeoutMs = 30000, everyMs = 100) {
   const end = Date.now() + timeoutMs; let last;
@@ -107,6 +110,8 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     await sleep(300);
     page.off('response', onResp);
     figures.page_weight_kb = +([...weights.values()].reduce((a, b) => a + b, 0) / 1024).toFixed(1);
+    figures.page_weight_bytes = [...weights.values()].reduce((a, b) => a + b, 0);
+    figures.page_weight_files = weights.size;
     console.log(`# page weight: ${figures.page_weight_kb} KB over ${weights.size} files (${[...weights.keys()].join(', ')})`);
   });
 
@@ -161,6 +166,36 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     await page.locator('#upload-file').setInputFiles(join(SAMPLES, 'tiny-corpus.jsonl'));
     await page.waitForURL(/#\/datasets\/file-/, { timeout: 30000 });
     await page.locator('#report').waitFor();
+  });
+
+  await step('upload report: no stray "null", plain means, duplicates listed, "Train on it" opens the SFT form', async () => {
+    // The broken file's page: its errors table, and no "null" written after it.
+    const files = (await apiGet('/v1/files?limit=100')).data;
+    const broken = files.find((f) => f.filename === 'broken.jsonl');
+    await page.goto(`${base}/#/datasets/${broken.id}`);
+    await page.locator('#errors-table').waitFor();
+    assert.doesNotMatch(await page.locator('#view').innerText(), /\bnull\b/, 'a stray "null" on the report');
+    // Means in plain digits (110.3, not 1.1e+2).
+    const chat = files.find((f) => f.filename === 'tiny-chat.jsonl');
+    await page.goto(`${base}/#/datasets/${chat.id}`);
+    const kv = await page.locator('dl.kv').innerText();
+    assert.doesNotMatch(kv, /\d[eE][+-]?\d/, `exponent notation in the statistics: ${kv}`);
+    assert.match(kv, /Characters per example \(min \/ mean \/ max\)\s*\n?\s*[\d,]+ \/ [\d,]+(\.\d+)? \/ [\d,]+/);
+    // "Train on it" on a chat dataset: the supervised form, on that dataset.
+    await page.locator('a:text("Train on it")').click();
+    await page.locator('#job-form').waitFor();
+    assert.equal(await page.locator('select[name=method]').inputValue(), 'sft');
+    assert.equal(await page.locator('select[name=training_file]').inputValue(), chat.id);
+    // Duplicates: listed by line, with what training does with them.
+    const line = (q, a) => JSON.stringify({ messages: [{ role: 'user', content: q }, { role: 'assistant', content: a }] });
+    const dup = await apiUpload('dups.jsonl', 'fine-tune', [line('Hi', 'Hello'), line('Sky?', 'Blue'), line('Hi', 'Hello'), line('Grass?', 'Green'), line('Sky?', 'Blue')].join('\n') + '\n');
+    assert.equal(dup.validation?.duplicates, 2, JSON.stringify(dup.validation));
+    await page.goto(`${base}/#/datasets/${dup.id}`);
+    const rows = page.locator('#duplicates-table tbody tr');
+    await rows.first().waitFor();
+    assert.deepEqual((await rows.allInnerTexts()).map((r) => r.split('\t').slice(0, 2)), [['3', '1'], ['5', '2']]);
+    assert.match(await page.locator('#duplicates-note').innerText(), /Training keeps duplicate lines/);
+    await shot('03d-duplicates');
   });
 
   await step('preference pairs: their report, and the DPO form that trains on them', async () => {
@@ -362,6 +397,9 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     await context.setOffline(true);
     assert.equal(await page.evaluate(() => window.wickDebug.dropStreams()), 1, 'one open stream');
     await page.locator('#banner').waitFor({ state: 'visible', timeout: 10000 });
+    // The banner pushes the page down instead of covering the job's title.
+    const [bannerBox, titleBox] = [await page.locator('#banner').boundingBox(), await page.locator('#view h1').first().boundingBox()];
+    assert.ok(titleBox.y >= bannerBox.y + bannerBox.height - 1, `the banner (${JSON.stringify(bannerBox)}) covers the title (${JSON.stringify(titleBox)})`);
     await shot('05b-connection-lost');
     await sleep(1500);
     await context.setOffline(false);
@@ -385,6 +423,87 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     await page.locator('#checkpoints tbody tr').first().waitFor({ timeout: 10000 });
     assert.ok((await page.locator('#events div').count()) >= 3);
     await shot('06-job-done');
+  });
+
+  // A chart's state as the page holds it: points, the view, the y axis' labels and width.
+  const chartState = (sel) => page.locator(sel).evaluate((el) => {
+    const c = el.chart; const u = c.u;
+    return { points: +el.dataset.points, x: el.dataset.x, log: el.dataset.log, smoothing: el.dataset.smoothing, markers: el.dataset.markers, cursor: el.dataset.cursor,
+      raw: el.querySelectorAll('.u-legend .u-series.raw').length, empty: el.querySelector('.chart-empty')?.isConnected ? el.querySelector('.chart-empty').textContent : null,
+      xs: u ? [u.data[0][0], u.data[0][u.data[0].length - 1]] : null, xTime: u ? !!u.scales.x.time : null, yDistr: u ? u.scales.y.distr : null,
+      yLabels: u ? (u.axes[1]._values || []).filter(Boolean) : [], ySize: u ? u.axes[1]._size : null,
+      yLabelWidth: u ? (() => { const ctx = document.createElement('canvas').getContext('2d'); ctx.font = u.axes[1].font[0]; return Math.max(0, ...(u.axes[1]._values || []).map((v) => ctx.measureText(v || '').width)); })() : null };
+  });
+  const setRange = (sel, v) => page.locator(sel).evaluate((el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', { bubbles: true })); }, v);
+
+  await step('charts: smoothing, log loss, x axis, one cursor, markers, memory and CPU, readable axes', async () => {
+    const m = (await apiGet(`/v1/fine_tuning/jobs/${jobId}/metrics`)).data;
+    const train = m.filter((p) => p.train_loss != null);
+    const when = (p) => p.reported_at ?? p.created_at; // the page's clock for a point
+    // Every metric the job reports has its chart.
+    for (const [key, id] of [['process_rss_mib', '#chart-mem'], ['process_cpu_percent', '#chart-cpu'], ['epoch', '#chart-epoch'], ['train_mean_token_accuracy', '#chart-acc']]) {
+      const n = train.filter((p) => p[key] != null).length;
+      if (key.startsWith('process_')) assert.ok(n > 0, `the API has no ${key}`);
+      if (n) assert.equal((await chartState(id)).points, n, `${id} vs the API's ${key}`);
+    }
+    // A finished job offers no pause, resume or cancel.
+    assert.equal(await page.locator('#job-pause, #job-resume, #job-cancel').count(), 0, 'ended job still shows its actions');
+    // Checkpoint markers, one per checkpoint, on every chart.
+    const cks = (await apiGet(`/v1/fine_tuning/jobs/${jobId}/checkpoints`)).data;
+    assert.ok(cks.length >= 1);
+    for (const id of ['#chart-loss', '#chart-lr']) assert.match((await chartState(id)).markers, new RegExp(`checkpoint:${cks.length}`));
+    // Smoothing: a raw companion behind the smoothed curve; none at 0.
+    await setRange('#chart-smoothing', 0.9);
+    await until('smoothing 0.9 on the charts', async () => (await chartState('#chart-loss')).smoothing === '0.9');
+    assert.equal((await chartState('#chart-loss')).raw, 1);
+    assert.equal((await chartState('#chart-gn')).smoothing, '0.9');
+    await setRange('#chart-smoothing', 0);
+    await until('no smoothing', async () => (await chartState('#chart-loss')).raw === 0);
+    // Log scale for the loss only.
+    await page.locator('#chart-log').check();
+    await until('a log loss axis', async () => (await chartState('#chart-loss')).yDistr === 3);
+    assert.equal((await chartState('#chart-loss')).log, 'true');
+    assert.equal((await chartState('#chart-lr')).log, 'false');
+    await page.locator('#chart-log').uncheck();
+    await until('a linear loss axis', async () => (await chartState('#chart-loss')).yDistr === 1);
+    // Wall-clock axis: the points' created_at; relative: seconds from the first.
+    await page.locator('#chart-x').selectOption('time');
+    await until('a wall-clock axis', async () => (await chartState('#chart-lr')).xTime === true);
+    const wall = await chartState('#chart-loss');
+    assert.equal(wall.x, 'time');
+    assert.ok(Math.abs(wall.xs[0] - when(train[0])) < 1 && Math.abs(wall.xs[1] - when(train.at(-1))) < 1, `x range ${wall.xs} vs ${when(train[0])}..${when(train.at(-1))}`);
+    await page.locator('#chart-x').selectOption('relative');
+    await until('a relative axis', async () => (await chartState('#chart-loss')).x === 'relative');
+    const rel = await chartState('#chart-loss');
+    assert.equal(rel.xs[0], 0); assert.ok(Math.abs(rel.xs[1] - (when(train.at(-1)) - when(train[0]))) < 1);
+    await shot('06b-charts-relative-time');
+    await page.locator('#chart-x').selectOption('step');
+    await until('the step axis', async () => (await chartState('#chart-loss')).xTime === false && (await chartState('#chart-loss')).x === 'step');
+    // One cursor: hovering the loss chart moves every chart's cursor to the same step.
+    const over = page.locator('#chart-loss .u-over');
+    const box = await over.boundingBox();
+    await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2);
+    const at = await until('the cursor on the loss chart', async () => (await chartState('#chart-loss')).cursor);
+    for (const id of ['#chart-lr', '#chart-gn', '#chart-mem', '#chart-tps']) assert.equal((await chartState(id)).cursor, at, `${id}'s cursor`);
+    await page.mouse.move(0, 0);
+    // Axes: tick labels distinct (no "0, 0, 0" learning rate) and never wider than their axis.
+    for (const id of ['#chart-lr', '#chart-ppl', '#chart-loss', '#chart-mem']) {
+      const c = await chartState(id);
+      assert.ok(c.yLabels.length >= 2, `${id} labels ${c.yLabels}`);
+      assert.equal(new Set(c.yLabels).size, c.yLabels.length, `${id} repeats a tick label: ${c.yLabels}`);
+      assert.ok(c.ySize >= c.yLabelWidth + 8, `${id}'s y labels (${c.yLabelWidth}px) are clipped by its axis (${c.ySize}px)`);
+    }
+    await shot('06c-charts-cursor');
+    // The demo was paused and resumed: both are marked on its charts.
+    const demo = (await apiGet('/v1/fine_tuning/jobs?limit=100')).data.find((j) => j.status === 'cancelled');
+    await page.goto(`${base}/#/jobs/${demo.id}`);
+    await until('the demo charts to finish', async () => (await page.locator('.charts').getAttribute('data-done')) === 'true', 30000, 100);
+    const dm = await until('pause and resume markers', async () => { const s = (await chartState('#chart-loss')).markers; return /pause:1/.test(s) && /resume:1/.test(s) && s; }, 10000);
+    assert.match(dm, /pause:1/);
+    assert.equal(await page.locator('#job-pause, #job-resume, #job-cancel').count(), 0, 'a cancelled job still shows its actions');
+    await shot('06d-demo-markers');
+    await page.goto(`${base}/#/jobs/${jobId}`);
+    await page.locator('#chart-loss').waitFor();
   });
 
   await step('download the result', async (st) => {
@@ -422,6 +541,135 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     await shot('07-playground');
   });
 
+  let loraJob;
+  await step('LoRA from the form: defaults to the newest trained model; samples table, configuration, lineage', async () => {
+    // The server refuses supervised training on an untrained preset, naming `model`.
+    const chat = (await apiGet('/v1/files?limit=100')).data.find((f) => f.filename === 'tiny-chat.jsonl');
+    const refused = await fetch(`${base}/v1/fine_tuning/jobs`, { method: 'POST', headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'wick-llama-1m', training_file: chat.id, method: { type: 'supervised' } }) });
+    assert.equal(refused.status, 400);
+    assert.equal((await refused.json()).error.param, 'model');
+    const newest = (await apiGet('/v1/models')).data.filter((m) => m.kind === 'pretrained' || m.kind === 'fine-tuned').sort((a, b) => b.created - a.created)[0];
+    await page.goto(`${base}/#/datasets/${chat.id}`);
+    await page.locator('a:text("Train on it")').click();
+    await page.locator('#job-form').waitFor();
+    assert.equal(await page.locator('select[name=method]').inputValue(), 'sft');
+    assert.equal(await page.locator('select[name=model]').inputValue(), newest.id, 'the form defaults to the newest trained model');
+    // A preset chosen by hand: the server's refusal shows on the model field.
+    await page.locator('select[name=model]').selectOption('wick-llama-1m');
+    await page.locator('#job-form button[type=submit]').click();
+    await page.locator('[data-param="model"] .field-error').waitFor({ state: 'visible', timeout: 10000 });
+    await page.locator('select[name=method]').selectOption('lora');
+    assert.equal(await page.locator('select[name=model]').inputValue(), newest.id, 'LoRA goes back to the newest trained model');
+    for (const [k, v] of Object.entries({ max_steps: 12, batch_size: 4, max_seq_len: 128, learning_rate: 0.0002 })) await page.locator(`input[name=${k}]`).fill(String(v));
+    await page.locator('details:has(summary:text("Advanced")) summary').click();
+    for (const [k, v] of Object.entries({ eval_every: 4, checkpoint_every: 4 })) await page.locator(`input[name=${k}]`).fill(String(v));
+    await page.locator('input[name=suffix]').fill('chat-lora');
+    await page.locator('#job-form button[type=submit]').click();
+    await page.waitForURL(/#\/jobs\/ftjob-/, { timeout: 15000 });
+    const id = page.url().split('/').pop();
+    await until('the LoRA job to finish', async () => (await page.locator('.charts').getAttribute('data-done')) === 'true', 180000, 250);
+    loraJob = await apiGet(`/v1/fine_tuning/jobs/${id}`);
+    assert.equal(loraJob.status, 'succeeded', `job ended ${loraJob.status}: ${JSON.stringify(loraJob.error)}`);
+    // Samples: one row per evaluated step under each prompt, with the data's reference answer.
+    const sets = (await apiGet(`/v1/fine_tuning/jobs/${id}/samples`)).data;
+    const steps = [...new Set(sets.map((s) => s.step))];
+    assert.ok(steps.length >= 2, `samples at ${steps}`);
+    await until('the samples table', async () => +(await page.locator('#samples').getAttribute('data-steps')) === steps.length, 10000);
+    const prompts = page.locator('#samples details.sample-prompt');
+    assert.equal(await prompts.count(), sets.at(-1).samples.length);
+    const first = prompts.first();
+    assert.equal((await first.locator('summary .sample-text').innerText()).trim(), sets[0].samples[0].prompt.trim());
+    assert.equal((await first.locator('.reference .sample-text').innerText()).trim(), sets[0].samples[0].reference.trim());
+    assert.deepEqual((await first.locator('tbody tr').evaluateAll((rs) => rs.map((r) => +r.dataset.step))), steps);
+    const lastAnswer = (await first.locator(`tbody tr[data-step="${steps.at(-1)}"] td.answer`).innerText());
+    const want = sets.filter((s) => s.step === steps.at(-1)).at(-1).samples[0].completion.trim();
+    if (want) assert.ok(lastAnswer.startsWith(want), `answer at step ${steps.at(-1)}: ${lastAnswer} vs ${want}`);
+    await first.scrollIntoViewIfNeeded();
+    await shot('14-samples');
+    // The learning-rate axis of 2e-4: readable ticks, not "0, 0, 0".
+    const lr = await chartState('#chart-lr');
+    assert.ok(lr.yLabels.some((v) => /e-4$|e-5$/.test(v)), `lr ticks: ${lr.yLabels}`);
+    assert.equal(new Set(lr.yLabels).size, lr.yLabels.length, `lr ticks repeat: ${lr.yLabels}`);
+    // The configuration as resolved, what the request set marked.
+    const cfg = async (k) => (await page.locator(`#job-config tr[data-key="${k}"]`).innerText()).split('\t').map((x) => x.trim());
+    assert.deepEqual(await cfg('learning_rate'), ['learning_rate', '2e-4', 'set by the request']);
+    assert.equal((await cfg('lora.r'))[1], '16');
+    assert.ok((await page.locator('#job-config tbody tr').count()) >= 15, 'the whole resolved configuration');
+    // Lineage: the preset, the pretrained model and the job that made it, then this job's model.
+    const chain = await page.locator('#lineage li').evaluateAll((ls) => ls.map((l) => [l.dataset.model, l.dataset.job]));
+    const baseModel = await apiGet(`/v1/models/${encodeURIComponent(newest.id)}`);
+    assert.deepEqual(chain, [...baseModel.lineage.map((a) => [a.model, a.job_id || '']), [newest.id, newest.job_id], [loraJob.fine_tuned_model, id]]);
+    assert.equal(chain[0][0], loraJob.root_model);
+    await page.locator('#job-details').scrollIntoViewIfNeeded();
+    await shot('15-config-lineage');
+  });
+
+  await step('playground: a checkpoint, two models side by side with one seed, raw completion', async () => {
+    // A checkpoint's model name from its row opens it in the playground.
+    const cks = (await apiGet(`/v1/fine_tuning/jobs/${loraJob.id}/checkpoints`)).data;
+    const ck = cks.find((c) => c.step_number < cks[0].step_number) || cks[0];
+    await page.locator(`#checkpoints tr[data-step="${ck.step_number}"] a`).click();
+    await page.waitForURL(/#\/playground\?model=/);
+    await page.locator('#pg-model').waitFor();
+    assert.equal(await page.locator('#pg-model').inputValue(), ck.fine_tuned_model_checkpoint);
+    assert.equal(await page.locator('#pg-model option:checked').getAttribute('data-group'), 'checkpoint');
+    await page.locator('#pg-max-tokens').fill('16');
+    await page.locator('#pg-input').fill('Hello');
+    await page.locator('#pg-send').click();
+    const out = page.locator('.msg.assistant').last();
+    await until('the checkpoint to answer', async () => {
+      if (await page.locator('.msg.system[data-error]').count()) throw new Error(await page.locator('.msg.system[data-error]').innerText());
+      return (await out.getAttribute('data-done')) === 'true';
+    }, 60000, 100);
+
+    // Side by side: the final model and the checkpoint, then the model against itself: with one
+    // seed the same model gives the same answer.
+    await page.locator('#pg-mode').selectOption('compare');
+    await page.locator('#pg-temp').evaluate((el) => { el.value = '1'; el.dispatchEvent(new Event('input')); });
+    await page.locator('#pg-seed').fill('7');
+    const ask = async (a, b) => {
+      await page.locator('#pg-model-a').selectOption(a); await page.locator('#pg-model-b').selectOption(b);
+      await page.locator('#pg-cmp-prompt').fill('Name a colour.');
+      await page.locator('#pg-cmp-run').click();
+      await until('both answers', async () => {
+        for (const s of ['a', 'b']) if (await page.locator(`#pg-out-${s}[data-error]`).count()) throw new Error(await page.locator(`#pg-out-${s}`).innerText());
+        return (await page.locator('#pg-out-a').getAttribute('data-done')) === 'true' && (await page.locator('#pg-out-b').getAttribute('data-done')) === 'true';
+      }, 60000, 100);
+      return [await page.locator('#pg-out-a').innerText(), await page.locator('#pg-out-b').innerText()];
+    };
+    await ask(loraJob.fine_tuned_model, ck.fine_tuned_model_checkpoint);
+    assert.equal(await page.locator('#pg-cmp-info').getAttribute('data-seed'), '7');
+    await shot('16-side-by-side');
+    const [x, y] = await ask(loraJob.fine_tuned_model, loraJob.fine_tuned_model);
+    assert.equal(x, y, 'one model, one seed, one prompt: one answer');
+
+    // Raw completion: the pretraining job's page opens its model in it; streamed, then in one answer.
+    const pre = (await apiGet(`/v1/fine_tuning/jobs/${jobId}`)).fine_tuned_model;
+    await page.goto(`${base}/#/jobs/${jobId}`);
+    await page.locator('#job-playground').click();
+    await page.locator('#pg-complete-pane').waitFor({ state: 'visible' });
+    assert.equal(await page.locator('#pg-mode').inputValue(), 'complete');
+    assert.equal(await page.locator('#pg-model').inputValue(), pre);
+    await page.locator('#pg-max-tokens').fill('24');
+    await page.locator('#pg-prompt').fill('Once upon a time');
+    for (const stream of [true, false]) {
+      await page.locator('#pg-stream').setChecked(stream);
+      const [req] = await Promise.all([page.waitForRequest((r) => r.url().endsWith('/v1/completions')), page.locator('#pg-complete').click()]);
+      assert.equal(req.postDataJSON().stream, stream);
+      assert.equal(req.postDataJSON().prompt, 'Once upon a time');
+      const cont = page.locator('#pg-completion');
+      await until('the continuation', async () => {
+        if (await cont.getAttribute('data-error')) throw new Error(await cont.innerText());
+        return (await cont.getAttribute('data-done')) === 'true';
+      }, 60000, 100);
+      assert.equal(await cont.getAttribute('data-streamed'), String(stream));
+      assert.ok((await cont.innerText()).length > 0, 'an empty continuation');
+      if (stream) assert.ok(+(await cont.getAttribute('data-chunks')) >= 2, 'streamed in pieces');
+    }
+    await shot('17-raw-completion');
+  });
+
   await step('a job on two files: validation loss and tokens seen per domain, with a legend', async () => {
     const [a, b] = [await apiUpload('stories.jsonl', 'pretrain', stories(200)), await apiUpload('numbers.jsonl', 'pretrain', numbers(120))];
     const job = await apiPost('/v1/fine_tuning/jobs', { model: 'wick-llama-1m', suffix: 'mix', curriculum: { type: 'length' },
@@ -432,7 +680,8 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     await until('the mixture job to finish', async () => (await page.locator('.charts').getAttribute('data-done')) === 'true', 120000, 250);
     const done = await apiGet(`/v1/fine_tuning/jobs/${job.id}`);
     assert.equal(done.status, 'succeeded', `job ended ${done.status}: ${JSON.stringify(done.error)}`);
-    const legend = async (id) => (await page.locator(`${id} .u-legend .u-series .u-label`).evaluateAll((els) => els.map((e) => e.textContent.trim()))).filter((t) => t !== 'step');
+    // Legend rows, without the hidden raw companions of smoothed curves.
+  const legend = async (id) => (await page.locator(`${id} .u-legend .u-series:not(.raw) .u-label`).evaluateAll((els) => els.map((e) => e.textContent.trim()))).filter((t) => t !== 'step');
     await until('the per-domain legend', async () => (await legend('#chart-loss')).length === 4, 5000);
     assert.deepEqual((await legend('#chart-loss')).slice(0, 2), ['train', 'validation'], 'the overall curves stay');
     assert.deepEqual((await legend('#chart-loss')).slice(2).sort(), ['validation: numbers', 'validation: stories']);
@@ -443,6 +692,74 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     assert.ok(trainPoints > 0 && m.some((p) => p['valid_loss/numbers'] != null), 'the API has per-domain metrics');
     assert.equal(+(await page.locator('#chart-domain-tokens').getAttribute('data-points')), trainPoints);
     await shot('10-mixture-job');
+  });
+
+  await step('a job that fails at once: "Job failed" in the live events, no endless "Waiting for data…"', async () => {
+    // Far too big for any test machine: refused by the worker before it starts.
+    const corpus = (await apiGet('/v1/files?limit=100')).data.find((f) => f.filename === 'tiny-corpus.jsonl');
+    const job = await apiPost('/v1/fine_tuning/jobs', { model: 'wick-llama-125m', training_file: corpus.id, suffix: 'too-big',
+      method: { type: 'pretrain', pretrain: { hyperparameters: { batch_size: 1024, max_seq_len: 2048 } } } });
+    assert.ok(job.id, JSON.stringify(job));
+    await page.goto(`${base}/#/jobs/${job.id}`);
+    await page.locator('#events').filter({ hasText: /Job failed/ }).waitFor({ timeout: 60000 });
+    await page.locator('#job-status .badge.failed').waitFor({ timeout: 10000 });
+    await page.locator('#job-error').waitFor();
+    assert.equal(await page.locator('#job-pause, #job-resume, #job-cancel').count(), 0, 'a failed job still shows its actions');
+    const empty = await page.locator('#chart-loss .chart-empty').innerText();
+    assert.match(empty, /failed before its first step/, `the empty chart says: ${empty}`);
+    await shot('11-failed-at-once');
+  });
+
+  let mixJobId;
+  await step('jobs list: method, base, losses, duration, tokens; tick two jobs and compare them', async () => {
+    const jobs = (await apiGet('/v1/fine_tuning/jobs?limit=100')).data;
+    mixJobId = jobs.find((j) => j.user_provided_suffix === 'mix').id;
+    const mine = jobs.find((j) => j.id === jobId);
+    await page.goto(`${base}/#/jobs`);
+    const row = page.locator(`#jobs-table tr[data-job="${jobId}"]`);
+    await row.waitFor();
+    const cell = async (c) => (await row.locator(`td[data-col="${c}"]`).innerText()).trim();
+    assert.equal(await cell('method'), 'pretrain');
+    assert.match(await cell('model'), /^wick-llama-1m/);
+    assert.match(await cell('valid-loss'), /^\d+(\.\d+)?$/);
+    assert.match(await cell('best-valid'), new RegExp(`^\\d+(\\.\\d+)? @${mine.summary.best_valid_step}$`));
+    assert.match(await cell('duration'), /^\d+(m \d+)?s$|^\d+m \d+s$/);
+    assert.notEqual(await cell('tokens'), '—');
+    await shot('12-jobs-columns');
+    assert.ok(await page.locator('#compare-btn').isDisabled(), 'compare needs two jobs');
+    await row.locator('input.pick').check();
+    await page.locator(`#jobs-table tr[data-job="${mixJobId}"] input.pick`).check();
+    await page.locator('#compare-btn:not([disabled])').click();
+    await page.waitForURL(/#\/compare\?ids=/);
+    assert.deepEqual(new URL(page.url().replace('#/', '')).searchParams.get('ids').split(',').sort(), [jobId, mixJobId].sort());
+    const loss = page.locator('#compare-loss');
+    await loss.locator('.u-over').waitFor({ timeout: 10000 });
+    const series = (await loss.getAttribute('data-series')).split(',');
+    assert.ok(series.some((s) => s.startsWith('mix ')) && series.filter((s) => s.endsWith(' train')).length === 2, `series: ${series}`);
+    // Each run's curve holds all its points.
+    const groups = await loss.evaluate((el) => el.chart.groups.map((g) => g.steps.length));
+    const counts = await Promise.all([jobId, mixJobId].map(async (id) => (await apiGet(`/v1/fine_tuning/jobs/${id}/metrics`)).data.length));
+    const ids = new URL(page.url().replace('#/', '')).searchParams.get('ids').split(',');
+    assert.deepEqual(groups, ids.map((id) => counts[[jobId, mixJobId].indexOf(id)]));
+    assert.equal(await page.locator('#compare-runs tbody tr').count(), 2);
+    assert.ok(await page.locator('#compare-diff tr[data-key="max_steps"]').count() === 1, 'the settings that differ list max_steps');
+    // The same controls as a job page.
+    await page.locator('#chart-log').check();
+    await until('a log loss axis on the overlay', async () => (await loss.getAttribute('data-log')) === 'true');
+    await page.locator('#chart-log').uncheck();
+    await shot('13-compare');
+  });
+
+  await step('figures: a 3-run overlay of 10,000 points each, and the page weight', async () => {
+    const runs = [];
+    for (let i = 0; i < 5; i++) runs.push((await page.evaluate(() => window.wickDebug.compareSynthetic(3, 10000))).draw_ms);
+    const sorted = [...runs].sort((a, b) => a - b);
+    figures.overlay_3x10000_draw_ms = sorted[2];
+    figures.overlay_3x10000_draw_ms_runs = runs;
+    await shot('18-overlay-3x10000');
+    console.log(`# 3 x 10,000-point overlay drawn in ${figures.overlay_3x10000_draw_ms} ms (median of ${runs.join(', ')})`);
+    writeFileSync(join(ART, 'figures.json'), JSON.stringify({ ...figures, cpu: cpuModel(), measured_at: new Date().toISOString() }, null, 2) + '\n');
+    assert.ok(figures.overlay_3x10000_draw_ms < 1500, `the overlay took ${figures.overlay_3x10000_draw_ms} ms`);
   });
 
   assert.deepEqual(pageErrors, [], `errors in the page: ${pageErrors.join('; ')}`);

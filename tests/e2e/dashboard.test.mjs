@@ -561,6 +561,7 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     await page.locator('[data-param="model"] .field-error').waitFor({ state: 'visible', timeout: 10000 });
     await page.locator('select[name=method]').selectOption('lora');
     assert.equal(await page.locator('select[name=model]').inputValue(), newest.id, 'LoRA goes back to the newest trained model');
+    assert.equal(await page.locator('input[name=learning_rate]').inputValue(), '', 'the learning rate is left to the server ("auto" by method and size)');
     for (const [k, v] of Object.entries({ max_steps: 12, batch_size: 4, max_seq_len: 128, learning_rate: 0.0002 })) await page.locator(`input[name=${k}]`).fill(String(v));
     await page.locator('details:has(summary:text("Advanced")) summary').click();
     for (const [k, v] of Object.entries({ eval_every: 4, checkpoint_every: 4 })) await page.locator(`input[name=${k}]`).fill(String(v));
@@ -751,6 +752,8 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
   });
 
   await step('figures: a 3-run overlay of 10,000 points each, and the page weight', async () => {
+    // The default view: smoothed (each train curve drawn twice, raw and EMA), step axis, linear.
+    await page.evaluate(() => localStorage.setItem('wick.chartView', JSON.stringify({ smoothing: 0.6, log: false, x: 'step' })));
     const runs = [];
     for (let i = 0; i < 5; i++) runs.push((await page.evaluate(() => window.wickDebug.compareSynthetic(3, 10000))).draw_ms);
     const sorted = [...runs].sort((a, b) => a - b);

@@ -1,6 +1,7 @@
 // A job's configuration and provenance: every hyperparameter as the trainer resolved it (those
-// the request set marked), the data it trains on, and its lineage: the base model, the jobs that
-// made each model of the line, and what this job makes.
+// the request set marked; the method's own settings, such as LoRA's, as the request gave them),
+// the data it trains on, and its lineage: the base model, the jobs that made each model of the
+// line, and what this job makes.
 import { h } from '../dom.js';
 import { api } from '../api.js';
 import { fmtNum } from '../format.js';
@@ -23,6 +24,9 @@ export function configTable(job) {
   const type = job.method?.type;
   const asked = new Map(flatten(job.method?.[type]?.hyperparameters || {}));
   const rows = flatten(job.resolved_hyperparameters || {});
+  // Settings the resolved set leaves out (LoRA's, DPO's) as the request gave them.
+  const have = new Set(rows.map(([k]) => k));
+  if (rows.length) for (const [k, v] of asked) if (!have.has(k)) rows.push([k, v]);
   if (!rows.length) return h('p', { class: 'muted', id: 'job-config' }, 'This job has no resolved configuration (it was created before jobs recorded one).');
   return h('div', { class: 'table-wrap' }, h('table', { id: 'job-config', class: 'compact' },
     h('thead', {}, h('tr', {}, h('th', {}, 'Setting'), h('th', {}, 'Value'), h('th', {}, ''))),

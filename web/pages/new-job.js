@@ -20,12 +20,14 @@ const HP_FIELDS = [
   ['n_checkpoints', 'Checkpoints kept', 'int', 'adv'], ['validation_split', 'Validation split', 'num', 'adv'],
   ['beta', 'Beta', 'num', 'dpo'], ['loss_type', 'Preference loss', ['sigmoid', 'ipo', 'simpo', 'orpo'], 'dpo'], ['rpo_alpha', 'RPO alpha (NLL weight)', 'num', 'dpo'],
 ];
+// Fine-tuning leaves the learning rate empty: the server picks it by method and model size
+// ("auto"; a fixed 2e-4 barely moves a small model under LoRA).
 const DEFAULTS = {
   pretrain: { ...DEMO_HP, lr_scheduler: 'cosine' },
-  sft: { n_epochs: 3, batch_size: 8, learning_rate: 0.0001, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.05, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05 },
-  lora: { n_epochs: 3, batch_size: 8, learning_rate: 0.0002, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.05, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05 },
-  dpo: { n_epochs: 1, batch_size: 8, learning_rate: 0.000001, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.1, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05, beta: 0.1, loss_type: 'sigmoid' },
-  dpo_lora: { n_epochs: 1, batch_size: 8, learning_rate: 0.00001, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.1, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05, beta: 0.1, loss_type: 'sigmoid' },
+  sft: { n_epochs: 3, batch_size: 8, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.05, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05 },
+  lora: { n_epochs: 3, batch_size: 8, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.05, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05 },
+  dpo: { n_epochs: 1, batch_size: 8, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.1, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05, beta: 0.1, loss_type: 'sigmoid' },
+  dpo_lora: { n_epochs: 1, batch_size: 8, max_seq_len: 512, lr_scheduler: 'cosine', warmup_ratio: 0.1, eval_every: 50, checkpoint_every: 200, n_checkpoints: 2, validation_split: 0.05, beta: 0.1, loss_type: 'sigmoid' },
 };
 // The API's method.type of each form choice, whether it trains LoRA adapters, and the dataset format it reads.
 const METHOD_TYPE = { pretrain: 'pretrain', sft: 'supervised', lora: 'supervised', dpo: 'dpo', dpo_lora: 'dpo' };
@@ -110,7 +112,7 @@ export async function newJobPage() {
       if (group === 'dpo' && type !== 'dpo') continue;
       const input = Array.isArray(kind)
         ? h('select', { name }, h('option', { value: '' }, 'default'), kind.map((v) => h('option', { value: v, selected: d[name] === v }, v)))
-        : h('input', { name, type: 'number', step: kind === 'int' ? '1' : 'any', value: d[name] ?? '', placeholder: 'default' });
+        : h('input', { name, type: 'number', step: kind === 'int' ? '1' : 'any', value: d[name] ?? '', placeholder: name === 'learning_rate' ? 'auto (by method and model size)' : 'default' });
       input.dataset.kind = Array.isArray(kind) ? 'str' : kind;
       hpInputs[name] = input;
       (group === 'adv' ? advBox : hpBox).append(field(name, label, input, `method.${type}.hyperparameters.${name}`));

@@ -588,6 +588,20 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     if (want) assert.ok(lastAnswer.startsWith(want), `answer at step ${steps.at(-1)}: ${lastAnswer} vs ${want}`);
     await first.scrollIntoViewIfNeeded();
     await shot('14-samples');
+    // Both sources fill the table on their own: the stream's `sample` messages (GET .../samples
+    // answered empty), and GET .../samples (the stream refused).
+    const emptyList = (route) => route.fulfill({ json: { object: 'list', data: [], has_more: false } });
+    await page.route(/\/samples$/, emptyList);
+    await page.reload();
+    await until('samples from the stream', async () => +(await page.locator('#samples').getAttribute('data-steps')) === steps.length, 10000);
+    await page.unroute(/\/samples$/, emptyList);
+    const noStream = (route) => route.fulfill({ status: 404, json: { error: { code: 'not_found', message: 'no stream in this test', param: null } } });
+    await page.route(/\/stream$/, noStream);
+    await page.reload();
+    await until('samples from GET .../samples', async () => +(await page.locator('#samples').getAttribute('data-steps')) === steps.length, 10000);
+    await page.unroute(/\/stream$/, noStream);
+    await page.reload();
+    await until('the LoRA job page again', async () => (await page.locator('.charts').getAttribute('data-done')) === 'true', 10000);
     // The learning-rate axis of 2e-4: readable ticks, not "0, 0, 0".
     const lr = await chartState('#chart-lr');
     assert.ok(lr.yLabels.some((v) => /e-4$|e-5$/.test(v)), `lr ticks: ${lr.yLabels}`);
@@ -708,6 +722,8 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     assert.equal(await page.locator('#job-pause, #job-resume, #job-cancel').count(), 0, 'a failed job still shows its actions');
     const empty = await page.locator('#chart-loss .chart-empty').innerText();
     assert.match(empty, /failed before its first step/, `the empty chart says: ${empty}`);
+    await until('the stream to end', async () => (await page.locator('.charts').getAttribute('data-done')) === 'true', 10000);
+    assert.ok(!(await page.locator('#chart-lr').isVisible()) && !(await page.locator('#chart-controls').isVisible()), 'a job with no points shows one chart saying why, not nine empty ones');
     await shot('11-failed-at-once');
   });
 

@@ -96,7 +96,9 @@ export function jobCharts(jobId) {
   function setMarkers(list) { markers = list; all.forEach((c) => c.setMarkers(list)); }
 
   // What an empty chart says, by the job's status: waiting, or why there is nothing.
+  let lastStatus = null, replayed = false;
   function setStatus(status) {
+    lastStatus = status;
     const none = !loss.hasData();
     const text = status === 'failed' ? (none ? 'The job failed before its first step: no points.' : 'Not reported by this job.')
       : status === 'cancelled' ? (none ? 'The job was cancelled before its first step: no points.' : 'Not reported by this job.')
@@ -104,6 +106,11 @@ export function jobCharts(jobId) {
           : status === 'paused' ? 'Paused: waiting for the job to resume.'
             : status === 'running' ? 'Waiting for data…' : 'Waiting for the job to start…';
     all.forEach((c) => c.setEmpty(text));
+    // A job that ended without a single point (known once its stream has replayed everything):
+    // one chart says why, not a wall of empty ones.
+    const bare = replayed && none && (status === 'failed' || status === 'cancelled' || status === 'succeeded');
+    all.forEach((c) => { if (c !== loss) c.el.hidden = bare; });
+    controls.hidden = bare;
     grid.dataset.status = status;
   }
 
@@ -112,6 +119,8 @@ export function jobCharts(jobId) {
     el: h('section', { id: 'job-charts' }, controls, grid),
     grid, loss, all,
     addPoint, setMarkers, setStatus,
+    // The stream has sent everything (its `done`).
+    replayed: () => { replayed = true; if (lastStatus) setStatus(lastStatus); },
     last: () => last,
     lastEval: () => evalSteps.length ? steps.get(evalSteps[evalSteps.length - 1]) : null,
     flush: () => all.forEach((c) => c.flush()),

@@ -112,6 +112,7 @@ export async function jobPage(id) {
         await events.reload();
         markers(); await loadCheckpoints();
         if (details.querySelector('#lineage [data-job="' + id + '"]')?.dataset.model !== (job.fine_tuned_model || '')) renderDetails();
+        charts.replayed();
         charts.grid.dataset.done = 'true';
       }
     },

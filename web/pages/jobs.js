@@ -1,5 +1,6 @@
-// The jobs list (#/jobs): every run with its method, base model, losses from its summary,
-// duration and tokens; tick several and "Compare" opens them overlaid (#/compare?ids=...).
+// The jobs list (#/jobs): every run with its method, base model (the root of its line), losses
+// from its summary, duration and tokens; tick several and "Compare" opens them overlaid
+// (#/compare?ids=...).
 import { h } from '../dom.js';
 import { api } from '../api.js';
 import { view, every } from '../page.js';
@@ -51,11 +52,12 @@ export async function jobsPage() {
         const s = j.summary || {};
         return h('tr', { class: 'click', 'data-job': j.id, onclick: () => { location.hash = `#/jobs/${j.id}`; } },
           h('td', {}, pick(j)),
-          h('td', {}, h('a', { href: `#/jobs/${j.id}` }, j.user_provided_suffix || j.id.slice(-10)), h('div', { class: 'muted mono small' }, j.id)),
+          h('td', {}, h('a', { href: `#/jobs/${j.id}` }, j.user_provided_suffix || j.id.slice(-10)), h('div', { class: 'muted mono small one-line', title: j.id }, `…${j.id.slice(-12)}`)),
           h('td', { 'data-col': 'method' }, methodLabel(j)),
-          h('td', { 'data-col': 'model', class: 'model-cell', title: j.root_model && j.root_model !== j.model ? `${j.model} (from ${j.root_model})` : j.model },
-            h('span', { class: 'mono small' }, j.model), j.fine_tuned_model ? h('div', { class: 'muted mono small', title: j.fine_tuned_model }, '→ ', j.fine_tuned_model) : null),
-          h('td', {}, badge(j.status), j.status === 'failed' && j.error ? h('div', { class: 'error', style: 'font-size:.8rem' }, plainError(j.error)) : null),
+          h('td', { 'data-col': 'model', class: 'model-cell', title: j.fine_tuned_model ? `${j.model} → ${j.fine_tuned_model}` : j.model },
+            h('span', { class: 'mono small' }, j.root_model || j.model),
+            j.root_model && j.root_model !== j.model ? h('div', { class: 'muted small one-line' }, 'continues ', shortModel(j.model)) : null),
+          h('td', {}, badge(j.status), j.status === 'failed' && j.error ? h('div', { class: 'error small one-line', title: plainError(j.error) }, plainError(j.error)) : null),
           h('td', {}, progressCell(j, progress.get(j.id))),
           h('td', { 'data-col': 'train-loss' }, loss(s.final_train_loss)),
           h('td', { 'data-col': 'valid-loss' }, loss(s.final_valid_loss)),
@@ -68,6 +70,12 @@ export async function jobsPage() {
   }
   await refresh();
   every(3000, () => refresh().catch(() => {}));
+}
+
+// A trained model's short name: `ft:<root>:<suffix>:<job>` as its suffix and the job id's end.
+function shortModel(id) {
+  const p = id.split(':');
+  return p[0] === 'ft' && p.length >= 4 ? `${p[2]} (…${p[3].slice(-6)})` : id;
 }
 
 function progressCell(job, point) {

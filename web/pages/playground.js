@@ -28,9 +28,11 @@ export async function playgroundPage() {
   mode.value = MODES[q.get('mode')] ? q.get('mode') : 'chat';
   const hint = h('p', { class: 'help', id: 'pg-hint' });
   const modelLabel = h('label', {}, 'Model', model);
+  const clear = h('button', { class: 'btn', type: 'button', id: 'pg-clear', onclick: () => chat.clear() }, 'Clear chat');
   function show() {
     for (const [k, el] of Object.entries(panes)) el.hidden = k !== mode.value;
     modelLabel.hidden = mode.value === 'compare';
+    clear.hidden = mode.value !== 'chat';
     const pre = kindOf(model) === 'pretrained';
     hint.textContent = mode.value === 'chat' && pre ? 'This model was pretrained on plain text and has not learned to chat; Raw completion continues a prompt instead.' : '';
   }
@@ -40,6 +42,6 @@ export async function playgroundPage() {
       h('div', {}, chat.el, complete.el, compare.el),
       h('div', { class: 'card', style: 'display:grid;gap:.8rem;align-content:start' },
         modelLabel, settings.el,
-        h('button', { class: 'btn', type: 'button', onclick: () => chat.clear() }, 'Clear chat'))));
+        clear)));
   show();
 }

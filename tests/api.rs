@@ -671,6 +671,111 @@ async fn error_of(r: reqwest::Response) -> (u16, Value) {
     (status, e.clone())
 }
 
+/// A NUL character (which Postgres text cannot hold) in a path, a query parameter or a JSON
+/// field is a 400 naming where it is, on both stores, and changes nothing.
+async fn nul_characters_are_refused_naming_where(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = &app.admin_key;
+    let (_, file) = app
+        .upload(key, "pretrain", "a.jsonl", pretrain_file())
+        .await;
+    let file_id = file["id"].as_str().unwrap();
+    for (path, param) in [
+        ("/v1/files/file-%00x".to_string(), None),
+        ("/v1/fine_tuning/jobs/ftjob-%00".into(), None),
+        ("/v1/models/wick%00".into(), None),
+        (
+            "/v1/fine_tuning/jobs?limit=2&after=%00".into(),
+            Some("after"),
+        ),
+        ("/v1/files?after=a%00b".into(), Some("after")),
+        (format!("/v1/files/{file_id}?model=m%00"), Some("model")),
+    ] {
+        let (s, e) = app.get(key, &path).await;
+        assert_eq!(
+            (s, e["error"]["param"].as_str()),
+            (400, param),
+            "{path}: {e}"
+        );
+        assert_eq!(e["error"]["code"], "invalid_request_error", "{path}: {e}");
+    }
+    let pretrain = |extra: Value| {
+        let mut body = json!({"model": "wick-llama-1m", "training_file": file_id,
+            "method": {"type": "pretrain"}});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    for (body, param) in [
+        (json!({"model": "wick\u{0}"}), "model"),
+        (json!({"suffix": "a\u{0}"}), "suffix"),
+        (json!({"metadata": {"note": "x\u{0}y"}}), "metadata.note"),
+        (json!({"training_file": "file-\u{0}"}), "training_file"),
+    ] {
+        let (s, e) = app
+            .post(key, "/v1/fine_tuning/jobs", &pretrain(body.clone()))
+            .await;
+        assert_eq!(
+            (s, e["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{body}: {e}"
+        );
+    }
+    let (s, e) = app
+        .post(
+            key,
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "user", "content": "a\u{0}"}]}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["param"].as_str()),
+        (400, Some("messages[0].content")),
+        "{e}"
+    );
+    // The same body without the NUL is taken: the check looks at values, not at the text.
+    let (s, job) = app
+        .post(
+            key,
+            "/v1/fine_tuning/jobs",
+            &pretrain(json!({"metadata": {"note": "\\u0000 is text here"}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{job}");
+    let (_, list) = app.get(key, "/v1/fine_tuning/jobs").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+}
+
+/// Every answer forbids MIME sniffing, framing and referrers; the dashboard's page carries a
+/// Content Security Policy allowing only its own files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_security_headers() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let page = app.client.get(app.url("/")).send().await.unwrap();
+    let api = app
+        .client
+        .get(app.url("/v1/models"))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    let error = app.client.get(app.url("/v1/files")).send().await.unwrap();
+    for r in [&page, &api, &error] {
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{}", r.url());
+        assert_eq!(h["x-frame-options"], "DENY", "{}", r.url());
+        assert_eq!(h["referrer-policy"], "no-referrer", "{}", r.url());
+    }
+    assert_eq!(error.status(), 401);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!api.headers().contains_key("content-security-policy"));
+}
+
 async fn framework_errors_have_the_error_shape(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = &app.admin_key;
@@ -1000,6 +1105,7 @@ on_both_stores!(
     jobs_are_listed_paginated_and_cancellable,
     models_and_unknown_routes,
     framework_errors_have_the_error_shape,
+    nul_characters_are_refused_naming_where,
     requests_over_the_time_limit_answer_408_json,
     local_models_are_listed_trained_from_and_chatted_with,
 );

@@ -28,6 +28,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 param: None,
             }
         })?;
+        // Postgres text cannot hold a NUL: refused here, naming the field, on every store.
+        if super::nul::may_hold_nul(&bytes)
+            && let Some(param) = serde_json::from_slice(&bytes)
+                .ok()
+                .and_then(|v| super::nul::nul_path(&v))
+        {
+            return Err(ApiError::invalid_param(
+                param.clone(),
+                format!("{param} contains a NUL character (\\u0000)"),
+            ));
+        }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(de) {
             Ok(v) => Ok(ApiJson(v)),

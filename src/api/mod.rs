@@ -6,10 +6,12 @@ pub mod downloads;
 pub mod estimate;
 pub mod files;
 pub mod generation;
+pub mod headers;
 pub mod health;
 pub mod jobs;
 pub mod json;
 pub mod models;
+pub mod nul;
 pub mod pagination;
 pub mod query;
 pub mod results;
@@ -52,7 +54,9 @@ pub fn router(state: AppState) -> Router {
         .merge(completions::router())
         .merge(downloads::router())
         .fallback(route_not_found)
+        .layer(middleware::from_fn(nul::refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(timeout, json_errors))
+        .layer(middleware::from_fn(headers::security_headers))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
 }

@@ -125,6 +125,18 @@ async fn preference_jobs_through_the_api(backend: Backend) {
         .await;
     assert_eq!(s, 200, "{job}");
     assert_eq!(job["method"]["type"], "dpo");
+    // beta "auto" resolves to the sigmoid loss's 0.1; the job object shows it with the loss.
+    let resolved = &job["resolved_hyperparameters"];
+    assert_eq!(
+        (
+            resolved["loss_type"].as_str(),
+            resolved["beta"].as_f64(),
+            resolved["rpo_alpha"].as_f64()
+        ),
+        (Some("sigmoid"), Some(0.1), Some(0.0)),
+        "{resolved}"
+    );
+    assert_eq!(resolved["lora"]["r"], 4, "{resolved}");
     let id = job["id"].as_str().unwrap().to_string();
     let done = app.wait_for_job(&id).await;
     let (_, m) = app

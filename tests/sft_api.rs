@@ -111,6 +111,19 @@ async fn lora_fine_tuning_of_a_pretrained_model_through_the_api() {
     assert_eq!(tuned["resolved_hyperparameters"]["learning_rate"], 3e-3);
     assert_eq!(tuned["resolved_hyperparameters"]["batch_size"], 8);
     assert_eq!(tuned["resolved_hyperparameters"]["n_epochs"], 3, "auto");
+    // The method's own settings too, defaults filled in.
+    let lora = &tuned["resolved_hyperparameters"]["lora"];
+    assert_eq!(
+        (lora["r"].as_u64(), lora["alpha"].as_f64()),
+        (Some(8), Some(16.0)),
+        "{lora}"
+    );
+    assert_eq!(
+        lora["target_modules"].as_array().unwrap().len(),
+        7,
+        "{lora}"
+    );
+    assert_eq!(tuned["resolved_hyperparameters"]["packing"], true);
     assert_eq!(tuned["root_model"], "wick-llama-1m");
     assert!(tuned["duration_seconds"].as_f64().unwrap() > 0.0);
 

@@ -201,9 +201,7 @@ async fn create_job(
         created_at: now(),
         started_at: None,
         finished_at: None,
-        resolved: Some(Json(
-            serde_json::to_value(&resolved).map_err(anyhow::Error::from)?,
-        )),
+        resolved: Some(Json(resolved_object(&spec, &resolved)?)),
         summary: None,
     };
     let created = NewEvent::info("message", format!("Created fine-tuning job: {}", row.id));
@@ -348,6 +346,31 @@ pub fn event_object(e: &EventRow) -> Value {
         "data": e.data.as_ref().map(|d| &d.0).unwrap_or(&json!({})),
         "type": if e.kind == "metrics" { "metrics" } else { "message" },
     })
+}
+
+/// Every setting the trainer will use, for the job page: the resolved hyperparameters plus the
+/// method's own settings with their defaults (LoRA's and QLoRA's, SFT's packing, the preference
+/// loss's).
+fn resolved_object(spec: &JobSpec, resolved: &crate::train::hparams::Resolved) -> ApiResult<Value> {
+    let mut object = serde_json::to_value(resolved).map_err(anyhow::Error::from)?;
+    let h = spec.hyperparameters();
+    if let Some(lora) = &h.lora {
+        object["lora"] = serde_json::to_value(lora).map_err(anyhow::Error::from)?;
+    }
+    match spec.method.kind {
+        MethodType::Supervised => object["packing"] = json!(h.packing.unwrap_or(true)),
+        MethodType::Dpo => {
+            let loss = crate::train::dpo::preference_loss(&h);
+            object["loss_type"] = serde_json::to_value(loss.kind).map_err(anyhow::Error::from)?;
+            object["beta"] = json!(loss.beta);
+            object["rpo_alpha"] = json!(loss.rpo_alpha);
+            if loss.kind == crate::spec::LossType::Simpo {
+                object["simpo_gamma"] = json!(loss.simpo_gamma);
+            }
+        }
+        MethodType::Pretrain => {}
+    }
+    Ok(object)
 }
 
 /// OpenAI's job object; our extra hyperparameters live inside `method`, as submitted.

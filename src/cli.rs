@@ -74,6 +74,7 @@ pub enum KeysCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(settings) => {
+            crate::private_files::restrict_new_files();
             let app = Application::build(settings).await?;
             if let Some(key) = &app.new_admin_key {
                 let path = app.state().settings.admin_key_path();
@@ -98,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || crate::cli_clean::run_clean(&args)).await??
         }
         Command::Worker(settings) => {
+            crate::private_files::restrict_new_files();
             let state = crate::state::AppState::open(settings).await?;
             let stop = tokio_util::sync::CancellationToken::new();
             let slots = crate::worker::spawn_slots(&state, &stop);

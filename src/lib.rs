@@ -43,6 +43,7 @@ pub mod infer;
 pub mod jobs;
 pub mod machine;
 pub mod model;
+pub mod private_files;
 pub mod spec;
 pub mod state;
 pub mod store;

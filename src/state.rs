@@ -33,8 +33,20 @@ pub struct AppState {
 impl AppState {
     /// Opens the store and the blob store named by `settings`.
     pub async fn open(settings: Settings) -> anyhow::Result<Self> {
+        crate::private_files::make_private_dir(&settings.data_dir)
+            .with_context(|| format!("making {} private", settings.data_dir.display()))?;
         let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
         let blobs = Blobs::local(&settings.blob_dir()).context("opening the blob store")?;
+        match crate::blob::sweep::sweep_partial_uploads(
+            &settings.blob_dir(),
+            crate::blob::sweep::GRACE,
+        ) {
+            Ok((0, _)) => {}
+            Ok((files, bytes)) => {
+                tracing::info!(files, bytes, "deleted what interrupted uploads left in the blob store")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not sweep interrupted uploads"),
+        }
         let hub = Hub::new(db.clone());
         hub.listen_for_other_processes();
         let models_dir = settings.local_models_dir();

@@ -2,6 +2,7 @@
 //! code writes a local folder today and S3-compatible storage when Wick is scaled out. [`keys`] names where each kind of object lives.
 
 pub mod keys;
+pub mod sweep;
 
 use std::path::Path as FsPath;
 use std::sync::Arc;

@@ -79,6 +79,9 @@ pub(crate) const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 /// Index of the assistant role in [`ROLES`].
 pub(crate) const ASSISTANT: usize = 2;
 
+/// Index of the tool role in [`ROLES`].
+pub(crate) const TOOL: usize = 3;
+
 /// 65 buckets: `le = 2^0 ..= 2^63`, plus one for lengths above 2^63.
 const BUCKETS: usize = 65;
 

@@ -14,6 +14,8 @@ use rand::{SeedableRng, rngs::StdRng};
 use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
+use crate::datasets::bom::strip_bom_str;
+
 /// Why the training data could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -78,7 +80,8 @@ impl DataError {
 }
 
 /// Calls `f(line_number, line)` (1-based) for every non-blank line of the file at `path`, in
-/// order, stopping at the first error.
+/// order, stopping at the first error. A byte order mark before line 1 is skipped, as upload
+/// validation skips it (`datasets::bom`).
 pub fn for_each_jsonl_line<E: From<DataError>>(
     path: &Path,
     mut f: impl FnMut(usize, &str) -> Result<(), E>,
@@ -90,14 +93,16 @@ pub fn for_each_jsonl_line<E: From<DataError>>(
     let file = std::fs::File::open(path).map_err(io)?;
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.map_err(io)?;
+        let line = if i == 0 { strip_bom_str(&line) } else { &line };
         if !line.trim().is_empty() {
-            f(i + 1, &line)?;
+            f(i + 1, line)?;
         }
     }
     Ok(())
 }
 
-/// The `text` of every non-blank line of a JSONL file, read lazily; errors name the line.
+/// The `text` of every non-blank line of a JSONL file, read lazily; errors name the line. A
+/// byte order mark before line 1 is skipped.
 pub struct JsonlTexts {
     path: PathBuf,
     lines: std::io::Lines<BufReader<std::fs::File>>,
@@ -134,10 +139,15 @@ impl Iterator for JsonlTexts {
                 Ok(r) => r,
                 Err(e) => return Some(Err(err(e.to_string()))),
             };
+            let raw = if self.line == 1 {
+                strip_bom_str(&raw)
+            } else {
+                &raw
+            };
             if raw.trim().is_empty() {
                 continue;
             }
-            let v: serde_json::Value = match serde_json::from_str(&raw) {
+            let v: serde_json::Value = match serde_json::from_str(raw) {
                 Ok(v) => v,
                 Err(e) => return Some(Err(err(format!("not valid JSON: {e}")))),
             };
@@ -382,6 +392,36 @@ impl RowSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bom_before_line_1_is_skipped_by_both_readers() {
+        // As Windows Notepad saves UTF-8: a byte order mark, CRLF line ends.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bom.jsonl");
+        std::fs::write(
+            &path,
+            "\u{feff}{\"text\": \"one\"}\r\n\r\n{\"text\": \"two\"}\r\n",
+        )
+        .unwrap();
+        let mut lines = Vec::new();
+        for_each_jsonl_line::<DataError>(&path, |n, line| {
+            lines.push((n, line.to_string()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            lines,
+            [
+                (1, "{\"text\": \"one\"}".to_string()),
+                (3, "{\"text\": \"two\"}".to_string())
+            ]
+        );
+        let texts: Vec<String> = JsonlTexts::open(&path)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(texts, ["one", "two"]);
+    }
 
     #[test]
     fn packing_pads_the_last_row_and_counts_real_tokens() {

@@ -39,6 +39,7 @@ pub use self::options::{CleanOptions, ConvertTarget, Dedup, OptionError, PiiActi
 use self::pii::{PiiKind, PiiScanner};
 pub use self::report::{CleanReport, CleanSample, SampleAction};
 use self::report::{MAX_SAMPLES, NearDupSummary, rule};
+use super::bom::UTF8_BOM;
 use super::convert;
 use super::format::{DatasetFormat, Purpose};
 use super::validate::LineChecker;
@@ -110,6 +111,8 @@ pub struct Cleaner {
     tail_start: usize,
     /// Lines before the current batch.
     line_no: u64,
+    /// No batch was submitted yet: the next one starts the file, and may start with a BOM.
+    at_start: bool,
     /// Digest of each kept example → its line, for exact duplicates.
     exact: HashMap<[u8; 16], u64>,
     index: Option<LshIndex>,
@@ -220,6 +223,7 @@ impl Cleaner {
             buf: Vec::new(),
             tail_start: 0,
             line_no: 0,
+            at_start: true,
             exact: HashMap::new(),
             index,
             index_lines: Vec::new(),
@@ -275,7 +279,11 @@ impl Cleaner {
     /// Starts stage 1 of `batch` on the rayon pool, then runs stage 2 of the batch before it
     /// (if any) meanwhile: one batch's duplicate bookkeeping and writing overlap the next one's
     /// parallel work.
-    fn submit(&mut self, batch: Vec<u8>, out: &mut dyn Write) -> std::io::Result<()> {
+    fn submit(&mut self, mut batch: Vec<u8>, out: &mut dyn Write) -> std::io::Result<()> {
+        // A byte order mark before line 1 is not part of it, and is not written (see `bom`).
+        if std::mem::take(&mut self.at_start) && batch.starts_with(UTF8_BOM) {
+            batch.drain(..UTF8_BOM.len());
+        }
         if batch.is_empty() {
             return Ok(());
         }
@@ -641,6 +649,20 @@ mod tests {
             .iter()
             .map(|s| (s.line, s.rule.as_str(), s.action))
             .collect()
+    }
+
+    #[test]
+    fn a_bom_at_the_start_of_the_file_is_skipped_and_not_written() {
+        let data = format!("\u{feff}{}\r\n{}\n", doc("first"), doc("second"));
+        let (lines, r) = clean("{}", Purpose::Pretrain, DatasetFormat::Text, &data);
+        assert_eq!((r.lines, r.kept), (2, 2), "{:?}", r.samples);
+        // (Written byte for byte: line 1 keeps its `\r`, which `clean` drops with the `\n`.)
+        assert_eq!(lines, [doc("first"), doc("second")]);
+        // Anywhere else the mark is invalid, as the upload report says.
+        let data = format!("{}\n\u{feff}{}\n", doc("first"), doc("second"));
+        let (lines, r) = clean("{}", Purpose::Pretrain, DatasetFormat::Text, &data);
+        assert_eq!(lines, [doc("first")]);
+        assert_eq!(r.removed["invalid"], 1);
     }
 
     #[test]

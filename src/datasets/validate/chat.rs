@@ -1,19 +1,24 @@
-//! The schema of chat (`fine-tune`) lines: `{"messages": [{"role": .., "content": ..}, ..]}`.
+//! The schema of chat (`fine-tune`) lines: `{"messages": [{"role": .., "content": ..}, ..],
+//! "tools"?: [..]}`, with OpenAI's rules: roles `system`, `user`, `assistant`, `tool`; string
+//! content, which only a message with tool calls may leave null and an assistant message may
+//! not leave empty; well-formed `tool_calls` (their schema is in `tool_calls`); a
+//! `tool_call_id` on every tool message; `weight` 0 or 1 on assistant messages; `tools` an array.
 //! Visitors that check each message while writing `messages` in Python's canonical form. The
 //! message-list visitors are shared with preference lines (`preference`), whose prompt is
 //! checked like chat messages and whose outputs add rules of their own (see [`MessageList`]).
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 
-use super::ctx::{Code, Ctx, drain_map, drain_seq, scalars_are_wrong_type};
-use super::pyjson::{KeySeed, Leaf, transcode_map};
-use crate::datasets::stats::{ASSISTANT, ROLES};
+use super::ctx::{Code, Ctx, Skip, drain_map, drain_seq, scalars_are_wrong_type};
+use super::pyjson::{KeySeed, Leaf, transcode_map_with, watched_value};
+use super::tool_calls::{ToolCalls, ToolCallsSeed};
+use crate::datasets::stats::{ASSISTANT, ROLES, TOOL};
 
-/// A whole chat line. Only `messages` is hashed (like Hugging Face `datasets`' dedup); other
-/// top-level fields are allowed and skipped (noting in [`Ctx::keys`] whether any of them names
-/// another format).
+/// A whole chat line. Only `messages` is hashed (like Hugging Face `datasets`' dedup); `tools`
+/// is type-checked, other top-level fields are allowed and skipped (noting in [`Ctx::keys`]
+/// whether any of them names another format).
 pub(super) struct ChatLine<'c>(pub(super) &'c mut Ctx);
 
 impl ChatLine<'_> {
@@ -42,6 +47,8 @@ impl<'de> Visitor<'de> for ChatLine<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let ctx = self.0;
         let mut seen = false;
+        // The kind of `tools` when it is wrong, reported after the messages' problems.
+        let mut bad_tools = None;
         while let Some(key) = map.next_key_seed(KeySeed { out: None })? {
             ctx.keys.note(&key);
             if key == "messages" {
@@ -54,11 +61,21 @@ impl<'de> Visitor<'de> for ChatLine<'_> {
                     list: &CHAT,
                 })?;
             } else {
-                map.next_value::<IgnoredAny>()?;
+                let Skip(kind) = map.next_value()?;
+                if key == "tools" && !matches!(kind, "array" | "null") {
+                    bad_tools = Some(kind);
+                }
             }
         }
         if !seen {
             missing_messages(ctx);
+        }
+        if let Some(kind) = bad_tools {
+            ctx.problem(
+                Code::InvalidTools,
+                || "tools".into(),
+                || format!("\"tools\" must be an array, got {kind}"),
+            );
         }
         Ok(())
     }
@@ -201,18 +218,30 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         // with fields absent from a message added as null. The two agree whenever every message
         // has the same keys in the same order (what generated datasets and most exporters
         // write); matching Arrow exactly would need a first pass over the whole file.
+        let sort = self.list.sort;
         let mut watch = [
             ("role", None),
             ("content", None),
             ("weight", None),
-            ("tool_calls", None),
+            ("tool_call_id", None),
         ];
-        transcode_map(self.ctx, map, self.list.sort, &mut watch)?;
-        let [(_, role), (_, content), (_, weight), (_, tool_calls)] = watch;
+        let mut tool_calls = None;
+        transcode_map_with(self.ctx, map, sort, |ctx, key, map| {
+            if key != "tool_calls" {
+                return watched_value(ctx, key, map, sort, &mut watch);
+            }
+            if tool_calls.is_some() {
+                return Err(A::Error::custom("duplicate key \"tool_calls\""));
+            }
+            tool_calls = Some(map.next_value_seed(ToolCallsSeed { ctx, sort })?);
+            Ok(false)
+        })?;
+        let [(_, role), (_, content), (_, weight), (_, tool_call_id)] = watch;
         let m = Message {
             role,
             content,
             weight,
+            tool_call_id,
             tool_calls,
         };
         check_message(self.ctx, self.list, self.index, &m);
@@ -251,13 +280,15 @@ pub(super) struct Message<'de> {
     pub(super) role: Option<Leaf<'de>>,
     pub(super) content: Option<Leaf<'de>>,
     pub(super) weight: Option<Leaf<'de>>,
-    pub(super) tool_calls: Option<Leaf<'de>>,
+    pub(super) tool_call_id: Option<Leaf<'de>>,
+    pub(super) tool_calls: Option<ToolCalls>,
 }
 
 impl Message<'_> {
-    /// A non-null `tool_calls`, which lets `content` be missing or null.
+    /// `tool_calls` other than null or an empty array, which lets `content` be missing, null
+    /// or empty. (One that is not a well-formed array is reported on its own.)
     pub(super) fn has_tool_calls(&self) -> bool {
-        matches!(self.tool_calls, Some(ref t) if !matches!(t, Leaf::Null))
+        matches!(&self.tool_calls, Some(t) if t.calls > 0 || t.fault.is_some())
     }
 }
 
@@ -272,7 +303,8 @@ fn check_message(ctx: &mut Ctx, list: &MessageList, i: usize, m: &Message) {
         role,
         content,
         weight,
-        ..
+        tool_call_id,
+        tool_calls,
     } = m;
     let path = list.path;
     let param = |field: &'static str| move || format!("{path}[{i}].{field}");
@@ -281,7 +313,7 @@ fn check_message(ctx: &mut Ctx, list: &MessageList, i: usize, m: &Message) {
             "system" => 0,
             "user" => 1,
             "assistant" => ASSISTANT,
-            "tool" => 3,
+            "tool" => TOOL,
             _ => {
                 let msg = || format!("invalid role {s:?}: must be one of {}", ROLES.join(", "));
                 return ctx.problem(Code::InvalidRole, param("role"), msg);
@@ -295,8 +327,27 @@ fn check_message(ctx: &mut Ctx, list: &MessageList, i: usize, m: &Message) {
             return ctx.problem(Code::InvalidRole, param("role"), msg);
         }
     };
+    if let Some(fault) = tool_calls.as_ref().and_then(|t| t.fault.as_ref()) {
+        return fault.report(ctx, &format!("{path}[{i}]"));
+    }
+    if role == TOOL && !matches!(tool_call_id, Some(Leaf::Str(_))) {
+        let msg = || match tool_call_id {
+            None | Some(Leaf::Null) => {
+                "missing \"tool_call_id\": a tool message names the call it answers".into()
+            }
+            Some(other) => format!("tool_call_id must be a string, got {}", other.kind()),
+        };
+        return ctx.problem(Code::MissingToolCallId, param("tool_call_id"), msg);
+    }
     let has_tool_calls = m.has_tool_calls();
     let chars = match content {
+        Some(Leaf::Str(s)) if s.is_empty() && role == ASSISTANT && !has_tool_calls => {
+            let msg =
+                || "an assistant message's content must not be empty (unless it has tool_calls)";
+            return ctx.problem(Code::EmptyAssistantContent, param("content"), || {
+                msg().into()
+            });
+        }
         Some(Leaf::Str(s)) => ctx.char_count(s),
         None | Some(Leaf::Null) if has_tool_calls => 0,
         None | Some(Leaf::Null) => {
@@ -372,6 +423,271 @@ mod tests {
     use crate::datasets::validate::Purpose;
     use crate::datasets::validate::tests::{A, U, chat, errs, hand_built, run};
 
+    /// An assistant tool call and the tool's answer, as OpenAI's fine-tuning files carry them.
+    const CALL: &str = r#"{"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{\"a\": 2, \"b\": 2}"}}]}"#;
+    const ANSWER: &str = r#"{"role": "tool", "tool_call_id": "call_1", "content": "4"}"#;
+
+    /// The (line, code, param) of the errors of `lines`, checked as one chat file after a first
+    /// line that is a good tool-call conversation (line 1: it must not be among them).
+    fn check(lines: &[String]) -> Vec<(u64, String, String)> {
+        let mut data = chat(&[U, CALL, ANSWER, A]);
+        for l in lines {
+            data.push('\n');
+            data.push_str(l);
+        }
+        let r = run(Purpose::FineTune, data.as_bytes());
+        errs(&r)
+            .into_iter()
+            .map(|(l, c, p)| (l, c.to_string(), p.to_string()))
+            .collect()
+    }
+
+    fn want(rows: &[(u64, &str, &str)]) -> Vec<(u64, String, String)> {
+        rows.iter()
+            .map(|(l, c, p)| (*l, c.to_string(), p.to_string()))
+            .collect()
+    }
+
+    /// A call like [`CALL`]'s with its object replaced.
+    fn call_with(call: &str) -> String {
+        format!(r#"{{"role": "assistant", "content": null, "tool_calls": [{call}]}}"#)
+    }
+
+    #[test]
+    fn empty_assistant_content_is_refused_unless_it_calls_tools() {
+        let lines = [
+            chat(&[U, r#"{"role": "assistant", "content": ""}"#]),
+            chat(&[
+                U,
+                A,
+                U,
+                r#"{"role": "assistant", "content": "", "weight": 0}"#,
+            ]),
+            // With tool calls, empty or null content is fine.
+            chat(&[
+                U,
+                r#"{"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}"#,
+                r#"{"role": "tool", "tool_call_id": "c", "content": "ok"}"#,
+                A,
+            ]),
+            // Other roles may be empty, as before.
+            chat(&[r#"{"role": "system", "content": ""}"#, U, A]),
+        ];
+        assert_eq!(
+            check(&lines),
+            want(&[
+                (2, "empty_assistant_content", "messages[1].content"),
+                (3, "empty_assistant_content", "messages[3].content"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_tool_call_without_id_is_refused() {
+        let lines = [
+            chat(&[
+                U,
+                &call_with(
+                    r#"{"type": "function", "function": {"name": "add", "arguments": "{}"}}"#,
+                ),
+                A,
+            ]),
+            chat(&[
+                U,
+                &call_with(
+                    r#"{"id": 7, "type": "function", "function": {"name": "add", "arguments": "{}"}}"#,
+                ),
+                A,
+            ]),
+        ];
+        assert_eq!(
+            check(&lines),
+            want(&[
+                (2, "invalid_tool_call_id", "messages[1].tool_calls[0].id"),
+                (3, "invalid_tool_call_id", "messages[1].tool_calls[0].id"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_function_call_without_name_is_refused() {
+        let lines = [
+            chat(&[
+                U,
+                &call_with(r#"{"id": "c", "type": "function", "function": {"arguments": "{}"}}"#),
+                A,
+            ]),
+            chat(&[
+                U,
+                &call_with(
+                    r#"{"id": "c", "type": "function", "function": {"name": "", "arguments": "{}"}}"#,
+                ),
+                A,
+            ]),
+            chat(&[U, &call_with(r#"{"id": "c", "type": "function"}"#), A]),
+            chat(&[U, &call_with(r#"{"id": "c", "function": "add"}"#), A]),
+        ];
+        assert_eq!(
+            check(&lines),
+            want(&[
+                (
+                    2,
+                    "invalid_function_name",
+                    "messages[1].tool_calls[0].function.name"
+                ),
+                (
+                    3,
+                    "invalid_function_name",
+                    "messages[1].tool_calls[0].function.name"
+                ),
+                (
+                    4,
+                    "invalid_function_name",
+                    "messages[1].tool_calls[0].function"
+                ),
+                (
+                    5,
+                    "invalid_function_name",
+                    "messages[1].tool_calls[0].function"
+                ),
+            ])
+        );
+    }
+
+    #[test]
+    fn function_arguments_must_be_a_json_encoded_string() {
+        let lines = [
+            chat(&[
+                U,
+                &call_with(
+                    r#"{"id": "c", "type": "function", "function": {"name": "add", "arguments": {"a": 2}}}"#,
+                ),
+                A,
+            ]),
+            chat(&[
+                U,
+                &call_with(r#"{"id": "c", "type": "function", "function": {"name": "add"}}"#),
+                A,
+            ]),
+            // The second call of two is checked too.
+            chat(&[
+                U,
+                &call_with(
+                    r#"{"id": "c", "type": "function", "function": {"name": "add", "arguments": "{}"}}, {"id": "d", "type": "function", "function": {"name": "add", "arguments": 2}}"#,
+                ),
+                A,
+            ]),
+        ];
+        assert_eq!(
+            check(&lines),
+            want(&[
+                (
+                    2,
+                    "invalid_function_arguments",
+                    "messages[1].tool_calls[0].function.arguments"
+                ),
+                (
+                    3,
+                    "invalid_function_arguments",
+                    "messages[1].tool_calls[0].function.arguments"
+                ),
+                (
+                    4,
+                    "invalid_function_arguments",
+                    "messages[1].tool_calls[1].function.arguments"
+                ),
+            ])
+        );
+        let r = run(Purpose::FineTune, lines[0].as_bytes());
+        assert!(
+            r.errors[1].message.contains("string"),
+            "{}",
+            r.errors[1].message
+        );
+    }
+
+    #[test]
+    fn tool_calls_must_be_an_array_of_objects() {
+        let lines = [
+            chat(&[
+                U,
+                r#"{"role": "assistant", "content": null, "tool_calls": "add(2, 2)"}"#,
+                A,
+            ]),
+            chat(&[
+                U,
+                r#"{"role": "assistant", "content": null, "tool_calls": ["add"]}"#,
+                A,
+            ]),
+            // An empty list calls nothing: the content is then required.
+            chat(&[
+                U,
+                r#"{"role": "assistant", "content": null, "tool_calls": []}"#,
+                A,
+            ]),
+            chat(&[
+                U,
+                r#"{"role": "assistant", "tool_calls": [], "content": "fine"}"#,
+            ]),
+        ];
+        assert_eq!(
+            check(&lines),
+            want(&[
+                (2, "invalid_tool_calls", "messages[1].tool_calls"),
+                (3, "invalid_tool_calls", "messages[1].tool_calls[0]"),
+                (4, "invalid_content", "messages[1].content"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_tool_message_without_tool_call_id_is_refused() {
+        let lines = [
+            chat(&[U, CALL, r#"{"role": "tool", "content": "4"}"#, A]),
+            chat(&[
+                U,
+                CALL,
+                r#"{"role": "tool", "tool_call_id": null, "content": "4"}"#,
+                A,
+            ]),
+            chat(&[
+                U,
+                CALL,
+                r#"{"role": "tool", "tool_call_id": 1, "content": "4"}"#,
+                A,
+            ]),
+        ];
+        assert_eq!(
+            check(&lines),
+            want(&[
+                (2, "missing_tool_call_id", "messages[2].tool_call_id"),
+                (3, "missing_tool_call_id", "messages[2].tool_call_id"),
+                (4, "missing_tool_call_id", "messages[2].tool_call_id"),
+            ])
+        );
+    }
+
+    #[test]
+    fn tools_must_be_an_array() {
+        let msgs = chat(&[U, A]);
+        let body = &msgs[1..msgs.len() - 1];
+        let lines = [
+            format!(r#"{{{body}, "tools": "nope"}}"#),
+            format!(r#"{{"tools": {{"type": "function"}}, {body}}}"#),
+            format!(
+                r#"{{{body}, "tools": [{{"type": "function", "function": {{"name": "add"}}}}]}}"#
+            ),
+            format!(r#"{{{body}, "tools": null, "source": "x"}}"#),
+        ];
+        assert_eq!(
+            check(&lines),
+            want(&[(2, "invalid_tools", "tools"), (3, "invalid_tools", "tools")])
+        );
+        // Tools are not hashed (only messages are): lines 3 and 4 are the same example.
+        let r = run(Purpose::FineTune, lines.join("\n").as_bytes());
+        assert_eq!((r.valid_examples, r.duplicates), (2, 1));
+    }
+
     #[test]
     fn hand_built_file() {
         let r = run(Purpose::FineTune, &hand_built());
@@ -422,8 +738,12 @@ mod tests {
     #[test]
     fn stats_hand_computed() {
         let data = [
-            // 3 messages, chars 2 + 5 + 0 = 7
-            chat(&[U, A, r#"{"role": "assistant", "content": "", "weight": 0}"#]),
+            // 3 messages, chars 2 + 5 + 1 = 8
+            chat(&[
+                U,
+                A,
+                r#"{"role": "assistant", "content": "!", "weight": 0}"#,
+            ]),
             // 1 message, chars 5
             chat(&[A]),
             // 4 messages, chars 3 + 2 + 5 + 2 = 12 ("日本語" is 3 chars)
@@ -431,7 +751,7 @@ mod tests {
                 r#"{"role": "system", "content": "日本語"}"#,
                 U,
                 A,
-                r#"{"role": "tool", "content": "ok"}"#,
+                r#"{"role": "tool", "tool_call_id": "c1", "content": "ok"}"#,
             ]),
             // duplicate of the second: still counted in stats
             chat(&[A]),
@@ -454,7 +774,7 @@ mod tests {
             s.chars_per_example,
             Summary {
                 min: 5,
-                mean: 29.0 / 4.0,
+                mean: 30.0 / 4.0,
                 max: 12
             }
         );

@@ -2,7 +2,9 @@
 //! line, the per-piece scratch state (`Ctx`), and the helpers the chat, preference and
 //! pretraining visitors have in common.
 
-use serde::de::{IgnoredAny, MapAccess, SeqAccess};
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::datasets::format::DatasetFormat;
 use crate::datasets::stats::ROLES;
@@ -19,7 +21,13 @@ pub(super) enum Code {
     EmptyMessages,
     InvalidMessage,
     InvalidRole,
+    InvalidToolCalls,
+    InvalidToolCallId,
+    InvalidFunctionName,
+    InvalidFunctionArguments,
+    MissingToolCallId,
     InvalidContent,
+    EmptyAssistantContent,
     InvalidWeight,
     NoTrainedAssistant,
     MixedFormats,
@@ -62,7 +70,13 @@ impl Code {
         Code::EmptyMessages,
         Code::InvalidMessage,
         Code::InvalidRole,
+        Code::InvalidToolCalls,
+        Code::InvalidToolCallId,
+        Code::InvalidFunctionName,
+        Code::InvalidFunctionArguments,
+        Code::MissingToolCallId,
         Code::InvalidContent,
+        Code::EmptyAssistantContent,
         Code::InvalidWeight,
         Code::NoTrainedAssistant,
         Code::MixedFormats,
@@ -103,7 +117,13 @@ impl Code {
             Code::EmptyMessages => "empty_messages",
             Code::InvalidMessage => "invalid_message",
             Code::InvalidRole => "invalid_role",
+            Code::InvalidToolCalls => "invalid_tool_calls",
+            Code::InvalidToolCallId => "invalid_tool_call_id",
+            Code::InvalidFunctionName => "invalid_function_name",
+            Code::InvalidFunctionArguments => "invalid_function_arguments",
+            Code::MissingToolCallId => "missing_tool_call_id",
             Code::InvalidContent => "invalid_content",
+            Code::EmptyAssistantContent => "empty_assistant_content",
             Code::InvalidWeight => "invalid_weight",
             Code::NoTrainedAssistant => "no_trained_assistant",
             Code::MixedFormats => "mixed_formats",
@@ -294,12 +314,67 @@ macro_rules! scalars_are_wrong_type {
 
 pub(super) use scalars_are_wrong_type;
 
+/// Skips a value the visitors do not read, and says which JSON kind it was.
+///
+/// Unlike serde's `IgnoredAny`, for which serde_json skips a value without any nesting limit,
+/// it reads through `deserialize_any`, so serde_json's limit (at most 127 levels of arrays and
+/// objects, the line's own included) applies to a skipped value as it does to every value a
+/// visitor reads: a 100,000-level value under a key nothing reads is refused as invalid JSON
+/// (`recursion limit exceeded`), as it is in a pretraining line, whose visitor reads every
+/// value. Each level costs one shallow frame, so the stack stays small.
+pub(super) struct Skip(pub(super) &'static str);
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+        Ok(Skip("null"))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip("boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip("number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip("number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip("number"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip("string"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Skip, A::Error> {
+        drain_seq(seq)?;
+        Ok(Skip("array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Skip, A::Error> {
+        drain_map(map)?;
+        Ok(Skip("object"))
+    }
+}
+
 pub(super) fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    while seq.next_element::<Skip>()?.is_some() {}
     Ok(())
 }
 
 pub(super) fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    while map.next_entry::<Skip, Skip>()?.is_some() {}
     Ok(())
 }

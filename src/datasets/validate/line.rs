@@ -88,6 +88,13 @@ impl Checker {
                 return self.fail(rel, Code::InvalidUtf8, String::new(), msg);
             }
         };
+        if text.starts_with('\u{feff}') {
+            // Skipped before line 1 (see `bom`); anywhere else, serde_json would only say
+            // "expected value at column 1".
+            let msg = "invalid JSON: the line starts with a UTF-8 byte order mark (BOM, U+FEFF), \
+                       which is only allowed at the start of the file";
+            return self.fail(rel, Code::InvalidJson, String::new(), msg.into());
+        }
         self.ctx.reset();
         // Most lines are pure ASCII; then a string's char count is its length, which saves a
         // counting pass over every content string.

@@ -45,6 +45,7 @@
 //! - `pyjson`: Python's `json.dumps` canonical form, written while a line is parsed;
 //! - `chat`: the schema of chat (`fine-tune`) lines, and the message-list checks that
 //!   preference lines share;
+//! - `tool_calls`: the schema of a message's `tool_calls`;
 //! - `preference`: the schema of preference (DPO, `fine-tune`) lines (the rules an output
 //!   message adds to a chat message's are in `chat`, beside the message checks they extend);
 //! - `pretrain`: the schema of pretraining lines.
@@ -55,6 +56,7 @@ mod line;
 mod preference;
 mod pretrain;
 mod pyjson;
+mod tool_calls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -65,6 +67,7 @@ use rayon::prelude::*;
 
 use self::ctx::{Code, N_CODES, too_long_message};
 use self::line::Checker;
+use super::bom::UTF8_BOM;
 use super::format::DatasetFormat;
 pub use super::format::Purpose;
 use super::report::{LineError, MAX_REPORTED_ERRORS, ValidationReport};
@@ -142,6 +145,8 @@ pub struct Validator {
     tail_start: usize,
     /// Discarding the rest of a line already reported as too long.
     skipping: bool,
+    /// No line was handed on yet: the next batch starts the file, and may start with a BOM.
+    at_start: bool,
     /// The batch being checked in the background, if any.
     pending: Option<mpsc::Receiver<BatchOutcome>>,
     /// The buffer of the last finished batch, reused for the next one.
@@ -172,6 +177,7 @@ impl Validator {
             buf: Vec::new(),
             tail_start: 0,
             skipping: false,
+            at_start: true,
             pending: None,
             spare: Vec::new(),
             seen: DigestSet::default(),
@@ -316,13 +322,18 @@ impl Validator {
         self.buf.clear();
         self.tail_start = 0;
         self.skipping = true;
+        self.at_start = false;
     }
 
     /// Starts validating whole lines in the background: `batch` ends with `\n`, except at
     /// `finish` where the last line may lack it. Overlapping the check of one batch with the
     /// caller filling the next keeps both cores busy while the caller reads and copies.
-    fn submit(&mut self, batch: Vec<u8>) {
+    fn submit(&mut self, mut batch: Vec<u8>) {
         self.wait_pending();
+        // A byte order mark before line 1 is not part of it (Windows Notepad writes one).
+        if std::mem::take(&mut self.at_start) && batch.starts_with(UTF8_BOM) {
+            batch.drain(..UTF8_BOM.len());
+        }
         let job = BatchJob {
             purpose: self.purpose,
             format: self.format,
@@ -609,8 +620,8 @@ mod tests {
         line(chat(&[U, r#"{"role": "assistant", "content": "x", "weight": 0}"#]).as_bytes()); // 18
         line(
             chat(&[
-                r#"{"role": "assistant", "tool_calls": [{"id": "1"}], "content": null}"#,
-                r#"{"role": "tool", "content": "42"}"#,
+                r#"{"role": "assistant", "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{}"}}], "content": null}"#,
+                r#"{"role": "tool", "tool_call_id": "1", "content": "42"}"#,
                 A,
             ])
             .as_bytes(),
@@ -748,6 +759,96 @@ mod tests {
             v.feed(std::slice::from_ref(b));
         }
         assert_eq!(v.finish(), whole);
+    }
+
+    /// `depth` nested arrays (`[[[..]]]`), or objects (`{"a": {"a": ..}}`) when `objects`.
+    fn nested(depth: usize, objects: bool) -> String {
+        let (open, close) = if objects {
+            ("{\"a\": ", "}")
+        } else {
+            ("[", "]")
+        };
+        format!("{}1{}", open.repeat(depth), close.repeat(depth))
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_for_fine_tune_as_for_pretrain() {
+        // Pretraining reads every value, so serde_json's nesting limit refuses a deep one as
+        // invalid JSON; a fine-tune line must be refused the same way, wherever the deep
+        // value sits (a top-level key the format does not read included), and without
+        // overflowing the stack.
+        let msgs = chat(&[U, A]);
+        let body = &msgs[1..msgs.len() - 1];
+        for objects in [false, true] {
+            let deep = nested(100_000, objects);
+            let pretrain = run(
+                Purpose::Pretrain,
+                format!("{{\"text\": \"hi\", \"meta\": {deep}}}").as_bytes(),
+            );
+            assert_eq!(errs(&pretrain)[1..], [(1, "invalid_json", "")]);
+            let lines = [
+                chat(&[U, A]),
+                format!("{{{body}, \"meta\": {deep}}}"),
+                format!("{{\"meta\": {deep}, {body}}}"),
+                format!("{{{body}, \"tools\": [{deep}]}}"),
+                chat(&[
+                    U,
+                    &format!("{{\"role\": \"assistant\", \"content\": \"x\", \"x\": {deep}}}"),
+                ]),
+                format!("{{\"messages\": {{\"a\": {deep}}}}}"),
+                format!(
+                    "{{\"input\": {{\"messages\": [{U}]}}, \"preferred_output\": [{A}], \"non_preferred_output\": [{A}], \"x\": {deep}}}"
+                ),
+                format!("{{\"conversations\": [], \"x\": {deep}}}"),
+            ];
+            let r = run(Purpose::FineTune, lines.join("\n").as_bytes());
+            let want: Vec<_> = (2..=8).map(|l| (l, "invalid_json", "")).collect();
+            assert_eq!(errs(&r), want);
+            // The same reason as pretraining's; only the column differs.
+            let reason = |m: &str| m.rsplit_once(" at column").map(|(r, _)| r.to_string());
+            let got = reason(&r.errors[0].message);
+            assert_eq!(got, reason(&pretrain.errors[1].message));
+            assert!(got.unwrap().contains("recursion limit"));
+        }
+        // The limit: 127 levels, the line's object included, for both purposes.
+        for (depth, ok) in [(126, true), (127, false)] {
+            let meta = nested(depth, false);
+            let text = format!("{{\"text\": \"hi\", \"meta\": {meta}}}");
+            assert_eq!(run(Purpose::Pretrain, text.as_bytes()).is_ok(), ok);
+            let line = format!("{{{body}, \"meta\": {meta}}}");
+            assert_eq!(run(Purpose::FineTune, line.as_bytes()).is_ok(), ok);
+        }
+    }
+
+    #[test]
+    fn a_bom_at_the_start_of_the_file_is_skipped() {
+        // Windows Notepad saves UTF-8 with a byte order mark before line 1.
+        let mut data = b"\xEF\xBB\xBF".to_vec();
+        data.extend_from_slice(format!("{}\r\n{}\r\n", chat(&[U, A]), chat(&[A])).as_bytes());
+        let r = run(Purpose::FineTune, &data);
+        assert!(r.is_ok(), "{:?}", r.errors);
+        assert_eq!((r.total_lines, r.valid_examples, r.duplicates), (2, 2, 0));
+        // Without the mark, the same report: the BOM is not part of line 1 (nor of its hash).
+        let plain = run(Purpose::FineTune, &data[3..]);
+        assert_eq!(r, plain);
+        // Wherever the chunks cut the mark.
+        for size in [1, 2, 4] {
+            assert_eq!(feed_in(Purpose::FineTune, &data, &mut || size), plain);
+        }
+        // Pretraining files too, a first line that is all the file included.
+        let r = run(Purpose::Pretrain, b"\xEF\xBB\xBF{\"text\": \"hi\"}");
+        assert!(r.is_ok(), "{:?}", r.errors);
+        // A mark anywhere else is an error that names it.
+        let mut data = format!("{}\n", chat(&[U, A])).into_bytes();
+        data.extend_from_slice(b"\xEF\xBB\xBF");
+        data.extend_from_slice(chat(&[A]).as_bytes());
+        let r = run(Purpose::FineTune, &data);
+        assert_eq!(errs(&r), [(2, "invalid_json", "")]);
+        assert!(
+            r.errors[0].message.contains("BOM"),
+            "{}",
+            r.errors[0].message
+        );
     }
 
     #[test]

@@ -21,10 +21,10 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 
 use super::chat::{MessageList, MessagesSeed};
-use super::ctx::{Code, Ctx, drain_seq, scalars_are_wrong_type};
+use super::ctx::{Code, Ctx, Skip, drain_seq, scalars_are_wrong_type};
 use super::pyjson::{KeySeed, Leaf, Py, transcode_map_with};
 
 /// The prompt, `input.messages`.
@@ -86,7 +86,7 @@ impl<'de> Visitor<'de> for PreferenceLine<'_> {
         while let Some(key) = map.next_key_seed(KeySeed { out: None })? {
             ctx.keys.note(&key);
             let Some(f) = FIELDS.iter().position(|k| *k == key) else {
-                map.next_value::<IgnoredAny>()?;
+                map.next_value::<Skip>()?;
                 continue;
             };
             if spans[f].is_some() {
@@ -320,7 +320,7 @@ mod tests {
             // 22 ok: a multi-turn prompt with tools, a tool call as the preferred output, an
             // extra top-level key.
             format!(
-                r#"{{"id": 7, "input": {{"messages": [{{"role": "system", "content": "be brief"}}, {U}, {A}, {U}], "tools": [{{"type": "function"}}], "parallel_tool_calls": true}}, "preferred_output": [{{"role": "assistant", "content": null, "tool_calls": [{{"id": "c1"}}]}}], "non_preferred_output": [{BAD}]}}"#
+                r#"{{"id": 7, "input": {{"messages": [{{"role": "system", "content": "be brief"}}, {U}, {A}, {U}], "tools": [{{"type": "function"}}], "parallel_tool_calls": true}}, "preferred_output": [{{"role": "assistant", "content": null, "tool_calls": [{{"id": "c1", "type": "function", "function": {{"name": "f", "arguments": "{{}}"}}}}]}}], "non_preferred_output": [{BAD}]}}"#
             ),
             // 23 duplicate of 1: other key order everywhere, other spacing, an extra key.
             r#"{"non_preferred_output":[{"content":"go away","role":"assistant"}],"source":"x","preferred_output":[{"content":"hello","role":"assistant"}],"input":{"messages":[{"content":"hi","role":"user"}]}}"#
@@ -440,7 +440,7 @@ mod tests {
             // 2 + 0 + 2 chars; 3 messages
             pair(
                 IN,
-                r#"{"role": "assistant", "content": null, "tool_calls": [{"id": "1"}]}"#,
+                r#"{"role": "assistant", "content": null, "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": "{}"}}]}"#,
                 r#"{"role": "assistant", "content": "no"}"#,
             ),
         ];

@@ -283,20 +283,27 @@ pub(super) fn transcode_map<'de, A: MapAccess<'de>>(
     sort: bool,
     watch: &mut [(&'static str, Option<Leaf<'de>>)],
 ) -> Result<(), A::Error> {
-    // Duplicates among watched keys show up as an already filled slot; only the other keys
-    // need comparing, and messages usually have none.
-    let mut unwatched = 0;
     transcode_map_with(ctx, map, sort, |ctx, key, map| {
-        let slot = watch_slot(watch, key, &mut unwatched).map_err(A::Error::custom)?;
-        let leaf = map.next_value_seed(Py {
-            ctx: &mut *ctx,
-            sort,
-        })?;
-        if let Some(i) = slot {
-            watch[i].1 = Some(leaf);
-        }
-        Ok(slot.is_none())
+        watched_value(ctx, key, map, sort, watch)
     })
+}
+
+/// Writes the value of `key` with [`Py`], for a `value` closure of [`transcode_map_with`]: into
+/// its slot of `watch` when the key is watched (a watched key seen twice is a duplicate, found
+/// here), and returns whether it is not (those are compared when the object ends).
+pub(super) fn watched_value<'de, A: MapAccess<'de>>(
+    ctx: &mut Ctx,
+    key: &str,
+    map: &mut A,
+    sort: bool,
+    watch: &mut [(&'static str, Option<Leaf<'de>>)],
+) -> Result<bool, A::Error> {
+    let slot = watch_slot(watch, key).map_err(A::Error::custom)?;
+    let leaf = map.next_value_seed(Py { ctx, sort })?;
+    if let Some(i) = slot {
+        watch[i].1 = Some(leaf);
+    }
+    Ok(slot.is_none())
 }
 
 /// Writes an object in Python's form like [`transcode_map`], but `value` reads each value
@@ -344,18 +351,10 @@ pub(super) fn transcode_map_with<'de, A: MapAccess<'de>>(
 }
 
 /// Which watched key `key` is; a watched key seen twice is a duplicate.
-fn watch_slot(
-    watch: &[(&'static str, Option<Leaf>)],
-    key: &str,
-    unwatched: &mut usize,
-) -> Result<Option<usize>, String> {
+fn watch_slot(watch: &[(&'static str, Option<Leaf>)], key: &str) -> Result<Option<usize>, String> {
     match watch.iter().position(|(name, _)| *name == key) {
         Some(i) if watch[i].1.is_some() => Err(format!("duplicate key {key:?}")),
-        Some(i) => Ok(Some(i)),
-        None => {
-            *unwatched += 1;
-            Ok(None)
-        }
+        found => Ok(found),
     }
 }
 
@@ -472,8 +471,8 @@ mod tests {
                 "ce0d45f4d0d0dfecfe9d6f2a57fe0a28",
             ),
             (
-                r#"{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{\"a\": 2}"}, "z": [1, -2, 3.5, 1e16, 1e15, 0.0001, 1e-05, 1.5e-07, 123456789.125, -0.0, 1E2, true, false, null, {}, []]}]}, {"role": "tool", "content": "4"}, {"role": "assistant", "content": "4"}]}"#,
-                "2fdbdae79a8dab8ce160cf981e69eb42",
+                r#"{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{\"a\": 2}"}, "z": [1, -2, 3.5, 1e16, 1e15, 0.0001, 1e-05, 1.5e-07, 123456789.125, -0.0, 1E2, true, false, null, {}, []]}]}, {"role": "tool", "tool_call_id": "c1", "content": "4"}, {"role": "assistant", "content": "4"}]}"#,
+                "2babb652c9f497255c83b32e072ec379",
             ),
             (
                 "{\"messages\": [{\"role\": \"user\", \"content\": \"x\", \"k\\\"ey\": 1}, {\"role\": \"assistant\", \"content\": \"\u{7f}\u{85}\u{a0}\u{2028}\u{feff}\"}]}",

@@ -83,7 +83,8 @@ pub fn run_clean(args: &CleanArgs) -> anyhow::Result<()> {
                 &mut std::io::BufReader::new(std::fs::File::open(&args.input)?),
                 &mut first,
             )?;
-            let has_text = serde_json::from_str::<serde_json::Value>(&first)
+            let first = crate::datasets::bom::strip_bom_str(&first);
+            let has_text = serde_json::from_str::<serde_json::Value>(first)
                 .is_ok_and(|v| v.get("text").is_some());
             if has_text {
                 Purpose::Pretrain

@@ -302,7 +302,12 @@ fn first_lines<T>(
         if only.is_some_and(|l| l.binary_search(&(i + 1)).is_err()) {
             continue;
         }
-        if let Some(t) = serde_json::from_str(&line).ok().and_then(&mut take) {
+        let line = if i == 0 {
+            crate::datasets::bom::strip_bom_str(&line)
+        } else {
+            &line
+        };
+        if let Some(t) = serde_json::from_str(line).ok().and_then(&mut take) {
             out.push(t);
         }
     }

@@ -1,4 +1,4 @@
-//! The `wick` command line: `serve`, `keys create`, and the training commands.
+//! The `wick` command line: `serve`, `keys create|list|revoke`, and the training commands.
 
 use clap::{Parser, Subcommand};
 
@@ -68,6 +68,22 @@ pub enum KeysCommand {
         #[command(flatten)]
         settings: Settings,
     },
+    /// List keys (id, organization, label, first characters, created, revoked); never the keys.
+    List {
+        /// Only this organization's.
+        #[arg(long)]
+        org: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Revoke a key by its id (`wick keys list` shows them): requests with it answer 401 at once,
+    /// in every process sharing the store.
+    Revoke {
+        /// The key's id (`key-...`).
+        id: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 /// Runs a parsed command line.
@@ -126,6 +142,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let org = orgs::find_or_create_org(&db, &org).await?;
             let (_, key) = keys::create_key(&db, &org.id, &name).await?;
             println!("{key}");
+        }
+        Command::Keys {
+            command: KeysCommand::List { org, settings },
+        } => {
+            let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+            let rows = keys::list_keys(&db, org.as_deref()).await?;
+            println!("id\torganization\tname\tprefix\tcreated\trevoked");
+            for k in rows {
+                let revoked = k.revoked_at.map_or("-".to_string(), |t| t.to_rfc3339());
+                println!(
+                    "{}\t{}\t{}\t{}…\t{}\t{revoked}",
+                    k.id,
+                    k.org_name,
+                    k.name,
+                    k.key_prefix,
+                    k.created_at.to_rfc3339()
+                );
+            }
+        }
+        Command::Keys {
+            command: KeysCommand::Revoke { id, settings },
+        } => {
+            let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+            match keys::revoke_key(&db, &id).await? {
+                keys::Revoked::Now => println!("revoked {id}"),
+                keys::Revoked::Already => println!("{id} was already revoked"),
+                keys::Revoked::Unknown => {
+                    anyhow::bail!("no key with id {id:?} (wick keys list shows them)")
+                }
+            }
         }
     }
     Ok(())

@@ -776,6 +776,70 @@ async fn answers_carry_security_headers() {
     assert!(!api.headers().contains_key("content-security-policy"));
 }
 
+/// `wick keys create|list|revoke` on the store a running server uses: a created key works, the
+/// list shows it (never the key itself), and once revoked it answers 401 at once, while the
+/// organization's other keys keep working.
+async fn keys_are_listed_and_revoked_from_the_command_line(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let wick = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wick"));
+        cmd.args(args).arg("--data-dir").arg(&app.data_dir);
+        cmd.env_remove("DATABASE_URL");
+        if let Some(url) = &app.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (ok, out, err) = wick(&["keys", "create", "--org", "acme", "--name", "ci"]);
+    assert!(ok, "{err}");
+    let key = out.trim().to_string();
+    let (ok, _, err) = wick(&["keys", "create", "--org", "acme", "--name", "laptop"]);
+    assert!(ok, "{err}");
+    let (s, _) = app.get(&key, "/v1/files").await;
+    assert_eq!(s, 200);
+
+    let (ok, list, err) = wick(&["keys", "list", "--org", "acme"]);
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{list}");
+    let ci = rows.iter().find(|r| r[2] == "ci").unwrap();
+    assert_eq!((ci[1], ci[5]), ("acme", "-"), "{list}");
+    assert!(key.starts_with(ci[3].trim_end_matches('…')), "{list}");
+    assert!(!list.contains(&key), "the list never shows a key");
+    let (_, all, _) = wick(&["keys", "list"]);
+    assert_eq!(
+        all.lines().count(),
+        4,
+        "the admin key and acme's two: {all}"
+    );
+
+    let (ok, out, err) = wick(&["keys", "revoke", ci[0]]);
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    let (s, e) = app.get(&key, "/v1/files").await;
+    assert_eq!(s, 401, "{e}");
+    let (ok, out, _) = wick(&["keys", "revoke", ci[0]]);
+    assert!(ok && out.contains("already revoked"), "{out}");
+    let (ok, _, err) = wick(&["keys", "revoke", "key-nope"]);
+    assert!(!ok && err.contains("no key with id"), "{err}");
+    let (_, list, _) = wick(&["keys", "list", "--org", "acme"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(ci[0]) && !l.ends_with("\t-")),
+        "{list}"
+    );
+    let (s, _) = app.get(&app.admin_key, "/v1/files").await;
+    assert_eq!(s, 200, "other keys keep working");
+}
+
 async fn framework_errors_have_the_error_shape(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = &app.admin_key;
@@ -1106,6 +1170,7 @@ on_both_stores!(
     models_and_unknown_routes,
     framework_errors_have_the_error_shape,
     nul_characters_are_refused_naming_where,
+    keys_are_listed_and_revoked_from_the_command_line,
     requests_over_the_time_limit_answer_408_json,
     local_models_are_listed_trained_from_and_chatted_with,
 );

@@ -53,3 +53,52 @@ pub async fn find_caller(db: &Db, key: &str) -> Result<Option<Caller>, sqlx::Err
 pub async fn count_keys(db: &Db) -> Result<i64, sqlx::Error> {
     with_db!(db, p => sqlx::query_scalar::<_, i64>("select count(*) from api_keys").fetch_one(p).await)
 }
+
+/// A key as an operator lists it: never the key itself, only its first characters.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyRow {
+    pub id: String,
+    pub org_name: String,
+    pub name: String,
+    pub key_prefix: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Every key, oldest first, of organization `org` when given (by name).
+pub async fn list_keys(db: &Db, org: Option<&str>) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let sql = "select k.id, o.name as org_name, k.name, k.key_prefix, k.created_at, k.revoked_at
+               from api_keys k join organizations o on o.id = k.org_id
+               where ($1 is null or o.name = $1) order by k.created_at, k.id";
+    with_db!(db, p => sqlx::query_as::<_, KeyRow>(sql).bind(org).fetch_all(p).await)
+}
+
+/// What revoking a key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// It was live; requests with it now answer 401.
+    Now,
+    /// It had been revoked before.
+    Already,
+    /// No key has that id.
+    Unknown,
+}
+
+/// Revokes key `id` (by its id, as `list_keys` shows it); at once for every process sharing the
+/// store, since each request looks its key up.
+pub async fn revoke_key(db: &Db, id: &str) -> Result<Revoked, sqlx::Error> {
+    let changed = with_db!(db, p => sqlx::query(
+            "update api_keys set revoked_at = $1 where id = $2 and revoked_at is null")
+        .bind(now()).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+    if changed > 0 {
+        return Ok(Revoked::Now);
+    }
+    let exists = with_db!(db, p => sqlx::query_scalar::<_, i64>(
+            "select count(*) from api_keys where id = $1")
+        .bind(id).fetch_one(p).await)?;
+    Ok(if exists > 0 {
+        Revoked::Already
+    } else {
+        Revoked::Unknown
+    })
+}

@@ -94,6 +94,19 @@ async fn trained_models_chat_download_and_estimate() {
         "same seed, same text"
     );
 
+    // What the schema allows is taken: a negative seed (reproducible too) and an integral float.
+    let mut odd = ask.clone();
+    odd["seed"] = json!(-5);
+    odd["max_completion_tokens"] = json!(8.0);
+    let (s, c) = app.post(key, "/v1/chat/completions", &odd).await;
+    assert_eq!(s, 200, "{c}");
+    let (_, d) = app.post(key, "/v1/chat/completions", &odd).await;
+    assert_eq!(
+        c["choices"][0]["message"]["content"],
+        d["choices"][0]["message"]["content"]
+    );
+    assert!(c["usage"]["completion_tokens"].as_u64().unwrap() <= 8);
+
     // Streamed: a role chunk, content deltas, a finish chunk, [DONE]; the same text as above.
     let mut streamed = ask.clone();
     streamed["stream"] = json!(true);
@@ -149,6 +162,27 @@ async fn trained_models_chat_download_and_estimate() {
             json!({"model": model, "messages": [{"role": "wizard", "content": "x"}]}),
             400,
             "messages[0].role",
+        ),
+        // Sampling fields are named too, though they sit flattened into the request.
+        (
+            json!({"model": model, "messages": [{"role": "user", "content": "x"}], "seed": "seven"}),
+            400,
+            "seed",
+        ),
+        (
+            json!({"model": model, "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 8.5}),
+            400,
+            "max_completion_tokens",
+        ),
+        (
+            json!({"model": model, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
+            400,
+            "max_tokens",
+        ),
+        (
+            json!({"model": model, "messages": [{"role": "user", "content": "x"}], "stop": [1]}),
+            400,
+            "stop",
         ),
         (
             json!({"model": "wick-llama-1m", "messages": [{"role": "user", "content": "x"}]}),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::catalog::{self, BaseModel, ResolveError};
 use crate::error::{ApiError, ApiResult};
@@ -14,65 +15,107 @@ use crate::state::AppState;
 use crate::store::keys::Caller;
 use crate::store::{checkpoints, jobs};
 
-/// `stop`: one string or up to four.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// The sampling fields of a request, as OpenAI names them.
+/// The sampling fields of a request, as OpenAI names them. They sit flattened into the chat and
+/// completion requests, where serde cannot say which field failed, so each is taken as JSON and
+/// checked here by name: every error names its field.
 #[derive(Debug, Deserialize)]
 pub struct Sampling {
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub max_tokens: Option<u32>,
-    pub max_completion_tokens: Option<u32>,
-    pub stop: Option<Stop>,
-    pub seed: Option<u64>,
+    temperature: Option<Value>,
+    top_p: Option<Value>,
+    max_tokens: Option<Value>,
+    max_completion_tokens: Option<Value>,
+    stop: Option<Value>,
+    seed: Option<Value>,
+}
+
+/// A number field, or a 400 naming it.
+fn number(value: &Option<Value>, name: &str) -> ApiResult<Option<f64>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_param(name, format!("{name} must be a number"))),
+    }
+}
+
+/// An integer field (an integral float such as `8080.0` counts, as JSON Schema's `integer`
+/// allows), or a 400 naming it.
+fn integer(value: &Option<Value>, name: &str) -> ApiResult<Option<i64>> {
+    let Some(x) = number(value, name)? else {
+        return Ok(None);
+    };
+    if x.fract() != 0.0 || x.abs() > 2f64.powi(63) {
+        return Err(ApiError::invalid_param(
+            name,
+            format!("{name} must be an integer"),
+        ));
+    }
+    Ok(value.as_ref().and_then(Value::as_i64).or(Some(x as i64)))
 }
 
 impl Sampling {
     /// The checked parameters, or a 400 naming the bad one.
     pub fn params(&self) -> ApiResult<GenerateParams> {
-        let temperature = self.temperature.unwrap_or(1.0);
+        let temperature = number(&self.temperature, "temperature")?.unwrap_or(1.0);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::invalid_param(
                 "temperature",
                 "temperature must be between 0 and 2",
             ));
         }
-        let top_p = self.top_p.unwrap_or(1.0);
+        let top_p = number(&self.top_p, "top_p")?.unwrap_or(1.0);
         if !(top_p > 0.0 && top_p <= 1.0) {
             return Err(ApiError::invalid_param(
                 "top_p",
                 "top_p must be greater than 0 and at most 1",
             ));
         }
-        let max_tokens = self
-            .max_completion_tokens
-            .or(self.max_tokens)
-            .unwrap_or(256);
+        let (name, max_tokens) =
+            match integer(&self.max_completion_tokens, "max_completion_tokens")? {
+                Some(n) => ("max_completion_tokens", Some(n)),
+                None => ("max_tokens", integer(&self.max_tokens, "max_tokens")?),
+            };
+        let max_tokens = max_tokens.unwrap_or(256);
         if !(1..=8192).contains(&max_tokens) {
             return Err(ApiError::invalid_param(
-                "max_tokens",
-                "max_tokens must be between 1 and 8192",
+                name,
+                format!("{name} must be between 1 and 8192"),
             ));
         }
-        let stop = match &self.stop {
-            None => vec![],
-            Some(Stop::One(s)) => vec![s.clone()],
-            Some(Stop::Many(v)) if v.len() <= 4 => v.clone(),
-            Some(Stop::Many(_)) => {
-                return Err(ApiError::invalid_param("stop", "at most 4 stop sequences"));
+        let strings = |v: &Value| -> Option<Vec<String>> {
+            match v {
+                Value::String(s) => Some(vec![s.clone()]),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string))
+                    .collect(),
+                _ => None,
             }
+        };
+        let stop = match &self.stop {
+            None | Some(Value::Null) => vec![],
+            Some(v) => match strings(v) {
+                Some(list) if list.len() <= 4 => list,
+                Some(_) => return Err(ApiError::invalid_param("stop", "at most 4 stop sequences")),
+                None => {
+                    return Err(ApiError::invalid_param(
+                        "stop",
+                        "stop must be a string or an array of up to 4 strings",
+                    ));
+                }
+            },
+        };
+        // Any integer seeds the sampler, negative ones too (their bits, as a u64).
+        let seed = match self.seed.as_ref().and_then(Value::as_u64) {
+            Some(s) => Some(s),
+            None => integer(&self.seed, "seed")?.map(|s| s as u64),
         };
         Ok(GenerateParams {
             max_tokens: max_tokens as usize,
             temperature,
             top_p,
-            seed: self.seed,
+            seed,
             stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
         })
     }

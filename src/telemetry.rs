@@ -1,5 +1,8 @@
 //! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as text for people or
 //! as one JSON object per line for log shippers (`--log-format json`, `WICK_LOG_FORMAT=json`).
+//! [`metrics`]: what this process counts for `GET /metrics`.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;

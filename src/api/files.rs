@@ -105,6 +105,7 @@ async fn upload_file(
     Auth(caller): Auth,
     mut multipart: Multipart,
 ) -> ApiResult<Response> {
+    let _receiving = crate::telemetry::metrics::upload();
     let id = new_id("file");
     let blob_path = crate::blob::keys::file(&caller.org_id, &id);
     let mut purpose: Option<Purpose> = None;

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod health;
 pub mod jobs;
 pub mod json;
+pub mod metrics;
 pub mod models;
 pub mod nul;
 pub mod pagination;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(models::router())
         .merge(results::router())
         .merge(estimate::router())
+        .merge(metrics::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -58,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(timeout, json_errors))
         .layer(middleware::from_fn(headers::security_headers))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(middleware::from_fn(metrics::track_requests))
         .with_state(state)
 }
 

@@ -115,6 +115,7 @@ async fn feed_watcher(
     mut live: broadcast::Receiver<Arc<Item>>,
     tx: mpsc::Sender<Result<Event, Infallible>>,
 ) {
+    let _watching = crate::telemetry::metrics::sse_watcher();
     let mut ended = false;
     macro_rules! send {
         ($item:expr) => {{

@@ -61,6 +61,7 @@ const FLUSH_AT: usize = 64;
 #[tracing::instrument(name = "worker_slot", skip_all, fields(worker = %worker_id))]
 pub async fn run_slot(state: AppState, worker_id: String, shutdown: CancellationToken) {
     let lease = chrono::Duration::seconds(state.settings.lease_secs as i64);
+    let _slot = crate::telemetry::metrics::worker_slot();
     tracing::info!("worker slot ready");
     while !shutdown.is_cancelled() {
         match queue::claim_next_job(&state.db, &worker_id, lease).await {
@@ -249,6 +250,7 @@ async fn run_claimed(
     job: JobRow,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let running = crate::telemetry::metrics::RunningJob::start(&job.id);
     let spec: JobSpec =
         serde_json::from_value(job.spec.0.clone()).context("reading the stored job spec")?;
     let dir = work_dir(state, &job.id);
@@ -303,6 +305,7 @@ async fn run_claimed(
                         }
                     }
                     ChildMessage::Step(m) => {
+                        running.step(m.step, m.tokens_per_second);
                         last_tokens = m.trained_tokens as i64;
                         eta = Some(crate::ids::now() + chrono::Duration::milliseconds((m.eta_seconds * 1000.0) as i64));
                         let mut data = serde_json::to_value(&m)?;

@@ -980,32 +980,8 @@ async fn requests_over_the_time_limit_answer_408_json(backend: Backend) {
 /// `--log-format json` makes the server's log lines JSON objects, one per line.
 #[tokio::test]
 async fn serve_logs_json_lines_with_log_format_json() {
-    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wick"))
-        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
-        .args(["--worker-slots", "0", "--data-dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "info")
-        .env_remove("DATABASE_URL")
-        .env_remove("WICK_LOG_FORMAT")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let serving = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("wick is serving") {
-                return line;
-            }
-        }
-        panic!("the server's stderr closed before it logged that it serves");
-    })
-    .await
-    .expect("the server starts within 60 s");
-    let v: Value = serde_json::from_str(&serving).expect("a JSON log line");
+    let (mut child, v, _) = common::serve_with_json_logs(dir.path()).await;
     assert_eq!(v["level"], "INFO", "{v}");
     assert_eq!(v["message"], "wick is serving", "{v}");
     assert!(v["addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{v}");

@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
         "machine",
         "allocator",
         "threads",
+        "private_files",
         "testing",
     ],
     &["tokenizer"],

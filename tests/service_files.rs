@@ -2,11 +2,11 @@
 //! and everything it writes are private to its account (folder 0700, files 0600), and what a
 //! killed upload left in the blob store is swept at the next start once it is old enough.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-
-use tokio::io::AsyncBufReadExt;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -46,35 +46,8 @@ async fn data_is_private_and_interrupted_uploads_are_swept() {
     let live = staging.join("file-live#1");
     std::fs::write(&live, b"still coming").unwrap();
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wick"))
-        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
-        .args(["--worker-slots", "0", "--data-dir"])
-        .arg(&data)
-        .env("RUST_LOG", "info")
-        .env_remove("DATABASE_URL")
-        .env_remove("WICK_LOG_FORMAT")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = Vec::new();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            // The admin key's announcement is plain text; log lines are JSON.
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            log.push(v.clone());
-            if v["message"] == "wick is serving" {
-                return v["addr"].as_str().unwrap().to_string();
-            }
-        }
-        panic!("the server stopped before serving: {log:?}");
-    })
-    .await
-    .expect("the server starts within 60 s");
+    let (mut child, serving, log) = common::serve_with_json_logs(&data).await;
+    let addr = serving["addr"].as_str().unwrap();
     assert!(
         log.iter().any(|l| l["message"]
             .as_str()

@@ -304,6 +304,47 @@ pub async fn spawn_app_with_tiny_model(backend: Backend) -> (TestApp, tempfile::
 /// The name [`spawn_app_with_tiny_model`]'s local model is served under.
 pub const TINY_MODEL: &str = "tiny-llama";
 
+/// A real `wick serve` process on a free loopback port with JSON logs, no worker slots and its
+/// data in `data_dir`, run until it logs that it serves: the process, that line and every JSON
+/// line before it (the admin key's plain-text announcement is skipped); later lines are read
+/// and dropped.
+pub async fn serve_with_json_logs(
+    data_dir: &std::path::Path,
+) -> (tokio::process::Child, Value, Vec<Value>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wick"))
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .args(["--worker-slots", "0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .env_remove("WICK_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let serving = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "wick is serving" {
+                return v;
+            }
+            log.push(v);
+        }
+        panic!("the server stopped before serving: {log:?}");
+    })
+    .await
+    .expect("the server starts within 60 s");
+    // Keep reading what it logs: a closed pipe would fail its writes, a full one block them.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, serving, log)
+}
+
 /// Runs each listed async test body once against SQLite and once against Postgres.
 #[macro_export]
 macro_rules! on_both_stores {

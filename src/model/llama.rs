@@ -117,6 +117,8 @@ impl Linear {
 fn project(x: &Tensor, w: &Tensor, bf16: bool) -> Result<Tensor> {
     if bf16 && bf16_usable(x) && w.dtype() == x.dtype() {
         bf16_linear(x, w)
+    } else if let Some(y) = super::few_rows::few_rows_matmul(x, w)? {
+        Ok(y) // decoding: a token or a few
     } else if w.track_op() {
         x.matmul(&w.t()?)
     } else {
@@ -725,7 +727,10 @@ impl Llama {
         let last = self.norm.forward(&x.narrow(1, t - 1, 1)?)?.squeeze(1)?; // (B, C)
         match &self.lm_head {
             Some(head) => head.forward(&last),
-            None => last.matmul(&self.embed_tokens.t()?), // (B, V)
+            None => match super::few_rows::few_rows_matmul(&last, &self.embed_tokens)? {
+                Some(logits) => Ok(logits),
+                None => last.matmul(&self.embed_tokens.t()?), // (B, V)
+            },
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod bf16_linear;
 pub mod checkpoint;
 pub mod config;
 pub mod fast_exp;
+pub mod few_rows;
 pub mod frozen;
 pub mod gemm;
 pub mod generate;

@@ -14,57 +14,14 @@
 //! of a count is of a difference between two scrapes with nothing else running.
 
 mod common;
+#[path = "common/corpus.rs"]
+mod corpus;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp, spawn_app_with};
 use serde_json::{Value, json};
-
-/// A small deterministic English corpus for pretraining, one `{"text"}` document per line.
-fn corpus(docs: usize) -> Vec<u8> {
-    let subj = [
-        "the cat",
-        "a dog",
-        "the bird",
-        "my friend",
-        "the old man",
-        "a child",
-    ];
-    let verb = [
-        "sat on",
-        "looked at",
-        "ran to",
-        "jumped over",
-        "found",
-        "liked",
-    ];
-    let obj = [
-        "the mat",
-        "a ball",
-        "the tree",
-        "the river",
-        "a small box",
-        "the red door",
-    ];
-    let mut x: u64 = 7;
-    let mut next = |n: usize| {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((x >> 33) as usize) % n
-    };
-    let mut out = String::new();
-    for _ in 0..docs {
-        let k = 2 + next(5);
-        let text: Vec<String> = (0..k)
-            .map(|_| format!("{} {} {}.", subj[next(6)], verb[next(6)], obj[next(6)]))
-            .collect();
-        out.push_str(&json!({"text": text.join(" ")}).to_string());
-        out.push('\n');
-    }
-    out.into_bytes()
-}
 
 /// A tiny pretraining job long enough to be watched and cancelled while it trains.
 fn long_job(file: &str) -> Value {
@@ -329,7 +286,7 @@ async fn check(backend: Backend, python: &str) {
             .multipart(form)
             .send(),
     );
-    let bytes = corpus(300);
+    let bytes = corpus::corpus_jsonl(300);
     let (head, rest) = bytes.split_at(bytes.len() / 2);
     tx.send(Ok(head.to_vec())).await.unwrap();
     scrape_until(&app, python, "an upload in progress", |s| {

@@ -3,57 +3,14 @@
 //! their training process aborts, honour cancel and pause, and stream over SSE without gaps.
 
 mod common;
+#[path = "common/corpus.rs"]
+mod corpus;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp, spawn_app_with};
 use serde_json::{Value, json};
-
-/// A small deterministic English corpus for pretraining, one `{"text"}` document per line.
-fn corpus(docs: usize) -> Vec<u8> {
-    let subj = [
-        "the cat",
-        "a dog",
-        "the bird",
-        "my friend",
-        "the old man",
-        "a child",
-    ];
-    let verb = [
-        "sat on",
-        "looked at",
-        "ran to",
-        "jumped over",
-        "found",
-        "liked",
-    ];
-    let obj = [
-        "the mat",
-        "a ball",
-        "the tree",
-        "the river",
-        "a small box",
-        "the red door",
-    ];
-    let mut x: u64 = 7;
-    let mut next = |n: usize| {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((x >> 33) as usize) % n
-    };
-    let mut out = String::new();
-    for _ in 0..docs {
-        let k = 2 + next(5);
-        let text: Vec<String> = (0..k)
-            .map(|_| format!("{} {} {}.", subj[next(6)], verb[next(6)], obj[next(6)]))
-            .collect();
-        out.push_str(&json!({"text": text.join(" ")}).to_string());
-        out.push('\n');
-    }
-    out.into_bytes()
-}
 
 fn pretrain_job(file: &str, steps: u32, checkpoint_every: u32) -> Value {
     json!({"model": "wick-llama-1m", "training_file": file, "seed": 11, "suffix": "tiny",
@@ -74,7 +31,12 @@ fn interruptible_job(file: &str, steps: u32) -> Value {
 
 async fn upload_corpus(app: &TestApp) -> String {
     let (s, f) = app
-        .upload(&app.admin_key, "pretrain", "docs.jsonl", corpus(300))
+        .upload(
+            &app.admin_key,
+            "pretrain",
+            "docs.jsonl",
+            corpus::corpus_jsonl(300),
+        )
         .await;
     assert_eq!(s, 200, "{f}");
     assert_eq!(f["status"], "processed", "{f}");
@@ -748,7 +710,7 @@ mod multi_process {
             .text("purpose", "pretrain")
             .part(
                 "file",
-                reqwest::multipart::Part::bytes(corpus(100)).file_name("d.jsonl"),
+                reqwest::multipart::Part::bytes(corpus::corpus_jsonl(100)).file_name("d.jsonl"),
             );
         let f: Value = client
             .post(format!("{base}/v1/files"))

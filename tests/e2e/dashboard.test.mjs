@@ -452,6 +452,15 @@ test('dashboard end to end', { timeout: 600_000 }, async (t) => {
     const cks = (await apiGet(`/v1/fine_tuning/jobs/${jobId}/checkpoints`)).data;
     assert.ok(cks.length >= 1);
     for (const id of ['#chart-loss', '#chart-lr']) assert.match((await chartState(id)).markers, new RegExp(`checkpoint:${cks.length}`));
+    // A pretraining job's checkpoints open the playground in raw completion.
+    const links = await page.locator('#checkpoints a[href*="ckpt-step"]').evaluateAll((as) => as.map((a) => a.getAttribute('href')));
+    assert.equal(links.length, cks.length);
+    for (const href of links) assert.match(href, /&mode=complete$/, href);
+    // Token accuracy reads in percent on its axis, as in its legend.
+    if (train.some((p) => p.train_mean_token_accuracy != null)) {
+      const acc = await chartState('#chart-acc');
+      assert.ok(acc.yLabels.length >= 2 && acc.yLabels.every((v) => /%$/.test(v)), `accuracy ticks: ${acc.yLabels}`);
+    }
     // Smoothing: a raw companion behind the smoothed curve; none at 0.
     await setRange('#chart-smoothing', 0.9);
     await until('smoothing 0.9 on the charts', async () => (await chartState('#chart-loss')).smoothing === '0.9');

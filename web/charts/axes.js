@@ -8,6 +8,11 @@ export function tickValues(u, splits, axisIdx, space, incr) {
   return splits.map((v) => v == null ? '' : tiny ? (v === 0 ? '0' : fmtExp(v, 2)) : fmtTick(v, incr));
 }
 
+// Shares (token accuracy): ticks as percentages, as the legend prints them.
+export function percentTickValues(u, splits, axisIdx, space, incr) {
+  return splits.map((v) => v == null ? '' : `${fmtTick(v * 100, incr == null ? null : incr * 100)}%`);
+}
+
 // Log axes: uPlot's splits are powers of ten and their multiples; print each on its own.
 export function logTickValues(u, splits) {
   return splits.map((v) => v == null ? '' : fmtTick(v, null).replace(/\.0+$/, ''));

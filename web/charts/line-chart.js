@@ -14,7 +14,7 @@
 import { ema } from './smoothing.js';
 import { align, sortByX } from './align.js';
 import { markerPlugin } from './markers.js';
-import { tickValues, logTickValues, ySize, xAxis } from './axes.js';
+import { tickValues, percentTickValues, logTickValues, ySize, xAxis } from './axes.js';
 import { fmtNum } from '../format.js';
 
 const faint = (color) => /^#[0-9a-f]{6}$/i.test(color) ? `${color}40` : color;
@@ -23,7 +23,8 @@ const newGroup = () => ({ steps: [], times: [], index: new Map() });
 export class LineChart {
   // series: [{ label, stroke, points?, smooth?, dash?, group? }]
   // opts: id, wide, log (always log), logToggle (log when the view says so), sync (cursor key),
-  //       view ({ smoothing, log, x }), format (legend values), height, empty (text without data).
+  //       view ({ smoothing, log, x }), format (legend values), percent (y ticks as percentages),
+//       height, empty (text without data).
   constructor(title, series, opts = {}) {
     this.opts = opts;
     this.series = series.map((s) => ({ group: 0, ...s }));
@@ -193,7 +194,7 @@ export class LineChart {
       legend: { live: true },
       cursor: { drag: { x: true, y: false }, ...(this.opts.sync ? { sync: { key: this.opts.sync } } : {}) },
       scales: { x: x.scale, y: log ? { distr: 3 } : {} },
-      axes: [x.axis, { size: ySize, values: log ? logTickValues : tickValues }],
+      axes: [x.axis, { size: ySize, values: log ? logTickValues : this.opts.percent ? percentTickValues : tickValues }],
       series: [x.scale.time ? { label: x.axis.label } : { label: x.axis.label, value: (u, v) => v == null ? '—' : this.view.x === 'relative' ? x.axis.values(u, [v])[0] : fmtNum(v) }, ...uSeries],
       plugins: [markerPlugin(() => this.markers.map((m) => ({ ...m, x: this.markerX(m) })))],
       hooks: {

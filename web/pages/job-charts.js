@@ -23,7 +23,7 @@ export function jobCharts(jobId) {
     grid.append(c.el); all.push(c); return c;
   };
   const loss = mk('Loss', [{ label: 'train', stroke: '#3b5bdb', smooth: true }, { label: 'validation', stroke: '#e8590c', points: true }], { id: 'chart-loss', wide: true, logToggle: true });
-  const acc = mk('Token accuracy', [{ label: 'train', stroke: '#3b5bdb', smooth: true }, { label: 'validation', stroke: '#e8590c', points: true }], { id: 'chart-acc', format: (v) => fmtPct(v) });
+  const acc = mk('Token accuracy', [{ label: 'train', stroke: '#3b5bdb', smooth: true }, { label: 'validation', stroke: '#e8590c', points: true }], { id: 'chart-acc', format: (v) => fmtPct(v), percent: true });
   const ppl = mk('Validation perplexity', [{ label: 'perplexity', stroke: '#e8590c', points: true }], { id: 'chart-ppl', log: true });
   const lr = mk('Learning rate', [{ label: 'lr', stroke: '#2b8a3e' }], { id: 'chart-lr' });
   const gn = mk('Gradient norm', [{ label: 'grad norm', stroke: '#862e9c', smooth: true }], { id: 'chart-gn' });

@@ -83,7 +83,7 @@ export async function jobPage(id) {
     finally { btn.disabled = false; btn.textContent = label; }
   }
   const markers = () => charts.setMarkers([...events.markers(), ...checkpoints.markers()]);
-  async function loadCheckpoints() { await checkpoints.load(job.status); markers(); }
+  async function loadCheckpoints() { await checkpoints.load(job.status, job.method?.type === 'pretrain'); markers(); }
 
   renderHeader(); renderFigures(); renderProgress(); renderDetails();
   let dirty = false;

@@ -57,19 +57,24 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), store = self.state.db.backend(), "wick is serving");
         let stop = CancellationToken::new();
         let slots = crate::worker::spawn_slots(&self.state, &stop);
+        let limits = crate::http_server::Limits {
+            header_timeout: std::time::Duration::from_secs(
+                self.state.settings.header_timeout_secs.max(1),
+            ),
+            max_connections: self.state.settings.max_connections,
+        };
         let router = crate::api::router(self.state);
         let stop_serving = stop.clone();
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop_serving.cancel();
-            })
-            .await;
+        crate::http_server::serve(self.listener, router, limits, async move {
+            shutdown.await;
+            stop_serving.cancel();
+        })
+        .await;
         stop.cancel();
         for s in slots {
             let _ = s.await;
         }
-        served
+        Ok(())
     }
 }
 

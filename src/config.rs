@@ -40,6 +40,13 @@ pub struct Settings {
     /// workers need the same folders under their own setting.
     #[arg(long, env = "WICK_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (from the connection's start, or the
+    /// end of the previous request); a connection that sends them slower is closed.
+    #[arg(long, env = "WICK_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen queue until one closes.
+    #[arg(long, env = "WICK_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 impl Settings {
@@ -56,6 +63,8 @@ impl Settings {
             trainer_exe: None,
             request_timeout_secs: 60,
             models_dir: None,
+            header_timeout_secs: 10,
+            max_connections: 1024,
         }
     }
 

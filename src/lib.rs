@@ -38,6 +38,7 @@ pub mod cli_train;
 pub mod config;
 pub mod datasets;
 pub mod error;
+pub mod http_server;
 pub mod ids;
 pub mod infer;
 pub mod jobs;

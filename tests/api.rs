@@ -977,6 +977,52 @@ async fn requests_over_the_time_limit_answer_408_json(backend: Backend) {
     assert_eq!(body["error"]["param"], Value::Null, "{body}");
 }
 
+/// Clients that connect and send nothing, or send part of their headers and stall, are closed
+/// after the header timeout; with more of them than the connection cap, the server still
+/// answers a real request within a few timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_closed_and_the_server_keeps_answering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.header_timeout_secs = 1;
+        s.max_connections = 8;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for i in 0..20 {
+        let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 1 {
+            sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        slow.push(sock);
+    }
+    let started = std::time::Instant::now();
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .timeout(std::time::Duration::from_secs(15))
+        .send()
+        .await
+        .expect("the server answers while slow clients hold connections");
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // Every slow connection was closed by the server (end of stream, or a reset).
+    for (i, mut sock) in slow.into_iter().enumerate() {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), sock.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("slow connection {i} is still open"));
+        assert!(matches!(read, Ok(0) | Err(_)), "connection {i}: {read:?}");
+    }
+}
+
 /// `--log-format json` makes the server's log lines JSON objects, one per line.
 #[tokio::test]
 async fn serve_logs_json_lines_with_log_format_json() {

@@ -37,8 +37,8 @@ const LAYERS: &[&[&str]] = &[
     // stream).
     &["jobs", "catalog", "infer", "cleaning"],
     &["state"],
-    // The two front doors: HTTP and the worker slots.
-    &["error", "auth", "api", "worker"],
+    // The two front doors: HTTP (the routes and the connection loop) and the worker slots.
+    &["error", "auth", "api", "http_server", "worker"],
     // The composition root.
     &["app"],
     &["cli_train", "cli_clean", "cli_export", "cli", "main"],

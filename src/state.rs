@@ -43,7 +43,11 @@ impl AppState {
         ) {
             Ok((0, _)) => {}
             Ok((files, bytes)) => {
-                tracing::info!(files, bytes, "deleted what interrupted uploads left in the blob store")
+                tracing::info!(
+                    files,
+                    bytes,
+                    "deleted what interrupted uploads left in the blob store"
+                )
             }
             Err(e) => tracing::warn!(error = %e, "could not sweep interrupted uploads"),
         }

@@ -73,10 +73,7 @@ mod tests {
         let fresh = write("file-b#3", None);
         let whole = write("file-c", Some(old));
         let odd = write("notes#draft", Some(old));
-        assert_eq!(
-            sweep_partial_uploads(dir.path(), GRACE).unwrap(),
-            (1, 7)
-        );
+        assert_eq!(sweep_partial_uploads(dir.path(), GRACE).unwrap(), (1, 7));
         assert!(!stale.exists() && fresh.exists() && whole.exists() && odd.exists());
         assert_eq!(
             sweep_partial_uploads(&dir.path().join("missing"), GRACE).unwrap(),

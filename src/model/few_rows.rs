@@ -32,10 +32,9 @@ impl CustomOp2 for FewRowsMatmul {
         if k != k_w {
             candle_core::bail!("few-rows matmul: x is (_, {k}) but the weight is ({n}, {k_w})");
         }
-        let (Some((x0, x1)), Some((w0, w1))) = (
-            x_layout.contiguous_offsets(),
-            w_layout.contiguous_offsets(),
-        ) else {
+        let (Some((x0, x1)), Some((w0, w1))) =
+            (x_layout.contiguous_offsets(), w_layout.contiguous_offsets())
+        else {
             candle_core::bail!("few-rows matmul needs contiguous operands");
         };
         let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) else {

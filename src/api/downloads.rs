@@ -17,8 +17,8 @@ use crate::blob::keys;
 use crate::error::{ApiError, ApiResult};
 use crate::model::gguf::Quant;
 use crate::state::AppState;
+use crate::store::checkpoints;
 use crate::store::job_status::JobStatus;
-use crate::store::{checkpoints, jobs};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/fine_tuning/jobs/{id}/download", get(download))
@@ -62,9 +62,7 @@ async fn download(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DownloadQuery>,
 ) -> ApiResult<Response> {
-    let job = jobs::get_job(&state.db, &caller.org_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("fine-tuning job", &id))?;
+    let job = super::jobs::find_job(&state, &caller.org_id, &id).await?;
     let (prefix, name) = match &q.checkpoint {
         Some(ck) => {
             let all = checkpoints::list_checkpoints(&state.db, &job.id).await?;

@@ -225,7 +225,8 @@ async fn list_jobs(
     Ok(axum::Json(page(rows, limit, job_object)))
 }
 
-async fn find_job(state: &AppState, org_id: &str, id: &str) -> ApiResult<JobRow> {
+/// Job `id` of organization `org_id`, or a 404 naming it (every job route answers the same).
+pub(crate) async fn find_job(state: &AppState, org_id: &str, id: &str) -> ApiResult<JobRow> {
     jobs::get_job(&state.db, org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("fine-tuning job", id))

@@ -9,7 +9,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::ids::unix;
 use crate::jobs::metrics::{metric_series, series_csv};
 use crate::state::AppState;
@@ -33,9 +33,7 @@ async fn job_samples(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
-    let job = jobs::get_job(&state.db, &caller.org_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("fine-tuning job", &id))?;
+    let job = super::jobs::find_job(&state, &caller.org_id, &id).await?;
     let data: Vec<Value> = crate::store::metrics::list_samples(&state.db, &job.id)
         .await?
         .into_iter()
@@ -52,9 +50,7 @@ async fn job_metrics(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let job = jobs::get_job(&state.db, &caller.org_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("fine-tuning job", &id))?;
+    let job = super::jobs::find_job(&state, &caller.org_id, &id).await?;
     let series = metric_series(&state.db, &job.id).await?;
     let wants_csv = headers
         .get(header::ACCEPT)
@@ -94,9 +90,7 @@ async fn job_checkpoints(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
-    let job = jobs::get_job(&state.db, &caller.org_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("fine-tuning job", &id))?;
+    let job = super::jobs::find_job(&state, &caller.org_id, &id).await?;
     let rows = checkpoints::list_checkpoints(&state.db, &job.id).await?;
     let data: Vec<Value> = rows
         .iter()

@@ -84,9 +84,7 @@ async fn stream_job(
     ApiQuery(q): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>> {
-    let job = jobs::get_job(&state.db, &caller.org_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("fine-tuning job", &id))?;
+    let job = super::jobs::find_job(&state, &caller.org_id, &id).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -151,29 +151,25 @@ impl TestApp {
         request.send().await.unwrap().text().await.unwrap()
     }
 
-    pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .client
+    async fn send_post(&self, key: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client
             .post(self.url(path))
             .bearer_auth(key)
             .json(body)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.send_post(key, path, body).await;
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// A POST's body as text (a stream of Server-Sent Events, read to its end).
     pub async fn post_raw(&self, key: &str, path: &str, body: &Value) -> String {
-        let r = self
-            .client
-            .post(self.url(path))
-            .bearer_auth(key)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let r = self.send_post(key, path, body).await;
         assert_eq!(r.status().as_u16(), 200);
         r.text().await.unwrap()
     }

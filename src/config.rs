@@ -15,6 +15,12 @@ pub struct Settings {
     /// Folder for the SQLite file, the blob store (datasets, checkpoints, models) and the admin key.
     #[arg(long, env = "WICK_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Where datasets, checkpoints and models are stored: `file:///absolute/path` or
+    /// `s3://bucket/prefix` (with the `AWS_*` variables: `AWS_ENDPOINT_URL`, `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). Default: `<data-dir>/blobs`. Every API
+    /// process and worker of one installation names the same store.
+    #[arg(long, env = "WICK_BLOB_STORE")]
+    pub blob_store: Option<crate::blob::BlobLocation>,
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "WICK_MAX_UPLOAD_BYTES", default_value_t = 512_000_000)]
     pub max_upload_bytes: u64,
@@ -56,6 +62,7 @@ impl Settings {
             listen: "127.0.0.1:0".parse().expect("literal address"),
             database_url: None,
             data_dir: data_dir.into(),
+            blob_store: None,
             max_upload_bytes: 512_000_000,
             worker_slots: 1,
             lease_secs: 30,
@@ -68,8 +75,11 @@ impl Settings {
         }
     }
 
-    pub fn blob_dir(&self) -> PathBuf {
-        self.data_dir.join("blobs")
+    /// The blob store's location: `blob_store` when set, else the `blobs` folder of the data folder.
+    pub fn blob_location(&self) -> crate::blob::BlobLocation {
+        self.blob_store
+            .clone()
+            .unwrap_or_else(|| crate::blob::BlobLocation::Local(self.data_dir.join("blobs")))
     }
 
     pub fn admin_key_path(&self) -> PathBuf {

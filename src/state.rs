@@ -36,20 +36,23 @@ impl AppState {
         crate::private_files::make_private_dir(&settings.data_dir)
             .with_context(|| format!("making {} private", settings.data_dir.display()))?;
         let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
-        let blobs = Blobs::local(&settings.blob_dir()).context("opening the blob store")?;
-        match crate::blob::sweep::sweep_partial_uploads(
-            &settings.blob_dir(),
-            crate::blob::sweep::GRACE,
-        ) {
-            Ok((0, _)) => {}
-            Ok((files, bytes)) => {
-                tracing::info!(
-                    files,
-                    bytes,
-                    "deleted what interrupted uploads left in the blob store"
-                )
+        let location = settings.blob_location();
+        let blobs =
+            Blobs::open(&location).with_context(|| format!("opening the blob store {location}"))?;
+        // An S3 bucket keeps an interrupted multipart upload out of sight (a lifecycle rule
+        // removes its parts); a local folder keeps a staging file that only a sweep removes.
+        if let crate::blob::BlobLocation::Local(dir) = &location {
+            match crate::blob::sweep::sweep_partial_uploads(dir, crate::blob::sweep::GRACE) {
+                Ok((0, _)) => {}
+                Ok((files, bytes)) => {
+                    tracing::info!(
+                        files,
+                        bytes,
+                        "deleted what interrupted uploads left in the blob store"
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "could not sweep interrupted uploads"),
             }
-            Err(e) => tracing::warn!(error = %e, "could not sweep interrupted uploads"),
         }
         let hub = Hub::new(db.clone());
         hub.listen_for_other_processes();

@@ -81,7 +81,7 @@ async fn wait_for(
 /// `trained_tokens` on the job only moves with the lease heartbeat, every few seconds).
 async fn wait_for_first_step(app: &TestApp, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while train_points(app, id).await.is_empty() {
+    while app.train_points(id).await.is_empty() {
         assert!(Instant::now() < deadline, "no step of {id} within 60 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -92,28 +92,6 @@ async fn wait_status(app: &TestApp, id: &str, status: &str, secs: u64) -> Value 
         j["status"] == status || (j["status"] == "failed" && status != "failed")
     })
     .await
-}
-
-/// The metric series of a job: (step, train_loss) of each train point, in order.
-async fn train_points(app: &TestApp, id: &str) -> Vec<(u64, f64)> {
-    let (_, m) = app
-        .get(
-            &app.admin_key,
-            &format!("/v1/fine_tuning/jobs/{id}/metrics"),
-        )
-        .await;
-    m["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p.get("train_loss").is_some())
-        .map(|p| {
-            (
-                p["step"].as_u64().unwrap(),
-                p["train_loss"].as_f64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 fn assert_each_step_once(points: &[(u64, f64)], steps: u64) {
@@ -154,7 +132,7 @@ async fn pretraining_job_succeeds_with_metrics_checkpoints_and_a_model(backend: 
     assert!(job["trained_tokens"].as_u64().unwrap() > 0);
     assert!(job["finished_at"].is_i64());
 
-    let points = train_points(&app, &id).await;
+    let points = app.train_points(&id).await;
     assert_each_step_once(&points, 12);
     assert!(
         points.last().unwrap().1 < points[0].1,
@@ -291,9 +269,9 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
         )
         .await;
     assert_eq!((s, j["status"].as_str()), (200, Some("cancelled")));
-    let at_cancel = train_points(&app, &long).await.len();
+    let at_cancel = app.train_points(&long).await.len();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = train_points(&app, &long).await.len();
+    let after = app.train_points(&long).await.len();
     // Points already computed but not yet flushed (at most 64), plus the few steps that run
     // before the worker's 200 ms status check reaches the child.
     assert!(
@@ -302,7 +280,7 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
     );
     let after_more = {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        train_points(&app, &long).await.len()
+        app.train_points(&long).await.len()
     };
     assert_eq!(after, after_more, "no step after the cancel was seen");
     assert_eq!(get_job(&app, &long).await["status"], "cancelled");
@@ -313,9 +291,9 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
     let mut last_checkpoint = 0;
     for round in 1..=3 {
         // Training again (a new step stored) before each pause.
-        let seen = train_points(&app, &id).await.len();
+        let seen = app.train_points(&id).await.len();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while train_points(&app, &id).await.len() <= seen {
+        while app.train_points(&id).await.len() <= seen {
             assert!(
                 Instant::now() < deadline,
                 "no new step before pause {round}"
@@ -364,7 +342,7 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
     }
     let done = wait_status(&app, &id, "succeeded", 180).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    assert_each_step_once(&train_points(&app, &id).await, 400);
+    assert_each_step_once(&app.train_points(&id).await, 400);
     let (_, events) = app
         .get(
             &app.admin_key,
@@ -384,76 +362,23 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
     );
 }
 
-/// Reads SSE messages until `stop(messages so far)`; returns (id, event, data) triples.
-async fn read_sse(
-    app: &TestApp,
-    id: &str,
-    last_event_id: Option<&str>,
-    stop: impl Fn(&[(String, String, Value)]) -> bool,
-) -> Vec<(String, String, Value)> {
-    use futures::StreamExt;
-    let mut req = app
-        .client
-        .get(app.url(&format!("/v1/fine_tuning/jobs/{id}/stream")))
-        .bearer_auth(&app.admin_key);
-    if let Some(l) = last_event_id {
-        req = req.header("Last-Event-ID", l);
-    }
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let mut body = resp.bytes_stream();
-    let mut buf = String::new();
-    let mut out = vec![];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline.into(), body.next()).await {
-        buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut mid, mut ev, mut data) = (String::new(), String::new(), String::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    mid = v.trim().into()
-                }
-                if let Some(v) = line.strip_prefix("event:") {
-                    ev = v.trim().into()
-                }
-                if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim())
-                }
-            }
-            if ev.is_empty() {
-                continue; // keep-alive comment
-            }
-            out.push((mid, ev, serde_json::from_str(&data).unwrap_or(Value::Null)));
-            if stop(&out) {
-                return out;
-            }
-        }
-    }
-    out
-}
-
 async fn sse_reconnect_with_last_event_id_sees_every_point_once(backend: Backend) {
     let app = spawn_app_with(backend, |s| s.worker_slots = 1).await;
     let file = upload_corpus(&app).await;
     let id = create_job(&app, &pretrain_job(&file, 60, 20)).await;
     // First connection: leave after ten metric points.
-    let first = read_sse(&app, &id, None, |m| {
-        m.iter().filter(|x| x.1 == "metrics").count() >= 10
-    })
-    .await;
+    let first = app
+        .read_sse(&id, None, |m| {
+            m.iter().filter(|x| x.1 == "metrics").count() >= 10
+        })
+        .await;
     let last_id = first.last().unwrap().0.clone();
     // Reconnect from there and read to the end of the job.
-    let second = read_sse(&app, &id, Some(&last_id), |m| {
-        m.last().is_some_and(|x| x.1 == "done")
-    })
-    .await;
+    let second = app
+        .read_sse(&id, Some(&last_id), |m| {
+            m.last().is_some_and(|x| x.1 == "done")
+        })
+        .await;
     assert_eq!(second.last().unwrap().1, "done");
     assert_eq!(second.last().unwrap().2["status"], "succeeded");
     let steps: Vec<u64> = first
@@ -475,7 +400,9 @@ async fn sse_reconnect_with_last_event_id_sees_every_point_once(backend: Backend
         .collect();
     assert_eq!(statuses.last(), Some(&"succeeded"), "{statuses:?}");
     // A watcher arriving after the end gets the whole history and a clean end.
-    let late = read_sse(&app, &id, None, |m| m.last().is_some_and(|x| x.1 == "done")).await;
+    let late = app
+        .read_sse(&id, None, |m| m.last().is_some_and(|x| x.1 == "done"))
+        .await;
     assert_eq!(
         late.iter()
             .filter(|x| x.1 == "metrics" && x.2["kind"] == "train")
@@ -495,7 +422,7 @@ async fn a_job_too_big_for_this_machine_is_refused_before_it_starts(backend: Bac
         j["error"]["message"].as_str().unwrap().contains("GiB"),
         "{j}"
     );
-    assert!(train_points(&app, &id).await.is_empty());
+    assert!(app.train_points(&id).await.is_empty());
 }
 
 on_both_stores!(
@@ -525,7 +452,7 @@ mod multi_process {
                     &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
                 )
                 .await;
-            let n = train_points(&app, &id).await.len() as u64;
+            let n = app.train_points(&id).await.len() as u64;
             if let Some(c) = ck["data"].as_array().unwrap().first()
                 && n > c["step_number"].as_u64().unwrap() + 1
             {
@@ -542,7 +469,7 @@ mod multi_process {
         w2.kill().unwrap();
         w2.wait().unwrap();
         assert_eq!(done["status"], "succeeded", "{done}");
-        let resumed = train_points(&app, &id).await;
+        let resumed = app.train_points(&id).await;
         assert_each_step_once(&resumed, steps as u64);
         let (_, events) = app
             .get(
@@ -572,7 +499,7 @@ mod multi_process {
             )
             .await;
         assert_eq!(done["status"], "succeeded", "{done}\n{events}");
-        let reference = train_points(&app, &straight).await;
+        let reference = app.train_points(&straight).await;
         let (a, b) = (resumed.last().unwrap().1, reference.last().unwrap().1);
         assert!(
             (a - b).abs() <= 1e-6,
@@ -620,7 +547,7 @@ mod multi_process {
         w2.kill().unwrap();
         w2.wait().unwrap();
         assert_eq!(done["status"], "succeeded", "{done}");
-        assert_each_step_once(&train_points(&app, &id).await, steps as u64);
+        assert_each_step_once(&app.train_points(&id).await, steps as u64);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,7 +592,7 @@ mod multi_process {
                 .0
                 .to_string();
             *by_worker.entry(worker).or_default() += 1;
-            assert_each_step_once(&train_points(&app, id).await, 2);
+            assert_each_step_once(&app.train_points(id).await, 2);
         }
         assert_eq!(by_worker.values().sum::<usize>(), 20);
     }

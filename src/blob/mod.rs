@@ -1,7 +1,9 @@
 //! The blob store: datasets, checkpoints, adapters and models, through `object_store`, so the same
-//! code writes a local folder today and S3-compatible storage when Wick is scaled out. [`keys`] names where each kind of object lives.
+//! code writes a local folder on one machine and an S3-compatible bucket when Wick is scaled out
+//! ([`location`] parses which). [`keys`] names where each kind of object lives.
 
 pub mod keys;
+pub mod location;
 pub mod sweep;
 
 use std::path::Path as FsPath;
@@ -9,9 +11,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
+
+pub use location::BlobLocation;
 
 /// Parts are flushed in chunks of this size; an upload holds at most a few of them in memory.
 const PART_SIZE: usize = 8 << 20;
@@ -25,6 +31,38 @@ pub struct Blobs {
 }
 
 impl Blobs {
+    /// The store `location` names: a local folder (created if missing) or an S3 bucket, whose
+    /// connection settings come from the `AWS_*` variables ([`location`] lists them).
+    pub fn open(location: &BlobLocation) -> anyhow::Result<Self> {
+        match location {
+            BlobLocation::Local(dir) => Self::local(dir),
+            BlobLocation::S3 { bucket, prefix } => {
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                // A plain-HTTP endpoint is a self-hosted server the operator named on purpose.
+                if std::env::var("AWS_ENDPOINT_URL")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT"))
+                    .is_ok_and(|e| e.starts_with("http://"))
+                {
+                    builder = builder.with_allow_http(true);
+                }
+                // Fail within seconds, not object_store's default three minutes, when the store
+                // is down: an upload then answers 503 and a training job pauses with the reason.
+                let retry = RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: std::time::Duration::from_secs(20),
+                    ..Default::default()
+                };
+                let s3 = builder.with_retry(retry).build()?;
+                let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(PrefixStore::new(s3, prefix.as_str()))
+                };
+                Ok(Blobs { store })
+            }
+        }
+    }
+
     /// A store in a local folder, created if missing.
     pub fn local(dir: &FsPath) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;

@@ -2,7 +2,10 @@
 //! file or a fresh database on the real Postgres server, and hands back a client for it.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
@@ -38,10 +41,17 @@ pub async fn fresh_pg_database() -> String {
     format!("{base}/{name}")
 }
 
-pub struct TestApp {
+/// An HTTP client for one Wick server, in this process or another: the admin key and helpers for
+/// the calls tests make.
+pub struct ApiClient {
     pub base: String,
     pub client: reqwest::Client,
     pub admin_key: String,
+}
+
+/// A server in this process; derefs to its [`ApiClient`].
+pub struct TestApp {
+    pub api: ApiClient,
     pub state: AppState,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
@@ -78,9 +88,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         let _ = rx.await;
     }));
     TestApp {
-        base,
-        client: reqwest::Client::new(),
-        admin_key,
+        api: ApiClient::new(base, admin_key),
         state,
         data_dir,
         database_url,
@@ -89,11 +97,15 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
     }
 }
 
-impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
+impl std::ops::Deref for TestApp {
+    type Target = ApiClient;
 
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
+}
+
+impl TestApp {
     /// A key for another organization.
     pub async fn key_for_org(&self, org: &str) -> String {
         let o = wick::store::orgs::find_or_create_org(&self.state.db, org)
@@ -103,6 +115,39 @@ impl TestApp {
             .await
             .unwrap()
             .1
+    }
+
+    /// Every file under the blob store, staged parts included.
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, out)
+                    } else {
+                        out.push(p)
+                    }
+                }
+            }
+        }
+        let mut out = vec![];
+        walk(&self.data_dir.join("blobs"), &mut out);
+        out
+    }
+}
+
+impl ApiClient {
+    pub fn new(base: String, admin_key: String) -> Self {
+        ApiClient {
+            base,
+            client: reqwest::Client::new(),
+            admin_key,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
     }
 
     pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
@@ -222,6 +267,83 @@ impl TestApp {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// The metric series of a job: (step, train_loss) of each train point, in order.
+    pub async fn train_points(&self, id: &str) -> Vec<(u64, f64)> {
+        let (_, m) = self
+            .get(
+                &self.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/metrics"),
+            )
+            .await;
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p.get("train_loss").is_some())
+            .map(|p| {
+                (
+                    p["step"].as_u64().unwrap(),
+                    p["train_loss"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Reads SSE messages until `stop(messages so far)`; returns (id, event, data) triples.
+    pub async fn read_sse(
+        &self,
+        id: &str,
+        last_event_id: Option<&str>,
+        stop: impl Fn(&[(String, String, Value)]) -> bool,
+    ) -> Vec<(String, String, Value)> {
+        use futures::StreamExt;
+        let mut req = self
+            .client
+            .get(self.url(&format!("/v1/fine_tuning/jobs/{id}/stream")))
+            .bearer_auth(&self.admin_key);
+        if let Some(l) = last_event_id {
+            req = req.header("Last-Event-ID", l);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        let mut out = vec![];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline.into(), body.next()).await {
+            buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let (mut mid, mut ev, mut data) = (String::new(), String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        mid = v.trim().into()
+                    }
+                    if let Some(v) = line.strip_prefix("event:") {
+                        ev = v.trim().into()
+                    }
+                    if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim())
+                    }
+                }
+                if ev.is_empty() {
+                    continue; // keep-alive comment
+                }
+                out.push((mid, ev, serde_json::from_str(&data).unwrap_or(Value::Null)));
+                if stop(&out) {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+
     /// Polls job `id` until it succeeds (its body) or fails the test when it fails, is cancelled or
     /// takes over four minutes.
     pub async fn wait_for_job(&self, id: &str) -> Value {
@@ -241,25 +363,6 @@ impl TestApp {
             );
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-    }
-
-    /// Every file under the blob store, staged parts included.
-    pub fn blob_files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk(&p, out)
-                    } else {
-                        out.push(p)
-                    }
-                }
-            }
-        }
-        let mut out = vec![];
-        walk(&self.data_dir.join("blobs"), &mut out);
-        out
     }
 }
 
@@ -307,9 +410,17 @@ pub const TINY_MODEL: &str = "tiny-llama";
 pub async fn serve_with_json_logs(
     data_dir: &std::path::Path,
 ) -> (tokio::process::Child, Value, Vec<Value>) {
+    serve_process(data_dir, |_| {}).await
+}
+
+/// As [`serve_with_json_logs`], with the command adjusted by `configure` (more flags, variables).
+pub async fn serve_process(
+    data_dir: &std::path::Path,
+    configure: impl FnOnce(&mut tokio::process::Command),
+) -> (tokio::process::Child, Value, Vec<Value>) {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wick"))
-        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wick"));
+    cmd.args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
         .args(["--worker-slots", "0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "info")
@@ -317,9 +428,9 @@ pub async fn serve_with_json_logs(
         .env_remove("WICK_LOG_FORMAT")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        .kill_on_drop(true);
+    configure(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = Vec::new();
     let serving = tokio::time::timeout(std::time::Duration::from_secs(60), async {

@@ -1,0 +1,240 @@
+//! Scale-out on real engines: one `wick serve --worker-slots 0` and two `wick worker`s, each
+//! with its own empty data folder, sharing nothing but Postgres and an S3-compatible server
+//! (moto, started here: see common/s3.rs). A job runs on one worker; that worker is killed by
+//! SIGKILL after a checkpoint; the survivor resumes from the checkpoint in S3. An SSE watcher on
+//! the API sees every step once, the model downloads from S3, and no process keeps a blob on its
+//! own disk.
+
+mod common;
+#[path = "common/corpus.rs"]
+mod corpus;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::ApiClient;
+use common::s3::S3Server;
+use serde_json::json;
+
+/// The bucket prefix every process of this installation names.
+const PREFIX: &str = "wick";
+
+fn start_worker(data: &Path, db: &str, s3: &S3Server) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wick"))
+        .arg("worker")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--database-url", db, "--blob-store", &s3.location(PREFIX)])
+        .args([
+            "--worker-slots",
+            "1",
+            "--threads-per-job",
+            "1",
+            "--lease-secs",
+            "2",
+        ])
+        .envs(s3.env())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start wick worker")
+}
+
+/// Files under `dir`, as paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out)
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string())
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(dir, dir, &mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from_s3() {
+    let Some(s3) = S3Server::start("wick-multi-host").await else {
+        return;
+    };
+    let db = common::fresh_pg_database().await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut server, serving, _) = common::serve_process(dirs[0].path(), |cmd| {
+        cmd.args(["--database-url", &db, "--blob-store", &s3.location(PREFIX)])
+            .envs(s3.env());
+    })
+    .await;
+    let admin_key = std::fs::read_to_string(dirs[0].path().join("admin_key")).unwrap();
+    let api = ApiClient::new(
+        format!("http://{}", serving["addr"].as_str().unwrap()),
+        admin_key.trim().to_string(),
+    );
+    let mut workers = [
+        start_worker(dirs[1].path(), &db, &s3),
+        start_worker(dirs[2].path(), &db, &s3),
+    ];
+
+    let (s, f) = api
+        .upload(
+            &api.admin_key,
+            "pretrain",
+            "docs.jsonl",
+            corpus::corpus_jsonl(300),
+        )
+        .await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(f["status"], "processed", "{f}");
+    let steps = 40u64;
+    let (s, job) = api
+        .post(
+            &api.admin_key,
+            "/v1/fine_tuning/jobs",
+            &json!({"model": "wick-llama-1m", "training_file": f["id"], "seed": 11,
+                    "method": {"type": "pretrain", "pretrain": {"hyperparameters": {
+                        "vocab_size": 320, "max_seq_len": 32, "batch_size": 4,
+                        "max_steps": steps, "learning_rate": 3e-3, "warmup_steps": 2,
+                        "gradient_accumulation_steps": 2, "checkpoint_every": 5,
+                        "n_checkpoints": 2}}}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let watcher = {
+        let api = ApiClient::new(api.base.clone(), api.admin_key.clone());
+        let id = id.clone();
+        tokio::spawn(async move {
+            api.read_sse(&id, None, |m| m.last().is_some_and(|x| x.1 == "done"))
+                .await
+        })
+    };
+
+    // Kill the worker that runs it once a checkpoint is in S3 and it has trained past it.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let checkpointed_at = loop {
+        let (_, ck) = api
+            .get(
+                &api.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
+            )
+            .await;
+        let n = api.train_points(&id).await.len() as u64;
+        if let Some(c) = ck["data"].as_array().unwrap().first()
+            && n > c["step_number"].as_u64().unwrap() + 1
+        {
+            break c["step_number"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no worker checkpointed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let running_on = (1..3)
+        .find(|&i| dirs[i].path().join("work").join(&id).exists())
+        .expect("the job's scratch folder is on one of the workers");
+    let ckpt_keys = s3.list(&format!("{PREFIX}/jobs/{id}/checkpoints/")).await;
+    assert!(
+        ckpt_keys
+            .iter()
+            .any(|(k, _)| k.ends_with("model.safetensors")),
+        "the checkpoint is in S3: {ckpt_keys:?}"
+    );
+    let victim = &mut workers[running_on - 1];
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let killed = Instant::now();
+    let before = api.train_points(&id).await.len();
+    // The survivor takes the job once the lease (2 s) runs out and resumes from the checkpoint.
+    let resumed_after = loop {
+        let (_, events) = api
+            .get(
+                &api.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
+            )
+            .await;
+        let resumed = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().starts_with("Job resumed"));
+        if resumed && api.train_points(&id).await.len() > before {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(120),
+            "not resumed within 120 s: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "multi-host: killed after checkpoint {checkpointed_at}; first step after the kill {:.2} s later",
+        resumed_after.as_secs_f64()
+    );
+    let done = api.wait_for_job(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    // The watcher on the API saw every training step once, in order, and the end.
+    let messages = tokio::time::timeout(Duration::from_secs(60), watcher)
+        .await
+        .expect("the SSE stream ends with the job")
+        .unwrap();
+    let seen: Vec<u64> = messages
+        .iter()
+        .filter(|x| x.1 == "metrics" && x.2["kind"] == "train")
+        .map(|x| x.2["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seen,
+        (1..=steps).collect::<Vec<_>>(),
+        "every step once, in order"
+    );
+    assert_eq!(messages.last().unwrap().2["status"], "succeeded");
+    let points = api.train_points(&id).await;
+    assert_eq!(
+        points.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (1..=steps).collect::<Vec<_>>()
+    );
+
+    // The model is in S3 and downloads through the API (which has no copy of its own).
+    let model_keys = s3.list(&format!("{PREFIX}/models/{id}/")).await;
+    assert!(
+        model_keys
+            .iter()
+            .any(|(k, n)| k.ends_with("/model.safetensors") && *n > 0),
+        "{model_keys:?}"
+    );
+    let folder = api
+        .download(
+            &api.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/download"),
+        )
+        .await;
+    let got = files_under(folder.path());
+    assert!(
+        got.iter().any(|f| f.ends_with("model.safetensors"))
+            && got.iter().any(|f| f.ends_with("config.json")),
+        "{got:?}"
+    );
+    let uploads = s3.list(&format!("{PREFIX}/files/")).await;
+    assert!(
+        uploads
+            .iter()
+            .any(|(k, _)| k.ends_with(f["id"].as_str().unwrap()))
+    );
+
+    // Nothing but scratch on any machine's disk: no blob folder anywhere.
+    for (i, d) in dirs.iter().enumerate() {
+        assert!(
+            !d.path().join("blobs").exists(),
+            "process {i} made a blob folder"
+        );
+    }
+    for w in &mut workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    server.kill().await.unwrap();
+}

@@ -1,12 +1,17 @@
 //! The models a job may start from and `/v1/models` lists: Wick's from-scratch presets, the
-//! models the organization's own jobs produced, and the server's local Hugging Face folders
-//! ([`local`]), visible to every organization. Continued pretraining and fine-tuning start from
-//! the last two.
+//! models the organization's own jobs produced, base models imported into the blob store
+//! ([`imported`]) and the server's local Hugging Face folders ([`local`]), the last two visible
+//! to every organization. Continued pretraining and fine-tuning start from all but the presets.
 //!
-//! Ids cannot collide across the three: trained ids start with `ft:` (which no folder name may
-//! contain), and a folder named like a preset is unloadable; the preset wins.
+//! Ids cannot collide across presets, trained and the rest: trained ids start with `ft:` (which
+//! no folder name may contain), and a folder named like a preset is unloadable (an import under
+//! such a name is refused); the preset wins. An imported model shadows a local folder of the same
+//! name, so that every worker resolves the name to the same bytes.
 
+pub mod imported;
 pub mod local;
+
+use imported::ImportedModel;
 
 use local::{LocalInfo, LocalModel, LocalModels, LocalStatus};
 
@@ -68,6 +73,19 @@ pub enum BaseModel {
     Trained(ModelRow),
     /// A loadable folder of the models folder, with what its check learned.
     Local { model: LocalModel, info: LocalInfo },
+    /// A model imported into the blob store; [`imported::materialise`] gives its folder here.
+    Imported(ImportedModel),
+}
+
+impl BaseModel {
+    /// The folder in the blob store holding the model's files, for the kinds kept there.
+    pub fn blob_prefix(&self) -> Option<&str> {
+        match self {
+            BaseModel::Trained(m) => Some(m.blob_path.as_deref().unwrap_or_default()),
+            BaseModel::Imported(m) => Some(&m.row.blob_path),
+            BaseModel::Preset(_) | BaseModel::Local { .. } => None,
+        }
+    }
 }
 
 /// Why a model id cannot be used.
@@ -92,6 +110,7 @@ pub async fn model_config(
         BaseModel::Preset(m) => crate::model::preset(&m.id)
             .ok_or_else(|| anyhow::anyhow!("preset {} has no config", m.id)),
         BaseModel::Local { info, .. } => Ok(info.config.clone()),
+        BaseModel::Imported(m) => Ok(m.info.config.clone()),
         BaseModel::Trained(m) => {
             let path = format!("{}/config.json", m.blob_path.as_deref().unwrap_or_default());
             let bytes = blobs.read_all(&path).await?;
@@ -121,8 +140,8 @@ pub fn check_method_base(base: &BaseModel, method: crate::spec::MethodType) -> R
     }
 }
 
-/// Resolves `id` for `org_id`: a preset, one of the organization's trained models, or a loadable
-/// folder of `local`. Every caller (job creation, the estimate, chat, a worker staging a job)
+/// Resolves `id` for `org_id`: a preset, one of the organization's trained models, an imported
+/// model, or a loadable folder of `local`. Every caller (job creation, the estimate, chat, a worker staging a job)
 /// goes through here, so all refuse the same models with the same reasons.
 pub async fn resolve(
     db: &Db,
@@ -135,6 +154,14 @@ pub async fn resolve(
     }
     if let Some(m) = models::get_model(db, org_id, id).await? {
         return Ok(BaseModel::Trained(m));
+    }
+    if let Some(row) = crate::store::imported_models::get(db, id).await? {
+        return ImportedModel::from_row(row)
+            .map(BaseModel::Imported)
+            .map_err(|reason| ResolveError::Unloadable {
+                id: id.to_string(),
+                reason,
+            });
     }
     let model = local
         .get(id)

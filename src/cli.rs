@@ -1,4 +1,5 @@
-//! The `wick` command line: `serve`, `keys create|list|revoke`, and the training commands.
+//! The `wick` command line: `serve`, `worker`, `keys create|list|revoke`, `models import|list`,
+//! and the training commands.
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +53,32 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Base models in the blob store, for workers that share no folder with this machine.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Check a Hugging Face folder as a base model and copy it into the blob store, where every
+    /// worker fetches it (once, cached by content) when a job names it. Importing again under
+    /// the same name replaces it; the same bytes are not copied twice.
+    Import {
+        /// The model folder (config.json, *.safetensors, tokenizer.json).
+        dir: std::path::PathBuf,
+        /// The model id jobs will name (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// List imported models (id, parameters, size, content hash, imported).
+    List {
+        #[command(flatten)]
+        settings: Settings,
     },
 }
 
@@ -171,6 +198,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 keys::Revoked::Unknown => {
                     anyhow::bail!("no key with id {id:?} (wick keys list shows them)")
                 }
+            }
+        }
+        Command::Models {
+            command:
+                ModelsCommand::Import {
+                    dir,
+                    name,
+                    settings,
+                },
+        } => {
+            let name = match name {
+                Some(n) => n,
+                None => std::path::absolute(&dir)?
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{} has no folder name; pass --name", dir.display())
+                    })?,
+            };
+            let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+            let blobs = crate::blob::Blobs::open(&settings.blob_location())?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )?
+                .progress_chars("=> "),
+            );
+            bar.set_message(format!("importing {name} (hash, then copy)"));
+            let m = crate::catalog::imported::import_folder(&db, &blobs, &dir, &name, &bar).await?;
+            bar.finish_and_clear();
+            println!(
+                "imported {} ({} parameters, {} bytes) to {} in {}",
+                m.row.id,
+                m.row.parameters,
+                m.row.bytes,
+                m.row.blob_path,
+                settings.blob_location()
+            );
+        }
+        Command::Models {
+            command: ModelsCommand::List { settings },
+        } => {
+            let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+            println!("id\tparameters\tbytes\tcontent_hash\timported");
+            for m in crate::store::imported_models::list(&db).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    m.id,
+                    m.parameters,
+                    m.bytes,
+                    m.content_hash,
+                    m.created_at.to_rfc3339()
+                );
             }
         }
     }

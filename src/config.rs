@@ -20,7 +20,7 @@ pub struct Settings {
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`). Default: `<data-dir>/blobs`. Every API
     /// process and worker of one installation names the same store.
     #[arg(long, env = "WICK_BLOB_STORE")]
-    pub blob_store: Option<crate::blob::BlobLocation>,
+    pub blob_store: Option<crate::blob_location::BlobLocation>,
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "WICK_MAX_UPLOAD_BYTES", default_value_t = 512_000_000)]
     pub max_upload_bytes: u64,
@@ -76,10 +76,10 @@ impl Settings {
     }
 
     /// The blob store's location: `blob_store` when set, else the `blobs` folder of the data folder.
-    pub fn blob_location(&self) -> crate::blob::BlobLocation {
-        self.blob_store
-            .clone()
-            .unwrap_or_else(|| crate::blob::BlobLocation::Local(self.data_dir.join("blobs")))
+    pub fn blob_location(&self) -> crate::blob_location::BlobLocation {
+        self.blob_store.clone().unwrap_or_else(|| {
+            crate::blob_location::BlobLocation::Local(self.data_dir.join("blobs"))
+        })
     }
 
     pub fn admin_key_path(&self) -> PathBuf {
@@ -96,6 +96,11 @@ impl Settings {
 }
 
 impl Settings {
+    /// Where imported base models are cached on this machine, one folder per content hash.
+    pub fn model_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache").join("base-models")
+    }
+
     /// Where jobs' local files live while they train.
     pub fn work_dir(&self) -> PathBuf {
         self.data_dir.join("work")

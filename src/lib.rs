@@ -20,7 +20,8 @@
 //!   and loss masks), [`datasets`] (streaming validation of uploaded JSONL, other chat formats,
 //!   cleaning);
 //! - [`tokenizer`];
-//! - [`spec`] (the job specification), [`ids`], [`config`], [`telemetry`], [`machine`] (what
+//! - [`spec`] (the job specification), [`ids`], [`config`] (with [`blob_location`], where the
+//!   blob store lives), [`telemetry`], [`machine`] (what
 //!   this machine has to give), [`allocator`] and [`threads`] (process settings for training).
 
 pub mod allocator;
@@ -28,6 +29,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod blob;
+pub mod blob_location;
 pub mod catalog;
 pub mod chat;
 pub mod cleaning;

@@ -1196,3 +1196,109 @@ on_both_stores!(
     requests_over_the_time_limit_answer_408_json,
     local_models_are_listed_trained_from_and_chatted_with,
 );
+
+/// `POST /v1/admin/models/import`: the admin key copies a folder of the models folder into the
+/// blob store (listed as `imported`, shadowing the folder); tenants get 403, an unknown folder
+/// 404, an unloadable one or a bad name 400, and nothing is recorded for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_imports_a_local_model_into_the_blob_store() {
+    let (models_dir, parameters) = models_folder();
+    let path = models_dir.path().to_path_buf();
+    let app = spawn_app_with(Backend::Sqlite, |s| s.models_dir = Some(path)).await;
+    let key = &app.admin_key;
+    let tenant = app.key_for_org("tenant").await;
+    let route = "/v1/admin/models/import";
+    let (s, e) = app
+        .post(&tenant, route, &json!({"local_model": "tiny-llama"}))
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("admin_only")),
+        "{e}"
+    );
+    for (body, status, code, param) in [
+        (
+            json!({"local_model": "nope"}),
+            404,
+            "model_not_found",
+            "local_model",
+        ),
+        (
+            json!({"local_model": "no-tokenizer"}),
+            400,
+            "model_not_loadable",
+            "local_model",
+        ),
+        (
+            json!({"local_model": "tiny-llama", "name": "wick-llama-1m"}),
+            400,
+            "invalid_request_error",
+            "name",
+        ),
+        (
+            json!({"local_model": "tiny-llama", "name": "a/b"}),
+            400,
+            "invalid_request_error",
+            "name",
+        ),
+        (
+            json!({"local_model": "tiny-llama", "extra": 1}),
+            400,
+            "invalid_request_error",
+            "extra",
+        ),
+    ] {
+        let (s, e) = app.post(key, route, &body).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str(), e["error"]["param"].as_str()),
+            (status, Some(code), Some(param)),
+            "{body}: {e}"
+        );
+    }
+    assert!(
+        !app.blob_files()
+            .iter()
+            .any(|p| p.to_string_lossy().contains("base-models"))
+    );
+
+    let (s, m) = app
+        .post(
+            key,
+            route,
+            &json!({"local_model": "tiny-llama", "name": "tiny-shared"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(
+        (m["id"].as_str(), m["kind"].as_str()),
+        (Some("tiny-shared"), Some("imported"))
+    );
+    assert_eq!(m["parameters"], parameters);
+    let hash = m["content_hash"].as_str().unwrap();
+    assert!(
+        app.blob_files()
+            .iter()
+            .any(|p| p.ends_with(format!("base-models/{hash}/model.safetensors"))),
+        "{:?}",
+        app.blob_files()
+    );
+    // Every organization sees it; importing under the folder's own name shadows the folder.
+    let (s, _) = app
+        .post(key, route, &json!({"local_model": "tiny-llama"}))
+        .await;
+    assert_eq!(s, 200);
+    let (_, list) = app.get(&tenant, "/v1/models").await;
+    let kinds: Vec<(&str, &str)> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"].as_str().unwrap().starts_with("tiny-"))
+        .map(|m| (m["id"].as_str().unwrap(), m["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("tiny-llama", "imported"), ("tiny-shared", "imported")]
+    );
+    let (s, m) = app.get(&tenant, "/v1/models/tiny-shared").await;
+    assert_eq!((s, m["kind"].as_str()), (200, Some("imported")));
+}

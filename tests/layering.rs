@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "spec",
         "ids",
         "config",
+        "blob_location",
         "telemetry",
         "machine",
         "allocator",
@@ -52,6 +53,7 @@ const SAME_LAYER: &[(&str, &str)] = &[
     ("cli", "cli_train"),
     ("cli", "cli_clean"),
     ("cli", "cli_export"),
+    ("config", "blob_location"),
 ];
 
 /// Cycles allowed inside a module folder.

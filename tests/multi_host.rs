@@ -238,3 +238,119 @@ async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from
     }
     server.kill().await.unwrap();
 }
+
+/// `wick models import` copies a folder into S3; a server and a worker that never saw the folder
+/// fine-tune from it and chat with it, each fetching it once into its own cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_base_model_trains_and_chats_on_machines_without_its_folder() {
+    let Some(s3) = S3Server::start("wick-imports").await else {
+        return;
+    };
+    let db = common::fresh_pg_database().await;
+    let source = tempfile::tempdir().unwrap();
+    let sums: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("What is {i} plus 1?"), format!("It is {}.", i + 1)))
+        .collect();
+    let texts: Vec<String> = sums.iter().map(|(q, a)| format!("{q} {a}")).collect();
+    let folder = source.path().join("tiny-base");
+    common::tiny_llama_folder(&folder, &texts);
+    let import = |name: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wick"))
+            .args(["models", "import"])
+            .arg(&folder)
+            .args([
+                "--name",
+                name,
+                "--database-url",
+                &db,
+                "--blob-store",
+                &s3.location(PREFIX),
+            ])
+            .arg("--data-dir")
+            .arg(source.path().join("cli-data"))
+            .envs(s3.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let said = import("tiny-imported");
+    assert!(said.starts_with("imported tiny-imported ("), "{said}");
+    let stored = s3.list(&format!("{PREFIX}/base-models/")).await;
+    assert!(
+        stored
+            .iter()
+            .any(|(k, _)| k.ends_with("/model.safetensors")),
+        "{stored:?}"
+    );
+    // The same bytes under a second name are not copied again.
+    import("tiny-again");
+    assert_eq!(s3.list(&format!("{PREFIX}/base-models/")).await, stored);
+
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut server, serving, _) = common::serve_process(dirs[0].path(), |cmd| {
+        cmd.args(["--database-url", &db, "--blob-store", &s3.location(PREFIX)])
+            .envs(s3.env());
+    })
+    .await;
+    let key = std::fs::read_to_string(dirs[0].path().join("admin_key")).unwrap();
+    let api = ApiClient::new(
+        format!("http://{}", serving["addr"].as_str().unwrap()),
+        key.trim().to_string(),
+    );
+    let mut worker = start_worker(dirs[1].path(), &db, &s3);
+    let (s, m) = api.get(&api.admin_key, "/v1/models/tiny-imported").await;
+    assert_eq!((s, m["kind"].as_str()), (200, Some("imported")), "{m}");
+    assert_eq!(m["loadable"], true);
+
+    let chats: Vec<u8> = sums
+        .iter()
+        .map(|(q, a)| json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}).to_string() + "\n")
+        .collect::<String>()
+        .into_bytes();
+    let (s, f) = api
+        .upload(&api.admin_key, "fine-tune", "chats.jsonl", chats)
+        .await;
+    assert_eq!(s, 200, "{f}");
+    let (s, job) = api
+        .post(
+            &api.admin_key,
+            "/v1/fine_tuning/jobs",
+            &json!({"model": "tiny-imported", "training_file": f["id"], "suffix": "s", "seed": 3,
+                    "method": {"type": "supervised", "supervised": {"hyperparameters": {
+                        "max_steps": 6, "batch_size": 4, "learning_rate": 3e-3, "max_seq_len": 64,
+                        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}}}}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{job}");
+    let done = api.wait_for_job(job["id"].as_str().unwrap()).await;
+    let tuned = done["fine_tuned_model"].as_str().unwrap().to_string();
+    for model in [tuned.as_str(), "tiny-imported"] {
+        let (s, c) = api
+            .post(
+                &api.admin_key,
+                "/v1/chat/completions",
+                &json!({"model": model, "messages": [{"role": "user", "content": "What is 2 plus 1?"}],
+                        "max_tokens": 4, "temperature": 0}),
+            )
+            .await;
+        assert_eq!(s, 200, "{model}: {c}");
+    }
+    // Each machine fetched the folder once, into its cache; neither has a blob folder.
+    for d in &dirs {
+        let cached: Vec<_> = std::fs::read_dir(d.path().join("cache/base-models"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(cached.len(), 1, "{cached:?}");
+        assert!(!d.path().join("blobs").exists());
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+    server.kill().await.unwrap();
+}

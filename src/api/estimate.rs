@@ -38,10 +38,11 @@ async fn counted_rows(
     let model_dir = match base {
         BaseModel::Preset(_) => return Ok(None),
         BaseModel::Local { model, .. } => model.path.clone(),
-        BaseModel::Trained(m) => {
+        // Kept in the blob store: the config and tokenizer files are all the count needs.
+        BaseModel::Trained(_) | BaseModel::Imported(_) => {
             let dir = scratch.path().join("model");
             tokio::fs::create_dir_all(&dir).await?;
-            let prefix = m.blob_path.clone().unwrap_or_default();
+            let prefix = base.blob_prefix().unwrap_or_default();
             for name in std::iter::once("config.json").chain(crate::tokenizer::FILES) {
                 let path = format!("{prefix}/{name}");
                 if state.blobs.exists(&path).await? {

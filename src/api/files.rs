@@ -520,8 +520,8 @@ async fn token_stats(state: &AppState, org_id: &str, f: &FileRow, model: &str) -
             ));
         }
         crate::catalog::BaseModel::Local { model, .. } => model.path.clone(),
-        crate::catalog::BaseModel::Trained(m) => {
-            let prefix = m.blob_path.clone().unwrap_or_default();
+        base @ (crate::catalog::BaseModel::Trained(_) | crate::catalog::BaseModel::Imported(_)) => {
+            let prefix = base.blob_prefix().unwrap_or_default();
             for name in std::iter::once("config.json").chain(crate::tokenizer::FILES) {
                 let path = format!("{prefix}/{name}");
                 if state.blobs.exists(&path).await? {

@@ -170,6 +170,23 @@ pub async fn load_model(
                     .await?);
             }
             Ok(BaseModel::Local { model, info }) => (model, info),
+            // An imported model loads from this server's cached copy, as a local folder would.
+            Ok(BaseModel::Imported(m)) => {
+                let path = crate::catalog::imported::materialise(
+                    &state.blobs,
+                    &m,
+                    &state.settings.model_cache_dir(),
+                )
+                .await?;
+                let local = crate::catalog::local::LocalModel {
+                    id: m.row.id.clone(),
+                    path,
+                    created: m.row.created_at.timestamp(),
+                    status: crate::catalog::local::LocalStatus::Loadable(Box::new(m.info.clone())),
+                    version: m.version(),
+                };
+                (local, m.info)
+            }
             Ok(BaseModel::Preset(_)) | Err(ResolveError::Unknown(_)) => return Err(not_found(id)),
             Err(e) => return Err(e.into()),
         };
@@ -270,6 +287,14 @@ async fn load_checkpoint(
                     .await?
                 {
                     BaseModel::Local { model, .. } => model.path.clone(),
+                    BaseModel::Imported(m) => {
+                        crate::catalog::imported::materialise(
+                            &state.blobs,
+                            &m,
+                            &state.settings.model_cache_dir(),
+                        )
+                        .await?
+                    }
                     BaseModel::Trained(row) => {
                         let dir = staging.join("base");
                         state

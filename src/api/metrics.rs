@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,23 +31,12 @@ use crate::store::job_status::JobStatus;
 use crate::telemetry::metrics::{UNMATCHED_ROUTE, record_request, render};
 use crate::with_db;
 
-/// The organization whose keys may read the metrics.
-pub const ADMIN_ORG: &str = "default";
-
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(scrape))
 }
 
 async fn scrape(State(state): State<AppState>, Auth(caller): Auth) -> ApiResult<Response> {
-    if caller.org_name != ADMIN_ORG {
-        return Err(ApiError::Client {
-            status: StatusCode::FORBIDDEN,
-            code: "admin_only",
-            message: "the metrics are for the admin key (a key of the 'default' organization)"
-                .into(),
-            param: None,
-        });
-    }
+    super::admin::require_admin(&caller, "the metrics are")?;
     let families = store_gauges(&state.db)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;

@@ -1,5 +1,6 @@
 //! The HTTP API: one module per resource, each exporting its `router()`; [`router`] merges them.
 
+pub mod admin;
 pub mod chat;
 pub mod completions;
 pub mod downloads;
@@ -55,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .merge(chat::router())
         .merge(completions::router())
         .merge(downloads::router())
+        // Importing hashes and copies a whole model: longer than the request timeout allows.
+        .merge(admin::router())
         .fallback(route_not_found)
         .layer(middleware::from_fn(nul::refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(timeout, json_errors))

@@ -1,5 +1,6 @@
-//! `/v1/models`: the presets jobs can start from, the models the caller's jobs produced and the
-//! server's local base models (loadable or not, with the reason), in OpenAI's list shape.
+//! `/v1/models`: the presets jobs can start from, the models the caller's jobs produced, the
+//! models imported into the blob store and the server's local base models (loadable or not, with
+//! the reason), in OpenAI's list shape.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Auth;
 use crate::catalog;
+use crate::catalog::imported::ImportedModel;
 use crate::catalog::local::{LocalModel, LocalStatus};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::unix;
@@ -82,7 +84,22 @@ async fn list_models(
         .map(|m| trained_object(m, &trained))
         .collect();
     data.extend(catalog::models().into_iter().map(|m| json!(m)));
-    data.extend(state.local_models.list().await.iter().map(local_object));
+    let imported = crate::store::imported_models::list(&state.db).await?;
+    let imported: Vec<ImportedModel> = imported
+        .into_iter()
+        .filter_map(|row| ImportedModel::from_row(row).ok())
+        .collect();
+    data.extend(imported.iter().map(imported_object));
+    // An imported model shadows a local folder of the same name (resolution picks it).
+    data.extend(
+        state
+            .local_models
+            .list()
+            .await
+            .iter()
+            .filter(|l| !imported.iter().any(|i| i.row.id == l.id))
+            .map(local_object),
+    );
     Ok(axum::Json(json!({"object": "list", "data": data})))
 }
 
@@ -98,10 +115,34 @@ async fn get_model(
         let trained = models::list_models(&state.db, &caller.org_id).await?;
         return Ok(axum::Json(trained_object(&m, &trained)));
     }
+    if let Some(row) = crate::store::imported_models::get(&state.db, &id).await?
+        && let Ok(m) = ImportedModel::from_row(row)
+    {
+        return Ok(axum::Json(imported_object(&m)));
+    }
     let m = state
         .local_models
         .get(&id)
         .await
         .ok_or_else(|| ApiError::not_found("model", &id))?;
     Ok(axum::Json(local_object(&m)))
+}
+
+/// The JSON of an imported model, as `/v1/models` lists it.
+pub fn imported_object(m: &ImportedModel) -> Value {
+    json!({
+        "id": m.row.id,
+        "object": "model",
+        "created": m.row.created_at.timestamp(),
+        "owned_by": "imported",
+        "kind": "imported",
+        "loadable": true,
+        "parameters": m.info.parameters,
+        "vocab_size": m.info.config.vocab_size,
+        "context_length": m.info.config.max_position_embeddings,
+        "architecture": m.info.config.architecture.class_name(),
+        "chat_template": m.info.chat_template,
+        "bytes": m.row.bytes,
+        "content_hash": m.row.content_hash,
+    })
 }

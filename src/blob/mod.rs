@@ -1,9 +1,8 @@
 //! The blob store: datasets, checkpoints, adapters and models, through `object_store`, so the same
 //! code writes a local folder on one machine and an S3-compatible bucket when Wick is scaled out
-//! ([`location`] parses which). [`keys`] names where each kind of object lives.
+//! ([`crate::blob_location`] parses which). [`keys`] names where each kind of object lives.
 
 pub mod keys;
-pub mod location;
 pub mod sweep;
 
 use std::path::Path as FsPath;
@@ -17,7 +16,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 
-pub use location::BlobLocation;
+pub use crate::blob_location::BlobLocation;
 
 /// Parts are flushed in chunks of this size; an upload holds at most a few of them in memory.
 const PART_SIZE: usize = 8 << 20;
@@ -32,7 +31,7 @@ pub struct Blobs {
 
 impl Blobs {
     /// The store `location` names: a local folder (created if missing) or an S3 bucket, whose
-    /// connection settings come from the `AWS_*` variables ([`location`] lists them).
+    /// connection settings come from the `AWS_*` variables ([`crate::blob_location`] lists them).
     pub fn open(location: &BlobLocation) -> anyhow::Result<Self> {
         match location {
             BlobLocation::Local(dir) => Self::local(dir),

@@ -226,13 +226,15 @@ fn fingerprint(dir: &Path, meta: &std::fs::Metadata) -> u64 {
 
 /// Checks the folder `dir` (named `name`) as described in the module documentation.
 fn check_folder(dir: &Path, name: &str) -> LocalStatus {
-    match check_folder_inner(dir, name) {
+    match check(dir, name) {
         Ok(info) => LocalStatus::Loadable(Box::new(info)),
         Err(reason) => LocalStatus::Unloadable(reason),
     }
 }
 
-fn check_folder_inner(dir: &Path, name: &str) -> Result<LocalInfo, String> {
+/// Checks the Hugging Face folder `dir` as a base model named `name`: what it holds, or why it
+/// cannot be trained from (naming the file and the problem). Blocking.
+pub fn check(dir: &Path, name: &str) -> Result<LocalInfo, String> {
     if !is_valid_id(name) {
         return Err(
             "the folder name is not a usable model id: use only letters, digits, '.', '_' and '-'"

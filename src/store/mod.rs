@@ -7,6 +7,7 @@
 pub mod checkpoints;
 pub mod events;
 pub mod files;
+pub mod imported_models;
 pub mod job_status;
 pub mod jobs;
 pub mod keys;

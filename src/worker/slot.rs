@@ -176,6 +176,16 @@ async fn stage(
         }
         // A local model: train from this worker's own copy of the folder, in place.
         BaseModel::Local { model, .. } => spec.model = model.path.display().to_string(),
+        // An imported model: this machine's cached copy, fetched from the blob store once.
+        BaseModel::Imported(m) => {
+            let folder = crate::catalog::imported::materialise(
+                &state.blobs,
+                &m,
+                &state.settings.model_cache_dir(),
+            )
+            .await?;
+            spec.model = folder.display().to_string();
+        }
     }
     Ok(ChildJob {
         job_id: job.id.clone(),

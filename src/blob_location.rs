@@ -1,4 +1,5 @@
-//! Where the blob store lives, as `--blob-store` names it: a local folder (`file:///path`, the
+//! Where the blob store lives, as `--blob-store` names it (a setting, so it sits beside
+//! [`crate::config`], below [`crate::blob`] which opens it): a local folder (`file:///path`, the
 //! default being `<data-dir>/blobs`) or an S3-compatible bucket (`s3://bucket/prefix`), reached
 //! with the usual `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP` for a plain-HTTP self-hosted server). Requests are

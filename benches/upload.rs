@@ -6,6 +6,16 @@
 //! python3 bench/reference/gen_chat_jsonl.py --rows 200000 --dup-frac 0.1 --seed 0 --out /tmp/chat_200k.jsonl
 //! cargo bench --bench upload -- /tmp/chat_200k.jsonl
 //! ```
+//!
+//! With `--s3 s3://bucket/prefix` (and the `AWS_*` variables of an S3-compatible server), a second
+//! server in the same process stores its blobs there, and each round uploads to both in turn, so
+//! the ratio of the two is measured under the same conditions:
+//!
+//! ```sh
+//! python3 -m moto.server -p 9000 & curl -X PUT http://127.0.0.1:9000/wick-bench
+//! AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x \
+//!   AWS_SECRET_ACCESS_KEY=x cargo bench --bench upload -- /tmp/chat_200k.jsonl --s3 s3://wick-bench/b
+//! ```
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -60,20 +70,69 @@ fn validator_only(path: &str) -> (f64, u64) {
     (t.elapsed().as_secs_f64(), report.duplicates)
 }
 
-#[tokio::main]
-async fn main() {
-    let path = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .expect("usage: upload BENCH_FILE.jsonl");
-    let mb = std::fs::metadata(&path).unwrap().len() as f64 / 1e6;
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::for_data_dir(dir.path().join("data"));
+/// Starts a server storing its blobs at `blob_store` (default: its data folder); (base URL, key).
+async fn start_server(dir: &std::path::Path, blob_store: Option<&str>) -> (String, String) {
+    let mut settings = Settings::for_data_dir(dir.join("data"));
     settings.max_upload_bytes = 4_000_000_000;
+    settings.blob_store = blob_store.map(|s| s.parse().expect("--s3 s3://bucket/prefix"));
     let app = Application::build(settings).await.unwrap();
     let key = app.new_admin_key.clone().unwrap();
     let base = format!("http://{}", app.local_addr());
     tokio::spawn(app.run_until(std::future::pending()));
+    (base, key)
+}
+
+/// Streams the file through `POST /v1/files`; (seconds, the File object).
+async fn upload_once(
+    client: &reqwest::Client,
+    (base, key): &(String, String),
+    path: &str,
+) -> (f64, serde_json::Value) {
+    let t = Instant::now();
+    let file = tokio::fs::File::open(path).await.unwrap();
+    let len = file.metadata().await.unwrap().len();
+    let body =
+        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    let form = Form::new().text("purpose", "fine-tune").part(
+        "file",
+        Part::stream_with_length(body, len).file_name("chat.jsonl"),
+    );
+    let r = client
+        .post(format!("{base}/v1/files"))
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let obj: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(obj["status"], "processed", "{obj}");
+    (t.elapsed().as_secs_f64(), obj)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let s3 = args
+        .iter()
+        .position(|a| a == "--s3")
+        .map(|i| args.get(i + 1).expect("--s3 s3://bucket/prefix").clone());
+    let path = args
+        .iter()
+        .filter(|a| !a.starts_with('-') && Some(*a) != s3.as_ref())
+        .next()
+        .expect("usage: upload BENCH_FILE.jsonl [--s3 s3://bucket/prefix]")
+        .clone();
+    let mb = std::fs::metadata(&path).unwrap().len() as f64 / 1e6;
+    let dir = tempfile::tempdir().unwrap();
+    let local = start_server(dir.path(), None).await;
+    let remote = match &s3 {
+        Some(location) => {
+            let d = dir.path().join("s3-server");
+            Some(start_server(&d, Some(location)).await)
+        }
+        None => None,
+    };
     let client = reqwest::Client::new();
     println!("file: {path} ({mb:.1} MB)");
     println!("peak RSS after start: {:.0} MiB", peak_rss_mib());
@@ -81,6 +140,7 @@ async fn main() {
     let mut plain = vec![];
     let mut valid = vec![];
     let mut upload = vec![];
+    let mut upload_s3 = vec![];
     for round in 0..3 {
         let (s, lines) = plain_pass(&path);
         plain.push(mb / s);
@@ -91,43 +151,41 @@ async fn main() {
         .await
         .unwrap();
         valid.push(mb / s);
-        let t = Instant::now();
-        let file = tokio::fs::File::open(&path).await.unwrap();
-        let len = file.metadata().await.unwrap().len();
-        let body =
-            reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
-        let form = Form::new().text("purpose", "fine-tune").part(
-            "file",
-            Part::stream_with_length(body, len).file_name("chat.jsonl"),
-        );
-        let r = client
-            .post(format!("{base}/v1/files"))
-            .bearer_auth(&key)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let obj: serde_json::Value = r.json().await.unwrap();
-        let s = t.elapsed().as_secs_f64();
+        let (s, obj) = upload_once(&client, &local, &path).await;
         upload.push(mb / s);
         let rep = &obj["validation"];
         println!(
             "round {round}: lines {lines}; validator dups {dups}; upload: {} valid, {} duplicates, {} invalid, {:.2} s",
             rep["valid_examples"], rep["duplicates"], rep["invalid_lines"], s
         );
+        if let Some(remote) = &remote {
+            let (s, obj) = upload_once(&client, remote, &path).await;
+            assert_eq!(obj["validation"], *rep, "the same report from either store");
+            upload_s3.push(mb / s);
+            println!("round {round}: upload to S3 {s:.2} s");
+        }
     }
     println!(
         "plain read pass:          {:>7.0} MB/s (median of 3)",
         median(plain)
     );
     println!("validator alone:          {:>7.0} MB/s", median(valid));
+    let local_rate = median(upload);
     println!(
         "upload+validate+stats:    {:>7.0} MB/s (HTTP multipart -> blob store, SQLite row)",
-        median(upload)
+        local_rate
     );
+    if !upload_s3.is_empty() {
+        let s3_rate = median(upload_s3);
+        println!(
+            "the same to S3:           {:>7.0} MB/s ({} ; {:.2}x the local folder)",
+            s3_rate,
+            s3.as_deref().unwrap_or_default(),
+            s3_rate / local_rate
+        );
+    }
     println!(
-        "peak RSS of the process:  {:>7.0} MiB (server and client together)",
+        "peak RSS of the process:  {:>7.0} MiB (servers and client together)",
         peak_rss_mib()
     );
 }

@@ -366,6 +366,21 @@ impl ApiClient {
     }
 }
 
+/// A Python that can `import module`: `WICK_SDK_PYTHON` (the CI venv), else `python3`.
+pub fn python_with(module: &str) -> Option<String> {
+    let candidates = std::env::var("WICK_SDK_PYTHON")
+        .into_iter()
+        .chain(["python3".to_string()]);
+    candidates.into_iter().find(|p| {
+        std::process::Command::new(p)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 /// Writes a tiny, randomly initialised Llama as a Hugging Face folder at `dir` (config.json,
 /// model.safetensors, tokenizer.json with a ChatML template), as a local base model would be;
 /// returns its parameter count. The tokenizer knows the words of `texts`.

@@ -14,26 +14,11 @@ pub struct S3Server {
     pub bucket: String,
 }
 
-/// A Python that can `import module`: `WICK_SDK_PYTHON` (the CI venv), else `python3`.
-pub fn python_with(module: &str) -> Option<String> {
-    let candidates = std::env::var("WICK_SDK_PYTHON")
-        .into_iter()
-        .chain(["python3".to_string()]);
-    candidates.into_iter().find(|p| {
-        Command::new(p)
-            .args(["-c", &format!("import {module}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 impl S3Server {
     /// Starts moto on a free loopback port and creates `bucket`. `None` (the test then says it
     /// skipped) where no Python has moto, unless `WICK_REQUIRE_SDK` is set, as in CI: then a panic.
     pub async fn start(bucket: &str) -> Option<S3Server> {
-        let Some(python) = python_with("moto.server") else {
+        let Some(python) = super::python_with("moto.server") else {
             assert!(
                 std::env::var("WICK_REQUIRE_SDK").is_err(),
                 "WICK_REQUIRE_SDK is set but no Python with moto[server] was found"

@@ -1,5 +1,6 @@
 //! Bearer-key authentication: every `/v1` route takes an [`Auth`] extractor, which resolves the
-//! key to its organization or answers 401.
+//! key to its organization or answers 401, then takes the request from the key's rate bucket
+//! ([`crate::tenants`]) or answers 429 with `Retry-After`.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -8,6 +9,7 @@ use axum::http::request::Parts;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::keys::{Caller, find_caller};
+use crate::tenants::AdmitError;
 
 /// The authenticated caller of a request.
 pub struct Auth(pub Caller);
@@ -38,7 +40,17 @@ impl FromRequestParts<AppState> for Auth {
         match find_caller(&state.db, key).await? {
             Some(caller) => {
                 tracing::Span::current().record("org", caller.org_id.as_str());
-                Ok(Auth(caller))
+                match state
+                    .tenants
+                    .admit(&state.db, &caller.org_id, &caller.key_id)
+                    .await
+                {
+                    Ok(()) => Ok(Auth(caller)),
+                    Err(AdmitError::Limited(retry_after)) => {
+                        Err(ApiError::RateLimited { retry_after })
+                    }
+                    Err(AdmitError::Store(e)) => Err(e.into()),
+                }
             }
             None => Err(ApiError::unauthorized("incorrect API key provided")),
         }

@@ -20,6 +20,9 @@ pub enum ApiError {
         message: String,
         param: Option<String>,
     },
+    /// The caller's key made requests faster than its organization's limit: 429
+    /// `rate_limit_exceeded` with `Retry-After` (whole seconds, at least 1).
+    RateLimited { retry_after: Duration },
     /// Our fault. The detail is logged; the client sees only that something failed.
     Internal(anyhow::Error),
 }
@@ -89,6 +92,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Client { status, .. } => *status,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,6 +109,19 @@ impl IntoResponse for ApiError {
             } => {
                 let body = json!({"error": {"code": code, "message": message, "param": param}});
                 (status, Json(body)).into_response()
+            }
+            ApiError::RateLimited { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let body = json!({"error": {
+                    "code": "rate_limit_exceeded",
+                    "message": format!("this key is over its organization's request rate; retry in {secs} s"),
+                    "param": null}});
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                    Json(body),
+                )
+                    .into_response()
             }
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");

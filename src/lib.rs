@@ -11,7 +11,8 @@
 //!   process), the two front doors;
 //! - [`state`]: what handlers and slots share (store, blobs, settings, hub, loaded models);
 //! - [`jobs`] (validation before queueing, the metric series, publishing results), [`catalog`]
-//!   (the models a job may start from, one `resolve`), [`cleaning`] (cleaned files written in
+//!   (the models a job may start from, one `resolve`), [`tenants`] (per-organization limits as
+//!   the API applies them), [`cleaning`] (cleaned files written in
 //!   the background), [`stream`] (live updates to watchers), [`infer`] (loaded models and
 //!   sampling for chat completions);
 //! - [`train`] (the synchronous training engine), [`store`] (Postgres or SQLite through sqlx,
@@ -52,6 +53,7 @@ pub mod state;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod tenants;
 #[cfg(test)]
 mod testing;
 pub mod threads;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub models: Registry,
     /// The server's folder of Hugging Face base models.
     pub local_models: LocalModels,
+    /// Per-organization limits: request-rate buckets and cached limits.
+    pub tenants: crate::tenants::Limiter,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
             queue_wake: Arc::new(Notify::new()),
             models: Default::default(),
             local_models: LocalModels::new(models_dir),
+            tenants: Default::default(),
         })
     }
 }

@@ -1,13 +1,14 @@
 //! Operator routes, for the admin key only (a key of the `default` organization, the one the
 //! first start creates): `POST /v1/admin/models/import` copies a folder of the server's models
 //! folder into the blob store, so workers without that folder can train from it, as
-//! `wick models import` does from a shell.
+//! `wick models import` does from a shell; `GET`/`PUT /v1/admin/organizations/{name}/limits` read
+//! and set an organization's limits ([`crate::tenants`] applies them).
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
-use serde_json::Value;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
 
 use super::json::ApiJson;
 use crate::auth::Auth;
@@ -15,12 +16,19 @@ use crate::catalog::imported::{self, ImportError};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::keys::Caller;
+use crate::store::org_limits::{self, OrgLimits};
+use crate::store::orgs;
 
 /// The organization whose keys are the operator's.
 pub const ADMIN_ORG: &str = "default";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/admin/models/import", post(import_model))
+    Router::new()
+        .route("/v1/admin/models/import", post(import_model))
+        .route(
+            "/v1/admin/organizations/{name}/limits",
+            get(get_limits).put(put_limits),
+        )
 }
 
 /// Refuses any key but the admin's, with 403 `admin_only` naming `what`.
@@ -87,4 +95,94 @@ async fn import_model(
             ImportError::Other(e) => ApiError::Internal(e),
         })?;
     Ok(axum::Json(super::models::imported_object(&m)))
+}
+
+/// The organization named `name`, or 404 naming it.
+async fn org_named(state: &AppState, name: &str) -> ApiResult<orgs::Org> {
+    orgs::find_org(&state.db, name)
+        .await?
+        .ok_or_else(|| ApiError::Client {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!(
+                "no organization named {name:?} (wick keys create --org NAME creates one)"
+            ),
+            param: Some("name".into()),
+        })
+}
+
+/// The limits object: the limits, and the usage they are checked against now.
+async fn limits_object(state: &AppState, org: &orgs::Org, l: &OrgLimits) -> ApiResult<Value> {
+    Ok(json!({
+        "object": "organization.limits",
+        "organization": org.name,
+        "requests_per_second": l.requests_per_second,
+        "max_running_jobs": l.max_running_jobs,
+        "max_stored_bytes": l.max_stored_bytes,
+        "usage": {
+            "running_jobs": org_limits::active_jobs(&state.db, &org.id).await?,
+            "stored_bytes": org_limits::stored_bytes(&state.db, &org.id).await?,
+        },
+    }))
+}
+
+async fn get_limits(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    require_admin(&caller, "organization limits are")?;
+    let org = org_named(&state, &name).await?;
+    let l = org_limits::get(&state.db, &org.id).await?;
+    Ok(axum::Json(limits_object(&state, &org, &l).await?))
+}
+
+/// A `PUT` body: every limit, `null` or absent for none.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsRequest {
+    #[serde(default)]
+    requests_per_second: Option<f64>,
+    #[serde(default)]
+    max_running_jobs: Option<i64>,
+    #[serde(default)]
+    max_stored_bytes: Option<i64>,
+}
+
+async fn put_limits(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<LimitsRequest>,
+) -> ApiResult<axum::Json<Value>> {
+    require_admin(&caller, "organization limits are")?;
+    if let Some(r) = req.requests_per_second
+        && !(r > 0.0 && r <= 1e6)
+    {
+        return Err(ApiError::invalid_param(
+            "requests_per_second",
+            "requests_per_second must be more than 0 and at most 1000000 (null: no limit)",
+        ));
+    }
+    for (param, v) in [
+        ("max_running_jobs", req.max_running_jobs),
+        ("max_stored_bytes", req.max_stored_bytes),
+    ] {
+        if v.is_some_and(|v| v < 0) {
+            return Err(ApiError::invalid_param(
+                param,
+                format!("{param} must be 0 or more (null: no limit)"),
+            ));
+        }
+    }
+    let org = org_named(&state, &name).await?;
+    let l = OrgLimits {
+        requests_per_second: req.requests_per_second,
+        max_running_jobs: req.max_running_jobs,
+        max_stored_bytes: req.max_stored_bytes,
+    };
+    org_limits::set(&state.db, &org.id, &l).await?;
+    state.tenants.forget(&org.id);
+    tracing::info!(org = %org.name, ?l, "organization limits set");
+    Ok(axum::Json(limits_object(&state, &org, &l).await?))
 }

@@ -106,6 +106,7 @@ async fn upload_file(
     mut multipart: Multipart,
 ) -> ApiResult<Response> {
     let _receiving = crate::telemetry::metrics::upload();
+    let cap = upload_cap(&state, &caller.org_id).await?;
     let id = new_id("file");
     let blob_path = crate::blob::keys::file(&caller.org_id, &id);
     let mut purpose: Option<Purpose> = None;
@@ -124,19 +125,13 @@ async fn upload_file(
                     }
                     let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
                     received = Some(
-                        receive_file(
-                            &state.blobs,
-                            &blob_path,
-                            field,
-                            purpose,
-                            state.settings.max_upload_bytes,
-                        )
-                        .await
-                        .map(|(bytes, digest)| Received {
-                            filename,
-                            bytes,
-                            digest,
-                        })?,
+                        receive_file(&state.blobs, &blob_path, field, purpose, cap)
+                            .await
+                            .map(|(bytes, digest)| Received {
+                                filename,
+                                bytes,
+                                digest,
+                            })?,
                     );
                 }
                 // Unknown fields are ignored, as OpenAI does.
@@ -217,7 +212,7 @@ async fn receive_file(
     blob_path: &str,
     mut field: axum::extract::multipart::Field<'_>,
     purpose: Option<Purpose>,
-    limit: u64,
+    cap: UploadCap,
 ) -> ApiResult<(u64, StreamDigest)> {
     let mut writer = blobs.writer(blob_path).await?;
     let (tx, digest) = spawn_digest(purpose);
@@ -225,8 +220,8 @@ async fn receive_file(
     let streamed: ApiResult<()> = async {
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             total += chunk.len() as u64;
-            if total > limit {
-                return Err(ApiError::too_large(limit));
+            if total > cap.bytes {
+                return Err(cap.exceeded());
             }
             writer.write(&chunk).await?;
             // The digest thread only stops early if it panicked; the join below reports that.
@@ -263,6 +258,73 @@ async fn validate_blob(blobs: &Blobs, path: &str, purpose: Purpose) -> ApiResult
     drop(tx);
     let digest = digest.await.map_err(|e| ApiError::Internal(e.into()))?;
     Ok(digest.report.expect("validator was given a purpose"))
+}
+
+/// How many bytes one upload may have, and whether the organization's storage quota (rather than
+/// the server's upload limit) is what sets it.
+#[derive(Debug, Clone, Copy)]
+struct UploadCap {
+    bytes: u64,
+    /// `Some(quota)` when the quota's remainder is the cap.
+    quota: Option<u64>,
+}
+
+impl UploadCap {
+    fn exceeded(self) -> ApiError {
+        match self.quota {
+            None => ApiError::too_large(self.bytes),
+            Some(quota) => storage_quota_error(quota, self.bytes),
+        }
+    }
+}
+
+/// 403 `storage_quota_exceeded`: the files would pass the organization's `max_stored_bytes`.
+fn storage_quota_error(quota: u64, left: u64) -> ApiError {
+    ApiError::Client {
+        status: StatusCode::FORBIDDEN,
+        code: "storage_quota_exceeded",
+        message: format!(
+            "your organization may keep {quota} bytes of files and has {left} bytes left; \
+             delete files (DELETE /v1/files/{{id}}) or ask the operator for more"
+        ),
+        param: Some("file".into()),
+    }
+}
+
+/// The cap on an upload by `org_id`: the server's limit, or what the organization's storage
+/// quota leaves when that is less (refused at once when nothing is left).
+async fn upload_cap(state: &AppState, org_id: &str) -> ApiResult<UploadCap> {
+    let server = state.settings.max_upload_bytes;
+    let Some(quota) = state
+        .tenants
+        .limits(&state.db, org_id)
+        .await?
+        .max_stored_bytes
+    else {
+        return Ok(UploadCap {
+            bytes: server,
+            quota: None,
+        });
+    };
+    let quota = quota.max(0) as u64;
+    let used = crate::store::org_limits::stored_bytes(&state.db, org_id)
+        .await?
+        .max(0) as u64;
+    let left = quota.saturating_sub(used);
+    if left == 0 {
+        return Err(storage_quota_error(quota, 0));
+    }
+    Ok(if left < server {
+        UploadCap {
+            bytes: left,
+            quota: Some(quota),
+        }
+    } else {
+        UploadCap {
+            bytes: server,
+            quota: None,
+        }
+    })
 }
 
 /// A broken or oversize multipart body is the client's doing.

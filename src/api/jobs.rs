@@ -124,6 +124,7 @@ async fn create_job(
 ) -> ApiResult<axum::Json<Value>> {
     spec.validate()
         .map_err(|e| ApiError::invalid_param(e.param, e.message))?;
+    check_running_jobs(&state, &caller.org_id).await?;
     let base =
         catalog::resolve(&state.db, &state.local_models, &caller.org_id, &spec.model).await?;
     let kind = spec.method.kind;
@@ -308,11 +309,40 @@ async fn pause_job(
     Ok(axum::Json(job))
 }
 
+/// 429 `running_jobs_limit` when the organization already has as many jobs validating, queued or
+/// running as its `max_running_jobs` allows (checked when a job is created or resumed).
+async fn check_running_jobs(state: &AppState, org_id: &str) -> ApiResult<()> {
+    let Some(max) = state
+        .tenants
+        .limits(&state.db, org_id)
+        .await?
+        .max_running_jobs
+    else {
+        return Ok(());
+    };
+    let active = crate::store::org_limits::active_jobs(&state.db, org_id).await?;
+    if active < max {
+        return Ok(());
+    }
+    Err(ApiError::Client {
+        status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+        code: "running_jobs_limit",
+        message: format!(
+            "your organization has {active} jobs validating, queued or running and may have {max} \
+             at once; wait for one to end, or cancel or pause one"
+        ),
+        param: None,
+    })
+}
+
 async fn resume_job(
     State(state): State<AppState>,
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
+    if find_job(&state, &caller.org_id, &id).await?.status == JobStatus::Paused {
+        check_running_jobs(&state, &caller.org_id).await?;
+    }
     let job = change_status(
         &state,
         &caller.org_id,

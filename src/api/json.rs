@@ -39,6 +39,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 format!("{param} contains a NUL character (\\u0000)"),
             ));
         }
+        // Every body is an object; serde would otherwise read a struct from an array of its
+        // fields' values in order (`[null, null]`), which no client means.
+        if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+            && *first != b'{'
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(ApiError::Client {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                code: "invalid_request_error",
+                message: "invalid request body: expected a JSON object".into(),
+                param: None,
+            });
+        }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         match serde_path_to_error::deserialize(de) {
             Ok(v) => Ok(ApiJson(v)),

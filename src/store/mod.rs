@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod models;
+pub mod org_limits;
 pub mod orgs;
 pub mod queue;
 

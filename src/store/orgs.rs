@@ -31,3 +31,9 @@ pub async fn find_or_create_org(db: &Db, name: &str) -> Result<Org, sqlx::Error>
             .fetch_one(p).await
     })
 }
+
+/// The organization named `name`, if there is one.
+pub async fn find_org(db: &Db, name: &str) -> Result<Option<Org>, sqlx::Error> {
+    with_db!(db, p => sqlx::query_as::<_, Org>("select id, name, created_at from organizations where name = $1")
+        .bind(name).fetch_optional(p).await)
+}

@@ -166,9 +166,43 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+/// A blob store failure: a full local disk is 507 `insufficient_storage`, any other failure of
+/// the store (an S3 server down or refusing, a network error) 503 `storage_unavailable`; both are
+/// logged with their cause, and the caller has already removed what it had written. A missing
+/// object the store of record names stays a 500: that is our inconsistency, not the store's.
 impl From<object_store::Error> for ApiError {
     fn from(e: object_store::Error) -> Self {
-        ApiError::Internal(e.into())
+        if matches!(e, object_store::Error::NotFound { .. }) {
+            return ApiError::Internal(e.into());
+        }
+        let full = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        });
+        tracing::error!(error = %e, "blob store failure");
+        if full {
+            ApiError::Client {
+                status: StatusCode::INSUFFICIENT_STORAGE,
+                code: "insufficient_storage",
+                message: "the server's storage is full; nothing was kept. Try again later".into(),
+                param: None,
+            }
+        } else {
+            ApiError::Client {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "storage_unavailable",
+                message:
+                    "the blob store did not complete the request; nothing was kept. Try again later"
+                        .into(),
+                param: None,
+            }
+        }
     }
 }
 

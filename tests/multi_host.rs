@@ -354,3 +354,66 @@ async fn an_imported_base_model_trains_and_chats_on_machines_without_its_folder(
     let _ = worker.wait();
     server.kill().await.unwrap();
 }
+
+/// With the object store down, an upload answers 503 `storage_unavailable`, records nothing,
+/// and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_to_a_failing_object_store_is_a_clear_503_and_keeps_nothing() {
+    let Some(s3) = S3Server::start("wick-faults").await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, serving, _) = common::serve_process(data.path(), |cmd| {
+        cmd.args(["--blob-store", &s3.location(PREFIX)])
+            .envs(s3.env());
+    })
+    .await;
+    let key = std::fs::read_to_string(data.path().join("admin_key")).unwrap();
+    let api = ApiClient::new(
+        format!("http://{}", serving["addr"].as_str().unwrap()),
+        key.trim().to_string(),
+    );
+    let (s, f) = api
+        .upload(
+            &api.admin_key,
+            "pretrain",
+            "a.jsonl",
+            corpus::corpus_jsonl(20),
+        )
+        .await;
+    assert_eq!(s, 200, "{f}");
+    drop(s3); // the store goes away
+    let started = Instant::now();
+    let (s, e) = api
+        .upload(
+            &api.admin_key,
+            "pretrain",
+            "b.jsonl",
+            corpus::corpus_jsonl(20),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (503, Some("storage_unavailable")),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "bounded retries"
+    );
+    let (s, files) = api.get(&api.admin_key, "/v1/files").await;
+    assert_eq!(s, 200);
+    let ids: Vec<&str> = files["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [f["id"].as_str().unwrap()],
+        "only the first upload is recorded"
+    );
+    assert_eq!(api.get(&api.admin_key, "/healthz").await.0, 200);
+    server.kill().await.unwrap();
+}

@@ -1,4 +1,4 @@
-//! The `wick` command line: `serve`, `worker`, `keys create|list|revoke`, `models import|list`,
+//! The `wick` command line: `serve`, `worker`, `keys create|list|revoke`, `models import|list`, `gc`,
 //! and the training commands.
 
 use clap::{Parser, Subcommand};
@@ -53,6 +53,18 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// List the blobs no row points at (older than the grace period), and with `--delete`
+    /// remove them. A dry run by default.
+    Gc {
+        /// Remove what is listed.
+        #[arg(long)]
+        delete: bool,
+        /// Leave blobs changed within this many seconds (uploads and checkpoints in flight).
+        #[arg(long, default_value_t = crate::retention::GRACE.as_secs())]
+        min_age_secs: u64,
+        #[command(flatten)]
+        settings: Settings,
     },
     /// Base models in the blob store, for workers that share no folder with this machine.
     Models {
@@ -236,6 +248,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 m.row.blob_path,
                 settings.blob_location()
             );
+        }
+        Command::Gc {
+            delete,
+            min_age_secs,
+            settings,
+        } => {
+            let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+            let blobs = crate::blob::Blobs::open(&settings.blob_location())?;
+            let orphans = crate::retention::find_orphans(
+                &db,
+                &blobs,
+                std::time::Duration::from_secs(min_age_secs),
+            )
+            .await?;
+            let total: u64 = orphans.iter().map(|o| o.bytes).sum();
+            println!("path\tbytes\tmodified");
+            for o in &orphans {
+                println!("{}\t{}\t{}", o.path, o.bytes, o.modified.to_rfc3339());
+            }
+            if !delete {
+                println!(
+                    "{} orphaned blobs, {total} bytes, in {} (dry run: --delete removes them)",
+                    orphans.len(),
+                    settings.blob_location()
+                );
+                return Ok(());
+            }
+            let bar = indicatif::ProgressBar::new(orphans.len() as u64);
+            for o in &orphans {
+                blobs.delete(&o.path).await?;
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            println!("deleted {} orphaned blobs, {total} bytes", orphans.len());
         }
         Command::Models {
             command: ModelsCommand::List { settings },

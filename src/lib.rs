@@ -11,7 +11,8 @@
 //!   process), the two front doors;
 //! - [`state`]: what handlers and slots share (store, blobs, settings, hub, loaded models);
 //! - [`jobs`] (validation before queueing, the metric series, publishing results), [`catalog`]
-//!   (the models a job may start from, one `resolve`), [`tenants`] (per-organization limits as
+//!   (the models a job may start from, one `resolve`), [`retention`] (deleting models' blobs, the
+//!   garbage collector), [`tenants`] (per-organization limits as
 //!   the API applies them), [`cleaning`] (cleaned files written in
 //!   the background), [`stream`] (live updates to watchers), [`infer`] (loaded models and
 //!   sampling for chat completions);
@@ -48,6 +49,7 @@ pub mod jobs;
 pub mod machine;
 pub mod model;
 pub mod private_files;
+pub mod retention;
 pub mod spec;
 pub mod state;
 pub mod store;

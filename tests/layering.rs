@@ -36,7 +36,14 @@ const LAYERS: &[&[&str]] = &[
     &["stream"],
     // What jobs, models, cleaning and inference mean to the service (jobs announce through the
     // stream).
-    &["jobs", "catalog", "infer", "cleaning", "tenants"],
+    &[
+        "jobs",
+        "catalog",
+        "infer",
+        "cleaning",
+        "tenants",
+        "retention",
+    ],
     &["state"],
     // The two front doors: HTTP (the routes and the connection loop) and the worker slots.
     &["error", "auth", "api", "http_server", "worker"],

@@ -4,6 +4,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
@@ -19,7 +20,7 @@ use crate::store::models::{self, ModelRow};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/models", get(list_models))
-        .route("/v1/models/{id}", get(get_model))
+        .route("/v1/models/{id}", get(get_model).delete(delete_model))
 }
 
 /// A trained model, with its line: `root_model` (the preset or local model the line started
@@ -145,4 +146,48 @@ pub fn imported_object(m: &ImportedModel) -> Value {
         "bytes": m.row.bytes,
         "content_hash": m.row.content_hash,
     })
+}
+
+/// `DELETE /v1/models/{id}`: one of the caller's trained models, with its files (as OpenAI's
+/// delete of a fine-tuned model). Refused with 409 while a job that starts from it has not
+/// ended; presets, imported and local models are not the caller's to delete (400). The job that
+/// made it keeps its checkpoints.
+async fn delete_model(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let Some(m) = models::get_model(&state.db, &caller.org_id, &id).await? else {
+        if catalog::find_model(&id).is_some()
+            || crate::store::imported_models::get(&state.db, &id)
+                .await?
+                .is_some()
+            || state.local_models.get(&id).await.is_some()
+        {
+            return Err(ApiError::invalid_param(
+                "id",
+                format!("{id} is not one of your trained models; only those can be deleted"),
+            ));
+        }
+        return Err(ApiError::not_found("model", &id));
+    };
+    let using = models::active_jobs_using(&state.db, &caller.org_id, &id).await?;
+    if !using.is_empty() {
+        return Err(ApiError::Client {
+            status: StatusCode::CONFLICT,
+            code: "model_in_use",
+            message: format!(
+                "jobs that start from {id} have not ended: {}; cancel them or wait",
+                using.join(", ")
+            ),
+            param: Some("id".into()),
+        });
+    }
+    crate::retention::delete_model_blobs(&state.blobs, m.blob_path.as_deref().unwrap_or_default())
+        .await?;
+    models::delete_model(&state.db, &caller.org_id, &id).await?;
+    tracing::info!(model = %id, "model deleted");
+    Ok(axum::Json(
+        json!({"id": id, "object": "model", "deleted": true}),
+    ))
 }

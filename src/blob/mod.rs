@@ -120,6 +120,23 @@ impl Blobs {
         Ok(paths)
     }
 
+    /// Every blob under `prefix` (all when empty), with its size and last change, sorted by path.
+    pub async fn list_meta(&self, prefix: &str) -> object_store::Result<Vec<BlobMeta>> {
+        use futures::TryStreamExt;
+        let prefix = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let metas: Vec<_> = self.store.list(prefix.as_ref()).try_collect().await?;
+        let mut out: Vec<BlobMeta> = metas
+            .into_iter()
+            .map(|m| BlobMeta {
+                path: m.location.to_string(),
+                bytes: m.size,
+                modified: m.last_modified,
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
     /// Copies a local folder, recursively, to `prefix/...`, streaming each file.
     pub async fn put_dir(&self, local: &FsPath, prefix: &str) -> anyhow::Result<()> {
         self.put_dir_except(local, prefix, &[]).await
@@ -219,6 +236,14 @@ impl Blobs {
             Err(e) => Err(e),
         }
     }
+}
+
+/// One blob as a listing shows it.
+#[derive(Debug, Clone)]
+pub struct BlobMeta {
+    pub path: String,
+    pub bytes: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// A streamed write in progress. Dropping it without `finish` leaves the staged parts behind,

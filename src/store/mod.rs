@@ -4,6 +4,7 @@
 //! [`with_db!`] expands one body per backend so each arm type-checks against its own driver.
 //! Large bytes never come here: they go to the blob store and rows keep their path and checksum.
 
+pub mod blob_refs;
 pub mod checkpoints;
 pub mod events;
 pub mod files;

@@ -45,3 +45,21 @@ pub async fn get_model(db: &Db, org_id: &str, id: &str) -> Result<Option<ModelRo
     let sql = format!("select {COLUMNS} from models where org_id = $1 and id = $2");
     with_db!(db, p => sqlx::query_as::<_, ModelRow>(sqlx::AssertSqlSafe(sql)).bind(org_id).bind(id).fetch_optional(p).await)
 }
+
+/// Deletes model `id` of `org_id`; true when there was one.
+pub async fn delete_model(db: &Db, org_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    let sql = "delete from models where org_id = $1 and id = $2";
+    let n = with_db!(db, p => sqlx::query(sql).bind(org_id).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(n > 0)
+}
+
+/// Jobs of `org_id` that start from model `id` and have not ended.
+pub async fn active_jobs_using(
+    db: &Db,
+    org_id: &str,
+    id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let sql = "select id from jobs where org_id = $1 and model = $2
+               and status in ('validating_files', 'queued', 'running', 'paused') order by id";
+    with_db!(db, p => sqlx::query_scalar::<_, String>(sql).bind(org_id).bind(id).fetch_all(p).await)
+}

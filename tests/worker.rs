@@ -425,7 +425,51 @@ async fn a_job_too_big_for_this_machine_is_refused_before_it_starts(backend: Bac
     assert!(app.train_points(&id).await.is_empty());
 }
 
+/// A job whose worker goes silent on every allowed attempt fails with `worker_lost` (the leases
+/// here are taken already expired, as a worker dead right after claiming leaves them).
+async fn a_job_whose_worker_is_lost_on_every_attempt_fails_with_worker_lost(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.worker_slots = 0).await;
+    let file = upload_corpus(&app).await;
+    let id = create_job(&app, &pretrain_job(&file, 5, 100)).await;
+    wait_status(&app, &id, "queued", 30).await;
+    let expired = chrono::Duration::seconds(-1);
+    let mut attempts = vec![];
+    while let Some(job) = wick::store::queue::claim_next_job(&app.state.db, "lost", expired)
+        .await
+        .unwrap()
+    {
+        assert_eq!(job.id, id);
+        attempts.push(job.attempts);
+        assert!(attempts.len() <= 10, "claimed forever: {attempts:?}");
+    }
+    assert_eq!(attempts, [1, 2, 3], "each allowed attempt, then no more");
+    let job = get_job(&app, &id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "worker_lost", "{job}");
+    let (_, events) = app
+        .get(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
+        )
+        .await;
+    let messages: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.contains(&"Job failed: its worker stopped answering on the last allowed attempt"),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("(attempt 3 of 3)")),
+        "{messages:?}"
+    );
+}
+
 on_both_stores!(
+    a_job_whose_worker_is_lost_on_every_attempt_fails_with_worker_lost,
     a_job_too_big_for_this_machine_is_refused_before_it_starts,
     pretraining_job_succeeds_with_metrics_checkpoints_and_a_model,
     cancel_stops_within_a_step_and_pause_resumes,

@@ -50,6 +50,13 @@ pub struct Settings {
     /// end of the previous request); a connection that sends them slower is closed.
     #[arg(long, env = "WICK_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
+    /// Seconds an upload may send nothing before it is cut off (408 `upload_stalled`).
+    #[arg(long, env = "WICK_UPLOAD_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub upload_idle_timeout_secs: u64,
+    /// Slowest average an upload may keep once it has run for the idle timeout, in bytes per
+    /// second (408 `upload_too_slow` below it); 0 turns the check off.
+    #[arg(long, env = "WICK_UPLOAD_MIN_BYTES_PER_SEC", default_value_t = 1024)]
+    pub upload_min_bytes_per_sec: u64,
     /// Connections served at once; more wait in the listen queue until one closes.
     #[arg(long, env = "WICK_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
@@ -71,6 +78,8 @@ impl Settings {
             request_timeout_secs: 60,
             models_dir: None,
             header_timeout_secs: 10,
+            upload_idle_timeout_secs: 30,
+            upload_min_bytes_per_sec: 1024,
             max_connections: 1024,
         }
     }

@@ -1023,6 +1023,97 @@ async fn slow_clients_are_closed_and_the_server_keeps_answering() {
     }
 }
 
+/// An upload that stops sending is cut off after the idle timeout (408 `upload_stalled`), one
+/// that trickles below the minimum rate after it (408 `upload_too_slow`); neither leaves a file
+/// or a blob, and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_trickling_uploads_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.upload_idle_timeout_secs = 1;
+        s.upload_min_bytes_per_sec = 1000;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let head = |len: usize| {
+        format!(
+            "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: {len}\r\n\r\n\
+             --XX\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n\
+             --XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n",
+            app.admin_key
+        )
+    };
+    /// Reads the answer's status line and body, to the end of the connection.
+    async fn answer(sock: &mut tokio::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            sock.read_to_end(&mut out),
+        )
+        .await
+        .expect("the server answers and closes within 10 s")
+        .ok();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    // Stalled: part of a line, then nothing.
+    let started = std::time::Instant::now();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled.write_all(head(100_000).as_bytes()).await.unwrap();
+    stalled
+        .write_all(br#"{"messages": [{"role": "user", "#)
+        .await
+        .unwrap();
+    let text = answer(&mut stalled).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("upload_stalled"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    // Trickling: a byte every 100 ms, far under 1000 bytes/s.
+    let mut trickle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickle.write_all(head(100_000).as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        for _ in 0..100 {
+            if trickle.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let mut probe = [0u8; 1024];
+            if let Ok(Ok(n)) = tokio::time::timeout(
+                std::time::Duration::from_millis(1),
+                trickle.read(&mut probe),
+            )
+            .await
+                && n > 0
+            {
+                return String::from_utf8_lossy(&probe[..n]).into_owned()
+                    + &answer(&mut trickle).await;
+            }
+        }
+        String::new()
+    });
+    let text = writer.await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("upload_too_slow"), "{text}");
+    // Nothing kept; the server still serves, and a normal upload goes through.
+    let (_, files) = app.get(&app.admin_key, "/v1/files").await;
+    assert_eq!(files["data"].as_array().unwrap().len(), 0, "{files}");
+    assert!(app.blob_files().is_empty(), "{:?}", app.blob_files());
+    let (s, f) = app
+        .upload(
+            &app.admin_key,
+            "fine-tune",
+            "ok.jsonl",
+            br#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}"#
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(s, 200, "{f}");
+}
+
 /// `--log-format json` makes the server's log lines JSON objects, one per line.
 #[tokio::test]
 async fn serve_logs_json_lines_with_log_format_json() {

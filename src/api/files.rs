@@ -107,13 +107,18 @@ async fn upload_file(
 ) -> ApiResult<Response> {
     let _receiving = crate::telemetry::metrics::upload();
     let cap = upload_cap(&state, &caller.org_id).await?;
+    let mut pace = Pace::new(&state.settings);
     let id = new_id("file");
     let blob_path = crate::blob::keys::file(&caller.org_id, &id);
     let mut purpose: Option<Purpose> = None;
     let mut received: Option<Received> = None;
 
     let outcome: ApiResult<()> = async {
-        while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        while let Some(field) = pace
+            .next(multipart.next_field())
+            .await?
+            .map_err(multipart_error)?
+        {
             match field.name().unwrap_or("") {
                 "purpose" => {
                     let text = field.text().await.map_err(multipart_error)?;
@@ -125,7 +130,7 @@ async fn upload_file(
                     }
                     let filename = field.file_name().unwrap_or("upload.jsonl").to_string();
                     received = Some(
-                        receive_file(&state.blobs, &blob_path, field, purpose, cap)
+                        receive_file(&state.blobs, &blob_path, field, purpose, cap, &mut pace)
                             .await
                             .map(|(bytes, digest)| Received {
                                 filename,
@@ -213,13 +218,15 @@ async fn receive_file(
     mut field: axum::extract::multipart::Field<'_>,
     purpose: Option<Purpose>,
     cap: UploadCap,
+    pace: &mut Pace,
 ) -> ApiResult<(u64, StreamDigest)> {
     let mut writer = blobs.writer(blob_path).await?;
     let (tx, digest) = spawn_digest(purpose);
     let mut total: u64 = 0;
     let streamed: ApiResult<()> = async {
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        while let Some(chunk) = pace.next(field.chunk()).await?.map_err(multipart_error)? {
             total += chunk.len() as u64;
+            pace.received(chunk.len() as u64)?;
             if total > cap.bytes {
                 return Err(cap.exceeded());
             }
@@ -258,6 +265,65 @@ async fn validate_blob(blobs: &Blobs, path: &str, purpose: Purpose) -> ApiResult
     drop(tx);
     let digest = digest.await.map_err(|e| ApiError::Internal(e.into()))?;
     Ok(digest.report.expect("validator was given a purpose"))
+}
+
+/// Keeps an upload moving: a read that waits longer than the idle timeout, or an average below
+/// the minimum rate once the upload has run for that long, ends it with a 408, so a client
+/// trickling its body cannot hold a connection and an upload slot for ever.
+struct Pace {
+    idle: std::time::Duration,
+    min_rate: u64,
+    started: std::time::Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(settings: &crate::config::Settings) -> Self {
+        Pace {
+            idle: std::time::Duration::from_secs(settings.upload_idle_timeout_secs.max(1)),
+            min_rate: settings.upload_min_bytes_per_sec,
+            started: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Awaits `read`, or 408 `upload_stalled` when nothing comes for the idle timeout.
+    async fn next<T>(&self, read: impl std::future::Future<Output = T>) -> ApiResult<T> {
+        tokio::time::timeout(self.idle, read)
+            .await
+            .map_err(|_| ApiError::Client {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "upload_stalled",
+                message: format!(
+                    "the upload sent nothing for {} s; it was cut off and nothing was kept",
+                    self.idle.as_secs()
+                ),
+                param: Some("file".into()),
+            })
+    }
+
+    /// Counts `n` more bytes; 408 `upload_too_slow` when the average has fallen below the minimum.
+    fn received(&mut self, n: u64) -> ApiResult<()> {
+        self.bytes += n;
+        let elapsed = self.started.elapsed();
+        if self.min_rate == 0 || elapsed < self.idle {
+            return Ok(());
+        }
+        let rate = self.bytes as f64 / elapsed.as_secs_f64();
+        if rate >= self.min_rate as f64 {
+            return Ok(());
+        }
+        Err(ApiError::Client {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "upload_too_slow",
+            message: format!(
+                "the upload averaged {rate:.0} bytes/s, under the server's minimum of {} bytes/s; \
+                 it was cut off and nothing was kept",
+                self.min_rate
+            ),
+            param: Some("file".into()),
+        })
+    }
 }
 
 /// How many bytes one upload may have, and whether the organization's storage quota (rather than

@@ -468,7 +468,90 @@ async fn a_job_whose_worker_is_lost_on_every_attempt_fails_with_worker_lost(back
     );
 }
 
+/// Pause and resume fired at random moments of a job's life (its process starting, mid-step,
+/// checkpointing, publishing its result), with two slots free to claim it: the job ends
+/// `succeeded` once, with every step recorded once and one model.
+async fn pause_and_resume_at_random_moments_run_each_job_once(backend: Backend) {
+    use rand::{Rng, SeedableRng};
+    let app = spawn_app_with(backend, |s| s.worker_slots = 2).await;
+    let file = upload_corpus(&app).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    for trial in 0..3 {
+        let steps = 24;
+        let id = create_job(&app, &pretrain_job(&file, steps, 4)).await;
+        let path = |action: &str| format!("/v1/fine_tuning/jobs/{id}/{action}");
+        let mut actions = vec![];
+        loop {
+            let j = get_job(&app, &id).await;
+            if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+            let (s, _) = app.post(&app.admin_key, &path("pause"), &json!({})).await;
+            // Resume at once half the time (before the worker can act), else a little later.
+            let gap = if rng.random_bool(0.5) {
+                0
+            } else {
+                rng.random_range(0..300)
+            };
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+            let (r, _) = app.post(&app.admin_key, &path("resume"), &json!({})).await;
+            actions.push((s, gap, r));
+            assert!(
+                actions.len() < 60,
+                "trial {trial}: the job never ended: {actions:?}"
+            );
+        }
+        let done = wait_status(&app, &id, "succeeded", 120).await;
+        if done["status"] != "succeeded" {
+            let (_, events) = app
+                .get(
+                    &app.admin_key,
+                    &format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"),
+                )
+                .await;
+            let mut messages: Vec<String> = events["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["message"].as_str().unwrap().to_string())
+                .collect();
+            messages.reverse();
+            panic!(
+                "trial {trial}: {}\n{actions:?}\n{messages:#?}",
+                done["error"]
+            );
+        }
+        assert_each_step_once(&app.train_points(&id).await, steps as u64);
+        let (_, events) = app
+            .get(
+                &app.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"),
+            )
+            .await;
+        let messages: Vec<&str> = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap())
+            .collect();
+        let created = messages
+            .iter()
+            .filter(|m| m.starts_with("New fine-tuned model created"))
+            .count();
+        assert_eq!(created, 1, "trial {trial}: {actions:?}\n{messages:#?}");
+        assert_eq!(
+            messages
+                .iter()
+                .filter(|m| m.starts_with("The job has successfully completed"))
+                .count(),
+            1
+        );
+    }
+}
+
 on_both_stores!(
+    pause_and_resume_at_random_moments_run_each_job_once,
     a_job_whose_worker_is_lost_on_every_attempt_fails_with_worker_lost,
     a_job_too_big_for_this_machine_is_refused_before_it_starts,
     pretraining_job_succeeds_with_metrics_checkpoints_and_a_model,

@@ -23,8 +23,11 @@ pub async fn claim_next_job(
 ) -> Result<Option<JobRow>, sqlx::Error> {
     fail_exhausted_jobs(db).await?;
     let t = now();
+    // A queued job still leased is one resumed while its worker was stopping it: that worker
+    // lets go when its training process has stopped (or its lease runs out), not before.
     let candidates = "select id from jobs
-        where status = 'queued' or (status = 'running' and lease_expires_at < $3)
+        where (status = 'queued' and (lease_owner is null or lease_expires_at < $3))
+           or (status = 'running' and lease_expires_at < $3)
         order by priority desc, id limit 1";
     let job = match db {
         Db::Pg(p) => {
@@ -131,7 +134,9 @@ pub async fn heartbeat(
     })
 }
 
-/// Marks a job `succeeded` with its results; false if `worker_id` no longer holds it.
+/// Marks a job `succeeded` with its results; false if `worker_id` no longer holds it. A pause (or
+/// a pause and a resume) that reached the job after its training had ended does not undo the
+/// finished work: the job succeeds. A cancel does win.
 pub async fn complete_job(
     db: &Db,
     job_id: &str,
@@ -142,7 +147,7 @@ pub async fn complete_job(
 ) -> Result<bool, sqlx::Error> {
     let sql = "update jobs set status = 'succeeded', finished_at = $1, lease_owner = null, lease_expires_at = null,
                fine_tuned_model = $2, trained_tokens = $3, result_files = $4, estimated_finish = null
-               where id = $5 and lease_owner = $6 and status = 'running'";
+               where id = $5 and lease_owner = $6 and status in ('running', 'paused', 'queued')";
     let files = sqlx::types::Json(result_files.clone());
     let n = with_db!(db, p => sqlx::query(sql).bind(now()).bind(fine_tuned_model).bind(trained_tokens).bind(&files)
         .bind(job_id).bind(worker_id).execute(p).await?.rows_affected());
@@ -164,7 +169,7 @@ pub async fn fail_job(
 ) -> Result<bool, sqlx::Error> {
     let sql = "update jobs set status = 'failed', finished_at = $1, lease_owner = null, lease_expires_at = null,
                error = $2, estimated_finish = null
-               where id = $3 and lease_owner = $4 and status = 'running'";
+               where id = $3 and lease_owner = $4 and status in ('running', 'paused', 'queued')";
     let error =
         sqlx::types::Json(serde_json::json!({"code": code, "message": message, "param": null}));
     let n = with_db!(db, p => sqlx::query(sql).bind(now()).bind(&error).bind(job_id).bind(worker_id)
@@ -193,6 +198,26 @@ pub async fn requeue_job(db: &Db, job_id: &str, worker_id: &str) -> Result<bool,
             "Worker shut down; the job is queued to resume from its last checkpoint",
         )
         .with_data(serde_json::json!({"status": "queued"}));
+        insert_event(db, job_id, &ev).await?;
+    }
+    Ok(n > 0)
+}
+
+/// A job paused and resumed again before its worker acted on the pause: its training process
+/// never stopped, so the job is running again on this worker (true when it was put back).
+pub async fn keep_running_resumed(
+    db: &Db,
+    job_id: &str,
+    worker_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let sql = "update jobs set status = 'running' where id = $1 and lease_owner = $2 and status = 'queued'";
+    let n = with_db!(db, p => sqlx::query(sql).bind(job_id).bind(worker_id).execute(p).await?.rows_affected());
+    if n > 0 {
+        let ev = NewEvent::info(
+            "status",
+            format!("Job resumed before worker {worker_id} had paused it; it keeps running there"),
+        )
+        .with_data(serde_json::json!({"status": "running"}));
         insert_event(db, job_id, &ev).await?;
     }
     Ok(n > 0)

@@ -82,6 +82,8 @@ impl StepLoop<'_> {
         // The training process's memory and CPU use, reported with each step.
         let mut cpu_mark = (Instant::now(), crate::machine::cpu_seconds());
         let first_step = self.state.step + 1;
+        // The step whose checkpoint is stored: a resumed run starts from one.
+        let mut saved_step = (self.state.step > 0).then_some(self.state.step);
         for step in first_step..=total_steps {
             match progress.should_stop() {
                 Some(StopReason::Cancel) => {
@@ -89,9 +91,13 @@ impl StepLoop<'_> {
                     return Ok(outcome);
                 }
                 Some(StopReason::Pause) => {
-                    let path = self.save_checkpoint()?;
-                    progress.on_checkpoint(self.state.step, &path);
-                    outcome.last_checkpoint = Some(path);
+                    // A pause right after a checkpoint (or before the first step of a resumed
+                    // run) has nothing new to save: the checkpoint of this step is stored already.
+                    if saved_step != Some(self.state.step) {
+                        let path = self.save_checkpoint()?;
+                        progress.on_checkpoint(self.state.step, &path);
+                        outcome.last_checkpoint = Some(path);
+                    }
                     outcome.stopped = Some(Stopped::Paused);
                     return Ok(outcome);
                 }
@@ -226,6 +232,7 @@ impl StepLoop<'_> {
                 }
                 progress.on_checkpoint(step, &path);
                 outcome.last_checkpoint = Some(path);
+                saved_step = Some(step);
             }
             if stop_early {
                 tracing::info!(step, "early stopping: validation loss stopped improving");

@@ -351,7 +351,7 @@ async fn run_claimed(
                 // Cancel and pause are user actions on the job row: look every tick, so the
                 // child hears of them within a step or two.
                 if let Some(status) = crate::store::jobs::status_of(&state.db, &job.id).await? {
-                    send_for_status(&mut stdin, &status, &mut sent_command).await;
+                    follow_status(state, &job.id, worker_id, &status, &mut stdin, &mut sent_command).await?;
                 }
             }
             _ = heartbeat.tick() => {
@@ -362,7 +362,7 @@ async fn run_claimed(
                     }
                     LeaseState::Held { status } => {
                         let _ = queue::record_progress(&state.db, &job.id, worker_id, last_tokens, eta).await;
-                        send_for_status(&mut stdin, &status, &mut sent_command).await;
+                        follow_status(state, &job.id, worker_id, &status, &mut stdin, &mut sent_command).await?;
                     }
                 }
             }
@@ -468,6 +468,28 @@ fn memory_refusal(spec: &JobSpec) -> Option<String> {
             gib(available)
         )
     })
+}
+
+/// Acts on the job's status while its training process runs: a cancel or pause goes to the
+/// process (once); a job found `queued` was paused and resumed before this worker acted on the
+/// pause, so, unless the process was already told to stop, it simply keeps running (the status
+/// goes back to `running`; the queue leaves a leased job alone, so no other worker starts it).
+async fn follow_status(
+    state: &AppState,
+    job_id: &str,
+    worker_id: &str,
+    status: &JobStatus,
+    stdin: &mut tokio::process::ChildStdin,
+    sent: &mut Option<ChildCommand>,
+) -> anyhow::Result<()> {
+    if *status == JobStatus::Queued && sent.is_none() {
+        if queue::keep_running_resumed(&state.db, job_id, worker_id).await? {
+            state.hub.publish(job_id).await;
+        }
+        return Ok(());
+    }
+    send_for_status(stdin, status, sent).await;
+    Ok(())
 }
 
 /// Tells the child to stop when the job's status asks for it, once.

@@ -550,7 +550,82 @@ async fn pause_and_resume_at_random_moments_run_each_job_once(backend: Backend) 
     }
 }
 
+/// When the blob store fails to take a checkpoint mid-run (here: a file stands where the step-10
+/// checkpoint's folder must go), the job is paused with a clear event, keeps its step-5
+/// checkpoint, and, resumed once the store works, finishes with every step once.
+async fn a_store_failure_during_training_pauses_the_job_and_keeps_its_checkpoint(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.worker_slots = 1).await;
+    let file = upload_corpus(&app).await;
+    let steps = 20;
+    let mut body = pretrain_job(&file, steps, 5);
+    body["method"]["pretrain"]["hyperparameters"]["n_checkpoints"] = json!(4);
+    let (s, job) = app
+        .post(&app.admin_key, "/v1/fine_tuning/jobs", &body)
+        .await;
+    assert_eq!(s, 200, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let blocker = app
+        .data_dir
+        .join(format!("blobs/jobs/{id}/checkpoints/checkpoint-00000010"));
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let paused = wait_status(&app, &id, "paused", 120).await;
+    assert_eq!(paused["status"], "paused", "{paused}");
+    let (_, events) = app
+        .get(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
+        )
+        .await;
+    let event = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Job paused: the blob store failed")
+        })
+        .unwrap_or_else(|| panic!("{events}"))
+        .clone();
+    assert_eq!(event["level"], "error");
+    assert_eq!(event["data"]["code"], "storage_unavailable");
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.contains("checkpoint of step 10") && message.contains("(step 5)"),
+        "{message}"
+    );
+    let (_, ck) = app
+        .get(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
+        )
+        .await;
+    let kept: Vec<u64> = ck["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, [5], "{ck}");
+    // The store works again; the job resumes from step 5 and finishes.
+    std::fs::remove_file(&blocker).unwrap();
+    let (s, _) = app
+        .post(
+            &app.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/resume"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let done = wait_status(&app, &id, "succeeded", 120).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_each_step_once(&app.train_points(&id).await, steps as u64);
+}
+
 on_both_stores!(
+    a_store_failure_during_training_pauses_the_job_and_keeps_its_checkpoint,
     pause_and_resume_at_random_moments_run_each_job_once,
     a_job_whose_worker_is_lost_on_every_attempt_fails_with_worker_lost,
     a_job_too_big_for_this_machine_is_refused_before_it_starts,

@@ -248,7 +248,16 @@ fn bound_report_pipe(child: &Child) {
 /// How the slot's watch over a child ended.
 enum Ending {
     Reported(TrainOutcome),
-    Failed { code: String, message: String },
+    /// The blob store failed to take the checkpoint of `step`: the job is paused, keeping its
+    /// last stored checkpoint, to be resumed once the store answers again.
+    StoreFailed {
+        step: u64,
+        error: String,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
     Crashed(String),
     LeaseLost,
 }
@@ -334,7 +343,10 @@ async fn run_claimed(
                     }
                     ChildMessage::Checkpoint { step, path } => {
                         flush_points(state, &job.id, &mut pending).await?;
-                        save_checkpoint(state, &job.id, step, &path, keep).await?;
+                        if let Err(e) = save_checkpoint(state, &job.id, step, &path, keep).await {
+                            let _ = child.kill().await;
+                            break Ending::StoreFailed { step, error: format!("{e:#}") };
+                        }
                     }
                     ChildMessage::Done(outcome) => {
                         let _ = child.wait().await;
@@ -380,6 +392,23 @@ async fn run_claimed(
     let terminal = match ending {
         Ending::LeaseLost => {
             tracing::warn!(job = %job.id, "lease lost; another worker has the job");
+            false
+        }
+        Ending::StoreFailed { step, error } => {
+            let kept = checkpoints::list_checkpoints(&state.db, &job.id)
+                .await?
+                .first()
+                .map_or(
+                    "none yet: it restarts from the beginning".to_string(),
+                    |c| format!("step {}", c.step),
+                );
+            let message = format!(
+                "the blob store failed to save the checkpoint of step {step} ({error}); the job \
+                 is paused and keeps its last stored checkpoint ({kept}). Resume it once the \
+                 store answers again"
+            );
+            tracing::error!(job = %job.id, %message, "blob store failure during training");
+            queue::pause_for_store_failure(&state.db, &job.id, worker_id, &message).await?;
             false
         }
         Ending::Crashed(how) => {

@@ -284,6 +284,32 @@ pub fn framework_error(
 mod tests {
     use super::*;
 
+    #[test]
+    fn store_failures_are_507_for_a_full_disk_503_otherwise_500_for_a_missing_object() {
+        let io = |kind| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::new(kind, "write failed")),
+        };
+        let status = |e: object_store::Error| ApiError::from(e).status();
+        assert_eq!(
+            status(io(std::io::ErrorKind::StorageFull)),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        assert_eq!(
+            status(io(std::io::ErrorKind::QuotaExceeded)),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        assert_eq!(
+            status(io(std::io::ErrorKind::ConnectionRefused)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let missing = object_store::Error::NotFound {
+            path: "files/x".into(),
+            source: "gone".into(),
+        };
+        assert_eq!(status(missing), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
     fn shape(status: StatusCode, body: &str) -> (StatusCode, &'static str, String) {
         let e = framework_error(
             status,

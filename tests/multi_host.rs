@@ -3,7 +3,8 @@
 //! (moto, started here: see common/s3.rs). A job runs on one worker; that worker is killed by
 //! SIGKILL after a checkpoint; the survivor resumes from the checkpoint in S3. An SSE watcher on
 //! the API sees every step once, the model downloads from S3, and no process keeps a blob on its
-//! own disk.
+//! own disk. Beside it: imported models on machines without the folder, a failing object store,
+//! and `wick serve` stopped by SIGTERM mid-job (processes, no S3).
 
 mod common;
 #[path = "common/corpus.rs"]
@@ -415,5 +416,97 @@ async fn an_upload_to_a_failing_object_store_is_a_clear_503_and_keeps_nothing() 
         "only the first upload is recorded"
     );
     assert_eq!(api.get(&api.admin_key, "/healthz").await.0, 200);
+    server.kill().await.unwrap();
+}
+
+/// `wick serve` with a training slot, sent SIGTERM mid-job: it stops accepting, checkpoints and
+/// requeues the job, and exits 0; started again on the same data folder, it resumes the job to
+/// the end with every step once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_sigterm_requeues_its_job_and_exits_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    let slot = |cmd: &mut tokio::process::Command| {
+        cmd.args(["--worker-slots", "1", "--threads-per-job", "1"]);
+    };
+    let (mut server, serving, _) = common::serve_process(data.path(), slot).await;
+    let addr = serving["addr"].as_str().unwrap().to_string();
+    let key = std::fs::read_to_string(data.path().join("admin_key")).unwrap();
+    let api = ApiClient::new(format!("http://{addr}"), key.trim().to_string());
+    let (s, f) = api
+        .upload(
+            &api.admin_key,
+            "pretrain",
+            "docs.jsonl",
+            corpus::corpus_jsonl(300),
+        )
+        .await;
+    assert_eq!(s, 200, "{f}");
+    let steps = 60u64;
+    let (s, job) = api
+        .post(
+            &api.admin_key,
+            "/v1/fine_tuning/jobs",
+            &json!({"model": "wick-llama-1m", "training_file": f["id"], "seed": 4,
+                    "method": {"type": "pretrain", "pretrain": {"hyperparameters": {
+                        "vocab_size": 320, "max_seq_len": 32, "batch_size": 4, "max_steps": steps,
+                        "gradient_accumulation_steps": 4, "checkpoint_every": 1000}}}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.train_points(&id).await.is_empty() {
+        assert!(Instant::now() < deadline, "no step within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = server.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(60), server.wait())
+        .await
+        .expect("serve exits within 60 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "nothing listens after the exit"
+    );
+
+    // Started again on the same folder, it finishes the job.
+    let (mut server, serving, _) = common::serve_process(data.path(), slot).await;
+    let api = ApiClient::new(
+        format!("http://{}", serving["addr"].as_str().unwrap()),
+        api.admin_key.clone(),
+    );
+    let done = api.wait_for_job(&id).await;
+    assert_eq!(done["status"], "succeeded");
+    let points = api.train_points(&id).await;
+    assert_eq!(
+        points.iter().map(|p| p.0).collect::<Vec<_>>(),
+        (1..=steps).collect::<Vec<_>>(),
+        "every step once"
+    );
+    let (_, events) = api
+        .get(
+            &api.admin_key,
+            &format!("/v1/fine_tuning/jobs/{id}/events?limit=200"),
+        )
+        .await;
+    assert!(
+        events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Worker shut down; the job is queued to resume")),
+        "{events}"
+    );
     server.kill().await.unwrap();
 }

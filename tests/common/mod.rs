@@ -436,8 +436,10 @@ pub async fn serve_process(
     use tokio::io::AsyncBufReadExt;
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wick"));
     cmd.args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
-        .args(["--worker-slots", "0", "--data-dir"])
+        .arg("--data-dir")
         .arg(data_dir)
+        // No slots unless the caller passes `--worker-slots` (a flag wins over the variable).
+        .env("WICK_WORKER_SLOTS", "0")
         .env("RUST_LOG", "info")
         .env_remove("DATABASE_URL")
         .env_remove("WICK_LOG_FORMAT")

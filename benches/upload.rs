@@ -141,6 +141,9 @@ async fn main() {
     let mut valid = vec![];
     let mut upload = vec![];
     let mut upload_s3 = vec![];
+    // CPU seconds this process (servers and client) spent per upload, by store.
+    let mut cpu_local = vec![];
+    let mut cpu_s3 = vec![];
     for round in 0..3 {
         let (s, lines) = plain_pass(&path);
         plain.push(mb / s);
@@ -151,7 +154,9 @@ async fn main() {
         .await
         .unwrap();
         valid.push(mb / s);
+        let cpu0 = wick::machine::cpu_seconds().unwrap_or(f64::NAN);
         let (s, obj) = upload_once(&client, &local, &path).await;
+        cpu_local.push(wick::machine::cpu_seconds().unwrap_or(f64::NAN) - cpu0);
         upload.push(mb / s);
         let rep = &obj["validation"];
         println!(
@@ -159,7 +164,9 @@ async fn main() {
             rep["valid_examples"], rep["duplicates"], rep["invalid_lines"], s
         );
         if let Some(remote) = &remote {
+            let cpu0 = wick::machine::cpu_seconds().unwrap_or(f64::NAN);
             let (s, obj) = upload_once(&client, remote, &path).await;
+            cpu_s3.push(wick::machine::cpu_seconds().unwrap_or(f64::NAN) - cpu0);
             assert_eq!(obj["validation"], *rep, "the same report from either store");
             upload_s3.push(mb / s);
             println!("round {round}: upload to S3 {s:.2} s");
@@ -175,7 +182,15 @@ async fn main() {
         "upload+validate+stats:    {:>7.0} MB/s (HTTP multipart -> blob store, SQLite row)",
         local_rate
     );
+    println!(
+        "CPU of this process per upload: {:.2} s to the local folder",
+        median(cpu_local)
+    );
     if !upload_s3.is_empty() {
+        println!(
+            "CPU of this process per upload: {:.2} s to S3 (the S3 server's own not counted)",
+            median(cpu_s3)
+        );
         let s3_rate = median(upload_s3);
         println!(
             "the same to S3:           {:>7.0} MB/s ({} ; {:.2}x the local folder)",

@@ -43,7 +43,8 @@ pub struct Settings {
     pub request_timeout_secs: u64,
     /// Folder of Hugging Face model folders offered as base models, one subfolder per model, named
     /// by the folder (default: `<data-dir>/models`; none there means no local models). Remote
-    /// workers need the same folders under their own setting.
+    /// workers need the same folders under their own setting, or the models imported into the
+    /// blob store (`wick models import`).
     #[arg(long, env = "WICK_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
     /// Seconds a client has to send a request's headers (from the connection's start, or the

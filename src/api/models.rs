@@ -157,19 +157,17 @@ async fn delete_model(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
-    let Some(m) = models::get_model(&state.db, &caller.org_id, &id).await? else {
-        if catalog::find_model(&id).is_some()
-            || crate::store::imported_models::get(&state.db, &id)
-                .await?
-                .is_some()
-            || state.local_models.get(&id).await.is_some()
-        {
+    // The same lookup jobs and chat make: only the caller's trained models are theirs to delete.
+    let m = match catalog::resolve(&state.db, &state.local_models, &caller.org_id, &id).await {
+        Ok(catalog::BaseModel::Trained(m)) => m,
+        Ok(_) | Err(catalog::ResolveError::Unloadable { .. }) => {
             return Err(ApiError::invalid_param(
                 "id",
                 format!("{id} is not one of your trained models; only those can be deleted"),
             ));
         }
-        return Err(ApiError::not_found("model", &id));
+        Err(catalog::ResolveError::Unknown(_)) => return Err(ApiError::not_found("model", &id)),
+        Err(catalog::ResolveError::Store(e)) => return Err(e.into()),
     };
     let using = models::active_jobs_using(&state.db, &caller.org_id, &id).await?;
     if !using.is_empty() {

@@ -109,15 +109,12 @@ impl Blobs {
 
     /// Paths of every blob under `prefix` (a folder), sorted.
     pub async fn list(&self, prefix: &str) -> object_store::Result<Vec<String>> {
-        use futures::TryStreamExt;
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&Path::from(prefix)))
-            .try_collect()
-            .await?;
-        let mut paths: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
-        paths.sort();
-        Ok(paths)
+        Ok(self
+            .list_meta(prefix)
+            .await?
+            .into_iter()
+            .map(|m| m.path)
+            .collect())
     }
 
     /// Every blob under `prefix` (all when empty), with its size and last change, sorted by path.

@@ -42,11 +42,7 @@ impl CustomOp2 for Bf16Linear {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, k) = xl.shape().dims2()?;
-        let (n, kw) = wl.shape().dims2()?;
-        if k != kw {
-            candle_core::bail!("bf16 linear: x is (_, {k}) but the weight is ({n}, {kw})");
-        }
+        let (rows, k, n) = super::ops::linear_dims("bf16 linear", xl, wl)?;
         let (x, w) = (f32s(xs, xl)?, f32s(ws, wl)?);
         // B = Wᵀ: element (p, j) is w[j·k + p].
         let y = matmul(

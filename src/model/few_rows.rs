@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::ops::contiguous;
+
 /// Up to this many rows take the dot-product path.
 pub const FEW_ROWS: usize = 8;
 /// Weight rows per parallel task.
@@ -27,20 +29,11 @@ impl CustomOp2 for FewRowsMatmul {
         w: &CpuStorage,
         w_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, k) = x_layout.shape().dims2()?;
-        let (n, k_w) = w_layout.shape().dims2()?;
-        if k != k_w {
-            candle_core::bail!("few-rows matmul: x is (_, {k}) but the weight is ({n}, {k_w})");
-        }
-        let (Some((x0, x1)), Some((w0, w1))) =
-            (x_layout.contiguous_offsets(), w_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("few-rows matmul needs contiguous operands");
-        };
+        let (rows, k, n) = super::ops::linear_dims("few-rows matmul", x_layout, w_layout)?;
         let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) else {
             candle_core::bail!("few-rows matmul runs in f32");
         };
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
+        let (x, w) = (contiguous(x, x_layout)?, contiguous(w, w_layout)?);
         let dot = dot_kernel();
         // Outputs by weight row (n, rows), so each task fills a contiguous block.
         let mut by_weight_row = vec![0f32; n * rows];

@@ -20,11 +20,7 @@ impl CustomOp2 for FrozenMatmul {
         w: &CpuStorage,
         w_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, k) = x_layout.shape().dims2()?;
-        let (n, k_w) = w_layout.shape().dims2()?;
-        if k != k_w {
-            candle_core::bail!("frozen matmul: x is (_, {k}) but the weight is ({n}, {k_w})");
-        }
+        let (rows, k, n) = super::ops::linear_dims("frozen matmul", x_layout, w_layout)?;
         let w_t = w_layout.transpose(0, 1)?; // (k, n), a view
         let out = x.matmul(w, (1, rows, n, k), x_layout, &w_t)?;
         Ok((out, Shape::from((rows, n))))

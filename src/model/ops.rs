@@ -169,6 +169,17 @@ pub(super) fn split_grads3(flat: &Tensor, like: [&Tensor; 3]) -> Result<Grads3> 
     Ok((part(like[0])?, part(like[1])?, part(like[2])?))
 }
 
+/// `(rows, k, n)` of a linear op's operands, `x` (rows, k) and a weight (n, k) as Hugging Face
+/// stores it; a mismatch is an error naming `op`.
+pub(super) fn linear_dims(op: &str, x: &Layout, w: &Layout) -> Result<(usize, usize, usize)> {
+    let (rows, k) = x.shape().dims2()?;
+    let (n, k_w) = w.shape().dims2()?;
+    if k != k_w {
+        candle_core::bail!("{op}: x is (_, {k}) but the weight is ({n}, {k_w})");
+    }
+    Ok((rows, k, n))
+}
+
 /// The elements of a contiguous layout.
 pub(super) fn contiguous<'a, R>(s: &'a [R], l: &Layout) -> Result<&'a [R]> {
     match l.contiguous_offsets() {

@@ -92,23 +92,6 @@ fn request_key(s: &Sample) -> Key {
     (l("method"), l("route"), l("status"))
 }
 
-/// The Python that parses with `prometheus_client` (see the module's comment).
-fn python() -> Option<String> {
-    let candidates = std::env::var("WICK_SDK_PYTHON")
-        .into_iter()
-        .chain(["python3".to_string()]);
-    for p in candidates {
-        let ok = std::process::Command::new(&p)
-            .args(["-c", "import prometheus_client.parser"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(p);
-        }
-    }
-    None
-}
-
 /// Parses `text` with the Prometheus client's parser (which refuses a malformed line), checks it
 /// read every sample line and that each family has its type.
 fn parse(python: &str, text: String) -> Scraped {
@@ -459,12 +442,7 @@ async fn check(backend: Backend, python: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_jobs_slots_and_training_for_the_admin_only() {
-    let Some(python) = python() else {
-        assert!(
-            std::env::var("WICK_REQUIRE_SDK").is_err(),
-            "WICK_REQUIRE_SDK is set but no Python with prometheus_client was found"
-        );
-        eprintln!("SKIPPED: no Python with prometheus_client (set WICK_SDK_PYTHON)");
+    let Some(python) = common::python_with("prometheus_client.parser") else {
         return;
     };
     check(Backend::Sqlite, &python).await;

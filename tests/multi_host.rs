@@ -42,23 +42,6 @@ fn start_worker(data: &Path, db: &str, s3: &S3Server) -> Child {
         .expect("start wick worker")
 }
 
-/// Files under `dir`, as paths relative to it.
-fn files_under(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out)
-            } else {
-                out.push(p.strip_prefix(root).unwrap().display().to_string())
-            }
-        }
-    }
-    let mut out = vec![];
-    walk(dir, dir, &mut out);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from_s3() {
     let Some(s3) = S3Server::start("wick-multi-host").await else {
@@ -66,16 +49,11 @@ async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from
     };
     let db = common::fresh_pg_database().await;
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut server, serving, _) = common::serve_process(dirs[0].path(), |cmd| {
+    let (mut server, api) = common::serve_api(dirs[0].path(), |cmd| {
         cmd.args(["--database-url", &db, "--blob-store", &s3.location(PREFIX)])
             .envs(s3.env());
     })
     .await;
-    let admin_key = std::fs::read_to_string(dirs[0].path().join("admin_key")).unwrap();
-    let api = ApiClient::new(
-        format!("http://{}", serving["addr"].as_str().unwrap()),
-        admin_key.trim().to_string(),
-    );
     let mut workers = [
         start_worker(dirs[1].path(), &db, &s3),
         start_worker(dirs[2].path(), &db, &s3),
@@ -116,23 +94,7 @@ async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from
     };
 
     // Kill the worker that runs it once a checkpoint is in S3 and it has trained past it.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let checkpointed_at = loop {
-        let (_, ck) = api
-            .get(
-                &api.admin_key,
-                &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
-            )
-            .await;
-        let n = api.train_points(&id).await.len() as u64;
-        if let Some(c) = ck["data"].as_array().unwrap().first()
-            && n > c["step_number"].as_u64().unwrap() + 1
-        {
-            break c["step_number"].as_u64().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no worker checkpointed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let checkpointed_at = api.wait_past_a_checkpoint(&id, 180).await;
     let running_on = (1..3)
         .find(|&i| dirs[i].path().join("work").join(&id).exists())
         .expect("the job's scratch folder is on one of the workers");
@@ -150,23 +112,14 @@ async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from
     let before = api.train_points(&id).await.len();
     // The survivor takes the job once the lease (2 s) runs out and resumes from the checkpoint.
     let resumed_after = loop {
-        let (_, events) = api
-            .get(
-                &api.admin_key,
-                &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
-            )
-            .await;
-        let resumed = events["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["message"].as_str().unwrap().starts_with("Job resumed"));
+        let messages = api.event_messages(&id).await;
+        let resumed = messages.iter().any(|m| m.starts_with("Job resumed"));
         if resumed && api.train_points(&id).await.len() > before {
             break killed.elapsed();
         }
         assert!(
             killed.elapsed() < Duration::from_secs(120),
-            "not resumed within 120 s: {events}"
+            "not resumed within 120 s: {messages:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -213,7 +166,10 @@ async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from
             &format!("/v1/fine_tuning/jobs/{id}/download"),
         )
         .await;
-    let got = files_under(folder.path());
+    let got: Vec<String> = common::files_under(folder.path())
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     assert!(
         got.iter().any(|f| f.ends_with("model.safetensors"))
             && got.iter().any(|f| f.ends_with("config.json")),
@@ -293,16 +249,11 @@ async fn an_imported_base_model_trains_and_chats_on_machines_without_its_folder(
     assert_eq!(s3.list(&format!("{PREFIX}/base-models/")).await, stored);
 
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut server, serving, _) = common::serve_process(dirs[0].path(), |cmd| {
+    let (mut server, api) = common::serve_api(dirs[0].path(), |cmd| {
         cmd.args(["--database-url", &db, "--blob-store", &s3.location(PREFIX)])
             .envs(s3.env());
     })
     .await;
-    let key = std::fs::read_to_string(dirs[0].path().join("admin_key")).unwrap();
-    let api = ApiClient::new(
-        format!("http://{}", serving["addr"].as_str().unwrap()),
-        key.trim().to_string(),
-    );
     let mut worker = start_worker(dirs[1].path(), &db, &s3);
     let (s, m) = api.get(&api.admin_key, "/v1/models/tiny-imported").await;
     assert_eq!((s, m["kind"].as_str()), (200, Some("imported")), "{m}");
@@ -364,16 +315,11 @@ async fn an_upload_to_a_failing_object_store_is_a_clear_503_and_keeps_nothing() 
         return;
     };
     let data = tempfile::tempdir().unwrap();
-    let (mut server, serving, _) = common::serve_process(data.path(), |cmd| {
+    let (mut server, api) = common::serve_api(data.path(), |cmd| {
         cmd.args(["--blob-store", &s3.location(PREFIX)])
             .envs(s3.env());
     })
     .await;
-    let key = std::fs::read_to_string(data.path().join("admin_key")).unwrap();
-    let api = ApiClient::new(
-        format!("http://{}", serving["addr"].as_str().unwrap()),
-        key.trim().to_string(),
-    );
     let (s, f) = api
         .upload(
             &api.admin_key,
@@ -428,10 +374,8 @@ async fn serve_on_sigterm_requeues_its_job_and_exits_cleanly() {
     let slot = |cmd: &mut tokio::process::Command| {
         cmd.args(["--worker-slots", "1", "--threads-per-job", "1"]);
     };
-    let (mut server, serving, _) = common::serve_process(data.path(), slot).await;
-    let addr = serving["addr"].as_str().unwrap().to_string();
-    let key = std::fs::read_to_string(data.path().join("admin_key")).unwrap();
-    let api = ApiClient::new(format!("http://{addr}"), key.trim().to_string());
+    let (mut server, api) = common::serve_api(data.path(), slot).await;
+    let addr = api.base.trim_start_matches("http://").to_string();
     let (s, f) = api
         .upload(
             &api.admin_key,
@@ -478,11 +422,7 @@ async fn serve_on_sigterm_requeues_its_job_and_exits_cleanly() {
     );
 
     // Started again on the same folder, it finishes the job.
-    let (mut server, serving, _) = common::serve_process(data.path(), slot).await;
-    let api = ApiClient::new(
-        format!("http://{}", serving["addr"].as_str().unwrap()),
-        api.admin_key.clone(),
-    );
+    let (mut server, api) = common::serve_api(data.path(), slot).await;
     let done = api.wait_for_job(&id).await;
     assert_eq!(done["status"], "succeeded");
     let points = api.train_points(&id).await;
@@ -491,22 +431,12 @@ async fn serve_on_sigterm_requeues_its_job_and_exits_cleanly() {
         (1..=steps).collect::<Vec<_>>(),
         "every step once"
     );
-    let (_, events) = api
-        .get(
-            &api.admin_key,
-            &format!("/v1/fine_tuning/jobs/{id}/events?limit=200"),
-        )
-        .await;
+    let messages = api.event_messages(&id).await;
     assert!(
-        events["data"]
-            .as_array()
-            .unwrap()
+        messages
             .iter()
-            .any(|e| e["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("Worker shut down; the job is queued to resume")),
-        "{events}"
+            .any(|m| m.starts_with("Worker shut down; the job is queued to resume")),
+        "{messages:?}"
     );
     server.kill().await.unwrap();
 }

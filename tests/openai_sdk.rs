@@ -11,25 +11,9 @@ mod common;
 
 use common::{Backend, spawn_app_with};
 
-fn python() -> Option<String> {
-    if let Ok(p) = std::env::var("WICK_SDK_PYTHON") {
-        return Some(p);
-    }
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    ok.then(|| "python3".to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_python_sdk_runs_the_fine_tuning_flow_unchanged() {
-    let Some(python) = python() else {
-        assert!(
-            std::env::var("WICK_REQUIRE_SDK").is_err(),
-            "WICK_REQUIRE_SDK is set but no Python with the openai package was found"
-        );
-        eprintln!("SKIPPED: no Python with `openai` (set WICK_SDK_PYTHON)");
+    let Some(python) = common::python_with("openai") else {
         return;
     };
     let app = spawn_app_with(Backend::Sqlite, |s| s.worker_slots = 1).await;

@@ -223,18 +223,7 @@ async fn pretraining_job_succeeds_with_metrics_checkpoints_and_a_model(backend: 
     let tokens = wick::model::generate::generate_greedy(&model_dir, "The cat", 5).unwrap();
     assert_eq!(tokens.len(), 5);
 
-    let (_, events) = app
-        .get(
-            &app.admin_key,
-            &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
-        )
-        .await;
-    let messages: Vec<&str> = events["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
+    let messages = app.event_messages(&id).await;
     assert!(
         messages.iter().any(|m| m.starts_with("Job started")),
         "{messages:?}"
@@ -343,17 +332,10 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
     let done = wait_status(&app, &id, "succeeded", 180).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_each_step_once(&app.train_points(&id).await, 400);
-    let (_, events) = app
-        .get(
-            &app.admin_key,
-            &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
-        )
-        .await;
-    let attempts: Vec<&str> = events["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["message"].as_str())
+    let attempts: Vec<String> = app
+        .event_messages(&id)
+        .await
+        .into_iter()
         .filter(|m| m.contains("attempt"))
         .collect();
     assert!(
@@ -446,20 +428,11 @@ async fn a_job_whose_worker_is_lost_on_every_attempt_fails_with_worker_lost(back
     let job = get_job(&app, &id).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "worker_lost", "{job}");
-    let (_, events) = app
-        .get(
-            &app.admin_key,
-            &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
-        )
-        .await;
-    let messages: Vec<&str> = events["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap())
-        .collect();
+    let messages = app.event_messages(&id).await;
     assert!(
-        messages.contains(&"Job failed: its worker stopped answering on the last allowed attempt"),
+        messages
+            .iter()
+            .any(|m| m == "Job failed: its worker stopped answering on the last allowed attempt"),
         "{messages:?}"
     );
     assert!(
@@ -504,18 +477,7 @@ async fn pause_and_resume_at_random_moments_run_each_job_once(backend: Backend) 
         }
         let done = wait_status(&app, &id, "succeeded", 120).await;
         if done["status"] != "succeeded" {
-            let (_, events) = app
-                .get(
-                    &app.admin_key,
-                    &format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"),
-                )
-                .await;
-            let mut messages: Vec<String> = events["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["message"].as_str().unwrap().to_string())
-                .collect();
+            let mut messages = app.event_messages(&id).await;
             messages.reverse();
             panic!(
                 "trial {trial}: {}\n{actions:?}\n{messages:#?}",
@@ -523,18 +485,7 @@ async fn pause_and_resume_at_random_moments_run_each_job_once(backend: Backend) 
             );
         }
         assert_each_step_once(&app.train_points(&id).await, steps as u64);
-        let (_, events) = app
-            .get(
-                &app.admin_key,
-                &format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"),
-            )
-            .await;
-        let messages: Vec<&str> = events["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["message"].as_str().unwrap())
-            .collect();
+        let messages = app.event_messages(&id).await;
         let created = messages
             .iter()
             .filter(|m| m.starts_with("New fine-tuned model created"))
@@ -571,15 +522,8 @@ async fn a_store_failure_during_training_pauses_the_job_and_keeps_its_checkpoint
     std::fs::write(&blocker, b"in the way").unwrap();
     let paused = wait_status(&app, &id, "paused", 120).await;
     assert_eq!(paused["status"], "paused", "{paused}");
-    let (_, events) = app
-        .get(
-            &app.admin_key,
-            &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
-        )
-        .await;
-    let event = events["data"]
-        .as_array()
-        .unwrap()
+    let events = app.events(&id).await;
+    let event = events
         .iter()
         .find(|e| {
             e["message"]
@@ -587,7 +531,7 @@ async fn a_store_failure_during_training_pauses_the_job_and_keeps_its_checkpoint
                 .unwrap()
                 .starts_with("Job paused: the blob store failed")
         })
-        .unwrap_or_else(|| panic!("{events}"))
+        .unwrap_or_else(|| panic!("{events:?}"))
         .clone();
     assert_eq!(event["level"], "error");
     assert_eq!(event["data"]["code"], "storage_unavailable");
@@ -596,19 +540,7 @@ async fn a_store_failure_during_training_pauses_the_job_and_keeps_its_checkpoint
         message.contains("checkpoint of step 10") && message.contains("(step 5)"),
         "{message}"
     );
-    let (_, ck) = app
-        .get(
-            &app.admin_key,
-            &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
-        )
-        .await;
-    let kept: Vec<u64> = ck["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["step_number"].as_u64().unwrap())
-        .collect();
-    assert_eq!(kept, [5], "{ck}");
+    assert_eq!(app.checkpoint_steps(&id).await, [5]);
     // The store works again; the job resumes from step 5 and finishes.
     std::fs::remove_file(&blocker).unwrap();
     let (s, _) = app
@@ -646,23 +578,7 @@ mod multi_process {
         let id = create_job(&app, &pretrain_job(&file, steps, 5)).await;
         let mut w1 = start_worker(&app, 2);
         // Kill it once a checkpoint exists and it has trained past it.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (_, ck) = app
-                .get(
-                    &app.admin_key,
-                    &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
-                )
-                .await;
-            let n = app.train_points(&id).await.len() as u64;
-            if let Some(c) = ck["data"].as_array().unwrap().first()
-                && n > c["step_number"].as_u64().unwrap() + 1
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "worker never checkpointed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        app.wait_past_a_checkpoint(&id, 120).await;
         w1.kill().unwrap(); // SIGKILL
         w1.wait().unwrap();
         assert_eq!(get_job(&app, &id).await["status"], "running");
@@ -673,19 +589,10 @@ mod multi_process {
         assert_eq!(done["status"], "succeeded", "{done}");
         let resumed = app.train_points(&id).await;
         assert_each_step_once(&resumed, steps as u64);
-        let (_, events) = app
-            .get(
-                &app.admin_key,
-                &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
-            )
-            .await;
+        let messages = app.event_messages(&id).await;
         assert!(
-            events["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["message"].as_str().unwrap().starts_with("Job resumed")),
-            "{events}"
+            messages.iter().any(|m| m.starts_with("Job resumed")),
+            "{messages:?}"
         );
 
         // The same spec run without interruption ends on the same loss.
@@ -694,13 +601,8 @@ mod multi_process {
         let done = wait_status(&app, &straight, "succeeded", 180).await;
         w3.kill().unwrap();
         w3.wait().unwrap();
-        let (_, events) = app
-            .get(
-                &app.admin_key,
-                &format!("/v1/fine_tuning/jobs/{straight}/events?limit=100"),
-            )
-            .await;
-        assert_eq!(done["status"], "succeeded", "{done}\n{events}");
+        let events = app.event_messages(&straight).await;
+        assert_eq!(done["status"], "succeeded", "{done}\n{events:?}");
         let reference = app.train_points(&straight).await;
         let (a, b) = (resumed.last().unwrap().1, reference.last().unwrap().1);
         assert!(
@@ -771,17 +673,10 @@ mod multi_process {
         }
         let mut by_worker = std::collections::HashMap::<String, usize>::new();
         for id in &ids {
-            let (_, ev) = app
-                .get(
-                    &app.admin_key,
-                    &format!("/v1/fine_tuning/jobs/{id}/events?limit=100"),
-                )
-                .await;
-            let starts: Vec<&str> = ev["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["message"].as_str().unwrap())
+            let starts: Vec<String> = app
+                .event_messages(id)
+                .await
+                .into_iter()
                 .filter(|m| m.starts_with("Job started") || m.starts_with("Job resumed"))
                 .collect();
             assert_eq!(starts.len(), 1, "job {id} ran once: {starts:?}");

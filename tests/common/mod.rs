@@ -119,21 +119,7 @@ impl TestApp {
 
     /// Every file under the blob store, staged parts included.
     pub fn blob_files(&self) -> Vec<PathBuf> {
-        fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-            if let Ok(rd) = std::fs::read_dir(dir) {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk(&p, out)
-                    } else {
-                        out.push(p)
-                    }
-                }
-            }
-        }
-        let mut out = vec![];
-        walk(&self.data_dir.join("blobs"), &mut out);
-        out
+        files_under(&self.data_dir.join("blobs"))
     }
 }
 
@@ -344,6 +330,64 @@ impl ApiClient {
         out
     }
 
+    /// Job `id`'s events, newest first (the most the route gives: 1000).
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let (s, events) = self
+            .get(
+                &self.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"),
+            )
+            .await;
+        assert_eq!(s, 200, "{events}");
+        events["data"].as_array().unwrap().clone()
+    }
+
+    /// The messages of job `id`'s events, newest first.
+    pub async fn event_messages(&self, id: &str) -> Vec<String> {
+        self.events(id)
+            .await
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The steps of job `id`'s checkpoints, newest first.
+    pub async fn checkpoint_steps(&self, id: &str) -> Vec<u64> {
+        let (s, ck) = self
+            .get(
+                &self.admin_key,
+                &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
+            )
+            .await;
+        assert_eq!(s, 200, "{ck}");
+        ck["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["step_number"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// Waits (up to `secs`) until job `id` has a checkpoint and has trained more than one step
+    /// past it, the moment to kill its worker; returns the checkpoint's step.
+    pub async fn wait_past_a_checkpoint(&self, id: &str, secs: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let newest = self.checkpoint_steps(id).await.first().copied();
+            let trained = self.train_points(id).await.len() as u64;
+            if let Some(step) = newest
+                && trained > step + 1
+            {
+                return step;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: no checkpoint within {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls job `id` until it succeeds (its body) or fails the test when it fails, is cancelled or
     /// takes over four minutes.
     pub async fn wait_for_job(&self, id: &str) -> Value {
@@ -366,19 +410,48 @@ impl ApiClient {
     }
 }
 
-/// A Python that can `import module`: `WICK_SDK_PYTHON` (the CI venv), else `python3`.
+/// A Python that can `import module`: `WICK_SDK_PYTHON` (the CI venv, tests/sdk/requirements.txt),
+/// else `python3`. Without one the test should say it skipped and pass: `None`, after printing
+/// so; unless `WICK_REQUIRE_SDK` is set, as in CI, where that is a panic.
 pub fn python_with(module: &str) -> Option<String> {
     let candidates = std::env::var("WICK_SDK_PYTHON")
         .into_iter()
         .chain(["python3".to_string()]);
-    candidates.into_iter().find(|p| {
+    let found = candidates.into_iter().find(|p| {
         std::process::Command::new(p)
             .args(["-c", &format!("import {module}")])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
-    })
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("WICK_REQUIRE_SDK").is_err(),
+            "WICK_REQUIRE_SDK is set but no Python can import {module}"
+        );
+        eprintln!("SKIPPED: no Python that can import {module} (set WICK_SDK_PYTHON)");
+    }
+    found
+}
+
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out)
+                } else {
+                    out.push(p)
+                }
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(dir, &mut out);
+    out
 }
 
 /// Writes a tiny, randomly initialised Llama as a Hugging Face folder at `dir` (config.json,
@@ -467,6 +540,20 @@ pub async fn serve_process(
     // Keep reading what it logs: a closed pipe would fail its writes, a full one block them.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, serving, log)
+}
+
+/// [`serve_process`], and a client for it holding the admin key the server wrote to its folder.
+pub async fn serve_api(
+    data_dir: &std::path::Path,
+    configure: impl FnOnce(&mut tokio::process::Command),
+) -> (tokio::process::Child, ApiClient) {
+    let (child, serving, _) = serve_process(data_dir, configure).await;
+    let key = std::fs::read_to_string(data_dir.join("admin_key")).unwrap();
+    let api = ApiClient::new(
+        format!("http://{}", serving["addr"].as_str().unwrap()),
+        key.trim().to_string(),
+    );
+    (child, api)
 }
 
 /// Runs each listed async test body once against SQLite and once against Postgres.

@@ -1,26 +1,32 @@
 //! QLoRA against LoRA on a model with Qwen2.5-0.5B's shapes (issue 14's figures): peak resident
 //! memory and training tokens/s of a supervised LoRA job (r 16, all seven projections, rows of
-//! 1024 packed tokens, batch 1) with the base in f32, in NF4, and in NF4 with double quantisation.
+//! 1024 packed tokens, batch 1) with the base in f32, in NF4, in NF4 with double quantisation,
+//! and in int8.
 //!
-//! One variant per process, so that each reports its own peak:
+//! One variant per process, so that each reports its own peak (the whole job: loading, steps and
+//! the export of the adapter and the merged model):
 //!
 //! ```sh
 //! cargo bench --bench qlora -- lora  DIR   # DIR: a work folder; the model is made there once
 //! cargo bench --bench qlora -- nf4   DIR
 //! cargo bench --bench qlora -- nf4dq DIR
+//! cargo bench --bench qlora -- int8  DIR
 //! cargo bench --bench qlora -- nf4 DIR recompute   # with activation recompute
+//! cargo bench --bench qlora -- nf4 DIR llama1b     # Llama-3.2-1B's shapes instead
 //! ```
 //!
 //! The model has random weights (Wick's initialisation; Qwen2.5-0.5B's `config.json` shapes:
 //! vocab 151,936, hidden 896, intermediate 4,864, 24 layers, 14 heads, 2 kv heads, tied
-//! embeddings) and a small BPE tokenizer trained on the bench's own text, so nothing is downloaded.
-//! `bench/reference/bench_lora_cpu.py DIR/base` runs PyTorch + PEFT's LoRA on the same folder.
+//! embeddings; or Llama-3.2-1B's: vocab 128,256, hidden 2,048, intermediate 8,192, 16 layers, 32
+//! heads, 8 kv heads, tied, Llama 3 RoPE scaling) and a small BPE tokenizer trained on the
+//! bench's own text, so nothing is downloaded. `bench/reference/bench_lora_cpu.py DIR/base` runs
+//! PyTorch + PEFT's LoRA on the same folder.
 
 use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use wick::model::{Architecture, ModelConfig, hf, init_varmap, varmap_tensors};
+use wick::model::{Architecture, ModelConfig, RopeScaling, hf, init_varmap, varmap_tensors};
 use wick::spec::JobSpec;
 use wick::train::{RecordingProgress, TrainJob, run_job};
 
@@ -35,6 +41,21 @@ fn qwen_05b() -> ModelConfig {
     c.rope_theta = 1_000_000.0;
     c.rms_norm_eps = 1e-6;
     c.tie_word_embeddings = true;
+    c
+}
+
+/// Llama-3.2-1B's shapes.
+fn llama_1b() -> ModelConfig {
+    let mut c = ModelConfig::llama(128_256, 2048, 8192, 16, 32, 8, 131_072);
+    c.rope_theta = 500_000.0;
+    c.rms_norm_eps = 1e-5;
+    c.tie_word_embeddings = true;
+    c.rope_scaling = Some(RopeScaling::Llama3 {
+        factor: 32.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192,
+    });
     c
 }
 
@@ -79,17 +100,18 @@ fn main() {
     let (variant, dir) = match args.as_slice() {
         [v, d, ..] => (v.clone(), std::path::PathBuf::from(d)),
         _ => {
-            eprintln!("usage: qlora lora|nf4|nf4dq DIR");
+            eprintln!("usage: qlora lora|nf4|nf4dq|int8 DIR [recompute] [llama1b]");
             return;
         }
     };
     std::fs::create_dir_all(&dir).unwrap();
-    let base = dir.join("base");
+    let llama = args.iter().any(|a| a == "llama1b");
+    let base = dir.join(if llama { "base-llama1b" } else { "base" });
     let chats = dir.join("chats.jsonl");
     let texts = write_chats(&chats);
     if !base.join("config.json").is_file() {
         let t = Instant::now();
-        let cfg = qwen_05b();
+        let cfg = if llama { llama_1b() } else { qwen_05b() };
         let vm = init_varmap(&cfg, 1, DType::F32, &Device::Cpu).unwrap();
         let tok = wick::tokenizer::train_bpe(texts.iter(), 2000).unwrap();
         let mut cfg = cfg;
@@ -115,6 +137,7 @@ fn main() {
             lora["quantization"] = "nf4".into();
             lora["double_quant"] = true.into();
         }
+        "int8" => lora["quantization"] = "int8".into(),
         other => panic!("unknown variant {other}"),
     }
     let recompute = args.iter().any(|a| a == "recompute");
@@ -130,7 +153,10 @@ fn main() {
         spec,
         training_file: chats,
         validation_file: None,
-        output_dir: dir.join(format!("out-{variant}")),
+        output_dir: dir.join(format!(
+            "out-{variant}{}",
+            if llama { "-llama1b" } else { "" }
+        )),
         resume_from: None,
         device: Device::Cpu,
         base_model_name: Some("qwen-shaped".into()),
@@ -146,8 +172,9 @@ fn main() {
         .collect();
     tps.sort_by(f64::total_cmp);
     println!(
-        "| {variant}{} | {:.0} | {:.1} | {:.4} | {:.0} s |",
+        "| {variant}{}{} | {:.0} | {:.1} | {:.4} | {:.0} s |",
         if recompute { " (recompute)" } else { "" },
+        if llama { " (Llama-3.2-1B shapes)" } else { "" },
         peak_rss_mib(),
         tps.get(tps.len() / 2).copied().unwrap_or(f64::NAN),
         p.steps.first().map_or(f64::NAN, |s| s.train_loss),

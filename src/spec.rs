@@ -322,7 +322,8 @@ pub struct LoraSpec {
     pub target_modules: Vec<String>,
     #[serde(default)]
     pub use_rslora: bool,
-    /// QLoRA: the frozen base's projections stored quantised (`"nf4"`), dequantised on the fly.
+    /// QLoRA: the frozen base's projections stored quantised (`"nf4"`, `"int8"`), dequantised on
+    /// the fly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
     /// With `quantization`: quantise the block statistics again (bitsandbytes' double quant).
@@ -336,6 +337,8 @@ pub struct LoraSpec {
 pub enum Quantization {
     /// 4-bit NormalFloat, blocks of 64 (bitsandbytes' `nf4`).
     Nf4,
+    /// 8-bit codes with one absmax per row (bitsandbytes' `int8_vectorwise_quant`).
+    Int8,
 }
 
 /// The projections LoRA may wrap, by their Hugging Face names.
@@ -946,10 +949,10 @@ impl Hyperparameters {
             int_range("lora.r", Some(l.r), 1, 1024)?;
             float_range("lora.alpha", Some(l.alpha), 0.0, 1e6, true)?;
             float_range("lora.dropout", Some(l.dropout), 0.0, 0.9, false)?;
-            if l.double_quant && l.quantization.is_none() {
+            if l.double_quant && l.quantization != Some(Quantization::Nf4) {
                 return Err(SpecError {
                     param: "lora.double_quant".into(),
-                    message: "lora.double_quant applies with lora.quantization only".into(),
+                    message: "lora.double_quant applies with lora.quantization \"nf4\" only".into(),
                 });
             }
             if l.target_modules.is_empty() {

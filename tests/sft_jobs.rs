@@ -310,10 +310,11 @@ fn gradient_checkpointing_gives_the_same_losses_and_weights() {
     );
 }
 
-/// QLoRA: the same job as LoRA with the base's projections in NF4 (double quantisation on). The
-/// first step's loss is the dequantised base's (the adapters start at zero), close to LoRA's on
-/// the f32 base; it trains; the adapter has LoRA's tensors; the merged model is the dequantised
-/// base plus the adapter, near the f32 merge; and a paused job resumes as if never stopped.
+/// QLoRA: the same job as LoRA with the base's projections in NF4 (double quantisation on), and
+/// in int8. The first step's loss is the dequantised base's (the adapters start at zero), close
+/// to LoRA's on the f32 base; it trains; the adapter has LoRA's tensors; the merged model is the
+/// dequantised base plus the adapter, near the f32 merge; and a paused job resumes as if never
+/// stopped.
 #[test]
 fn qlora_job_trains_on_an_nf4_base_and_merges_from_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -321,19 +322,21 @@ fn qlora_job_trains_on_an_nf4_base_and_merges_from_it() {
     write_chats(&dir.path().join("train.jsonl"));
     let lora = serde_json::json!({"r": 4, "alpha": 8, "dropout": 0.0,
         "target_modules": ["q_proj", "v_proj", "down_proj"]});
-    let hyper = |q: bool| {
+    let hyper = |q: Option<&str>| {
         let mut l = lora.clone();
-        if q {
-            l["quantization"] = "nf4".into();
-            l["double_quant"] = true.into();
+        if let Some(q) = q {
+            l["quantization"] = q.into();
+            l["double_quant"] = (q == "nf4").into();
         }
         serde_json::json!({"batch_size": 2, "max_seq_len": 128, "max_steps": 6,
             "learning_rate": 1e-2, "lora": l})
     };
     let mut plain = RecordingProgress::default();
-    run_job(&job(dir.path(), hyper(false), "lora"), &mut plain).unwrap();
+    run_job(&job(dir.path(), hyper(None), "lora"), &mut plain).unwrap();
     let mut q = RecordingProgress::default();
-    run_job(&job(dir.path(), hyper(true), "qlora"), &mut q).unwrap();
+    run_job(&job(dir.path(), hyper(Some("nf4")), "qlora"), &mut q).unwrap();
+    let mut q8 = RecordingProgress::default();
+    run_job(&job(dir.path(), hyper(Some("int8")), "int8"), &mut q8).unwrap();
     let (l0, q0) = (plain.steps[0].train_loss, q.steps[0].train_loss);
     assert!(l0 != q0, "the NF4 base is not the f32 one");
     assert!(
@@ -342,6 +345,14 @@ fn qlora_job_trains_on_an_nf4_base_and_merges_from_it() {
     );
     let last = q.steps.last().unwrap().train_loss;
     assert!(last < q0, "QLoRA loss did not fall: {q0} -> {last}");
+    // int8 codes are finer than NF4's: its base is nearer the f32 one.
+    let i0 = q8.steps[0].train_loss;
+    assert!(
+        l0 != i0 && (l0 - i0).abs() < 0.01 * l0,
+        "first losses {l0} vs {i0} (int8)"
+    );
+    let last = q8.steps.last().unwrap().train_loss;
+    assert!(last < i0, "int8 QLoRA loss did not fall: {i0} -> {last}");
 
     let names = |d: &str| {
         let mut n: Vec<String> = candle_core::safetensors::load(
@@ -355,13 +366,21 @@ fn qlora_job_trains_on_an_nf4_base_and_merges_from_it() {
         n
     };
     assert_eq!(names("qlora"), names("lora"));
+    assert_eq!(names("int8"), names("lora"));
 
     // Merged: every projection is the dequantised base (+ the adapter where there is one), a
     // quantisation step away from the f32 base; embeddings and norms are the base's, bitwise.
     let base = tensors(&dir.path().join("base"));
     let merged = tensors(&dir.path().join("qlora"));
+    let merged8 = tensors(&dir.path().join("int8"));
     assert_eq!(base.len(), merged.len());
+    assert_eq!(base.len(), merged8.len());
     for (name, t) in &base {
+        assert_eq!(
+            !name.contains("_proj."),
+            same(t, &merged8[name]),
+            "{name} (int8)"
+        );
         let projection = name.contains("_proj.");
         assert_eq!(!projection, same(t, &merged[name]), "{name}");
         if projection {
@@ -385,18 +404,24 @@ fn qlora_job_trains_on_an_nf4_base_and_merges_from_it() {
                 let (o, i) = t.dims2().unwrap();
                 let w = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 let deq = wick::model::nf4::Nf4::quantize(&w, (o, i), true).dequantize();
-                let got = merged[name]
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
-                assert_eq!(got, deq, "{name}: not the dequantised base");
+                let values = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>();
+                assert_eq!(
+                    values(&merged[name]).unwrap(),
+                    deq,
+                    "{name}: not the dequantised base"
+                );
+                let deq8 = wick::model::int8::Int8::quantize(&w, (o, i)).dequantize();
+                assert_eq!(
+                    values(&merged8[name]).unwrap(),
+                    deq8,
+                    "{name}: not the int8 base"
+                );
             }
         }
     }
     // Pause and resume equal the uninterrupted run (quantisation is deterministic, so the
     // resumed job rebuilds the same base).
-    paused_and_resumed_equals_uninterrupted(hyper(true), true);
+    paused_and_resumed_equals_uninterrupted(hyper(Some("nf4")), true);
 }
 
 /// ShareGPT and Alpaca files train exactly as the chat files they convert to: the same

@@ -9,6 +9,7 @@
 //! Tensor names follow Hugging Face exactly (`model.layers.0.self_attn.q_proj.weight`), so the
 //! same `VarBuilder` reads a transformers checkpoint and the weights export unchanged.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Module, Result, Tensor};
@@ -19,6 +20,7 @@ use super::bf16_linear::{bf16_linear, usable as bf16_usable};
 use super::checkpoint::{GradSideStore, checkpointed, detached};
 use super::config::ModelConfig;
 use super::ops::{causal_softmax, fused_available};
+use super::quantized::QuantWeight;
 use super::rms_norm::rms_norm;
 use super::rope::{Rope, apply_rotary};
 use super::swiglu::swiglu;
@@ -87,9 +89,9 @@ pub struct Linear {
     lora: Option<super::lora::LoraAdapter>,
     /// Products with bf16 inputs ([`super::bf16_linear`]) where the processor has them.
     bf16: bool,
-    /// The frozen weight stored as NF4 (QLoRA's base, [`Linear::quantize_nf4`]); `weight` is then
-    /// an empty placeholder.
-    nf4: Option<Arc<super::nf4::Nf4>>,
+    /// The frozen weight stored quantised (QLoRA's base, [`Linear::set_quantized`]); `weight` is
+    /// then an empty placeholder.
+    quant: Option<Arc<QuantWeight>>,
 }
 
 impl Linear {
@@ -106,7 +108,7 @@ impl Linear {
             bias,
             lora: None,
             bf16: false,
-            nf4: None,
+            quant: None,
         })
     }
 }
@@ -132,11 +134,11 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?; // (rows, in)
-        let y = match &self.nf4 {
+        let y = match &self.quant {
             Some(q) if x2.device().is_cpu() && x2.dtype() == DType::F32 => {
-                super::nf4_linear::nf4_linear(&x2, q)?
+                super::quantized_linear::quantized_linear(&x2, q)?
             }
-            Some(_) => candle_core::bail!("NF4 projections run on the CPU in f32"),
+            Some(_) => candle_core::bail!("quantised projections run on the CPU in f32"),
             None => project(&x2, &self.weight, self.bf16)?, // (rows, out)
         };
         let y = match &self.bias {
@@ -501,6 +503,42 @@ impl Llama {
         positions: &Tensor,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.head(&self.forward_hidden(input_ids, positions, mask)?)
+    }
+
+    /// The LM head over final hidden states (B, T, C): logits (B, T, V).
+    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => {
+                let (b, t, c) = x.dims3()?;
+                project(&x.reshape((b * t, c))?, &self.embed_tokens, self.bf16)?.reshape((b, t, ())) // (B, T, V)
+            }
+        }
+    }
+
+    /// The LM head's weight (V, C) where the loss may multiply it itself
+    /// ([`super::head_loss`]): frozen (LoRA keeps it so), dense, f32 products on the CPU.
+    pub fn frozen_head(&self) -> Option<&Tensor> {
+        let w = match &self.lm_head {
+            Some(head) if head.lora.is_none() && head.quant.is_none() && head.bias.is_none() => {
+                &head.weight
+            }
+            Some(_) => return None,
+            None => &self.embed_tokens,
+        };
+        let plain = !self.bf16 && !w.track_op() && w.dtype() == DType::F32;
+        (plain && w.device().is_cpu()).then_some(w)
+    }
+
+    /// The final hidden states (B, T, C), normed, before the LM head: [`Llama::forward`]'s
+    /// arguments.
+    pub fn forward_hidden(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         if t > self.rope.max_len() {
             candle_core::bail!(
@@ -544,14 +582,7 @@ impl Llama {
                 _ => layer.forward(&x, inputs)?,
             };
         }
-        let x = self.norm.forward(&x)?;
-        match &self.lm_head {
-            Some(head) => head.forward(&x),
-            None => {
-                let c = x.dim(2)?;
-                project(&x.reshape((b * t, c))?, &self.embed_tokens, self.bf16)?.reshape((b, t, ())) // (B, T, V)
-            }
-        }
+        self.norm.forward(&x)
     }
 }
 
@@ -744,31 +775,30 @@ impl Linear {
 
     /// Output features.
     pub fn out_dim(&self) -> Result<usize> {
-        match &self.nf4 {
-            Some(q) => Ok(q.shape.0),
+        match &self.quant {
+            Some(q) => Ok(q.shape().0),
             None => self.weight.dim(0),
         }
     }
 
-    /// The NF4 weight, once [`Linear::quantize_nf4`] stored it so.
-    pub fn nf4(&self) -> Option<&Arc<super::nf4::Nf4>> {
-        self.nf4.as_ref()
+    /// The quantised weight, once [`Linear::set_quantized`] stored one.
+    pub fn quantized(&self) -> Option<&Arc<QuantWeight>> {
+        self.quant.as_ref()
     }
 
-    /// Stores the (frozen) weight as NF4 and lets go of the dense one: forward and backward
-    /// dequantise it on the fly ([`super::nf4_linear`]). Returns the bytes the codes take.
-    pub fn quantize_nf4(&mut self, double_quant: bool) -> Result<usize> {
+    /// Stores the (frozen) weight as `q` and lets go of the dense one: forward and backward
+    /// dequantise it on the fly ([`super::quantized_linear`]).
+    pub fn set_quantized(&mut self, q: Arc<QuantWeight>) -> Result<()> {
         let (out, inp) = self.weight.dims2()?;
-        let w = self
-            .weight
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let q = super::nf4::Nf4::quantize(&w, (out, inp), double_quant);
-        let bytes = q.bytes();
+        if q.shape() != (out, inp) {
+            candle_core::bail!(
+                "quantised weight {:?} for a ({out}, {inp}) projection",
+                q.shape()
+            );
+        }
         self.weight = Tensor::zeros(0, self.weight.dtype(), self.weight.device())?;
-        self.nf4 = Some(Arc::new(q));
-        Ok(bytes)
+        self.quant = Some(q);
+        Ok(())
     }
 
     /// Attaches (or removes) a LoRA adapter, applied in `forward`.
@@ -808,26 +838,37 @@ impl Llama {
         out
     }
 
-    /// QLoRA's base: every projection's frozen weight stored as NF4 ([`Linear::quantize_nf4`]);
+    /// QLoRA's base: the projections named in `weights` (Hugging Face weight names,
+    /// `model.layers.0.self_attn.q_proj.weight`) stored quantised ([`Linear::set_quantized`]);
     /// embeddings, norms and the LM head keep their dtype. Returns the bytes the codes take.
-    pub fn quantize_projections_nf4(&mut self, double_quant: bool) -> Result<usize> {
+    pub fn set_quantized_projections(
+        &mut self,
+        weights: &HashMap<String, Arc<QuantWeight>>,
+    ) -> Result<usize> {
         let mut bytes = 0;
-        for (_, p) in self.projections_mut() {
-            bytes += p.quantize_nf4(double_quant)?;
+        for (path, p) in self.projections_mut() {
+            if let Some(q) = weights.get(&format!("{path}.weight")) {
+                p.set_quantized(q.clone())?;
+                bytes += q.bytes();
+            }
         }
         Ok(bytes)
     }
 
-    /// The dequantised weights (Hugging Face names) of the projections stored as NF4, for export.
-    pub fn dequantized_projections(&self) -> Result<Vec<(String, Tensor)>> {
-        let device = self.embed_tokens.device().clone();
-        let mut out = Vec::new();
-        for (path, p) in self.projections() {
-            if let Some(q) = p.nf4() {
-                let w = Tensor::from_vec(q.dequantize(), q.shape, &device)?;
-                out.push((format!("{path}.weight"), w));
+    /// The dequantised weight of the quantised projection `name` (a Hugging Face weight name),
+    /// for export; `None` for any other name.
+    pub fn dequantized_projection(&self, name: &str) -> Result<Option<Tensor>> {
+        let Some(path) = name.strip_suffix(".weight") else {
+            return Ok(None);
+        };
+        let device = self.embed_tokens.device();
+        for (p, linear) in self.projections() {
+            if p == path
+                && let Some(q) = linear.quantized()
+            {
+                return Ok(Some(Tensor::from_vec(q.dequantize(), q.shape(), device)?));
             }
         }
-        Ok(out)
+        Ok(None)
     }
 }

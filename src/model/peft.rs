@@ -14,12 +14,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
 use serde_json::{Value, json};
 
 use super::config::ModelConfig;
 use super::hf::{self, HfError};
-use super::lora::{LoraAdapters, LoraConfig};
+use super::lora::{LoraAdapter, LoraAdapters, LoraConfig};
 
 /// Why an adapter could not be exported or merged.
 #[derive(Debug, thiserror::Error)]
@@ -141,16 +141,53 @@ pub fn merge_weights(
     Ok(merged)
 }
 
-/// Merges the adapters into `base` and writes a complete model folder to `dir`
-/// (config.json, generation_config.json, model.safetensors; tokenizer files are the caller's).
+/// Merges the adapters into the base and writes a complete model folder to `dir` (config.json,
+/// generation_config.json, model.safetensors in f32; tokenizer files are the caller's). `base`
+/// gives a base weight by its Hugging Face name; it and the merge run for one weight at a time,
+/// as the file is written, so a QLoRA base can dequantise each projection only then.
 pub fn save_merged(
     dir: &Path,
     cfg: &ModelConfig,
-    base: &HashMap<String, Tensor>,
+    base: &dyn Fn(&str) -> candle_core::Result<Option<Tensor>>,
     adapters: &LoraAdapters,
 ) -> Result<(), PeftError> {
-    let merged = merge_weights(base, adapters)?;
-    hf::save_model_folder(dir, cfg, &merged)?;
+    let adapter_of: HashMap<String, &LoraAdapter> = adapters
+        .adapters
+        .iter()
+        .map(|(module, a)| (format!("{module}.weight"), a))
+        .collect();
+    let saved: HashMap<&str, &Var> = adapters
+        .modules_to_save
+        .iter()
+        .map(|(name, var)| (name.as_str(), var))
+        .collect();
+    let mut params = Vec::new();
+    for (name, shape, _) in cfg.parameter_shapes() {
+        let adapter = adapter_of.get(&name).copied();
+        let var = saved.get(name.as_str()).copied();
+        let key = name.clone();
+        let make = move || -> candle_core::Result<Tensor> {
+            if let Some(var) = var {
+                return var.as_tensor().detach().to_dtype(DType::F32);
+            }
+            let w = base(&key)?
+                .ok_or_else(|| candle_core::Error::Msg(format!("no base weight {key}")))?
+                .to_dtype(DType::F32)?;
+            match adapter {
+                Some(a) => w + a.delta_weight()?.to_dtype(DType::F32)?,
+                None => Ok(w),
+            }
+        };
+        params.push((
+            name,
+            hf::LazyTensor {
+                shape,
+                dtype: DType::F32,
+                make: Box::new(make),
+            },
+        ));
+    }
+    hf::save_model_folder_lazy(dir, cfg, params)?;
     Ok(())
 }
 
@@ -247,7 +284,7 @@ mod tests {
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        save_merged(dir.path(), &cfg, &base, &adapters).unwrap();
+        save_merged(dir.path(), &cfg, &|n| Ok(base.get(n).cloned()), &adapters).unwrap();
         // Read back from disk, as a plain model.
         let cfg2 = hf::read_config(dir.path()).unwrap();
         let w = hf::load_weights(dir.path(), &cfg2, DType::F32, &Device::Cpu).unwrap();

@@ -4,7 +4,9 @@
 //! adapters on the frozen base, resumed from a checkpoint when there is one), and the export
 //! (the full model, or the PEFT adapter plus the merged model).
 
-use candle_core::{DType, Var};
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor, Var};
 
 use super::chat_tokens::{VOCAB_WEIGHTS, grow_vocab, register_chatml};
 use super::hparams::DEFAULT_MAX_SEQ_LEN;
@@ -14,8 +16,8 @@ use super::trainee::{FullModel, LoraModel, Trainee};
 use crate::chat::loss_mask::Overlength;
 use crate::chat::template::ChatTemplate;
 use crate::model::lora::LoraConfig;
+use crate::model::quantized::{QuantWeight, is_projection_weight};
 use crate::model::{self, ModelConfig, hf, peft};
-use crate::spec::Quantization;
 use crate::spec::{self, Hyperparameters, LoraSpec, Precision};
 use crate::tokenizer::SpecialIds;
 
@@ -111,14 +113,6 @@ pub(super) fn chat_start(job: &TrainJob, method: &str) -> Result<ChatStart, Trai
     })
 }
 
-/// Whether `name` is a projection's weight (`model.layers.N.self_attn.q_proj.weight`, ...).
-fn is_projection_weight(name: &str) -> bool {
-    name.starts_with("model.layers.")
-        && crate::spec::LORA_TARGETS
-            .iter()
-            .any(|p| name.ends_with(&format!(".{p}.weight")))
-}
-
 /// The spec's LoRA settings, as the model takes them.
 fn lora_config(l: &LoraSpec) -> LoraConfig {
     LoraConfig {
@@ -171,8 +165,27 @@ impl Tuned {
                 } else {
                     &[]
                 };
+                if let Some(kind) = lspec.quantization
+                    && start.quantized.is_empty()
+                {
+                    // A base not read from a folder (a preset): quantised here, then let go.
+                    for (name, w) in &start.weights {
+                        if is_projection_weight(name) {
+                            let q = QuantWeight::quantize_tensor(w, kind, lspec.double_quant)?;
+                            start.quantized.insert(name.clone(), Arc::new(q));
+                        }
+                    }
+                    start.weights.retain(|name, _| !is_projection_weight(name));
+                }
+                // A quantised projection is built over a placeholder of its shape that holds no
+                // memory (a broadcast scalar), then given its codes.
+                let mut base = start.weights.clone();
+                for (name, q) in &start.quantized {
+                    let zero = Tensor::zeros((), DType::F32, &job.device)?;
+                    base.insert(name.clone(), zero.broadcast_as(q.shape())?);
+                }
                 let mut lora = LoraModel::new(
-                    start.weights.clone(),
+                    base,
                     &cs.cfg,
                     &lora_config(lspec),
                     start.hp.seed,
@@ -182,11 +195,10 @@ impl Tuned {
                     adapter.as_ref(),
                     &job.device,
                 )?;
-                if lspec.quantization == Some(Quantization::Nf4) {
-                    // QLoRA: the projections keep only their NF4 codes; export dequantises them.
-                    let bytes = lora.net.quantize_projections_nf4(lspec.double_quant)?;
-                    start.weights.retain(|name, _| !is_projection_weight(name));
-                    tracing::info!(mib = bytes >> 20, "base projections stored as NF4");
+                if !start.quantized.is_empty() {
+                    // QLoRA: the projections keep only their codes; export dequantises them.
+                    let bytes = lora.net.set_quantized_projections(&start.quantized)?;
+                    tracing::info!(mib = bytes >> 20, "base projections stored quantised");
                 }
                 Ok(Tuned::Lora(lora))
             }
@@ -233,9 +245,12 @@ impl Tuned {
                     &l.adapters,
                     Some(&l.base_model),
                 )?;
-                // A QLoRA base merges from its dequantised projections.
-                let mut base = cs.start.weights.clone();
-                base.extend(l.net.dequantized_projections()?);
+                // A QLoRA base merges from its dequantised projections, each made as it is
+                // written.
+                let base = |name: &str| match cs.start.weights.get(name) {
+                    Some(t) => Ok(Some(t.clone())),
+                    None => l.net.dequantized_projection(name),
+                };
                 peft::save_merged(&job.output_dir, &cs.cfg, &base, &l.adapters)?;
             }
             Tuned::Full(f) => hf::save_model_folder(&job.output_dir, &cs.cfg, &f.weights())?,

@@ -197,8 +197,8 @@ pub fn nf4_bytes_per_value(double_quant: bool) -> f64 {
     }
 }
 
-/// LoRA's memory in place of full fine-tuning's: the base's weights (its projections in NF4
-/// under QLoRA) with no gradients or optimiser state, the adapters' `r · (in + out)` per
+/// LoRA's memory in place of full fine-tuning's: the base's weights (its projections in NF4 or
+/// int8 under QLoRA) with no gradients or optimiser state, the adapters' `r · (in + out)` per
 /// targeted projection with both.
 pub fn adapter_memory(m: &mut MemoryEstimate, cfg: &ModelConfig, lora: &crate::spec::LoraSpec) {
     let n = cfg.num_parameters();
@@ -233,6 +233,11 @@ pub fn adapter_memory(m: &mut MemoryEstimate, cfg: &ModelConfig, lora: &crate::s
         Some(crate::spec::Quantization::Nf4) => {
             4 * (n - projections)
                 + (projections as f64 * nf4_bytes_per_value(lora.double_quant)) as u64
+        }
+        // One byte per value and an f32 per output row.
+        Some(crate::spec::Quantization::Int8) => {
+            let rows: u64 = shapes.iter().map(|(_, _, out)| out).sum::<u64>() * layers;
+            4 * (n - projections) + projections + 4 * rows
         }
         None => 4 * n,
     };
@@ -454,6 +459,14 @@ mod tests {
         );
         // 4 bits, a byte per 64 values, an f32 per 16,384: 9216 + 288 + 4.5 → 9508.
         assert_eq!(m.weights, 4 * (n - 18_432) + 9_508 + 4 * adapters);
+        adapter_memory(
+            &mut m,
+            &cfg,
+            &spec(Some(crate::spec::Quantization::Int8), false),
+        );
+        // A byte per value and an f32 per output row: per layer the rows are q 32, k 16, v 16,
+        // o 32, gate 64, up 64, down 32 = 256, so 18,432 + 4 · 512.
+        assert_eq!(m.weights, 4 * (n - 18_432) + 18_432 + 2_048 + 4 * adapters);
     }
 
     #[test]

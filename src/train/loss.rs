@@ -8,6 +8,8 @@
 use candle_core::{CpuStorage, D, DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::model::Llama;
+use crate::model::head_loss::frozen_head_cross_entropy;
 use crate::model::ops::{cross_entropy_rows, fused_available};
 
 /// Sums over one batch.
@@ -59,6 +61,109 @@ pub fn shifted_row_log_probs(
         log_probs: t.weighted.sum(1)?.neg()?,
         tokens: t.tokens,
         correct: t.correct,
+    })
+}
+
+/// [`shifted_cross_entropy`] of the logits `net` makes from its final hidden states `hidden`
+/// (B, T, C, [`Llama::forward_hidden`]). A frozen head (LoRA's) goes through the fused head loss
+/// ([`crate::model::head_loss`]): no (B, T, V) logits are kept, and only counted positions are
+/// computed. A `hidden` without a graph (evaluation) computes no gradient.
+pub fn model_cross_entropy(
+    net: &Llama,
+    hidden: &Tensor,
+    labels: &Tensor,
+    label_weights: &Tensor,
+) -> Result<LossSums> {
+    let t = model_token_terms(net, hidden, labels, label_weights)?;
+    Ok(LossSums {
+        loss_sum: t.weighted.sum_all()?,
+        tokens: t.tokens.iter().sum(),
+        correct: t.correct.iter().sum(),
+    })
+}
+
+/// [`shifted_row_log_probs`] from final hidden states, as [`model_cross_entropy`].
+pub fn model_row_log_probs(
+    net: &Llama,
+    hidden: &Tensor,
+    labels: &Tensor,
+    label_weights: &Tensor,
+) -> Result<RowSums> {
+    let t = model_token_terms(net, hidden, labels, label_weights)?;
+    Ok(RowSums {
+        log_probs: t.weighted.sum(1)?.neg()?,
+        tokens: t.tokens,
+        correct: t.correct,
+    })
+}
+
+fn model_token_terms(
+    net: &Llama,
+    hidden: &Tensor,
+    labels: &Tensor,
+    label_weights: &Tensor,
+) -> Result<TokenTerms> {
+    match net.frozen_head() {
+        Some(w) if fused_available(hidden) && hidden.dtype() == DType::F32 => {
+            head_token_terms(hidden, w, labels, label_weights)
+        }
+        _ => token_terms(&net.head(hidden)?, labels, label_weights),
+    }
+}
+
+/// The labelled positions of a batch: row `r`, position `p` predicts the label at `p + 1`; the last
+/// position of a row predicts nothing (target 0, weight 0).
+fn shifted_targets(labels: &Tensor, label_weights: &Tensor) -> Result<(Vec<u32>, Vec<f64>)> {
+    let labels = labels.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    let weights = label_weights.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let n: usize = labels.iter().map(Vec::len).sum();
+    let mut targets = Vec::with_capacity(n);
+    let mut w = Vec::with_capacity(n);
+    for (ls, ws) in labels.iter().zip(&weights) {
+        let t = ls.len();
+        for p in 0..t {
+            let next = p + 1 < t;
+            targets.push(if next { ls[p + 1] } else { 0 });
+            w.push(if next { ws[p + 1] } else { 0.0 });
+        }
+    }
+    Ok((targets, w))
+}
+
+/// Per-row counted tokens and weighted hits, from flat per-position weights, argmaxes and
+/// targets of rows of `t` positions.
+fn row_counts(w: &[f64], best: &[u32], targets: &[u32], t: usize) -> (Vec<f64>, Vec<f64>) {
+    let tokens = w.chunks(t).map(|row| row.iter().sum()).collect();
+    let correct = (0..w.len() / t.max(1))
+        .map(|r| {
+            (r * t..(r + 1) * t)
+                .filter(|&i| best[i] == targets[i])
+                .map(|i| w[i])
+                .sum()
+        })
+        .collect();
+    (tokens, correct)
+}
+
+/// The fused path: the head's product and the cross-entropy over counted positions only.
+fn head_token_terms(
+    hidden: &Tensor,
+    head: &Tensor,
+    labels: &Tensor,
+    label_weights: &Tensor,
+) -> Result<TokenTerms> {
+    let (b, t, c) = hidden.dims3()?;
+    let (targets, w) = shifted_targets(labels, label_weights)?;
+    let counts: Vec<bool> = w.iter().map(|&x| x != 0.0).collect();
+    let flat = hidden.reshape((b * t, c))?;
+    let terms = frozen_head_cross_entropy(&flat, head, &targets, &counts)?;
+    let weight_t = Tensor::from_slice(&w, b * t, hidden.device())?.to_dtype(DType::F32)?;
+    let weighted = (terms.per_token * &weight_t)?.reshape((b, t))?;
+    let (tokens, correct) = row_counts(&w, &terms.best, &targets, t);
+    Ok(TokenTerms {
+        weighted,
+        tokens,
+        correct,
     })
 }
 
@@ -122,18 +227,7 @@ fn fused_token_terms(
 ) -> Result<TokenTerms> {
     let (b, t, v) = logits.dims3()?;
     let n = b * t;
-    let labels = labels.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-    let weights = label_weights.to_dtype(DType::F64)?.to_vec2::<f64>()?;
-    // Row r, position p predicts the label at p + 1; the last position predicts nothing.
-    let mut targets = Vec::with_capacity(n);
-    let mut w = Vec::with_capacity(n);
-    for (ls, ws) in labels.iter().zip(&weights) {
-        for p in 0..t {
-            let next = p + 1 < t;
-            targets.push(if next { ls[p + 1] } else { 0 });
-            w.push(if next { ws[p + 1] } else { 0.0 });
-        }
-    }
+    let (targets, w) = shifted_targets(labels, label_weights)?;
     let flat = logits.reshape((n, v))?;
     let device = logits.device();
     let target_t = Tensor::from_vec(targets.clone(), n, device)?;
@@ -141,15 +235,7 @@ fn fused_token_terms(
     let per_token = cross_entropy_rows(&flat, &target_t)?; // (N)
     let weighted = (per_token * &weight_t)?.reshape((b, t))?;
     let best = row_argmax(&flat)?;
-    let tokens = w.chunks(t).map(|row| row.iter().sum()).collect();
-    let correct = (0..b)
-        .map(|r| {
-            (r * t..(r + 1) * t)
-                .filter(|&i| best[i] == targets[i])
-                .map(|i| w[i])
-                .sum()
-        })
-        .collect();
+    let (tokens, correct) = row_counts(&w, &best, &targets, t);
     Ok(TokenTerms {
         weighted,
         tokens,

@@ -9,7 +9,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
 use super::job::TrainError;
-use super::loss::shifted_cross_entropy;
+use super::loss::model_cross_entropy;
 use super::optim::accumulate;
 use crate::model::Llama;
 
@@ -125,8 +125,8 @@ impl Objective for TokenObjective<'_> {
         let (mut loss_sum, mut correct) = (0.0, 0.0);
         let mut grads = None;
         for b in &batches {
-            let logits = net.forward(&b.input_ids, &b.positions, b.mask.as_ref())?; // (B, T, V)
-            let sums = shifted_cross_entropy(&logits, &b.input_ids, &b.label_weights)?;
+            let hidden = net.forward_hidden(&b.input_ids, &b.positions, b.mask.as_ref())?;
+            let sums = model_cross_entropy(net, &hidden, &b.input_ids, &b.label_weights)?;
             loss_sum += sums.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             correct += sums.correct;
             accumulate(&mut grads, net.backward(&(sums.loss_sum / norm)?)?, vars)?;
@@ -205,10 +205,10 @@ pub(super) fn evaluate_rows(
     let all: Vec<usize> = (0..rows.len()).collect();
     for idx in all.chunks(batch_size.max(1)) {
         let b = rows.batch(idx)?;
-        let logits = net
-            .forward(&b.input_ids, &b.positions, b.mask.as_ref())?
+        let hidden = net
+            .forward_hidden(&b.input_ids, &b.positions, b.mask.as_ref())?
             .detach();
-        let s = shifted_cross_entropy(&logits, &b.input_ids, &b.label_weights)?;
+        let s = model_cross_entropy(net, &hidden, &b.input_ids, &b.label_weights)?;
         loss += s.loss_sum.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         correct += s.correct;
         tokens += s.tokens;

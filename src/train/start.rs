@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 use tokenizers::Tokenizer;
@@ -17,6 +18,7 @@ use super::job::{TrainError, TrainJob, spec_error};
 use super::optim::AdamW;
 use super::schedule::Schedule;
 use crate::model::hf;
+use crate::model::quantized::{QuantWeight, is_projection_weight};
 use crate::model::{self, ModelConfig, RopeScaling};
 use crate::spec::{RopeScalingSpec, RopeScalingType};
 use crate::tokenizer as tok;
@@ -32,6 +34,9 @@ pub(super) struct Start {
     pub(super) optimizer: Option<HashMap<String, Tensor>>,
     /// The job's hyperparameters, every default resolved.
     pub(super) hp: Resolved,
+    /// QLoRA: the base's projections, quantised as they were read (they are then not in
+    /// `weights`). Empty otherwise.
+    pub(super) quantized: HashMap<String, Arc<QuantWeight>>,
 }
 
 impl Start {
@@ -50,6 +55,7 @@ impl Start {
             state: None,
             optimizer: None,
             hp,
+            quantized: HashMap::new(),
         }
     }
 }
@@ -171,10 +177,11 @@ fn load_start(
             LoadedWeights::Full { config, weights } => (config, weights, None),
             // A LoRA checkpoint keeps only the adapters; the frozen base is the job's model.
             LoadedWeights::Adapter(tensors) => {
-                let (cfg, weights) = base_folder(&job.spec.model, dtype, device)?;
-                (cfg, weights, Some(tensors))
+                let base = base_folder(job, dtype, device)?;
+                (base.cfg, base.weights, Some((tensors, base.quantized)))
             }
         };
+        let (adapter, quantized) = adapter.unzip();
         return Ok(Start {
             cfg,
             weights,
@@ -183,6 +190,7 @@ fn load_start(
             state: Some(loaded.state),
             optimizer: Some(loaded.optimizer),
             hp,
+            quantized: quantized.unwrap_or_default(),
         });
     }
     if let Some(mut cfg) = model::preset(&job.spec.model) {
@@ -203,28 +211,50 @@ fn load_start(
         let weights = model::varmap_tensors(&varmap);
         return Ok(Start::fresh(cfg, weights, tokenizer, hp));
     }
-    let (cfg, weights) = base_folder(&job.spec.model, dtype, device)?;
+    let base = base_folder(job, dtype, device)?;
     let dir = Path::new(&job.spec.model);
     let tokenizer = tok::load(&dir.join("tokenizer.json"))?;
     if dir != out.as_path() {
         tok::copy_files(dir, out)?;
     }
-    Ok(Start::fresh(cfg, weights, tokenizer, hp))
+    let mut start = Start::fresh(base.cfg, base.weights, tokenizer, hp);
+    start.quantized = base.quantized;
+    Ok(start)
 }
 
-/// The config and weights of the Hugging Face folder `model`.
-fn base_folder(
-    model: &str,
-    dtype: DType,
-    device: &Device,
-) -> Result<(ModelConfig, HashMap<String, Tensor>), TrainError> {
+/// A Hugging Face folder's model as a job loads it.
+struct BaseFolder {
+    cfg: ModelConfig,
+    weights: HashMap<String, Tensor>,
+    /// The projections, when the job is QLoRA's (then not in `weights`).
+    quantized: HashMap<String, Arc<QuantWeight>>,
+}
+
+/// The config and weights of the job's model, a Hugging Face folder. A QLoRA job's projections
+/// are quantised one by one as they are read, so its f32 base never exists whole.
+fn base_folder(job: &TrainJob, dtype: DType, device: &Device) -> Result<BaseFolder, TrainError> {
+    let model = &job.spec.model;
     let dir = Path::new(model);
     if !dir.join("config.json").is_file() {
         return Err(TrainError::UnknownModel(model.to_string()));
     }
     let cfg = hf::read_config(dir)?;
-    let weights = hf::load_weights(dir, &cfg, dtype, device)?;
-    Ok((cfg, weights))
+    let lora = job.spec.hyperparameters().lora;
+    let quant = lora.and_then(|l| Some((l.quantization?, l.double_quant)));
+    let mut quantized = HashMap::new();
+    let weights = hf::load_weights_with(dir, &cfg, dtype, device, |name, t| match quant {
+        Some((kind, double_quant)) if is_projection_weight(name) && device.is_cpu() => {
+            let q = QuantWeight::quantize_tensor(&t, kind, double_quant)?;
+            quantized.insert(name.to_string(), Arc::new(q));
+            Ok(None)
+        }
+        _ => Ok(Some(t)),
+    })?;
+    Ok(BaseFolder {
+        cfg,
+        weights,
+        quantized,
+    })
 }
 
 /// How a run of `total_steps` goes: its learning-rate schedule, and how often it evaluates and

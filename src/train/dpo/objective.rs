@@ -1,5 +1,5 @@
 //! The preference objective the step loop minimises: per micro-batch, the policy's summed
-//! log-probs of every chosen and rejected output in one forward ([`shifted_row_log_probs`] over
+//! log-probs of every chosen and rejected output in one forward ([`model_row_log_probs`] over
 //! `2b` rows), the loss of each pair from [`super::loss`] against the reference, and one backward
 //! through `Σ ∂L/∂s · s` (the loss depends on the model only through the summed log-probs `s`,
 //! so these are its exact gradients). The window's loss is the mean over its pairs plus the NLL
@@ -19,7 +19,7 @@ use super::loss::{PairLogps, PreferenceLoss};
 use super::reference::Reference;
 use crate::model::Llama;
 use crate::train::job::TrainError;
-use crate::train::loss::shifted_row_log_probs;
+use crate::train::loss::model_row_log_probs;
 use crate::train::objective::{Evaluation, Objective, Window};
 use crate::train::optim::accumulate;
 
@@ -102,11 +102,11 @@ impl PreferenceObjective<'_> {
         train: bool,
     ) -> Result<Forward, TrainError> {
         let b = collate_pairs(pairs, self.pad, self.device)?;
-        let mut logits = net.forward(&b.input_ids, &b.positions, None)?;
+        let mut hidden = net.forward_hidden(&b.input_ids, &b.positions, None)?;
         if !train {
-            logits = logits.detach();
+            hidden = hidden.detach();
         }
-        let rows = shifted_row_log_probs(&logits, &b.input_ids, &b.label_weights)?;
+        let rows = model_row_log_probs(net, &hidden, &b.input_ids, &b.label_weights)?;
         let values = rows.log_probs.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         Ok(Forward {
             log_probs: rows.log_probs,

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use super::data::{PreferencePair, collate_pairs};
 use crate::model::Llama;
 use crate::train::job::TrainError;
-use crate::train::loss::shifted_row_log_probs;
+use crate::train::loss::model_row_log_probs;
 use crate::train::progress::Progress;
 
 /// The file, in the job's output folder and in each checkpoint (which carries it).
@@ -40,8 +40,10 @@ pub fn sequence_logps(
     for chunk in pairs.chunks(batch_size.max(1)) {
         let refs: Vec<&PreferencePair> = chunk.iter().collect();
         let b = collate_pairs(&refs, pad, device)?;
-        let logits = net.forward(&b.input_ids, &b.positions, None)?.detach();
-        let rows = shifted_row_log_probs(&logits, &b.input_ids, &b.label_weights)?;
+        let hidden = net
+            .forward_hidden(&b.input_ids, &b.positions, None)?
+            .detach();
+        let rows = model_row_log_probs(net, &hidden, &b.input_ids, &b.label_weights)?;
         let v = rows.log_probs.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let n = chunk.len();
         out.extend((0..n).map(|i| [v[i], v[n + i]]));

@@ -1,9 +1,9 @@
-//! The projection `x · Wᵀ` of a frozen NF4 weight ([`super::nf4`]), QLoRA's base: forward and the
-//! input-only backward (`dx = dy · W`) dequantise `W` on the fly, 128 of its rows at a time, into
-//! a scratch block each parallel task owns, so no f32 copy of the weight exists beyond that block.
-//! The weight is frozen: backward gives no gradient for it. Work is split by rows of `x` (of
-//! `dy`): each task dequantises every block once per call, a cost of `out · in` table lookups
-//! against `2 · rows · out · in` multiply-adds.
+//! The projection `x · Wᵀ` of a frozen quantised weight ([`super::quantized`]: NF4 or int8),
+//! QLoRA's base: forward and the input-only backward (`dx = dy · W`) dequantise `W` on the fly,
+//! 128 of its rows at a time, into a scratch block each parallel task owns, so no f32 copy of the
+//! weight exists beyond that block. The weight is frozen: backward gives no gradient for it. Work
+//! is split by rows of `x` (of `dy`): each task dequantises every block once per call, a cost of
+//! `out · in` lookups against `2 · rows · out · in` multiply-adds.
 
 use std::sync::Arc;
 
@@ -11,43 +11,37 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{Dst, View, matmul};
-use super::nf4::Nf4;
 use super::ops::contiguous;
+use super::quantized::QuantWeight;
 
 /// Rows of `W` dequantised at a time.
 const W_ROWS: usize = 128;
 /// Rows of `x` per parallel task.
 const X_ROWS: usize = 256;
 
-/// `x (rows, in) · Wᵀ` for the NF4 weight `w` (out, in), differentiable in `x` only. CPU, f32.
-pub fn nf4_linear(x: &Tensor, w: &Arc<Nf4>) -> Result<Tensor> {
+/// `x (rows, in) · Wᵀ` for the quantised weight `w` (out, in), differentiable in `x` only. CPU,
+/// f32.
+pub fn quantized_linear(x: &Tensor, w: &Arc<QuantWeight>) -> Result<Tensor> {
     let (_, k) = x.dims2()?;
-    if k != w.shape.1 {
-        candle_core::bail!("nf4 linear: x is (_, {k}) but the weight is {:?}", w.shape);
+    if k != w.shape().1 {
+        candle_core::bail!(
+            "quantised linear: x is (_, {k}) but the weight is {:?}",
+            w.shape()
+        );
     }
-    x.contiguous()?.apply_op1(Nf4Linear {
-        w: w.clone(),
-        absmax: Arc::new(w.block_absmax()),
-    })
+    x.contiguous()?.apply_op1(QuantizedLinear { w: w.clone() })
 }
 
-struct Nf4Linear {
-    w: Arc<Nf4>,
-    /// The block statistics, dequantised once per call.
-    absmax: Arc<Vec<f32>>,
+struct QuantizedLinear {
+    w: Arc<QuantWeight>,
 }
 
-impl Nf4Linear {
-    /// Rows `r0..r0 + n` of `W` into `scratch` (n × in).
-    fn rows(&self, r0: usize, n: usize, scratch: &mut [f32]) {
-        let cols = self.w.shape.1;
-        self.w
-            .dequantize_range(&self.absmax, r0 * cols, &mut scratch[..n * cols]);
-    }
-
+impl QuantizedLinear {
     /// `y (rows × out) = x · Wᵀ`, or with `transposed`, `dx (rows × in) = dy · W`.
     fn product(&self, a: &[f32], rows: usize, transposed: bool) -> Vec<f32> {
-        let (out, cols) = self.w.shape;
+        let (out, cols) = self.w.shape();
+        // NF4's block statistics, dequantised once per call.
+        let reader = self.w.rows();
         let width = if transposed { cols } else { out };
         let mut y = vec![0f32; rows * width];
         let dst = Dst::rows(&mut y, 0, width);
@@ -57,7 +51,7 @@ impl Nf4Linear {
             let mut scratch = vec![0f32; W_ROWS * cols];
             for o0 in (0..out).step_by(W_ROWS) {
                 let n = W_ROWS.min(out - o0);
-                self.rows(o0, n, &mut scratch);
+                reader.read(o0, &mut scratch[..n * cols]);
                 // SAFETY: this task alone writes rows r0..r0+m of the output.
                 unsafe {
                     if transposed {
@@ -88,18 +82,18 @@ impl Nf4Linear {
     }
 }
 
-impl CustomOp1 for Nf4Linear {
+impl CustomOp1 for QuantizedLinear {
     fn name(&self) -> &'static str {
-        "nf4-linear"
+        "quantized-linear"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(v) = s else {
-            candle_core::bail!("nf4 linear: f32 inputs only");
+            candle_core::bail!("quantised linear: f32 inputs only");
         };
         let (rows, _) = l.shape().dims2()?;
         let y = self.product(contiguous(v, l)?, rows, false);
-        Ok((CpuStorage::F32(y), Shape::from((rows, self.w.shape.0))))
+        Ok((CpuStorage::F32(y), Shape::from((rows, self.w.shape().0))))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -109,7 +103,7 @@ impl CustomOp1 for Nf4Linear {
         let dx = self.product(&g, rows, true);
         Ok(Some(Tensor::from_vec(
             dx,
-            (rows, self.w.shape.1),
+            (rows, self.w.shape().1),
             grad.device(),
         )?))
     }
@@ -118,23 +112,29 @@ impl CustomOp1 for Nf4Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Quantization;
     use crate::testing::{max_abs_diff, probe_grads};
     use candle_core::{Device, Var};
 
     /// Forward and the input gradient equal the dense products with the dequantised weight, for
-    /// shapes with partial blocks of `W` rows and of `x` rows.
+    /// NF4 (with double quantisation) and int8, on shapes with partial blocks of `W` rows and of
+    /// `x` rows.
     #[test]
     fn equals_the_dense_product_of_the_dequantised_weight() {
         let dev = Device::Cpu;
-        for &(rows, out, k) in &[(5, 7, 64), (300, 200, 96), (40, 129, 70)] {
+        let cases = [(5, 7, 64), (300, 200, 96), (40, 129, 70)];
+        for (&(rows, out, k), kind) in cases
+            .iter()
+            .flat_map(|c| [(c, Quantization::Nf4), (c, Quantization::Int8)])
+        {
             let w: Vec<f32> = (0..out * k)
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1)
                 .collect();
-            let q = Arc::new(Nf4::quantize(&w, (out, k), true));
+            let q = Arc::new(QuantWeight::quantize(&w, (out, k), kind, true));
             let dense = Tensor::from_vec(q.dequantize(), (out, k), &dev).unwrap();
             let x = Var::from_tensor(&Tensor::randn(0f32, 1., (rows, k), &dev).unwrap()).unwrap();
             let c = Tensor::randn(0f32, 1., (rows, out), &dev).unwrap();
-            let y = nf4_linear(&x, &q).unwrap();
+            let y = quantized_linear(&x, &q).unwrap();
             let y_ref = x.matmul(&dense.t().unwrap()).unwrap();
             assert!(
                 max_abs_diff(&y, &y_ref) < 1e-4,

@@ -13,7 +13,12 @@
 //! cargo bench --bench qlora -- int8  DIR
 //! cargo bench --bench qlora -- nf4 DIR recompute   # with activation recompute
 //! cargo bench --bench qlora -- nf4 DIR llama1b     # Llama-3.2-1B's shapes instead
+//! cargo bench --bench qlora -- nf4 DIR bf16        # the base saved in bf16, as Qwen2.5's is
 //! ```
+//!
+//! With `bf16` the model folder holds bf16 weights, as the published checkpoints do: f32 LoRA
+//! widens every weight to f32 as it loads; QLoRA keeps the embeddings (tied to the LM head) in
+//! bf16, as the issue asks ("stay in their dtype").
 //!
 //! The model has random weights (Wick's initialisation; Qwen2.5-0.5B's `config.json` shapes:
 //! vocab 151,936, hidden 896, intermediate 4,864, 24 layers, 14 heads, 2 kv heads, tied
@@ -100,13 +105,18 @@ fn main() {
     let (variant, dir) = match args.as_slice() {
         [v, d, ..] => (v.clone(), std::path::PathBuf::from(d)),
         _ => {
-            eprintln!("usage: qlora lora|nf4|nf4dq|int8 DIR [recompute] [llama1b]");
+            eprintln!("usage: qlora lora|nf4|nf4dq|int8 DIR [recompute] [llama1b] [bf16]");
             return;
         }
     };
     std::fs::create_dir_all(&dir).unwrap();
     let llama = args.iter().any(|a| a == "llama1b");
-    let base = dir.join(if llama { "base-llama1b" } else { "base" });
+    let bf16 = args.iter().any(|a| a == "bf16");
+    let base = dir.join(format!(
+        "base{}{}",
+        if llama { "-llama1b" } else { "" },
+        if bf16 { "-bf16" } else { "" }
+    ));
     let chats = dir.join("chats.jsonl");
     let texts = write_chats(&chats);
     if !base.join("config.json").is_file() {
@@ -118,7 +128,13 @@ fn main() {
         let ids = wick::tokenizer::special_ids(&tok, None, None, None).unwrap();
         cfg.eos_token_id = Some(ids.eos);
         cfg.pad_token_id = Some(ids.pad);
-        hf::save_model_folder(&base, &cfg, &varmap_tensors(&vm)).unwrap();
+        let mut tensors = varmap_tensors(&vm);
+        if bf16 {
+            for t in tensors.values_mut() {
+                *t = t.to_dtype(DType::BF16).unwrap();
+            }
+        }
+        hf::save_model_folder(&base, &cfg, &tensors).unwrap();
         wick::tokenizer::save_trained(&tok, &base, 32_768).unwrap();
         println!(
             "made the model folder in {:.0} s",
@@ -172,9 +188,10 @@ fn main() {
         .collect();
     tps.sort_by(f64::total_cmp);
     println!(
-        "| {variant}{}{} | {:.0} | {:.1} | {:.4} | {:.0} s |",
+        "| {variant}{}{}{} | {:.0} | {:.1} | {:.4} | {:.0} s |",
         if recompute { " (recompute)" } else { "" },
         if llama { " (Llama-3.2-1B shapes)" } else { "" },
+        if bf16 { " (bf16 file)" } else { "" },
         peak_rss_mib(),
         tps.get(tps.len() / 2).copied().unwrap_or(f64::NAN),
         p.steps.first().map_or(f64::NAN, |s| s.train_loss),

@@ -112,11 +112,19 @@ fn paused_and_resumed_equals_uninterrupted(hyper: serde_json::Value, lora: bool)
         "a LoRA checkpoint keeps the adapter, a full one the model"
     );
     assert_eq!(ckpt.join("model.safetensors").is_file(), !lora);
+    // A QLoRA job keeps its quantised base beside its work for the resume, and drops it at the end.
+    let quantised = hyper["lora"]["quantization"].is_string();
+    let cache = dir
+        .path()
+        .join("split")
+        .join(wick::model::quantized_cache::FILE);
+    assert_eq!(cache.is_file(), quantised);
     let mut rest = RecordingProgress::default();
     let mut resumed = job(dir.path(), hyper, "split");
     resumed.resume_from = Some(ckpt);
     let out = run_job(&resumed, &mut rest).unwrap();
     assert_eq!(out.steps_completed, 6);
+    assert!(!cache.exists());
     let steps: Vec<_> = first.steps.iter().chain(&rest.steps).collect();
     assert_eq!(steps.len(), whole.steps.len());
     for (a, b) in whole.steps.iter().zip(steps) {
@@ -422,6 +430,79 @@ fn qlora_job_trains_on_an_nf4_base_and_merges_from_it() {
     // Pause and resume equal the uninterrupted run (quantisation is deterministic, so the
     // resumed job rebuilds the same base).
     paused_and_resumed_equals_uninterrupted(hyper(Some("nf4")), true);
+}
+
+/// A QLoRA job on a bf16 model folder (as published checkpoints are) keeps the embeddings in
+/// bf16 (its products widen them a block at a time): its losses are bitwise those of the same job
+/// on an f32 folder holding the same values, and the merged model writes them back in bf16.
+#[test]
+fn qlora_keeps_a_bf16_files_embeddings_in_bf16() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = model_dir(&a.path().join("base"));
+    // Every weight rounded to bf16: the f32 folder and the bf16 one hold the same values.
+    let rounded: std::collections::HashMap<String, candle_core::Tensor> =
+        tensors(&a.path().join("base"))
+            .into_iter()
+            .map(|(n, t)| (n, t.to_dtype(DType::BF16).unwrap()))
+            .collect();
+    let widened = rounded
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_dtype(DType::F32).unwrap()))
+        .collect();
+    hf::save_model_folder(&a.path().join("base"), &cfg, &widened).unwrap();
+    std::fs::create_dir_all(b.path().join("base")).unwrap();
+    for f in std::fs::read_dir(a.path().join("base")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, b.path().join("base").join(f.file_name().unwrap())).unwrap();
+    }
+    hf::save_model_folder(&b.path().join("base"), &cfg, &rounded).unwrap();
+    // With a validation split: evaluation (the loss without a gradient) and sample replies
+    // (generation through the bf16 head) run too.
+    let hyper = serde_json::json!({"batch_size": 2, "max_seq_len": 128, "max_steps": 4,
+        "learning_rate": 1e-2, "validation_split": 0.25, "eval_every": 2, "eval_max_tokens": 4,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0,
+        "target_modules": ["q_proj", "v_proj"], "quantization": "nf4"}});
+    let mut runs = Vec::new();
+    for dir in [a.path(), b.path()] {
+        write_chats(&dir.join("train.jsonl"));
+        let mut p = RecordingProgress::default();
+        run_job(&job(dir, hyper.clone(), "out"), &mut p).unwrap();
+        runs.push(p);
+    }
+    assert_eq!(runs[0].steps.len(), runs[1].steps.len());
+    for (x, y) in runs[0].steps.iter().zip(&runs[1].steps) {
+        assert_eq!(
+            (x.train_loss, x.grad_norm),
+            (y.train_loss, y.grad_norm),
+            "step {}",
+            x.step
+        );
+    }
+    let evals = |p: &RecordingProgress| -> Vec<(u64, f64)> {
+        p.evals.iter().map(|e| (e.step, e.valid_loss)).collect()
+    };
+    assert!(!runs[0].evals.is_empty());
+    assert_eq!(evals(&runs[0]), evals(&runs[1]));
+    let replies = |p: &RecordingProgress| -> Vec<String> {
+        p.samples
+            .iter()
+            .flat_map(|s| s.samples.iter().map(|x| x.completion.clone()))
+            .collect()
+    };
+    assert!(!replies(&runs[0]).is_empty());
+    assert_eq!(replies(&runs[0]), replies(&runs[1]));
+    let (ma, mb) = (
+        tensors(&a.path().join("out")),
+        tensors(&b.path().join("out")),
+    );
+    let embed = "model.embed_tokens.weight";
+    assert_eq!(mb[embed].dtype(), DType::BF16);
+    assert!(same(&ma[embed], &mb[embed].to_dtype(DType::F32).unwrap()));
+    for (name, t) in &ma {
+        if name != embed && !name.starts_with("lm_head") {
+            assert!(same(t, &mb[name]), "{name}");
+        }
+    }
 }
 
 /// ShareGPT and Alpaca files train exactly as the chat files they convert to: the same

@@ -50,8 +50,10 @@ pub async fn publish_results(
     let name = fine_tuned_model_name(job, &org);
     let prefix = keys::model(&job.id);
     if let Some(dir) = &outcome.model_dir {
-        // The training checkpoints are in the blob store already, under the job's checkpoints.
-        blobs.put_dir_except(dir, &prefix, &["checkpoints"]).await?;
+        // The training checkpoints are in the blob store already, under the job's checkpoints;
+        // a QLoRA job's quantised base is its own working copy.
+        let skip = ["checkpoints", crate::model::quantized_cache::FILE];
+        blobs.put_dir_except(dir, &prefix, &skip).await?;
     }
     let kind = match spec.method.kind {
         MethodType::Pretrain => "pretrained",

@@ -48,18 +48,26 @@ pub fn load_weights(
     dtype: DType,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>, HfError> {
-    load_weights_with(dir, cfg, dtype, device, |_, t| Ok(Some(t)))
+    load_weights_with(
+        dir,
+        cfg,
+        device,
+        |_| false,
+        |_, t| Ok(Some(t.to_dtype(dtype)?)),
+    )
 }
 
 /// As [`load_weights`], reading one tensor at a time (nothing but that tensor's bytes beside the
-/// tensors kept so far) and handing each to `take`, which returns it to keep in the map or `None`
-/// when it kept the weight its own way: QLoRA quantises each projection as it is read, so the
-/// base never exists whole in f32. Presence and shapes are checked before anything is read.
+/// tensors kept so far) and handing each, in the file's dtype, to `take`, which returns what to
+/// keep in the map (converted as it likes) or `None` when it kept the weight its own way: QLoRA
+/// quantises each projection as it is read, so the base never exists whole in f32. Tensors `skip`
+/// names are not read (a resumed QLoRA job has its projections' codes already). Presence and
+/// shapes of every tensor are checked before anything is read.
 pub fn load_weights_with(
     dir: &Path,
     cfg: &ModelConfig,
-    dtype: DType,
     device: &Device,
+    skip: impl Fn(&str) -> bool,
     mut take: impl FnMut(&str, Tensor) -> Result<Option<Tensor>, HfError>,
 ) -> Result<HashMap<String, Tensor>, HfError> {
     let files = weight_files(dir)?;
@@ -98,13 +106,16 @@ pub fn load_weights_with(
     let mut handles: Vec<Option<std::fs::File>> = files.iter().map(|_| None).collect();
     let mut out = HashMap::new();
     for (name, _, _) in params {
+        if skip(&name) {
+            continue;
+        }
         let (i, info) = &stored[&name];
         let path = &files[*i];
         let file = match &mut handles[*i] {
             Some(f) => f,
             slot => slot.insert(std::fs::File::open(path).map_err(io(path))?),
         };
-        let t = read_tensor(file, path, data_starts[*i], &name, info, device)?.to_dtype(dtype)?;
+        let t = read_tensor(file, path, data_starts[*i], &name, info, device)?;
         if let Some(t) = take(&name, t)? {
             out.insert(name, t);
         }

@@ -506,15 +506,33 @@ impl Llama {
         self.head(&self.forward_hidden(input_ids, positions, mask)?)
     }
 
-    /// The LM head over final hidden states (B, T, C): logits (B, T, V).
+    /// The embeddings of `ids` (any shape) in the model's compute dtype (its norms'): a bf16
+    /// table (a QLoRA base's) is widened row by row.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let rows = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?;
+        let dims: Vec<usize> = ids.dims().iter().copied().chain([rows.dim(1)?]).collect();
+        rows.to_dtype(self.norm.weight.dtype())?.reshape(dims)
+    }
+
+    /// The LM head over final hidden states (B, T, C): logits (B, T, V). A head kept in bf16 (a
+    /// QLoRA base's) is multiplied a block at a time, without a gradient: training takes its loss
+    /// through [`Llama::frozen_head`].
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => {
-                let (b, t, c) = x.dims3()?;
-                project(&x.reshape((b * t, c))?, &self.embed_tokens, self.bf16)?.reshape((b, t, ())) // (B, T, V)
+        let (b, t, c) = x.dims3()?;
+        let w = match &self.lm_head {
+            Some(head) if head.weight.dtype() == x.dtype() || head.quant.is_some() => {
+                return head.forward(x);
             }
-        }
+            Some(head) => &head.weight,
+            None => &self.embed_tokens,
+        };
+        let x2 = x.reshape((b * t, c))?;
+        let logits = if w.dtype() == x.dtype() {
+            project(&x2, w, self.bf16)?
+        } else {
+            super::head_loss::head_logits(&x2, w)?
+        };
+        logits.reshape((b, t, ())) // (B, T, V)
     }
 
     /// The LM head's weight (V, C) where the loss may multiply it itself
@@ -527,8 +545,14 @@ impl Llama {
             Some(_) => return None,
             None => &self.embed_tokens,
         };
-        let plain = !self.bf16 && !w.track_op() && w.dtype() == DType::F32;
-        (plain && w.device().is_cpu()).then_some(w)
+        // An f32 head in the bf16 mode multiplies in bf16 on the unfused path; a bf16 head (a
+        // QLoRA base's) has only this one.
+        let fused = match w.dtype() {
+            DType::F32 => !self.bf16,
+            DType::BF16 => true,
+            _ => false,
+        };
+        (fused && !w.track_op() && w.device().is_cpu()).then_some(w)
     }
 
     /// The final hidden states (B, T, C), normed, before the LM head: [`Llama::forward`]'s
@@ -546,30 +570,20 @@ impl Llama {
                 self.rope.max_len()
             );
         }
-        let inputs = AttnInputs::new(&self.rope, positions, mask, &self.embed_tokens, (b, t))?;
+        let mut x = self.embed(input_ids)?.reshape((b, t, ()))?; // (B, T, C)
+        let inputs = AttnInputs::new(&self.rope, positions, mask, &x, (b, t))?;
         // Layers with a sliding window shorter than the rows get the window on top of the mask.
         let window = match &self.cfg.sliding_window {
             Some(w) if w.size < t => {
-                let mut windowed =
-                    window_mask(t, w.size, self.embed_tokens.dtype(), input_ids.device())?;
+                let mut windowed = window_mask(t, w.size, x.dtype(), input_ids.device())?;
                 if let Some(m) = mask {
                     windowed = windowed.broadcast_add(m)?;
                 }
-                let inputs = AttnInputs::new(
-                    &self.rope,
-                    positions,
-                    Some(&windowed),
-                    &self.embed_tokens,
-                    (b, t),
-                )?;
+                let inputs = AttnInputs::new(&self.rope, positions, Some(&windowed), &x, (b, t))?;
                 Some(inputs)
             }
             _ => None,
         };
-        let mut x = self
-            .embed_tokens
-            .index_select(&input_ids.flatten_all()?, 0)?
-            .reshape((b, t, ()))?; // (B, T, C)
         for (i, layer) in self.layers.iter().enumerate() {
             let inputs = match &window {
                 Some(w) if self.cfg.layer_window(i).is_some() => w,
@@ -735,10 +749,7 @@ impl Llama {
             .unsqueeze(0)?
             .repeat((b, 1))?;
         let (cos, sin) = self.rope.cos_sin(&positions)?;
-        let mut x = self
-            .embed_tokens
-            .index_select(&input_ids.flatten_all()?, 0)?
-            .reshape((b, t, ()))?; // (B, Tn, C)
+        let mut x = self.embed(input_ids)?; // (B, Tn, C)
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let h = layer.self_attn.forward_cached(
                 &layer.input_layernorm.forward(&x)?,
@@ -756,12 +767,19 @@ impl Llama {
         }
         cache.len = past + t;
         let last = self.norm.forward(&x.narrow(1, t - 1, 1)?)?.squeeze(1)?; // (B, C)
-        match &self.lm_head {
-            Some(head) => head.forward(&last),
-            None => match super::few_rows::few_rows_matmul(&last, &self.embed_tokens)? {
-                Some(logits) => Ok(logits),
-                None => last.matmul(&self.embed_tokens.t()?), // (B, V)
-            },
+        let w = match &self.lm_head {
+            Some(head) if head.weight.dtype() == last.dtype() || head.quant.is_some() => {
+                return head.forward(&last);
+            }
+            Some(head) => &head.weight,
+            None => &self.embed_tokens,
+        };
+        if w.dtype() != last.dtype() {
+            return super::head_loss::head_logits(&last, w); // a bf16 head
+        }
+        match super::few_rows::few_rows_matmul(&last, w)? {
+            Some(logits) => Ok(logits),
+            None => last.matmul(&w.t()?), // (B, V)
         }
     }
 }
@@ -853,6 +871,27 @@ impl Llama {
             }
         }
         Ok(bytes)
+    }
+
+    /// Replaces the frozen embeddings (`model.embed_tokens.weight`) or untied LM head
+    /// (`lm_head.weight`) with `w` of the same shape, in a dtype the model's products take: f32,
+    /// or bf16 as a QLoRA base's file holds it (widened a block at a time, [`super::head_loss`]).
+    pub fn set_frozen_vocab_weight(&mut self, name: &str, w: Tensor) -> Result<()> {
+        if !matches!(w.dtype(), DType::F32 | DType::BF16) || w.track_op() {
+            candle_core::bail!("{name}: a frozen f32 or bf16 tensor");
+        }
+        let slot = match (name, self.lm_head.as_mut()) {
+            ("model.embed_tokens.weight", _) => &mut self.embed_tokens,
+            ("lm_head.weight", Some(head)) if head.lora.is_none() && head.quant.is_none() => {
+                &mut head.weight
+            }
+            _ => candle_core::bail!("{name} is not a vocabulary weight of this model"),
+        };
+        if slot.dims() != w.dims() {
+            candle_core::bail!("{name}: {:?} for {:?}", w.dims(), slot.dims());
+        }
+        *slot = w;
+        Ok(())
     }
 
     /// The dequantised weight of the quantised projection `name` (a Hugging Face weight name),

@@ -26,6 +26,7 @@ pub mod nf4;
 pub mod ops;
 pub mod peft;
 pub mod quantized;
+pub mod quantized_cache;
 pub mod quantized_linear;
 pub mod rms_norm;
 pub mod rope;

@@ -197,7 +197,22 @@ impl Nf4 {
     /// Values `start .. start + out.len()` of the flat weight, dequantised into `out`, given
     /// [`Nf4::block_absmax`].
     pub fn dequantize_range(&self, absmax: &[f32], start: usize, out: &mut [f32]) {
-        for (k, o) in out.iter_mut().enumerate() {
+        // Whole blocks from a block's start: one scale per block, two codes per byte.
+        let full = if start.is_multiple_of(BLOCK) {
+            out.len() / BLOCK * BLOCK
+        } else {
+            0
+        };
+        for (b, chunk) in out[..full].chunks_exact_mut(BLOCK).enumerate() {
+            let blk = start / BLOCK + b;
+            let am = absmax[blk];
+            let bytes = &self.packed[blk * BLOCK / 2..(blk + 1) * BLOCK / 2];
+            for (pair, &byte) in chunk.chunks_exact_mut(2).zip(bytes) {
+                pair[0] = NF4_CODE[(byte >> 4) as usize] * am;
+                pair[1] = NF4_CODE[(byte & 0xf) as usize] * am;
+            }
+        }
+        for (k, o) in out.iter_mut().enumerate().skip(full) {
             let i = start + k;
             let byte = self.packed[i / 2];
             let code = if i.is_multiple_of(2) {

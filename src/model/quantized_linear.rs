@@ -16,7 +16,8 @@ use super::quantized::QuantWeight;
 
 /// Rows of `W` dequantised at a time.
 const W_ROWS: usize = 128;
-/// Rows of `x` per parallel task.
+/// Rows of `x` per parallel task, at least: a task dequantises the whole weight once, so the
+/// rows are split into one task per thread where there are more.
 const X_ROWS: usize = 256;
 
 /// `x (rows, in) · Wᵀ` for the quantised weight `w` (out, in), differentiable in `x` only. CPU,
@@ -45,9 +46,12 @@ impl QuantizedLinear {
         let width = if transposed { cols } else { out };
         let mut y = vec![0f32; rows * width];
         let dst = Dst::rows(&mut y, 0, width);
-        (0..rows.div_ceil(X_ROWS)).into_par_iter().for_each(|t| {
-            let r0 = t * X_ROWS;
-            let m = X_ROWS.min(rows - r0);
+        let x_rows = rows
+            .div_ceil(rayon::current_num_threads().max(1))
+            .max(X_ROWS);
+        (0..rows.div_ceil(x_rows)).into_par_iter().for_each(|t| {
+            let r0 = t * x_rows;
+            let m = x_rows.min(rows - r0);
             let mut scratch = vec![0f32; W_ROWS * cols];
             for o0 in (0..out).step_by(W_ROWS) {
                 let n = W_ROWS.min(out - o0);

@@ -88,7 +88,8 @@ pub(super) fn chat_start(job: &TrainJob, method: &str) -> Result<ChatStart, Trai
         super::estimate::estimate(&cfg, &start.hp, super::estimate::DataSize::Tokens(0), 1.0)
             .memory;
     if let Some(l) = &spec.hyperparameters().lora {
-        super::estimate::adapter_memory(&mut need, &cfg, l);
+        let fused = super::estimate::fused_head_tokens(&start.hp, seq_len as u64);
+        super::estimate::adapter_memory(&mut need, &cfg, l, fused);
     }
     if let Some(available) = crate::machine::available_memory_bytes()
         && need.total > available
@@ -178,11 +179,23 @@ impl Tuned {
                     start.weights.retain(|name, _| !is_projection_weight(name));
                 }
                 // A quantised projection is built over a placeholder of its shape that holds no
-                // memory (a broadcast scalar), then given its codes.
+                // memory (a broadcast scalar), then given its codes; so are embeddings and an LM
+                // head kept in bf16 (the model's builder would widen them), then set as they are.
                 let mut base = start.weights.clone();
+                let placeholder = |shape: &[usize]| -> Result<Tensor, TrainError> {
+                    Ok(Tensor::zeros((), DType::F32, &job.device)?.broadcast_as(shape)?)
+                };
                 for (name, q) in &start.quantized {
-                    let zero = Tensor::zeros((), DType::F32, &job.device)?;
-                    base.insert(name.clone(), zero.broadcast_as(q.shape())?);
+                    base.insert(name.clone(), placeholder(&[q.shape().0, q.shape().1])?);
+                }
+                let kept: Vec<(String, Tensor)> = start
+                    .weights
+                    .iter()
+                    .filter(|(_, t)| t.dtype() == DType::BF16)
+                    .map(|(n, t)| (n.clone(), t.clone()))
+                    .collect();
+                for (name, t) in &kept {
+                    base.insert(name.clone(), placeholder(t.dims())?);
                 }
                 let mut lora = LoraModel::new(
                     base,
@@ -199,6 +212,9 @@ impl Tuned {
                     // QLoRA: the projections keep only their codes; export dequantises them.
                     let bytes = lora.net.set_quantized_projections(&start.quantized)?;
                     tracing::info!(mib = bytes >> 20, "base projections stored quantised");
+                }
+                for (name, t) in kept {
+                    lora.net.set_frozen_vocab_weight(&name, t)?;
                 }
                 Ok(Tuned::Lora(lora))
             }
@@ -252,6 +268,9 @@ impl Tuned {
                     None => l.net.dequantized_projection(name),
                 };
                 peft::save_merged(&job.output_dir, &cs.cfg, &base, &l.adapters)?;
+                // A finished job resumes no more: its quantised base goes (absent otherwise).
+                let _ =
+                    std::fs::remove_file(job.output_dir.join(crate::model::quantized_cache::FILE));
             }
             Tuned::Full(f) => hf::save_model_folder(&job.output_dir, &cs.cfg, &f.weights())?,
         }

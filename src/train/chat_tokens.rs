@@ -94,9 +94,11 @@ pub fn grow_vocab(
     let extra = vocab - cfg.vocab_size;
     for name in VOCAB_WEIGHTS {
         if let Some(w) = weights.get(name) {
+            // Grown rows train, in f32 (a QLoRA base may hold its embeddings in bf16).
+            let w = w.to_dtype(candle_core::DType::F32)?;
             let mean = w.mean_keepdim(0)?; // (1, C)
             let rows = mean.repeat((extra, 1))?;
-            let grown = Tensor::cat(&[w, &rows], 0)?;
+            let grown = Tensor::cat(&[&w, &rows], 0)?;
             weights.insert(name.to_string(), grown);
         }
     }

@@ -199,8 +199,18 @@ pub fn nf4_bytes_per_value(double_quant: bool) -> f64 {
 
 /// LoRA's memory in place of full fine-tuning's: the base's weights (its projections in NF4 or
 /// int8 under QLoRA) with no gradients or optimiser state, the adapters' `r · (in + out)` per
-/// targeted projection with both.
-pub fn adapter_memory(m: &mut MemoryEstimate, cfg: &ModelConfig, lora: &crate::spec::LoraSpec) {
+/// targeted projection with both. With `fused_head_tokens` (a micro-batch's tokens, when the
+/// frozen head's loss runs fused: f32 products), the logits and their gradient (2·V values per
+/// token) are not kept: one block of the fused loss is ([`crate::model::head_loss`]).
+pub fn adapter_memory(
+    m: &mut MemoryEstimate,
+    cfg: &ModelConfig,
+    lora: &crate::spec::LoraSpec,
+    fused_head_tokens: u64,
+) {
+    let v = cfg.vocab_size as u64;
+    let block = (fused_head_tokens * v).min(crate::model::head_loss::BLOCK_VALUES as u64);
+    m.activations = m.activations.saturating_sub(4 * 2 * v * fused_head_tokens) + 4 * block;
     let n = cfg.num_parameters();
     let (h, i, hd) = (
         cfg.hidden_size as u64,
@@ -248,6 +258,15 @@ pub fn adapter_memory(m: &mut MemoryEstimate, cfg: &ModelConfig, lora: &crate::s
     m.bytes_per_parameter = (m.weights + m.gradients + m.optimizer_state) as f64 / n as f64;
 }
 
+/// A micro-batch's tokens where a LoRA job's frozen head runs the fused loss (f32 products), else 0.
+pub(super) fn fused_head_tokens(hp: &Resolved, seq: u64) -> u64 {
+    if hp.precision == crate::spec::Precision::Bf16 {
+        0
+    } else {
+        hp.batch_size as u64 * seq
+    }
+}
+
 /// Seconds for `work` FLOP-equivalents at `peak_gflops`.
 pub fn seconds_for(work: f64, peak_gflops: f64) -> f64 {
     work / (peak_gflops * 1e9 * MATMUL_EFFICIENCY)
@@ -284,7 +303,7 @@ pub fn estimate_for_spec(
         };
         let mut e = estimate(&cfg, &hp, data, peak_gflops);
         if let Some(l) = &spec.hyperparameters().lora {
-            adapter_memory(&mut e.memory, &cfg, l);
+            adapter_memory(&mut e.memory, &cfg, l, fused_head_tokens(&hp, seq));
         }
         return e;
     }
@@ -299,7 +318,7 @@ pub fn estimate_for_spec(
     };
     let mut e = estimate(&cfg, &hp, data, peak_gflops);
     if let Some(l) = &spec.hyperparameters().lora {
-        adapter_memory(&mut e.memory, &cfg, l);
+        adapter_memory(&mut e.memory, &cfg, l, fused_head_tokens(&hp, seq));
     }
     if spec
         .hyperparameters()
@@ -438,7 +457,7 @@ mod tests {
             total: 0,
             bytes_per_parameter: 0.0,
         };
-        adapter_memory(&mut m, &cfg, &spec(None, false));
+        adapter_memory(&mut m, &cfg, &spec(None, false), 0);
         assert_eq!(m.weights, 4 * n + 4 * adapters);
         assert_eq!(
             (m.gradients, m.optimizer_state),
@@ -449,6 +468,7 @@ mod tests {
             &mut m,
             &cfg,
             &spec(Some(crate::spec::Quantization::Nf4), false),
+            0,
         );
         // 4 bits and an f32 per 64 values: 18,432 · 0.5625 = 10,368 bytes.
         assert_eq!(m.weights, 4 * (n - 18_432) + 10_368 + 4 * adapters);
@@ -456,6 +476,7 @@ mod tests {
             &mut m,
             &cfg,
             &spec(Some(crate::spec::Quantization::Nf4), true),
+            0,
         );
         // 4 bits, a byte per 64 values, an f32 per 16,384: 9216 + 288 + 4.5 → 9508.
         assert_eq!(m.weights, 4 * (n - 18_432) + 9_508 + 4 * adapters);
@@ -463,10 +484,16 @@ mod tests {
             &mut m,
             &cfg,
             &spec(Some(crate::spec::Quantization::Int8), false),
+            0,
         );
         // A byte per value and an f32 per output row: per layer the rows are q 32, k 16, v 16,
         // o 32, gate 64, up 64, down 32 = 256, so 18,432 + 4 · 512.
         assert_eq!(m.weights, 4 * (n - 18_432) + 18_432 + 2_048 + 4 * adapters);
+        // The fused head loss: 100 tokens no longer keep 2 · 64 logit values each, one block of
+        // at most 100 · 64 values is kept instead.
+        m.activations = 1_000_000;
+        adapter_memory(&mut m, &cfg, &spec(None, false), 100);
+        assert_eq!(m.activations, 1_000_000 - 4 * 2 * 64 * 100 + 4 * 64 * 100);
     }
 
     #[test]

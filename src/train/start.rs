@@ -11,6 +11,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, Var};
 use tokenizers::Tokenizer;
 
+use super::chat_tokens::VOCAB_WEIGHTS;
 use super::checkpoint::{self, LoadedWeights, TrainerState};
 use super::data::{DataError, JsonlTexts};
 use super::hparams::Resolved;
@@ -19,6 +20,7 @@ use super::optim::AdamW;
 use super::schedule::Schedule;
 use crate::model::hf;
 use crate::model::quantized::{QuantWeight, is_projection_weight};
+use crate::model::quantized_cache;
 use crate::model::{self, ModelConfig, RopeScaling};
 use crate::spec::{RopeScalingSpec, RopeScalingType};
 use crate::tokenizer as tok;
@@ -231,7 +233,8 @@ struct BaseFolder {
 }
 
 /// The config and weights of the job's model, a Hugging Face folder. A QLoRA job's projections
-/// are quantised one by one as they are read, so its f32 base never exists whole.
+/// are quantised one by one as they are read, so its f32 base never exists whole; its embeddings
+/// and LM head stay bf16 where the file holds them so.
 fn base_folder(job: &TrainJob, dtype: DType, device: &Device) -> Result<BaseFolder, TrainError> {
     let model = &job.spec.model;
     let dir = Path::new(model);
@@ -240,16 +243,44 @@ fn base_folder(job: &TrainJob, dtype: DType, device: &Device) -> Result<BaseFold
     }
     let cfg = hf::read_config(dir)?;
     let lora = job.spec.hyperparameters().lora;
-    let quant = lora.and_then(|l| Some((l.quantization?, l.double_quant)));
-    let mut quantized = HashMap::new();
-    let weights = hf::load_weights_with(dir, &cfg, dtype, device, |name, t| match quant {
-        Some((kind, double_quant)) if is_projection_weight(name) && device.is_cpu() => {
-            let q = QuantWeight::quantize_tensor(&t, kind, double_quant)?;
-            quantized.insert(name.to_string(), Arc::new(q));
-            Ok(None)
+    let quant = lora
+        .and_then(|l| Some((l.quantization?, l.double_quant)))
+        .filter(|_| device.is_cpu());
+    // A resumed QLoRA job finds its projections' codes beside its work.
+    let cache = job.output_dir.join(quantized_cache::FILE);
+    let key = match quant {
+        Some((kind, dq)) => Some(quantized_cache::key(
+            &format!("{kind:?}/double_quant={dq}"),
+            &hf::weight_files(dir)?,
+        )),
+        None => None,
+    };
+    let cached = key.as_ref().and_then(|k| quantized_cache::load(&cache, k));
+    let have_codes = cached.is_some();
+    let mut quantized = cached.unwrap_or_default();
+    let skip = |name: &str| have_codes && is_projection_weight(name);
+    let weights = hf::load_weights_with(dir, &cfg, device, skip, |name, t| match quant {
+        Some((kind, double_quant)) => {
+            if is_projection_weight(name) {
+                let q = QuantWeight::quantize_tensor(&t, kind, double_quant)?;
+                quantized.insert(name.to_string(), Arc::new(q));
+                Ok(None)
+            } else if t.dtype() == DType::BF16 && VOCAB_WEIGHTS.contains(&name) {
+                // The embeddings and the LM head stay in the file's bf16 (products widen them
+                // block by block, `model::head_loss`).
+                Ok(Some(t))
+            } else {
+                Ok(Some(t.to_dtype(dtype)?))
+            }
         }
-        _ => Ok(Some(t)),
+        None => Ok(Some(t.to_dtype(dtype)?)),
     })?;
+    if let Some(key) = key.filter(|_| !have_codes)
+        && let Err(e) = quantized_cache::save(&cache, &quantized, &key)
+    {
+        // Only a resume's shortcut is lost.
+        tracing::warn!(error = %e, "could not keep the quantised base beside the job");
+    }
     Ok(BaseFolder {
         cfg,
         weights,

@@ -14,6 +14,8 @@
 //! cargo bench --bench qlora -- nf4 DIR recompute   # with activation recompute
 //! cargo bench --bench qlora -- nf4 DIR llama1b     # Llama-3.2-1B's shapes instead
 //! cargo bench --bench qlora -- nf4 DIR bf16        # the base saved in bf16, as Qwen2.5's is
+//! cargo bench --bench qlora -- nf4 DIR merge-diff  # then the merged model against merging into
+//!                                                   # the original weights
 //! ```
 //!
 //! With `bf16` the model folder holds bf16 weights, as the published checkpoints do: f32 LoRA
@@ -170,8 +172,9 @@ fn main() {
         training_file: chats,
         validation_file: None,
         output_dir: dir.join(format!(
-            "out-{variant}{}",
-            if llama { "-llama1b" } else { "" }
+            "out-{variant}{}{}",
+            if llama { "-llama1b" } else { "" },
+            if bf16 { "-bf16" } else { "" }
         )),
         resume_from: None,
         device: Device::Cpu,
@@ -197,4 +200,69 @@ fn main() {
         p.steps.first().map_or(f64::NAN, |s| s.train_loss),
         t.elapsed().as_secs_f64()
     );
+    if variant != "lora" && args.iter().any(|a| a == "merge-diff") {
+        merge_difference(&base, &job.output_dir);
+    }
+}
+
+/// How far the merged model (the dequantised base plus the adapter) is from merging the same
+/// adapter into the original weights: per projection kind, the largest absolute difference and the
+/// RMS of the difference relative to the RMS of the original merge. After the peak is printed:
+/// this loads the model three times.
+fn merge_difference(base: &Path, out: &Path) {
+    let cfg = hf::read_config(base).unwrap();
+    let original = hf::load_weights(base, &cfg, DType::F32, &Device::Cpu).unwrap();
+    let ideal = wick::model::peft::merge_adapter_folder(&original, &out.join("adapter")).unwrap();
+    let merged = hf::load_weights(out, &cfg, DType::F32, &Device::Cpu).unwrap();
+    let mut by_kind: std::collections::BTreeMap<String, (f64, f64, f64)> = Default::default();
+    for (name, want) in &ideal {
+        let Some(kind) = [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+        .into_iter()
+        .find(|k| name.contains(k)) else {
+            let same = (want - &merged[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(same, 0.0, "{name} differs outside the projections");
+            continue;
+        };
+        let d = (want - &merged[name]).unwrap();
+        let max = d
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let sq = |t: &candle_core::Tensor| {
+            t.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
+        let e = by_kind.entry(kind.to_string()).or_default();
+        e.0 = e.0.max(max);
+        e.1 += sq(&d);
+        e.2 += sq(want);
+    }
+    for (kind, (max, diff, total)) in by_kind {
+        println!(
+            "merged {kind}: max |dequantised merge - original merge| {max:.4}, relative RMS {:.4}",
+            (diff / total).sqrt()
+        );
+    }
 }

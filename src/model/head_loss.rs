@@ -151,7 +151,6 @@ impl HeadWeight<()> {
             c,
         })
     }
-
 }
 
 impl<G: Deref<Target = candle_core::Storage> + Sync> HeadWeight<G> {

@@ -124,14 +124,14 @@ pub fn load_weights_with(
 }
 
 /// A safetensors file's header and where its tensor data starts.
-struct Header {
-    meta: safetensors::tensor::Metadata,
-    data_start: u64,
+pub(crate) struct Header {
+    pub meta: safetensors::tensor::Metadata,
+    pub data_start: u64,
 }
 
 /// Reads and checks the header of the safetensors file `f`: a sane length, valid JSON, and no
 /// tensor reaching past the end of the file.
-fn read_header(f: &Path) -> Result<Header, HfError> {
+pub(crate) fn read_header(f: &Path) -> Result<Header, HfError> {
     use std::io::Read;
     let bad = |message: String| HfError::Weights {
         path: f.to_path_buf(),
@@ -365,6 +365,15 @@ pub fn save_weights(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()
 /// storage, so the write holds no copy of any tensor. The file is written beside `path` and renamed
 /// into place.
 pub fn save_weights_lazy(path: &Path, tensors: Vec<(String, LazyTensor)>) -> Result<(), HfError> {
+    save_weights_lazy_with(path, tensors, &[])
+}
+
+/// [`save_weights_lazy`] with `metadata` entries beside `{"format": "pt"}`.
+pub fn save_weights_lazy_with(
+    path: &Path,
+    tensors: Vec<(String, LazyTensor)>,
+    metadata: &[(&str, &str)],
+) -> Result<(), HfError> {
     use std::io::Write;
     let weights_error = |message: String| HfError::Weights {
         path: path.to_path_buf(),
@@ -372,7 +381,12 @@ pub fn save_weights_lazy(path: &Path, tensors: Vec<(String, LazyTensor)>) -> Res
     };
     // The header: every tensor's dtype, shape and byte range, in the order given.
     let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut meta = serde_json::Map::new();
+    meta.insert("format".into(), json!("pt"));
+    for (k, v) in metadata {
+        meta.insert(k.to_string(), json!(v));
+    }
+    header.insert("__metadata__".into(), Value::Object(meta));
     let mut offset = 0usize;
     for (name, t) in &tensors {
         let dtype = match t.dtype {

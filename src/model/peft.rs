@@ -142,13 +142,16 @@ pub fn merge_weights(
 }
 
 /// Merges the adapters into the base and writes a complete model folder to `dir` (config.json,
-/// generation_config.json, model.safetensors in f32; tokenizer files are the caller's). `base`
-/// gives a base weight by its Hugging Face name; it and the merge run for one weight at a time,
-/// as the file is written, so a QLoRA base can dequantise each projection only then.
+/// generation_config.json, model.safetensors; tokenizer files are the caller's). `base` gives a
+/// base weight by its Hugging Face name, `base_dtype` the dtype it is written in (f32 for merged
+/// projections and trained whole weights; a QLoRA base's bf16 embeddings stay bf16); weights are
+/// made and merged one at a time, as the file is written, so a QLoRA base can dequantise each
+/// projection only then.
 pub fn save_merged(
     dir: &Path,
     cfg: &ModelConfig,
     base: &dyn Fn(&str) -> candle_core::Result<Option<Tensor>>,
+    base_dtype: &dyn Fn(&str) -> DType,
     adapters: &LoraAdapters,
 ) -> Result<(), PeftError> {
     let adapter_of: HashMap<String, &LoraAdapter> = adapters
@@ -166,23 +169,26 @@ pub fn save_merged(
         let adapter = adapter_of.get(&name).copied();
         let var = saved.get(name.as_str()).copied();
         let key = name.clone();
+        let dtype = match (var, adapter) {
+            (None, None) => base_dtype(&name),
+            _ => DType::F32,
+        };
         let make = move || -> candle_core::Result<Tensor> {
             if let Some(var) = var {
                 return var.as_tensor().detach().to_dtype(DType::F32);
             }
             let w = base(&key)?
-                .ok_or_else(|| candle_core::Error::Msg(format!("no base weight {key}")))?
-                .to_dtype(DType::F32)?;
+                .ok_or_else(|| candle_core::Error::Msg(format!("no base weight {key}")))?;
             match adapter {
-                Some(a) => w + a.delta_weight()?.to_dtype(DType::F32)?,
-                None => Ok(w),
+                Some(a) => w.to_dtype(DType::F32)? + a.delta_weight()?.to_dtype(DType::F32)?,
+                None => w.to_dtype(dtype),
             }
         };
         params.push((
             name,
             hf::LazyTensor {
                 shape,
-                dtype: DType::F32,
+                dtype,
                 make: Box::new(make),
             },
         ));
@@ -284,7 +290,15 @@ mod tests {
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
-        save_merged(dir.path(), &cfg, &|n| Ok(base.get(n).cloned()), &adapters).unwrap();
+        let dtype = |_: &str| DType::F32;
+        save_merged(
+            dir.path(),
+            &cfg,
+            &|n| Ok(base.get(n).cloned()),
+            &dtype,
+            &adapters,
+        )
+        .unwrap();
         // Read back from disk, as a plain model.
         let cfg2 = hf::read_config(dir.path()).unwrap();
         let w = hf::load_weights(dir.path(), &cfg2, DType::F32, &Device::Cpu).unwrap();

@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use candle_core::{DType, Device, Tensor};
 
+use super::hf::{self, HfError, LazyTensor};
 use super::int8::Int8;
 use super::nf4::{Absmax, Nf4};
 use super::quantized::QuantWeight;
@@ -40,129 +40,160 @@ pub fn key(method: &str, weight_files: &[std::path::PathBuf]) -> String {
     format!("{method}|{}", files.join("|"))
 }
 
-fn le_bytes<T: Copy>(values: &[T], to: impl Fn(T) -> [u8; 4]) -> Vec<u8> {
-    values.iter().flat_map(|&v| to(v)).collect()
+/// A flat u8 tensor made when written.
+fn bytes<'a>(
+    name: String,
+    make: Box<dyn Fn() -> Vec<u8> + 'a>,
+    len: usize,
+) -> (String, LazyTensor<'a>) {
+    let make = move || Tensor::from_vec(make(), len, &Device::Cpu);
+    let shape = vec![len];
+    let dtype = DType::U8;
+    (
+        name,
+        LazyTensor {
+            shape,
+            dtype,
+            make: Box::new(make),
+        },
+    )
 }
 
-/// Writes `weights` to `path` (through a temporary file and a rename) under `key`.
+/// A flat f32 tensor made when written.
+fn floats<'a>(
+    name: String,
+    make: Box<dyn Fn() -> Vec<f32> + 'a>,
+    len: usize,
+) -> (String, LazyTensor<'a>) {
+    let make = move || Tensor::from_vec(make(), len, &Device::Cpu);
+    let shape = vec![len];
+    let dtype = DType::F32;
+    (
+        name,
+        LazyTensor {
+            shape,
+            dtype,
+            make: Box::new(make),
+        },
+    )
+}
+
+/// Writes `weights` to `path` (through a temporary file and a rename) under `key`, one tensor at
+/// a time.
 pub fn save(
     path: &Path,
     weights: &HashMap<String, Arc<QuantWeight>>,
     key: &str,
-) -> std::io::Result<()> {
-    let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    let f32s = |v: &[f32]| le_bytes(v, f32::to_le_bytes);
+) -> Result<(), HfError> {
+    let mut tensors: Vec<(String, LazyTensor)> = Vec::new();
     for (name, w) in weights {
         let (rows, cols) = w.shape();
-        entries.push((
+        tensors.push((
             format!("{name}.shape"),
-            Dtype::U32,
-            vec![2],
-            le_bytes(&[rows as u32, cols as u32], u32::to_le_bytes),
+            LazyTensor {
+                shape: vec![2],
+                dtype: DType::U32,
+                make: Box::new(move || Tensor::new(&[rows as u32, cols as u32], &Device::Cpu)),
+            },
         ));
         match &**w {
             QuantWeight::Nf4(q) => {
-                let packed = q.packed.clone();
-                entries.push((
+                tensors.push(bytes(
                     format!("{name}.nf4.packed"),
-                    Dtype::U8,
-                    vec![packed.len()],
-                    packed,
+                    Box::new(|| q.packed.clone()),
+                    q.packed.len(),
                 ));
                 match &q.absmax {
-                    Absmax::Plain(a) => entries.push((
+                    Absmax::Plain(a) => tensors.push(floats(
                         format!("{name}.nf4.absmax"),
-                        Dtype::F32,
-                        vec![a.len()],
-                        f32s(a),
+                        Box::new(|| a.clone()),
+                        a.len(),
                     )),
                     Absmax::Double { q, absmax2, offset } => {
-                        entries.push((
+                        tensors.push(bytes(
                             format!("{name}.nf4.qabsmax"),
-                            Dtype::U8,
-                            vec![q.len()],
-                            q.clone(),
+                            Box::new(|| q.clone()),
+                            q.len(),
                         ));
-                        entries.push((
+                        tensors.push(floats(
                             format!("{name}.nf4.absmax2"),
-                            Dtype::F32,
-                            vec![absmax2.len()],
-                            f32s(absmax2),
+                            Box::new(|| absmax2.clone()),
+                            absmax2.len(),
                         ));
-                        entries.push((
+                        let offset = *offset;
+                        tensors.push(floats(
                             format!("{name}.nf4.offset"),
-                            Dtype::F32,
-                            vec![1],
-                            f32s(&[*offset]),
+                            Box::new(move || vec![offset]),
+                            1,
                         ));
                     }
                 }
             }
             QuantWeight::Int8(q) => {
-                let codes: Vec<u8> = q.codes.iter().map(|&c| c as u8).collect();
-                entries.push((
+                tensors.push(bytes(
                     format!("{name}.int8.codes"),
-                    Dtype::U8,
-                    vec![codes.len()],
-                    codes,
+                    Box::new(|| q.codes.iter().map(|&c| c as u8).collect()),
+                    q.codes.len(),
                 ));
-                entries.push((
+                tensors.push(floats(
                     format!("{name}.int8.absmax"),
-                    Dtype::F32,
-                    vec![q.absmax.len()],
-                    f32s(&q.absmax),
+                    Box::new(|| q.absmax.clone()),
+                    q.absmax.len(),
                 ));
             }
         }
     }
-    let views: Vec<(String, TensorView)> = entries
-        .iter()
-        .map(|(n, d, s, b)| {
-            TensorView::new(*d, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(std::io::Error::other)
-        })
-        .collect::<std::io::Result<_>>()?;
-    let metadata = HashMap::from([("wick.quantized_base".to_string(), key.to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(std::io::Error::other)
+    hf::save_weights_lazy_with(path, tensors, &[(META_KEY, key)])
 }
 
+/// The metadata entry that holds what the file was made from.
+const META_KEY: &str = "wick.quantized_base";
+
 /// The weights in `path` when it exists and was made under `key`; `None` otherwise (also for a
-/// damaged file, which the caller then replaces).
+/// damaged file, which the caller then replaces). Tensors are read one at a time.
 pub fn load(path: &Path, key: &str) -> Option<HashMap<String, Arc<QuantWeight>>> {
-    let bytes = std::fs::read(path).ok()?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).ok()?;
-    let made_for = meta.metadata().as_ref()?.get("wick.quantized_base")?;
-    if made_for != key {
+    use std::io::{Read, Seek, SeekFrom};
+    let header = hf::read_header(path).ok()?;
+    if header.meta.metadata().as_ref()?.get(META_KEY)? != key {
         return None;
     }
-    let st = SafeTensors::deserialize(&bytes).ok()?;
-    let raw = |n: &str| st.tensor(n).ok().map(|t| t.data().to_vec());
-    let f32s = |n: &str| -> Option<Vec<f32>> {
-        let b = raw(n)?;
-        Some(
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+    let infos = header.meta.tensors();
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut raw = |n: &str| -> Option<Vec<u8>> {
+        let (begin, end) = infos.get(n)?.data_offsets;
+        file.seek(SeekFrom::Start(header.data_start + begin as u64))
+            .ok()?;
+        let mut b = vec![0u8; end - begin];
+        file.read_exact(&mut b).ok()?;
+        Some(b)
+    };
+    let f32s = |b: Vec<u8>| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     };
     let mut out = HashMap::new();
-    for name in st.names() {
+    let mut names: Vec<&String> = infos.keys().collect();
+    names.sort();
+    for name in names {
         let Some(w) = name.strip_suffix(".shape") else {
             continue;
         };
         let s = raw(name)?;
+        if s.len() != 8 {
+            return None;
+        }
         let dim = |i: usize| {
             u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]) as usize
         };
         let shape = (dim(0), dim(1));
         let q = if let Some(packed) = raw(&format!("{w}.nf4.packed")) {
-            let absmax = match f32s(&format!("{w}.nf4.absmax")) {
-                Some(a) => Absmax::Plain(a),
+            let absmax = match raw(&format!("{w}.nf4.absmax")) {
+                Some(a) => Absmax::Plain(f32s(a)),
                 None => Absmax::Double {
                     q: raw(&format!("{w}.nf4.qabsmax"))?,
-                    absmax2: f32s(&format!("{w}.nf4.absmax2"))?,
-                    offset: *f32s(&format!("{w}.nf4.offset"))?.first()?,
+                    absmax2: f32s(raw(&format!("{w}.nf4.absmax2"))?),
+                    offset: *f32s(raw(&format!("{w}.nf4.offset"))?).first()?,
                 },
             };
             QuantWeight::Nf4(Nf4 {
@@ -178,7 +209,7 @@ pub fn load(path: &Path, key: &str) -> Option<HashMap<String, Arc<QuantWeight>>>
             QuantWeight::Int8(Int8 {
                 shape,
                 codes,
-                absmax: f32s(&format!("{w}.int8.absmax"))?,
+                absmax: f32s(raw(&format!("{w}.int8.absmax"))?),
             })
         };
         out.insert(w.to_string(), Arc::new(q));

@@ -267,7 +267,9 @@ impl Tuned {
                     Some(t) => Ok(Some(t.clone())),
                     None => l.net.dequantized_projection(name),
                 };
-                peft::save_merged(&job.output_dir, &cs.cfg, &base, &l.adapters)?;
+                let dtype =
+                    |name: &str| cs.start.weights.get(name).map_or(DType::F32, |t| t.dtype());
+                peft::save_merged(&job.output_dir, &cs.cfg, &base, &dtype, &l.adapters)?;
                 // A finished job resumes no more: its quantised base goes (absent otherwise).
                 let _ =
                     std::fs::remove_file(job.output_dir.join(crate::model::quantized_cache::FILE));

@@ -18,8 +18,8 @@ use rayon::prelude::*;
 use super::gemm::{Dst, View, matmul};
 use super::ops::{Real, contiguous};
 
-/// Logit values per block (rows × vocabulary): 128 MiB of f32.
-pub const BLOCK_VALUES: usize = 32 << 20;
+/// Logit values per block (rows × vocabulary): 32 MiB of f32.
+pub const BLOCK_VALUES: usize = 8 << 20;
 
 /// What [`frozen_head_cross_entropy`] gives.
 pub struct HeadTerms {

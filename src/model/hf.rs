@@ -166,8 +166,8 @@ pub(crate) fn read_header(f: &Path) -> Result<Header, HfError> {
     })
 }
 
-/// Reads one tensor from an open safetensors file whose data starts at `data_start`. f32 data is
-/// read straight into the tensor's buffer; other float types go through one buffer of their bytes.
+/// Reads one tensor from an open safetensors file whose data starts at `data_start`. f32, f16 and
+/// bf16 data is read straight into the tensor's buffer; f64 goes through one buffer of its bytes.
 fn read_tensor(
     file: &mut std::fs::File,
     path: &Path,
@@ -203,14 +203,35 @@ fn read_tensor(
     file.seek(SeekFrom::Start(data_start + begin as u64))
         .map_err(io(path))?;
     let shape = info.shape.as_slice();
-    if dtype == DType::F32 && cfg!(target_endian = "little") {
-        let mut values = vec![0f32; n];
-        // SAFETY: any bit pattern is a valid f32; safetensors stores little-endian values, as
-        // this target holds them.
-        let bytes =
-            unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), n * 4) };
-        file.read_exact(bytes).map_err(io(path))?;
-        return Ok(Tensor::from_vec(values, shape, device)?);
+    /// `n` values of `T` read straight into the tensor's buffer.
+    fn direct<T: candle_core::WithDType>(
+        file: &mut std::fs::File,
+        n: usize,
+        shape: &[usize],
+        device: &Device,
+    ) -> std::io::Result<candle_core::Result<Tensor>> {
+        let mut values = vec![T::from_f64(0.0); n];
+        // SAFETY: any bit pattern is a valid f32, f16 or bf16; safetensors stores little-endian
+        // values, as this target holds them.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                values.as_mut_ptr().cast::<u8>(),
+                std::mem::size_of_val(values.as_slice()),
+            )
+        };
+        file.read_exact(bytes)?;
+        Ok(Tensor::from_vec(values, shape, device))
+    }
+    if cfg!(target_endian = "little") {
+        let made = match dtype {
+            DType::F32 => Some(direct::<f32>(file, n, shape, device)),
+            DType::BF16 => Some(direct::<half::bf16>(file, n, shape, device)),
+            DType::F16 => Some(direct::<half::f16>(file, n, shape, device)),
+            _ => None,
+        };
+        if let Some(made) = made {
+            return Ok(made.map_err(io(path))??);
+        }
     }
     let mut bytes = vec![0u8; end - begin];
     file.read_exact(&mut bytes).map_err(io(path))?;

@@ -40,39 +40,19 @@ pub fn key(method: &str, weight_files: &[std::path::PathBuf]) -> String {
     format!("{method}|{}", files.join("|"))
 }
 
-/// A flat u8 tensor made when written.
-fn bytes<'a>(
+/// A flat tensor made when written.
+fn flat<'a, T: candle_core::WithDType>(
     name: String,
-    make: Box<dyn Fn() -> Vec<u8> + 'a>,
+    make: Box<dyn Fn() -> Vec<T> + 'a>,
     len: usize,
 ) -> (String, LazyTensor<'a>) {
     let make = move || Tensor::from_vec(make(), len, &Device::Cpu);
     let shape = vec![len];
-    let dtype = DType::U8;
     (
         name,
         LazyTensor {
             shape,
-            dtype,
-            make: Box::new(make),
-        },
-    )
-}
-
-/// A flat f32 tensor made when written.
-fn floats<'a>(
-    name: String,
-    make: Box<dyn Fn() -> Vec<f32> + 'a>,
-    len: usize,
-) -> (String, LazyTensor<'a>) {
-    let make = move || Tensor::from_vec(make(), len, &Device::Cpu);
-    let shape = vec![len];
-    let dtype = DType::F32;
-    (
-        name,
-        LazyTensor {
-            shape,
-            dtype,
+            dtype: T::DTYPE,
             make: Box::new(make),
         },
     )
@@ -98,30 +78,30 @@ pub fn save(
         ));
         match &**w {
             QuantWeight::Nf4(q) => {
-                tensors.push(bytes(
+                tensors.push(flat(
                     format!("{name}.nf4.packed"),
                     Box::new(|| q.packed.clone()),
                     q.packed.len(),
                 ));
                 match &q.absmax {
-                    Absmax::Plain(a) => tensors.push(floats(
+                    Absmax::Plain(a) => tensors.push(flat(
                         format!("{name}.nf4.absmax"),
                         Box::new(|| a.clone()),
                         a.len(),
                     )),
                     Absmax::Double { q, absmax2, offset } => {
-                        tensors.push(bytes(
+                        tensors.push(flat(
                             format!("{name}.nf4.qabsmax"),
                             Box::new(|| q.clone()),
                             q.len(),
                         ));
-                        tensors.push(floats(
+                        tensors.push(flat(
                             format!("{name}.nf4.absmax2"),
                             Box::new(|| absmax2.clone()),
                             absmax2.len(),
                         ));
                         let offset = *offset;
-                        tensors.push(floats(
+                        tensors.push(flat(
                             format!("{name}.nf4.offset"),
                             Box::new(move || vec![offset]),
                             1,
@@ -130,12 +110,12 @@ pub fn save(
                 }
             }
             QuantWeight::Int8(q) => {
-                tensors.push(bytes(
+                tensors.push(flat(
                     format!("{name}.int8.codes"),
                     Box::new(|| q.codes.iter().map(|&c| c as u8).collect()),
                     q.codes.len(),
                 ));
-                tensors.push(floats(
+                tensors.push(flat(
                     format!("{name}.int8.absmax"),
                     Box::new(|| q.absmax.clone()),
                     q.absmax.len(),

@@ -519,6 +519,18 @@ impl Llama {
     /// through [`Llama::frozen_head`].
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
+        self.head_rows(&x.reshape((b * t, c))?, |x, w| project(x, w, self.bf16))?
+            .reshape((b, t, ())) // (B, T, V)
+    }
+
+    /// Logits (rows, V) of final hidden rows `x` (rows, C): an untied head in `x`'s dtype runs as
+    /// its projection, a head kept in bf16 is widened block by block ([`super::head_loss`]), and
+    /// any other (the tied embeddings) goes through `product(x, w)`.
+    fn head_rows(
+        &self,
+        x: &Tensor,
+        product: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let w = match &self.lm_head {
             Some(head) if head.weight.dtype() == x.dtype() || head.quant.is_some() => {
                 return head.forward(x);
@@ -526,13 +538,11 @@ impl Llama {
             Some(head) => &head.weight,
             None => &self.embed_tokens,
         };
-        let x2 = x.reshape((b * t, c))?;
-        let logits = if w.dtype() == x.dtype() {
-            project(&x2, w, self.bf16)?
+        if w.dtype() == x.dtype() {
+            product(x, w)
         } else {
-            super::head_loss::head_logits(&x2, w)?
-        };
-        logits.reshape((b, t, ())) // (B, T, V)
+            super::head_loss::head_logits(x, w)
+        }
     }
 
     /// The LM head's weight (V, C) where the loss may multiply it itself
@@ -767,20 +777,12 @@ impl Llama {
         }
         cache.len = past + t;
         let last = self.norm.forward(&x.narrow(1, t - 1, 1)?)?.squeeze(1)?; // (B, C)
-        let w = match &self.lm_head {
-            Some(head) if head.weight.dtype() == last.dtype() || head.quant.is_some() => {
-                return head.forward(&last);
+        self.head_rows(&last, |x, w| {
+            match super::few_rows::few_rows_matmul(x, w)? {
+                Some(logits) => Ok(logits),
+                None => x.matmul(&w.t()?), // (B, V)
             }
-            Some(head) => &head.weight,
-            None => &self.embed_tokens,
-        };
-        if w.dtype() != last.dtype() {
-            return super::head_loss::head_logits(&last, w); // a bf16 head
-        }
-        match super::few_rows::few_rows_matmul(&last, w)? {
-            Some(logits) => Ok(logits),
-            None => last.matmul(&w.t()?), // (B, V)
-        }
+        })
     }
 }
 

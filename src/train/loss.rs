@@ -41,12 +41,7 @@ pub fn shifted_cross_entropy(
     labels: &Tensor,
     label_weights: &Tensor,
 ) -> Result<LossSums> {
-    let t = token_terms(logits, labels, label_weights)?;
-    Ok(LossSums {
-        loss_sum: t.weighted.sum_all()?,
-        tokens: t.tokens.iter().sum(),
-        correct: t.correct.iter().sum(),
-    })
+    token_terms(logits, labels, label_weights)?.batch_sums()
 }
 
 /// The same inputs as [`shifted_cross_entropy`], summed per row instead of over the batch, with
@@ -56,12 +51,7 @@ pub fn shifted_row_log_probs(
     labels: &Tensor,
     label_weights: &Tensor,
 ) -> Result<RowSums> {
-    let t = token_terms(logits, labels, label_weights)?;
-    Ok(RowSums {
-        log_probs: t.weighted.sum(1)?.neg()?,
-        tokens: t.tokens,
-        correct: t.correct,
-    })
+    token_terms(logits, labels, label_weights)?.row_sums()
 }
 
 /// [`shifted_cross_entropy`] of the logits `net` makes from its final hidden states `hidden`
@@ -74,12 +64,7 @@ pub fn model_cross_entropy(
     labels: &Tensor,
     label_weights: &Tensor,
 ) -> Result<LossSums> {
-    let t = model_token_terms(net, hidden, labels, label_weights)?;
-    Ok(LossSums {
-        loss_sum: t.weighted.sum_all()?,
-        tokens: t.tokens.iter().sum(),
-        correct: t.correct.iter().sum(),
-    })
+    model_token_terms(net, hidden, labels, label_weights)?.batch_sums()
 }
 
 /// [`shifted_row_log_probs`] from final hidden states, as [`model_cross_entropy`].
@@ -89,12 +74,7 @@ pub fn model_row_log_probs(
     labels: &Tensor,
     label_weights: &Tensor,
 ) -> Result<RowSums> {
-    let t = model_token_terms(net, hidden, labels, label_weights)?;
-    Ok(RowSums {
-        log_probs: t.weighted.sum(1)?.neg()?,
-        tokens: t.tokens,
-        correct: t.correct,
-    })
+    model_token_terms(net, hidden, labels, label_weights)?.row_sums()
 }
 
 fn model_token_terms(
@@ -172,6 +152,26 @@ struct TokenTerms {
     weighted: Tensor,
     tokens: Vec<f64>,
     correct: Vec<f64>,
+}
+
+impl TokenTerms {
+    /// Summed over the batch.
+    fn batch_sums(self) -> Result<LossSums> {
+        Ok(LossSums {
+            loss_sum: self.weighted.sum_all()?,
+            tokens: self.tokens.iter().sum(),
+            correct: self.correct.iter().sum(),
+        })
+    }
+
+    /// Summed per row, with a log-probability's sign.
+    fn row_sums(self) -> Result<RowSums> {
+        Ok(RowSums {
+            log_probs: self.weighted.sum(1)?.neg()?,
+            tokens: self.tokens,
+            correct: self.correct,
+        })
+    }
 }
 
 fn token_terms(logits: &Tensor, labels: &Tensor, label_weights: &Tensor) -> Result<TokenTerms> {

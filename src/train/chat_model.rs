@@ -4,8 +4,6 @@
 //! adapters on the frozen base, resumed from a checkpoint when there is one), and the export
 //! (the full model, or the PEFT adapter plus the merged model).
 
-use std::sync::Arc;
-
 use candle_core::{DType, Tensor, Var};
 
 use super::chat_tokens::{VOCAB_WEIGHTS, grow_vocab, register_chatml};
@@ -16,7 +14,6 @@ use super::trainee::{FullModel, LoraModel, Trainee};
 use crate::chat::loss_mask::Overlength;
 use crate::chat::template::ChatTemplate;
 use crate::model::lora::LoraConfig;
-use crate::model::quantized::{QuantWeight, is_projection_weight};
 use crate::model::{self, ModelConfig, hf, peft};
 use crate::spec::{self, Hyperparameters, LoraSpec, Precision};
 use crate::tokenizer::SpecialIds;
@@ -166,19 +163,8 @@ impl Tuned {
                 } else {
                     &[]
                 };
-                if let Some(kind) = lspec.quantization
-                    && start.quantized.is_empty()
-                {
-                    // A base not read from a folder (a preset): quantised here, then let go.
-                    for (name, w) in &start.weights {
-                        if is_projection_weight(name) {
-                            let q = QuantWeight::quantize_tensor(w, kind, lspec.double_quant)?;
-                            start.quantized.insert(name.clone(), Arc::new(q));
-                        }
-                    }
-                    start.weights.retain(|name, _| !is_projection_weight(name));
-                }
-                // A quantised projection is built over a placeholder of its shape that holds no
+                // QLoRA's projections were quantised as the base was read (chat methods start
+                // from a model folder, never a preset). A quantised projection is built over a placeholder of its shape that holds no
                 // memory (a broadcast scalar), then given its codes; so are embeddings and an LM
                 // head kept in bf16 (the model's builder would widen them), then set as they are.
                 let mut base = start.weights.clone();

@@ -243,9 +243,7 @@ fn base_folder(job: &TrainJob, dtype: DType, device: &Device) -> Result<BaseFold
     }
     let cfg = hf::read_config(dir)?;
     let lora = job.spec.hyperparameters().lora;
-    let quant = lora
-        .and_then(|l| Some((l.quantization?, l.double_quant)))
-        .filter(|_| device.is_cpu());
+    let quant = lora.and_then(|l| Some((l.quantization?, l.double_quant)));
     // A resumed QLoRA job finds its projections' codes beside its work.
     let cache = job.output_dir.join(quantized_cache::FILE);
     let key = match quant {

@@ -11,6 +11,7 @@
 //! projections through [`Llama::projections_mut`]; [`super::peft`] exports and merges them.
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -95,17 +96,52 @@ impl LoraRuntime {
         let draw: u64 = self.rng.lock().expect("lora rng lock").random();
         // Keep when the top 53 bits, as a fraction of 2^53, are at least p.
         let threshold = (p * (1u64 << 53) as f64) as u64;
-        let mut mask = vec![0f32; n];
-        mask.par_chunks_mut(MASK_CHUNK)
+        // Written straight into the allocation: no zero fill first (144 MB a step on the
+        // LoRA benchmark's model).
+        let mut mask: Vec<f32> = Vec::with_capacity(n);
+        mask.spare_capacity_mut()[..n]
+            .par_chunks_mut(MASK_CHUNK)
             .enumerate()
-            .for_each(|(c, m)| {
-                for (j, v) in m.iter_mut().enumerate() {
-                    let i = (c * MASK_CHUNK + j) as u64;
-                    let h = splitmix64(draw.wrapping_add(i.wrapping_mul(GOLDEN_GAMMA)));
-                    *v = if (h >> 11) < threshold { 0.0 } else { keep };
-                }
-            });
+            .for_each(|(c, m)| fill_mask(m, (c * MASK_CHUNK) as u64, draw, threshold, keep));
+        // SAFETY: `fill_mask` wrote every one of the n elements.
+        unsafe { mask.set_len(n) };
         Some(mask)
+    }
+}
+
+/// Element `j` of `m` is mask element `first + j`: 0 when its hash falls under `threshold`, else
+/// `keep`. With AVX-512 (F + DQ, detected at run time) the same loop is compiled with 64-bit
+/// vector multiplies, eight hashes at a time (~4% of a LoRA step with dropout when scalar); the
+/// bits are the same either way.
+fn fill_mask(m: &mut [MaybeUninit<f32>], first: u64, draw: u64, threshold: u64, keep: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+    {
+        // SAFETY: the features it is compiled for were detected just above.
+        return unsafe { fill_mask_avx512(m, first, draw, threshold, keep) };
+    }
+    fill_mask_body(m, first, draw, threshold, keep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn fill_mask_avx512(
+    m: &mut [MaybeUninit<f32>],
+    first: u64,
+    draw: u64,
+    threshold: u64,
+    keep: f32,
+) {
+    fill_mask_body(m, first, draw, threshold, keep)
+}
+
+#[inline(always)]
+fn fill_mask_body(m: &mut [MaybeUninit<f32>], first: u64, draw: u64, threshold: u64, keep: f32) {
+    for (j, v) in m.iter_mut().enumerate() {
+        let i = first.wrapping_add(j as u64);
+        let h = splitmix64(draw.wrapping_add(i.wrapping_mul(GOLDEN_GAMMA)));
+        v.write(if (h >> 11) < threshold { 0.0 } else { keep });
     }
 }
 
@@ -115,6 +151,7 @@ const MASK_CHUNK: usize = 64 * 1024;
 const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// SplitMix64's output function (Steele, Lea and Flood 2014) applied to a state.
+#[inline(always)]
 fn splitmix64(state: u64) -> u64 {
     let mut z = state.wrapping_add(GOLDEN_GAMMA);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -318,6 +355,33 @@ pub(crate) mod tests {
     use crate::model::llama::sequential_positions;
     use crate::train::loss::shifted_cross_entropy;
     use crate::train::optim::{AdamW, AdamWConfig};
+
+    /// The dispatching fill (vectorised where the processor has AVX-512) gives the scalar
+    /// loop's bits, at an odd length and offset.
+    #[test]
+    fn mask_fill_equals_the_scalar_loop() {
+        let (n, first, draw, keep) = (1_003, 70_001u64, 0x1234_5678_9abc_def0u64, 1.25f32);
+        let threshold = (0.2 * (1u64 << 53) as f64) as u64;
+        let (mut fast, mut plain) = (
+            vec![MaybeUninit::new(9f32); n],
+            vec![MaybeUninit::new(9f32); n],
+        );
+        fill_mask(&mut fast, first, draw, threshold, keep);
+        fill_mask_body(&mut plain, first, draw, threshold, keep);
+        // SAFETY: initialised at creation (and every element written since).
+        let (fast, plain): (Vec<f32>, Vec<f32>) = unsafe {
+            (
+                fast.iter().map(|v| v.assume_init()).collect(),
+                plain.iter().map(|v| v.assume_init()).collect(),
+            )
+        };
+        assert_eq!(fast, plain);
+        let dropped = plain.iter().filter(|&&v| v == 0.0).count();
+        assert!(
+            (150..250).contains(&dropped),
+            "{dropped} of {n} dropped at p 0.2"
+        );
+    }
 
     #[test]
     fn dropout_masks_keep_one_minus_p_scaled_and_depend_on_seed_step_and_call() {

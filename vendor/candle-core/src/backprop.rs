@@ -1,7 +1,27 @@
 //! Methods for backpropagation of gradients.
 use crate::op::{BinaryOp, Op, ReduceOp, UnaryOp};
-use crate::{Error, Result, Tensor, TensorId};
+use crate::storage::Storage;
+use crate::{CpuStorage, Error, Result, Tensor, TensorId};
 use std::collections::{hash_map::Entry, HashMap};
+
+/// Whether `t` is contiguous and covers at least half of its (CPU, float) storage, so that
+/// keeping it keeps at most as much again alive: a custom op's packed gradients (`dx` and a small
+/// `dA` behind it, say) are split by `narrow`, and keeping the small part as a view would keep the
+/// large one alive until the end of backward. (Wick's patch; see vendor/README.md.)
+fn covers_most_of_its_storage(t: &Tensor) -> bool {
+    let (storage, layout) = t.storage_and_layout();
+    if !layout.is_contiguous() {
+        return false;
+    }
+    let len = match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => v.len(),
+        Storage::Cpu(CpuStorage::F64(v)) => v.len(),
+        Storage::Cpu(CpuStorage::BF16(v)) => v.len(),
+        Storage::Cpu(CpuStorage::F16(v)) => v.len(),
+        _ => return false,
+    };
+    2 * t.elem_count() >= len
+}
 
 // arg has been reduced to node via reduce_dims, expand it back to arg.
 // This has to handle keepdims.
@@ -722,9 +742,11 @@ impl GradStore {
     }
 
     /// Adds `grad` to the gradient of `tensor`: the first gradient to reach a node is stored as
-    /// it is (made contiguous) instead of being added to a fresh tensor of zeros, which cost a
-    /// full-size zero fill and a full-size add per graph edge. (Wick's patch of candle-core
-    /// 0.11.1; see vendor/README.md.)
+    /// it is instead of being added to a fresh tensor of zeros, which cost a full-size zero fill
+    /// and a full-size add per graph edge. A gradient that is a small view into a larger buffer
+    /// (a `narrow` of a custom op's packed output, say) is copied out instead, so that the store
+    /// does not keep the whole buffer alive. (Wick's patch of candle-core 0.11.1; see
+    /// vendor/README.md.)
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
@@ -732,7 +754,12 @@ impl GradStore {
                 *sum_grad = sum_grad.add(grad)?;
             }
             Entry::Vacant(entry) => {
-                entry.insert(grad.contiguous()?);
+                let grad = if covers_most_of_its_storage(grad) {
+                    grad.clone()
+                } else {
+                    grad.force_contiguous()?
+                };
+                entry.insert(grad);
             }
         }
         Ok(())

@@ -3,11 +3,16 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
 
+/// The largest absolute element of a tensor, as f64.
+pub(crate) fn max_abs(t: &Tensor) -> f64 {
+    t.abs()
+        .and_then(|a| a.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>())
+        .expect("a float tensor")
+}
+
 /// The largest absolute elementwise difference of two tensors of the same shape, as f64.
 pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .and_then(|d| d.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>())
-        .expect("tensors of the same shape")
+    max_abs(&(a - b).expect("tensors of the same shape"))
 }
 
 /// The gradients of `Σ y ⊙ probe`: a random linear functional of an op's output, so comparing two

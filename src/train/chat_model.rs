@@ -164,9 +164,10 @@ impl Tuned {
                     &[]
                 };
                 // QLoRA's projections were quantised as the base was read (chat methods start
-                // from a model folder, never a preset). A quantised projection is built over a placeholder of its shape that holds no
-                // memory (a broadcast scalar), then given its codes; so are embeddings and an LM
-                // head kept in bf16 (the model's builder would widen them), then set as they are.
+                // from a model folder, never a preset). A quantised projection is built over a
+                // placeholder of its shape that holds no memory (a broadcast scalar), then given
+                // its codes; so are embeddings and an LM head kept in bf16 (the model's builder
+                // would widen them), then set as they are.
                 let mut base = start.weights.clone();
                 let placeholder = |shape: &[usize]| -> Result<Tensor, TrainError> {
                     Ok(Tensor::zeros((), DType::F32, &job.device)?.broadcast_as(shape)?)

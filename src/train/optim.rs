@@ -545,13 +545,7 @@ mod tests {
         let (s1, s2) = (fused.state_tensors(), reference.state_tensors());
         for key in ["m.w", "v.w", "m.b", "v.b"] {
             // Relative: the bias's second moment holds squares of sums over 1000 rows.
-            let scale: f64 = s2[key]
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let scale = crate::testing::max_abs(&s2[key]);
             let rel = d(&s1[key], &s2[key]) / scale;
             assert!(rel < 1e-14, "{key} differs by {rel} (relative)");
         }

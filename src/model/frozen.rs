@@ -28,11 +28,16 @@ impl CustomOp2 for FrozenMatmul {
 
     fn bwd(
         &self,
-        _x: &Tensor,
+        x: &Tensor,
         w: &Tensor,
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // Nothing to return where x learns nothing (the first layer's input, from a frozen
+        // embedding).
+        if !x.track_op() {
+            return Ok((None, None));
+        }
         Ok((Some(grad.matmul(w)?), None)) // (rows, n) · (n, k)
     }
 }

@@ -134,20 +134,38 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?; // (rows, in)
-        let y = match &self.quant {
-            Some(q) if x2.device().is_cpu() && x2.dtype() == DType::F32 => {
-                super::quantized_linear::quantized_linear(&x2, q)?
+        // An adapter on a frozen f32 weight: base product and adapter as one op (training's
+        // case); decoding's few rows and the bf16 and quantised products keep their own paths.
+        let fused = match (&self.lora, &self.quant) {
+            (Some(adapter), None)
+                if rows > super::few_rows::FEW_ROWS && !(self.bf16 && bf16_usable(&x2)) =>
+            {
+                adapter.forward_with_base(&x2, &self.weight)?
             }
-            Some(_) => candle_core::bail!("quantised projections run on the CPU in f32"),
-            None => project(&x2, &self.weight, self.bf16)?, // (rows, out)
+            _ => None,
         };
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let y = match &self.lora {
-            Some(adapter) => (y + adapter.forward(&x2)?)?,
-            None => y,
+        let y = match fused {
+            Some(y) => match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            },
+            None => {
+                let y = match &self.quant {
+                    Some(q) if x2.device().is_cpu() && x2.dtype() == DType::F32 => {
+                        super::quantized_linear::quantized_linear(&x2, q)?
+                    }
+                    Some(_) => candle_core::bail!("quantised projections run on the CPU in f32"),
+                    None => project(&x2, &self.weight, self.bf16)?, // (rows, out)
+                };
+                let y = match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                };
+                match &self.lora {
+                    Some(adapter) => (y + adapter.forward(&x2)?)?,
+                    None => y,
+                }
+            }
         };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty shape") = self.out_dim()?;

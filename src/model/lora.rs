@@ -206,6 +206,24 @@ impl LoraAdapter {
         h.matmul(&self.b.as_tensor().t()?)? * self.scaling // (rows, out)
     }
 
+    /// The whole adapted projection `x Wᵀ + scaling · dropout(x) Aᵀ Bᵀ` for the frozen base
+    /// weight `w` (out, in), as one fused CPU op ([`super::lora_delta::lora_linear`]), or `None`
+    /// where that op does not apply (off the CPU, another dtype, a trainable or non-contiguous
+    /// weight): the caller then adds [`Self::forward`] to its own product.
+    pub fn forward_with_base(&self, x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+        let fits = super::ops::fused_available(x)
+            && x.dtype() == self.a.dtype()
+            && w.dtype() == x.dtype()
+            && w.device().is_cpu()
+            && w.is_contiguous()
+            && !w.track_op();
+        if !fits {
+            return Ok(None);
+        }
+        let mask = self.runtime.mask(x.elem_count()).map(Arc::new);
+        super::lora_delta::lora_linear(x, w, &self.a, &self.b, self.scaling, mask).map(Some)
+    }
+
     /// The state shared with the model's other adapters.
     pub(crate) fn runtime(&self) -> &Arc<LoraRuntime> {
         &self.runtime

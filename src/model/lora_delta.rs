@@ -1,25 +1,31 @@
 //! LoRA's contribution to a projection as one CPU op with its backward pass:
 //! `Δy = s · (m ⊙ x) Aᵀ Bᵀ`, with `x` (rows, in), `A` (r, in), `B` (out, r), the scaling `s` and an
-//! optional dropout mask `m` (0 or 1/(1−p) per element of `x`).
+//! optional dropout mask `m` (0 or 1/(1−p) per element of `x`), and, when the frozen base weight
+//! `W` (out, in) is given ([`lora_linear`]), the whole adapted projection `y = x Wᵀ + Δy`.
 //!
 //! As candle ops this was five graph nodes per projection (the dropout multiply, two thin
 //! products, the scale, and the add into the base output), each with its own full-size output and
 //! gradient bookkeeping; LoRA on all seven projections made that thirty-five a layer. Here the
-//! rows are split into parallel tasks that run both products on their own rows ([`super::gemm`]);
-//! forward keeps the small `h = (m ⊙ x) Aᵀ` (rows, r) for backward. Backward, with `g` = dΔy:
+//! rows are split into parallel tasks that run every product on their own rows ([`super::gemm`]),
+//! masking a block of rows at a time in a task-local buffer; forward keeps the small
+//! `h = (m ⊙ x) Aᵀ` (rows, r) for backward. Backward, with `g` = dy:
 //!
-//! - `dh = s · g B` (rows, r), `dx = (dh A) ⊙ m`,
+//! - `dh = s · g B` (rows, r), `dx = g W + (dh A) ⊙ m` (the first term only with the base),
 //! - `dA = dhᵀ (m ⊙ x)` (r, in), `dB = s · gᵀ h` (out, r), each a sum over rows, computed in
 //!   column blocks so that tasks never share an output element.
+//!
+//! With the base inside, the frozen product, the adapter's output buffer and the add that joined
+//! them (and, backward, the adapter's separate `dx` and the add of the two input gradients) are
+//! one op writing one buffer each way. `W` gets no gradient.
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
 use rayon::prelude::*;
 
 use super::gemm::{Dst, View, matmul};
-use super::ops::{Grads3, Real, contiguous, split_grads3};
+use super::ops::{Grads3, Real, contiguous};
 
 /// Rows per forward task and per `dx` task; columns per `dA` / `dB` task.
 const ROWS: usize = 64;
@@ -34,13 +40,39 @@ pub fn lora_delta(
     scaling: f64,
     mask: Option<Arc<Vec<f32>>>,
 ) -> Result<Tensor> {
+    apply(x, None, a, b, scaling, mask)
+}
+
+/// `x Wᵀ + s · (m ⊙ x) Aᵀ Bᵀ`: a LoRA-adapted projection with its frozen base weight `w`
+/// (out, in), which gets no gradient. CPU, f32 or f64, `w` contiguous and of `x`'s dtype.
+pub fn lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scaling: f64,
+    mask: Option<Arc<Vec<f32>>>,
+) -> Result<Tensor> {
+    apply(x, Some(w), a, b, scaling, mask)
+}
+
+fn apply(
+    x: &Tensor,
+    w: Option<&Tensor>,
+    a: &Tensor,
+    b: &Tensor,
+    scaling: f64,
+    mask: Option<Arc<Vec<f32>>>,
+) -> Result<Tensor> {
     let (rows, d_in) = x.dims2()?;
     let (r, a_in) = a.dims2()?;
-    let (_, b_r) = b.dims2()?;
-    if a_in != d_in || b_r != r {
+    let (b_out, b_r) = b.dims2()?;
+    let w_fits = w.is_none_or(|w| w.dims2().ok() == Some((b_out, d_in)));
+    if a_in != d_in || b_r != r || !w_fits {
         candle_core::bail!(
-            "lora_delta: x {:?}, A {:?}, B {:?} do not chain",
+            "lora_delta: x {:?}, W {:?}, A {:?}, B {:?} do not chain",
             x.dims(),
+            w.map(|w| w.dims().to_vec()),
             a.dims(),
             b.dims()
         );
@@ -51,12 +83,18 @@ pub fn lora_delta(
             x.dims()
         );
     }
+    if let Some(w) = w
+        && (w.dtype() != x.dtype() || !w.device().is_cpu())
+    {
+        candle_core::bail!("lora_linear: the base weight must be a CPU tensor of x's dtype");
+    }
     x.contiguous()?.apply_op3(
         &a.contiguous()?,
         &b.contiguous()?,
         LoraDelta {
             scaling,
             mask,
+            base: w.map(Tensor::contiguous).transpose()?,
             h: Mutex::new(None),
         },
     )
@@ -65,20 +103,29 @@ pub fn lora_delta(
 struct LoraDelta {
     scaling: f64,
     mask: Option<Arc<Vec<f32>>>,
+    /// The frozen base weight `W` (out, in), contiguous, when the op is the whole projection.
+    base: Option<Tensor>,
     /// `h = (m ⊙ x) Aᵀ`, (rows, r), saved by forward for backward (f64 for either dtype).
     h: Mutex<Option<Arc<Vec<f64>>>>,
 }
 
-/// `m ⊙ x`, or `x` itself without a mask (no copy).
-fn masked<'a, R: Real>(x: &'a [R], mask: Option<&[f32]>) -> Cow<'a, [R]> {
+/// Rows `r0..r0 + m` of `x` (width `d_in`) masked by `mask` into `buf`, or those rows of `x`
+/// themselves without a mask (no copy).
+fn masked_rows<'a, R: Real>(
+    x: &'a [R],
+    mask: Option<&[f32]>,
+    (r0, m, d_in): (usize, usize, usize),
+    buf: &'a mut Vec<R>,
+) -> &'a [R] {
+    let xs = &x[r0 * d_in..(r0 + m) * d_in];
     match mask {
-        None => Cow::Borrowed(x),
-        Some(m) => Cow::Owned(
-            x.par_iter()
-                .zip(m.par_iter())
-                .map(|(&x, &m)| x * R::of(m as f64))
-                .collect(),
-        ),
+        None => xs,
+        Some(mk) => {
+            buf.clear();
+            let ms = &mk[r0 * d_in..(r0 + m) * d_in];
+            buf.extend(xs.iter().zip(ms).map(|(&x, &m)| x * R::of(m as f64)));
+            buf
+        }
     }
 }
 
@@ -97,30 +144,50 @@ struct Dims {
 }
 
 impl Dims {
-    /// From the layouts of x (rows, in), A (r, in) and B (out, r).
-    fn of(x: &Layout, a: &Layout, b: &Layout) -> Result<Self> {
-        let (rows, d_in) = x.shape().dims2()?;
-        let (r, _) = a.shape().dims2()?;
-        let (out, _) = b.shape().dims2()?;
+    /// From the shapes of x (rows, in), A (r, in) and B (out, r).
+    fn of(x: &Shape, a: &Shape, b: &Shape) -> Result<Self> {
+        let (rows, d_in) = x.dims2()?;
+        let (r, _) = a.dims2()?;
+        let (out, _) = b.dims2()?;
         Ok(Dims { rows, d_in, r, out })
     }
 }
 
+/// `f` on the CPU storage and layout of `t`, read under its storage lock.
+fn with_cpu_slice<T>(t: &Tensor, f: impl FnOnce(&CpuStorage, &Layout) -> Result<T>) -> Result<T> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(s) => f(s, l),
+        _ => candle_core::bail!("lora_delta runs on the CPU"),
+    }
+}
+
 impl LoraDelta {
-    fn forward<R: Real>(&self, x: &[R], a: &[R], b: &[R], d: &Dims) -> (Vec<R>, Vec<R>) {
+    /// `y` (rows, out) and `h` (rows, r); `y` starts from `base`, the frozen product `x Wᵀ`,
+    /// when given.
+    fn forward<R: Real>(
+        &self,
+        x: &[R],
+        base: Option<Vec<R>>,
+        a: &[R],
+        b: &[R],
+        d: &Dims,
+    ) -> (Vec<R>, Vec<R>) {
         let Dims { rows, d_in, r, out } = *d;
-        let xd = masked(x, self.mask.as_deref().map(|m| m.as_slice()));
+        let mask = self.mask.as_deref().map(|m| m.as_slice());
+        let accumulate = base.is_some();
         let mut h = vec![R::ZERO; rows * r];
-        let mut y = vec![R::ZERO; rows * out];
+        let mut y = base.unwrap_or_else(|| vec![R::ZERO; rows * out]);
         let (hdst, ydst) = (Dst::rows(&mut h, 0, r), Dst::rows(&mut y, 0, out));
         let s = R::of(self.scaling);
-        row_blocks(rows).for_each(|r0| {
+        row_blocks(rows).for_each_init(Vec::new, |buf, r0| {
             let m = ROWS.min(rows - r0);
+            let xd = masked_rows(x, mask, (r0, m, d_in), buf);
             // SAFETY: rows r0..r0+m of h and y belong to this task alone.
             unsafe {
                 matmul(
                     hdst.at(r0 * r),
-                    View::rows(&xd, r0 * d_in, d_in),
+                    View::rows(xd, 0, d_in),
                     View::rows_t(a, 0, d_in),
                     (m, r, d_in),
                     R::ONE,
@@ -133,26 +200,42 @@ impl LoraDelta {
                     View::rows_t(b, 0, r),
                     (m, out, r),
                     s,
-                    false,
+                    accumulate,
                 );
             }
         });
         (y, h)
     }
 
-    /// `dx` (rows·in), then `dA` (r·in), then `dB` (out·r), in one buffer.
-    fn backward<R: Real>(&self, x: &[R], a: &[R], b: &[R], g: &[R], h: &[f64], d: &Dims) -> Vec<R> {
+    /// `dx` (rows·in, when `want_dx`), `dA` (r·in) and `dB` (out·r); `dx` starts from `base`,
+    /// the frozen product's input gradient `g W`, when given.
+    #[allow(clippy::too_many_arguments)]
+    fn backward<R: Real>(
+        &self,
+        x: &[R],
+        want_dx: bool,
+        base: Option<Vec<R>>,
+        a: &[R],
+        b: &[R],
+        g: &[R],
+        h: &[f64],
+        d: &Dims,
+    ) -> (Option<Vec<R>>, Vec<R>, Vec<R>) {
         let Dims { rows, d_in, r, out } = *d;
         let s = R::of(self.scaling);
         let mask = self.mask.as_deref().map(|m| m.as_slice());
         let h: Vec<R> = h.iter().map(|&v| R::of(v)).collect();
-        let (nx, na) = (rows * d_in, r * d_in);
-        let mut buf = vec![R::ZERO; nx + na + out * r];
-        let dst = Dst::rows(&mut buf, 0, 1);
-        // dh = s · g B, then dx = (dh A) ⊙ m, per block of rows.
+        let accumulate = base.is_some();
+        let mut dx = match (want_dx, base) {
+            (false, _) => Vec::new(),
+            (true, Some(base)) => base,
+            (true, None) => vec![R::ZERO; rows * d_in],
+        };
+        let dxdst = Dst::rows(&mut dx, 0, d_in);
+        // dh = s · g B, then dx (+)= (dh A) ⊙ m, per block of rows.
         let mut dh = vec![R::ZERO; rows * r];
         let dhdst = Dst::rows(&mut dh, 0, r);
-        row_blocks(rows).for_each(|r0| {
+        row_blocks(rows).for_each_init(Vec::new, |tmp, r0| {
             let m = ROWS.min(rows - r0);
             // SAFETY: rows r0..r0+m of dh and dx belong to this task alone.
             unsafe {
@@ -164,65 +247,162 @@ impl LoraDelta {
                     s,
                     false,
                 );
+                if !want_dx {
+                    return;
+                }
                 let dhs = std::slice::from_raw_parts(dhdst.elem(r0 * r), m * r);
-                let dx = Dst::rows(
-                    std::slice::from_raw_parts_mut(dst.elem(r0 * d_in), m * d_in),
-                    0,
-                    d_in,
-                );
-                matmul(
-                    dx,
-                    View::rows(dhs, 0, r),
-                    View::rows(a, 0, d_in),
-                    (m, d_in, r),
-                    R::ONE,
-                    false,
-                );
-                if let Some(mk) = mask {
-                    let dxs = std::slice::from_raw_parts_mut(dst.elem(r0 * d_in), m * d_in);
-                    for (v, &mv) in dxs.iter_mut().zip(&mk[r0 * d_in..(r0 + m) * d_in]) {
-                        *v = *v * R::of(mv as f64);
+                match mask {
+                    // Without a mask the adapter's part goes straight into dx.
+                    None => matmul(
+                        dxdst.at(r0 * d_in),
+                        View::rows(dhs, 0, r),
+                        View::rows(a, 0, d_in),
+                        (m, d_in, r),
+                        R::ONE,
+                        accumulate,
+                    ),
+                    Some(mk) => {
+                        tmp.clear();
+                        tmp.resize(m * d_in, R::ZERO);
+                        matmul(
+                            Dst::rows(tmp, 0, d_in),
+                            View::rows(dhs, 0, r),
+                            View::rows(a, 0, d_in),
+                            (m, d_in, r),
+                            R::ONE,
+                            false,
+                        );
+                        let dxs = std::slice::from_raw_parts_mut(dxdst.elem(r0 * d_in), m * d_in);
+                        let ms = &mk[r0 * d_in..(r0 + m) * d_in];
+                        if accumulate {
+                            for ((v, &t), &mv) in dxs.iter_mut().zip(tmp.iter()).zip(ms) {
+                                *v = v.add(t * R::of(mv as f64));
+                            }
+                        } else {
+                            for ((v, &t), &mv) in dxs.iter_mut().zip(tmp.iter()).zip(ms) {
+                                *v = t * R::of(mv as f64);
+                            }
+                        }
                     }
                 }
             }
         });
-        let xd = masked(x, mask);
-        // dA[:, c0..c1] = dhᵀ · xd[:, c0..c1]; dB[o0..o1, :] = s · g[:, o0..o1]ᵀ · h.
+        // dA[:, c0..c1] = dhᵀ · (m ⊙ x)[:, c0..c1], the masked columns gathered per task;
+        // dB[o0..o1, :] = s · g[:, o0..o1]ᵀ · h.
+        let mut da = vec![R::ZERO; r * d_in];
+        let mut db = vec![R::ZERO; out * r];
+        let (dadst, dbdst) = (Dst::rows(&mut da, 0, d_in), Dst::rows(&mut db, 0, r));
         let da_tasks = d_in.div_ceil(COLS);
         let db_tasks = out.div_ceil(COLS);
         (0..da_tasks + db_tasks)
             .into_par_iter()
-            .for_each(|task| unsafe {
+            .for_each_init(Vec::new, |cols, task| unsafe {
                 // SAFETY: each task writes its own column block of dA or row block of dB.
                 if task < da_tasks {
                     let c0 = task * COLS;
-                    let w = COLS.min(d_in - c0);
+                    let wd = COLS.min(d_in - c0);
+                    let xd = match mask {
+                        None => View::rows(x, c0, d_in),
+                        Some(mk) => {
+                            cols.clear();
+                            for row in 0..rows {
+                                let i = row * d_in + c0;
+                                cols.extend(
+                                    x[i..i + wd]
+                                        .iter()
+                                        .zip(&mk[i..i + wd])
+                                        .map(|(&x, &m)| x * R::of(m as f64)),
+                                );
+                            }
+                            View::rows(cols, 0, wd)
+                        }
+                    };
                     matmul(
-                        Dst::rows(std::slice::from_raw_parts_mut(dst.elem(nx), na), c0, d_in),
+                        dadst.at(c0),
                         View::rows_t(&dh, 0, r),
-                        View::rows(&xd, c0, d_in),
-                        (r, w, rows),
+                        xd,
+                        (r, wd, rows),
                         R::ONE,
                         false,
                     );
                 } else {
                     let o0 = (task - da_tasks) * COLS;
-                    let w = COLS.min(out - o0);
+                    let wd = COLS.min(out - o0);
                     matmul(
-                        Dst::rows(
-                            std::slice::from_raw_parts_mut(dst.elem(nx + na), out * r),
-                            o0 * r,
-                            r,
-                        ),
+                        dbdst.at(o0 * r),
                         View::rows_t(g, o0, out),
                         View::rows(&h, 0, r),
-                        (w, r, rows),
+                        (wd, r, rows),
                         s,
                         false,
                     );
                 }
             });
-        buf
+        (want_dx.then_some(dx), da, db)
+    }
+}
+
+/// `body` with the slices of x, A and B, the frozen product's buffer where given (an owned
+/// `Option<CpuStorage>`) and g's slice where given (with its layout), all of one float type.
+macro_rules! dispatch {
+    ($s1:expr, $l1:expr, $base:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $g:expr,
+     |$xi:ident, $wi:ident, $ai:ident, $bi:ident, $gi:ident| $body:block) => {
+        match ($s1, $s2, $s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let w = match $base {
+                    None => None,
+                    Some(CpuStorage::F32(w)) => Some(w),
+                    Some(_) => candle_core::bail!("lora_linear: x Wᵀ's dtype differs from x's"),
+                };
+                let g = match $g {
+                    None => None,
+                    Some((CpuStorage::F32(g), gl)) => Some(contiguous(g, gl)?),
+                    Some(_) => candle_core::bail!("lora_delta: dy's dtype differs from x's"),
+                };
+                let ($xi, $wi, $ai, $bi, $gi) = (
+                    contiguous(x, $l1)?,
+                    w,
+                    contiguous(a, $l2)?,
+                    contiguous(b, $l3)?,
+                    g,
+                );
+                $body
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let w = match $base {
+                    None => None,
+                    Some(CpuStorage::F64(w)) => Some(w),
+                    Some(_) => candle_core::bail!("lora_linear: x Wᵀ's dtype differs from x's"),
+                };
+                let g = match $g {
+                    None => None,
+                    Some((CpuStorage::F64(g), gl)) => Some(contiguous(g, gl)?),
+                    Some(_) => candle_core::bail!("lora_delta: dy's dtype differs from x's"),
+                };
+                let ($xi, $wi, $ai, $bi, $gi) = (
+                    contiguous(x, $l1)?,
+                    w,
+                    contiguous(a, $l2)?,
+                    contiguous(b, $l3)?,
+                    g,
+                );
+                $body
+            }
+            _ => candle_core::bail!("lora_delta supports f32 and f64 on CPU, all alike"),
+        }
+    };
+}
+
+/// The CPU storage and layout of the base weight, when there is one, read under its lock.
+fn cpu_base<'a>(
+    base: &'a Option<(candle_core::StorageRef<'a>, &'a Layout)>,
+) -> Result<Option<(&'a CpuStorage, &'a Layout)>> {
+    match base {
+        None => Ok(None),
+        Some((s, l)) => match &**s {
+            Storage::Cpu(s) => Ok(Some((s, *l))),
+            _ => candle_core::bail!("lora_linear: the base weight is not on the CPU"),
+        },
     }
 }
 
@@ -240,31 +420,34 @@ impl CustomOp3 for LoraDelta {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1, l2, l3)?;
-        let Dims { rows, out, .. } = d;
-        let (y, h) = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let (y, h) = self.forward(
-                    contiguous(x, l1)?,
-                    contiguous(a, l2)?,
-                    contiguous(b, l3)?,
-                    &d,
-                );
-                (CpuStorage::F32(y), h.iter().map(|&v| v as f64).collect())
+        let d = Dims::of(l1.shape(), l2.shape(), l3.shape())?;
+        // The frozen product x Wᵀ through candle's own (multi-threaded) matmul.
+        let base = self.base.as_ref().map(Tensor::storage_and_layout);
+        let product = match cpu_base(&base)? {
+            None => None,
+            Some((ws, wl)) => {
+                Some(s1.matmul(ws, (1, d.rows, d.out, d.d_in), l1, &wl.transpose(0, 1)?)?)
             }
-            (CpuStorage::F64(x), CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let (y, h) = self.forward(
-                    contiguous(x, l1)?,
-                    contiguous(a, l2)?,
-                    contiguous(b, l3)?,
-                    &d,
-                );
-                (CpuStorage::F64(y), h)
-            }
-            _ => candle_core::bail!("lora_delta supports f32 and f64 on CPU, all three alike"),
         };
+        drop(base);
+        let no_g: Option<(&CpuStorage, &Layout)> = None;
+        let (y, h) = dispatch!(
+            s1,
+            l1,
+            product,
+            s2,
+            l2,
+            s3,
+            l3,
+            no_g,
+            |x, product, a, b, _g| {
+                let (y, h) = self.forward(x, product, a, b, &d);
+                let h: Vec<f64> = h.iter().map(|&v| Real::to_f64(v)).collect();
+                Ok::<_, candle_core::Error>((WithDType::to_cpu_storage_owned(y), h))
+            }
+        )?;
         *self.h.lock().expect("lora h lock") = Some(Arc::new(h));
-        Ok((y, Shape::from((rows, out))))
+        Ok((y, Shape::from((d.rows, d.out))))
     }
 
     fn bwd(
@@ -278,74 +461,41 @@ impl CustomOp3 for LoraDelta {
         let Some(h) = self.h.lock().expect("lora h lock").clone() else {
             candle_core::bail!("lora_delta backward before forward");
         };
-        let grads = x.apply_op3_no_bwd(
-            a,
-            b,
-            &LoraDeltaGrad {
-                op: LoraDelta {
-                    scaling: self.scaling,
-                    mask: self.mask.clone(),
-                    h: Mutex::new(None),
-                },
-                g: grad_res.contiguous()?,
-                h,
-            },
-        )?;
-        split_grads3(&grads, [x, a, b])
-    }
-}
-
-/// The backward pass as an op of its own: (x, A, B) in, their gradients out, flat.
-struct LoraDeltaGrad {
-    op: LoraDelta,
-    g: Tensor,
-    h: Arc<Vec<f64>>,
-}
-
-impl CustomOp3 for LoraDeltaGrad {
-    fn name(&self) -> &'static str {
-        "lora-delta-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(l1, l2, l3)?;
-        let Dims { rows, d_in, r, out } = d;
-        let (gs, gl) = self.g.storage_and_layout();
-        let candle_core::Storage::Cpu(gs) = &*gs else {
-            candle_core::bail!("lora_delta backward runs on the CPU");
-        };
-        let out_buf = match (s1, s2, s3, gs) {
-            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(g)) => {
-                CpuStorage::F32(self.op.backward(
-                    contiguous(x, l1)?,
-                    contiguous(a, l2)?,
-                    contiguous(b, l3)?,
-                    contiguous(g, gl)?,
-                    &self.h,
-                    &d,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(g)) => {
-                CpuStorage::F64(self.op.backward(
-                    contiguous(x, l1)?,
-                    contiguous(a, l2)?,
-                    contiguous(b, l3)?,
-                    contiguous(g, gl)?,
-                    &self.h,
-                    &d,
-                ))
-            }
-            _ => candle_core::bail!("lora_delta backward supports f32 and f64 on CPU"),
-        };
-        Ok((out_buf, Shape::from(rows * d_in + r * d_in + out * r)))
+        let d = Dims::of(x.shape(), a.shape(), b.shape())?;
+        // x's gradient only where something upstream learns from it (not under the first
+        // layer, whose input comes from a frozen embedding).
+        let want_dx = x.track_op();
+        let g = grad_res.contiguous()?;
+        let (dev, x_shape, a_shape, b_shape) = (x.device(), x.shape(), a.shape(), b.shape());
+        let (dx, da, db) = with_cpu_slice(x, |s1, l1| {
+            with_cpu_slice(a, |s2, l2| {
+                with_cpu_slice(b, |s3, l3| {
+                    with_cpu_slice(&g, |gs, gl| {
+                        // The frozen product's dx = g W, through candle's matmul.
+                        let base = self.base.as_ref().map(Tensor::storage_and_layout);
+                        let product = match cpu_base(&base)? {
+                            Some((ws, wl)) if want_dx => {
+                                Some(gs.matmul(ws, (1, d.rows, d.d_in, d.out), gl, wl)?)
+                            }
+                            _ => None,
+                        };
+                        drop(base);
+                        let g = Some((gs, gl));
+                        dispatch!(s1, l1, product, s2, l2, s3, l3, g, |x, product, a, b, g| {
+                            let g = g.expect("dy given");
+                            let (dx, da, db) = self.backward(x, want_dx, product, a, b, g, &h, &d);
+                            Ok::<_, candle_core::Error>((
+                                dx.map(|dx| Tensor::from_vec(dx, x_shape, dev))
+                                    .transpose()?,
+                                Tensor::from_vec(da, a_shape, dev)?,
+                                Tensor::from_vec(db, b_shape, dev)?,
+                            ))
+                        })
+                    })
+                })
+            })
+        })?;
+        Ok((dx, Some(da), Some(db)))
     }
 }
 
@@ -407,6 +557,93 @@ mod tests {
         check(false);
     }
 
+    /// The whole projection against the frozen product plus the composite adapter, forward and
+    /// the gradients of x, A and B; the base weight gets none.
+    fn check_with_base(mask: bool) {
+        let dev = Device::Cpu;
+        let (rows, d_in, r, out) = (150, 70, 5, 90);
+        let var = |shape: (usize, usize)| {
+            Var::from_tensor(&Tensor::randn(0f64, 1.0, shape, &dev).unwrap()).unwrap()
+        };
+        let (x, a, b) = (var((rows, d_in)), var((r, d_in)), var((out, r)));
+        let w = Tensor::randn(0f64, 1.0, (out, d_in), &dev).unwrap();
+        let m: Option<Arc<Vec<f32>>> = mask.then(|| {
+            Arc::new(
+                (0..rows * d_in)
+                    .map(|i| if i % 5 == 1 { 0.0 } else { 1.25 })
+                    .collect(),
+            )
+        });
+        let fused = lora_linear(&x, &w, &a, &b, 0.75, m.clone()).unwrap();
+        let xd = match &m {
+            Some(m) => {
+                let mt = Tensor::from_vec(m.to_vec(), (rows, d_in), &dev)
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F64)
+                    .unwrap();
+                (x.as_tensor() * mt).unwrap()
+            }
+            None => x.as_tensor().clone(),
+        };
+        let delta = (xd
+            .matmul(&a.t().unwrap())
+            .unwrap()
+            .matmul(&b.t().unwrap())
+            .unwrap()
+            * 0.75)
+            .unwrap();
+        let reference = (x.matmul(&w.t().unwrap()).unwrap() + delta).unwrap();
+        let d = max_abs_diff(&fused, &reference);
+        assert!(d < 1e-12, "forward differs by {d}");
+        let probe = Tensor::randn(0f64, 1.0, (rows, out), &dev).unwrap();
+        let (g1, g2) = (probe_grads(&fused, &probe), probe_grads(&reference, &probe));
+        let of = [
+            ("x", x.as_tensor()),
+            ("A", a.as_tensor()),
+            ("B", b.as_tensor()),
+        ];
+        crate::testing::assert_same_grads(&g1, &g2, &of, 1e-11);
+        assert!(g1.get(&w).is_none(), "the frozen base gets no gradient");
+    }
+
+    #[test]
+    fn with_the_base_matches_frozen_product_plus_adapter() {
+        check_with_base(true);
+        check_with_base(false);
+    }
+
+    /// f32, as training runs it: the same as the separate ops to f32 rounding.
+    #[test]
+    fn with_the_base_in_f32_matches_the_separate_ops() {
+        let dev = Device::Cpu;
+        let (rows, d_in, r, out) = (130, 96, 8, 200);
+        let var = |shape: (usize, usize)| {
+            Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &dev).unwrap()).unwrap()
+        };
+        let (x, a, b) = (var((rows, d_in)), var((r, d_in)), var((out, r)));
+        let w = Tensor::randn(0f32, 1.0, (out, d_in), &dev).unwrap();
+        let m = Arc::new(
+            (0..rows * d_in)
+                .map(|i| if i % 3 == 0 { 0.0 } else { 1.5 })
+                .collect::<Vec<f32>>(),
+        );
+        let fused = lora_linear(&x, &w, &a, &b, 2.0, Some(m.clone())).unwrap();
+        let separate = (super::super::frozen::frozen_matmul(&x, &w).unwrap()
+            + lora_delta(&x, &a, &b, 2.0, Some(m)).unwrap())
+        .unwrap();
+        let scale = crate::testing::max_abs(&separate);
+        let d = max_abs_diff(&fused, &separate);
+        assert!(d < 1e-5 * scale, "forward differs by {d} (scale {scale})");
+        let probe = Tensor::randn(0f32, 1.0, (rows, out), &dev).unwrap();
+        let (g1, g2) = (probe_grads(&fused, &probe), probe_grads(&separate, &probe));
+        for (name, t) in [("x", &x), ("A", &a), ("B", &b)] {
+            let (p, q) = (g1.get(t).unwrap(), g2.get(t).unwrap());
+            let d = max_abs_diff(p, q);
+            let scale = crate::testing::max_abs(q);
+            assert!(d < 1e-5 * scale, "d{name} differs by {d} (scale {scale})");
+        }
+    }
+
     #[test]
     fn shapes_that_do_not_chain_are_errors() {
         let dev = Device::Cpu;
@@ -416,5 +653,16 @@ mod tests {
         assert!(lora_delta(&x, &a, &b, 1.0, None).is_err());
         let a = Tensor::zeros((2, 6), candle_core::DType::F32, &dev).unwrap();
         assert!(lora_delta(&x, &a, &b, 1.0, Some(Arc::new(vec![1.0; 5]))).is_err());
+        let b = Tensor::zeros((3, 2), candle_core::DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((4, 6), candle_core::DType::F32, &dev).unwrap();
+        assert!(
+            lora_linear(&x, &w, &a, &b, 1.0, None).is_err(),
+            "W (4, 6) with B (3, 2)"
+        );
+        let w = Tensor::zeros((3, 6), candle_core::DType::F64, &dev).unwrap();
+        assert!(
+            lora_linear(&x, &w, &a, &b, 1.0, None).is_err(),
+            "W of another dtype"
+        );
     }
 }

@@ -134,14 +134,14 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?; // (rows, in)
-        // An adapter on a frozen f32 weight: base product and adapter as one op (training's
-        // case); decoding's few rows and the bf16 and quantised products keep their own paths.
+        // An adapter on a frozen f32 or quantised weight: base product and adapter as one op
+        // (training's case); decoding's few rows and the bf16 products keep their own paths.
+        let many_rows = rows > super::few_rows::FEW_ROWS;
         let fused = match (&self.lora, &self.quant) {
-            (Some(adapter), None)
-                if rows > super::few_rows::FEW_ROWS && !(self.bf16 && bf16_usable(&x2)) =>
-            {
+            (Some(adapter), None) if many_rows && !(self.bf16 && bf16_usable(&x2)) => {
                 adapter.forward_with_base(&x2, &self.weight)?
             }
+            (Some(adapter), Some(q)) if many_rows => adapter.forward_with_quantized(&x2, q)?,
             _ => None,
         };
         let y = match fused {

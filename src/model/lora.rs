@@ -224,6 +224,24 @@ impl LoraAdapter {
         super::lora_delta::lora_linear(x, w, &self.a, &self.b, self.scaling, mask).map(Some)
     }
 
+    /// [`Self::forward_with_base`] for a quantised base weight (QLoRA's), as one fused CPU op
+    /// ([`super::lora_delta::lora_quantized_linear`]); `None` off the CPU or outside f32.
+    pub fn forward_with_quantized(
+        &self,
+        x: &Tensor,
+        w: &Arc<super::quantized::QuantWeight>,
+    ) -> Result<Option<Tensor>> {
+        let fits = super::ops::fused_available(x)
+            && x.dtype() == DType::F32
+            && self.a.dtype() == DType::F32;
+        if !fits {
+            return Ok(None);
+        }
+        let mask = self.runtime.mask(x.elem_count()).map(Arc::new);
+        let (a, b) = (&self.a, &self.b);
+        super::lora_delta::lora_quantized_linear(x, w, a, b, self.scaling, mask).map(Some)
+    }
+
     /// The state shared with the model's other adapters.
     pub(crate) fn runtime(&self) -> &Arc<LoraRuntime> {
         &self.runtime

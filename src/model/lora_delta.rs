@@ -21,11 +21,14 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType,
+};
 use rayon::prelude::*;
 
 use super::gemm::{Dst, View, matmul};
 use super::ops::{Grads3, Real, contiguous};
+use super::quantized::QuantWeight;
 
 /// Rows per forward task and per `dx` task; columns per `dA` / `dB` task.
 const ROWS: usize = 64;
@@ -44,7 +47,7 @@ pub fn lora_delta(
 }
 
 /// `x Wᵀ + s · (m ⊙ x) Aᵀ Bᵀ`: a LoRA-adapted projection with its frozen base weight `w`
-/// (out, in), which gets no gradient. CPU, f32 or f64, `w` contiguous and of `x`'s dtype.
+/// (out, in), which gets no gradient. CPU, f32 or f64, `w` of `x`'s dtype.
 pub fn lora_linear(
     x: &Tensor,
     w: &Tensor,
@@ -53,12 +56,80 @@ pub fn lora_linear(
     scaling: f64,
     mask: Option<Arc<Vec<f32>>>,
 ) -> Result<Tensor> {
-    apply(x, Some(w), a, b, scaling, mask)
+    if w.dtype() != x.dtype() || !w.device().is_cpu() {
+        candle_core::bail!("lora_linear: the base weight must be a CPU tensor of x's dtype");
+    }
+    let base = Base::Dense(w.contiguous()?);
+    apply(x, Some(base), a, b, scaling, mask)
+}
+
+/// [`lora_linear`] with a quantised base weight (QLoRA's, [`super::quantized`]), multiplied by
+/// the same kernel as [`super::quantized_linear`]. CPU, f32.
+pub fn lora_quantized_linear(
+    x: &Tensor,
+    w: &Arc<QuantWeight>,
+    a: &Tensor,
+    b: &Tensor,
+    scaling: f64,
+    mask: Option<Arc<Vec<f32>>>,
+) -> Result<Tensor> {
+    if x.dtype() != DType::F32 {
+        candle_core::bail!("lora_quantized_linear: f32 inputs only");
+    }
+    apply(x, Some(Base::Quant(w.clone())), a, b, scaling, mask)
+}
+
+/// The frozen base weight of an adapted projection, (out, in).
+enum Base {
+    /// A plain weight of x's dtype, contiguous.
+    Dense(Tensor),
+    /// A quantised weight (f32 products).
+    Quant(Arc<QuantWeight>),
+}
+
+impl Base {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            Base::Dense(w) => w.dims2().unwrap_or((0, 0)),
+            Base::Quant(q) => q.shape(),
+        }
+    }
+
+    /// `x Wᵀ` (rows, out), or with `transposed`, `g W` (rows, in) for `g` (rows, out).
+    fn product(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        (rows, d_in, out): (usize, usize, usize),
+        transposed: bool,
+    ) -> Result<CpuStorage> {
+        match self {
+            Base::Dense(w) => {
+                let (ws, wl) = w.storage_and_layout();
+                let Storage::Cpu(ws) = &*ws else {
+                    candle_core::bail!("lora_linear: the base weight is not on the CPU");
+                };
+                // candle's own (multi-threaded) matmul.
+                if transposed {
+                    s.matmul(ws, (1, rows, d_in, out), l, wl)
+                } else {
+                    s.matmul(ws, (1, rows, out, d_in), l, &wl.transpose(0, 1)?)
+                }
+            }
+            Base::Quant(q) => {
+                let CpuStorage::F32(v) = s else {
+                    candle_core::bail!("lora_quantized_linear: f32 inputs only");
+                };
+                let p = super::quantized_linear::product(q, contiguous(v, l)?, rows, transposed);
+                Ok(CpuStorage::F32(p))
+            }
+        }
+    }
 }
 
 fn apply(
     x: &Tensor,
-    w: Option<&Tensor>,
+    base: Option<Base>,
     a: &Tensor,
     b: &Tensor,
     scaling: f64,
@@ -67,12 +138,12 @@ fn apply(
     let (rows, d_in) = x.dims2()?;
     let (r, a_in) = a.dims2()?;
     let (b_out, b_r) = b.dims2()?;
-    let w_fits = w.is_none_or(|w| w.dims2().ok() == Some((b_out, d_in)));
-    if a_in != d_in || b_r != r || !w_fits {
+    let w_dims = base.as_ref().map(Base::dims);
+    if a_in != d_in || b_r != r || w_dims.is_some_and(|w| w != (b_out, d_in)) {
         candle_core::bail!(
             "lora_delta: x {:?}, W {:?}, A {:?}, B {:?} do not chain",
             x.dims(),
-            w.map(|w| w.dims().to_vec()),
+            w_dims,
             a.dims(),
             b.dims()
         );
@@ -83,18 +154,13 @@ fn apply(
             x.dims()
         );
     }
-    if let Some(w) = w
-        && (w.dtype() != x.dtype() || !w.device().is_cpu())
-    {
-        candle_core::bail!("lora_linear: the base weight must be a CPU tensor of x's dtype");
-    }
     x.contiguous()?.apply_op3(
         &a.contiguous()?,
         &b.contiguous()?,
         LoraDelta {
             scaling,
             mask,
-            base: w.map(Tensor::contiguous).transpose()?,
+            base,
             h: Mutex::new(None),
         },
     )
@@ -103,8 +169,8 @@ fn apply(
 struct LoraDelta {
     scaling: f64,
     mask: Option<Arc<Vec<f32>>>,
-    /// The frozen base weight `W` (out, in), contiguous, when the op is the whole projection.
-    base: Option<Tensor>,
+    /// The frozen base weight `W` (out, in), when the op is the whole projection.
+    base: Option<Base>,
     /// `h = (m ⊙ x) Aᵀ`, (rows, r), saved by forward for backward (f64 for either dtype).
     h: Mutex<Option<Arc<Vec<f64>>>>,
 }
@@ -393,19 +459,6 @@ macro_rules! dispatch {
     };
 }
 
-/// The CPU storage and layout of the base weight, when there is one, read under its lock.
-fn cpu_base<'a>(
-    base: &'a Option<(candle_core::StorageRef<'a>, &'a Layout)>,
-) -> Result<Option<(&'a CpuStorage, &'a Layout)>> {
-    match base {
-        None => Ok(None),
-        Some((s, l)) => match &**s {
-            Storage::Cpu(s) => Ok(Some((s, *l))),
-            _ => candle_core::bail!("lora_linear: the base weight is not on the CPU"),
-        },
-    }
-}
-
 impl CustomOp3 for LoraDelta {
     fn name(&self) -> &'static str {
         "lora-delta"
@@ -421,15 +474,10 @@ impl CustomOp3 for LoraDelta {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = Dims::of(l1.shape(), l2.shape(), l3.shape())?;
-        // The frozen product x Wᵀ through candle's own (multi-threaded) matmul.
-        let base = self.base.as_ref().map(Tensor::storage_and_layout);
-        let product = match cpu_base(&base)? {
+        let product = match &self.base {
             None => None,
-            Some((ws, wl)) => {
-                Some(s1.matmul(ws, (1, d.rows, d.out, d.d_in), l1, &wl.transpose(0, 1)?)?)
-            }
+            Some(w) => Some(w.product(s1, l1, (d.rows, d.d_in, d.out), false)?),
         };
-        drop(base);
         let no_g: Option<(&CpuStorage, &Layout)> = None;
         let (y, h) = dispatch!(
             s1,
@@ -471,15 +519,13 @@ impl CustomOp3 for LoraDelta {
             with_cpu_slice(a, |s2, l2| {
                 with_cpu_slice(b, |s3, l3| {
                     with_cpu_slice(&g, |gs, gl| {
-                        // The frozen product's dx = g W, through candle's matmul.
-                        let base = self.base.as_ref().map(Tensor::storage_and_layout);
-                        let product = match cpu_base(&base)? {
-                            Some((ws, wl)) if want_dx => {
-                                Some(gs.matmul(ws, (1, d.rows, d.d_in, d.out), gl, wl)?)
+                        // The frozen product's dx = g W.
+                        let product = match &self.base {
+                            Some(w) if want_dx => {
+                                Some(w.product(gs, gl, (d.rows, d.d_in, d.out), true)?)
                             }
                             _ => None,
                         };
-                        drop(base);
                         let g = Some((gs, gl));
                         dispatch!(s1, l1, product, s2, l2, s3, l3, g, |x, product, a, b, g| {
                             let g = g.expect("dy given");
@@ -641,6 +687,46 @@ mod tests {
             let d = max_abs_diff(p, q);
             let scale = crate::testing::max_abs(q);
             assert!(d < 1e-5 * scale, "d{name} differs by {d} (scale {scale})");
+        }
+    }
+
+    /// The quantised base (NF4 and int8) against the quantised product plus the adapter as
+    /// separate ops, forward and the gradients of x, A and B.
+    #[test]
+    fn with_a_quantised_base_matches_the_separate_ops() {
+        use super::super::quantized_linear::quantized_linear;
+        use crate::spec::Quantization;
+        let dev = Device::Cpu;
+        let (rows, d_in, r, out) = (150, 96, 8, 130);
+        let var = |shape: (usize, usize)| {
+            Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &dev).unwrap()).unwrap()
+        };
+        let w: Vec<f32> = (0..out * d_in)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1)
+            .collect();
+        for kind in [Quantization::Nf4, Quantization::Int8] {
+            let q = Arc::new(QuantWeight::quantize(&w, (out, d_in), kind, true));
+            let (x, a, b) = (var((rows, d_in)), var((r, d_in)), var((out, r)));
+            let m = Arc::new(
+                (0..rows * d_in)
+                    .map(|i| if i % 4 == 2 { 0.0 } else { 4.0 / 3.0 })
+                    .collect::<Vec<f32>>(),
+            );
+            let fused = lora_quantized_linear(&x, &q, &a, &b, 2.0, Some(m.clone())).unwrap();
+            let separate = (quantized_linear(&x, &q).unwrap()
+                + lora_delta(&x, &a, &b, 2.0, Some(m)).unwrap())
+            .unwrap();
+            let scale = crate::testing::max_abs(&separate);
+            let d = max_abs_diff(&fused, &separate);
+            assert!(d < 1e-5 * scale, "{kind:?} forward differs by {d}");
+            let probe = Tensor::randn(0f32, 1.0, (rows, out), &dev).unwrap();
+            let (g1, g2) = (probe_grads(&fused, &probe), probe_grads(&separate, &probe));
+            for (name, t) in [("x", &x), ("A", &a), ("B", &b)] {
+                let (p, q) = (g1.get(t).unwrap(), g2.get(t).unwrap());
+                let d = max_abs_diff(p, q);
+                let scale = crate::testing::max_abs(q);
+                assert!(d < 1e-5 * scale, "{kind:?} d{name} differs by {d}");
+            }
         }
     }
 

@@ -37,53 +37,52 @@ struct QuantizedLinear {
     w: Arc<QuantWeight>,
 }
 
-impl QuantizedLinear {
-    /// `y (rows × out) = x · Wᵀ`, or with `transposed`, `dx (rows × in) = dy · W`.
-    fn product(&self, a: &[f32], rows: usize, transposed: bool) -> Vec<f32> {
-        let (out, cols) = self.w.shape();
-        // NF4's block statistics, dequantised once per call.
-        let reader = self.w.rows();
-        let width = if transposed { cols } else { out };
-        let mut y = vec![0f32; rows * width];
-        let dst = Dst::rows(&mut y, 0, width);
-        let x_rows = rows
-            .div_ceil(rayon::current_num_threads().max(1))
-            .max(X_ROWS);
-        (0..rows.div_ceil(x_rows)).into_par_iter().for_each(|t| {
-            let r0 = t * x_rows;
-            let m = x_rows.min(rows - r0);
-            let mut scratch = vec![0f32; W_ROWS * cols];
-            for o0 in (0..out).step_by(W_ROWS) {
-                let n = W_ROWS.min(out - o0);
-                reader.read(o0, &mut scratch[..n * cols]);
-                // SAFETY: this task alone writes rows r0..r0+m of the output.
-                unsafe {
-                    if transposed {
-                        // dx[r0.., :] += dy[r0.., o0..o0+n] · W[o0..o0+n, :]
-                        matmul(
-                            dst.at(r0 * cols),
-                            View::rows(a, r0 * out + o0, out),
-                            View::rows(&scratch, 0, cols),
-                            (m, cols, n),
-                            1.0,
-                            o0 > 0,
-                        );
-                    } else {
-                        // y[r0.., o0..o0+n] = x[r0.., :] · W[o0..o0+n, :]ᵀ
-                        matmul(
-                            dst.at(r0 * out + o0),
-                            View::rows(a, r0 * cols, cols),
-                            View::rows_t(&scratch, 0, cols),
-                            (m, n, cols),
-                            1.0,
-                            false,
-                        );
-                    }
+/// `y (rows × out) = x · Wᵀ`, or with `transposed`, `dx (rows × in) = dy · W`, for the quantised
+/// `w` (out, in); [`super::lora_delta`] runs it as the base of an adapted projection.
+pub(super) fn product(w: &QuantWeight, a: &[f32], rows: usize, transposed: bool) -> Vec<f32> {
+    let (out, cols) = w.shape();
+    // NF4's block statistics, dequantised once per call.
+    let reader = w.rows();
+    let width = if transposed { cols } else { out };
+    let mut y = vec![0f32; rows * width];
+    let dst = Dst::rows(&mut y, 0, width);
+    let x_rows = rows
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(X_ROWS);
+    (0..rows.div_ceil(x_rows)).into_par_iter().for_each(|t| {
+        let r0 = t * x_rows;
+        let m = x_rows.min(rows - r0);
+        let mut scratch = vec![0f32; W_ROWS * cols];
+        for o0 in (0..out).step_by(W_ROWS) {
+            let n = W_ROWS.min(out - o0);
+            reader.read(o0, &mut scratch[..n * cols]);
+            // SAFETY: this task alone writes rows r0..r0+m of the output.
+            unsafe {
+                if transposed {
+                    // dx[r0.., :] += dy[r0.., o0..o0+n] · W[o0..o0+n, :]
+                    matmul(
+                        dst.at(r0 * cols),
+                        View::rows(a, r0 * out + o0, out),
+                        View::rows(&scratch, 0, cols),
+                        (m, cols, n),
+                        1.0,
+                        o0 > 0,
+                    );
+                } else {
+                    // y[r0.., o0..o0+n] = x[r0.., :] · W[o0..o0+n, :]ᵀ
+                    matmul(
+                        dst.at(r0 * out + o0),
+                        View::rows(a, r0 * cols, cols),
+                        View::rows_t(&scratch, 0, cols),
+                        (m, n, cols),
+                        1.0,
+                        false,
+                    );
                 }
             }
-        });
-        y
-    }
+        }
+    });
+    y
 }
 
 impl CustomOp1 for QuantizedLinear {
@@ -96,15 +95,20 @@ impl CustomOp1 for QuantizedLinear {
             candle_core::bail!("quantised linear: f32 inputs only");
         };
         let (rows, _) = l.shape().dims2()?;
-        let y = self.product(contiguous(v, l)?, rows, false);
+        let y = product(&self.w, contiguous(v, l)?, rows, false);
         Ok((CpuStorage::F32(y), Shape::from((rows, self.w.shape().0))))
     }
 
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // Nothing to return where x learns nothing (the first layer's input, from a frozen
+        // embedding).
+        if !x.track_op() {
+            return Ok(None);
+        }
         let grad = grad.contiguous()?;
         let (rows, _) = grad.dims2()?;
         let g = grad.flatten_all()?.to_vec1::<f32>()?;
-        let dx = self.product(&g, rows, true);
+        let dx = product(&self.w, &g, rows, true);
         Ok(Some(Tensor::from_vec(
             dx,
             (rows, self.w.shape().1),

@@ -411,49 +411,34 @@ impl LoraDelta {
 /// `body` with the slices of x, A and B, the frozen product's buffer where given (an owned
 /// `Option<CpuStorage>`) and g's slice where given (with its layout), all of one float type.
 macro_rules! dispatch {
+    (@arm $v:ident, $x:ident, $a:ident, $b:ident, $l1:expr, $l2:expr, $l3:expr, $base:expr,
+     $g:expr, |$xi:ident, $wi:ident, $ai:ident, $bi:ident, $gi:ident| $body:block) => {{
+        let w = match $base {
+            None => None,
+            Some(CpuStorage::$v(w)) => Some(w),
+            Some(_) => candle_core::bail!("lora_linear: x Wᵀ's dtype differs from x's"),
+        };
+        let g = match $g {
+            None => None,
+            Some((CpuStorage::$v(g), gl)) => Some(contiguous(g, gl)?),
+            Some(_) => candle_core::bail!("lora_delta: dy's dtype differs from x's"),
+        };
+        let ($xi, $wi, $ai, $bi, $gi) = (
+            contiguous($x, $l1)?,
+            w,
+            contiguous($a, $l2)?,
+            contiguous($b, $l3)?,
+            g,
+        );
+        $body
+    }};
     ($s1:expr, $l1:expr, $base:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, $g:expr,
      |$xi:ident, $wi:ident, $ai:ident, $bi:ident, $gi:ident| $body:block) => {
         match ($s1, $s2, $s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let w = match $base {
-                    None => None,
-                    Some(CpuStorage::F32(w)) => Some(w),
-                    Some(_) => candle_core::bail!("lora_linear: x Wᵀ's dtype differs from x's"),
-                };
-                let g = match $g {
-                    None => None,
-                    Some((CpuStorage::F32(g), gl)) => Some(contiguous(g, gl)?),
-                    Some(_) => candle_core::bail!("lora_delta: dy's dtype differs from x's"),
-                };
-                let ($xi, $wi, $ai, $bi, $gi) = (
-                    contiguous(x, $l1)?,
-                    w,
-                    contiguous(a, $l2)?,
-                    contiguous(b, $l3)?,
-                    g,
-                );
-                $body
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let w = match $base {
-                    None => None,
-                    Some(CpuStorage::F64(w)) => Some(w),
-                    Some(_) => candle_core::bail!("lora_linear: x Wᵀ's dtype differs from x's"),
-                };
-                let g = match $g {
-                    None => None,
-                    Some((CpuStorage::F64(g), gl)) => Some(contiguous(g, gl)?),
-                    Some(_) => candle_core::bail!("lora_delta: dy's dtype differs from x's"),
-                };
-                let ($xi, $wi, $ai, $bi, $gi) = (
-                    contiguous(x, $l1)?,
-                    w,
-                    contiguous(a, $l2)?,
-                    contiguous(b, $l3)?,
-                    g,
-                );
-                $body
-            }
+            (CpuStorage::F32(x), CpuStorage::F32(a), CpuStorage::F32(b)) => dispatch!(@arm F32,
+                x, a, b, $l1, $l2, $l3, $base, $g, |$xi, $wi, $ai, $bi, $gi| $body),
+            (CpuStorage::F64(x), CpuStorage::F64(a), CpuStorage::F64(b)) => dispatch!(@arm F64,
+                x, a, b, $l1, $l2, $l3, $base, $g, |$xi, $wi, $ai, $bi, $gi| $body),
             _ => candle_core::bail!("lora_delta supports f32 and f64 on CPU, all alike"),
         }
     };
@@ -551,61 +536,10 @@ mod tests {
     use crate::testing::{max_abs_diff, probe_grads};
     use candle_core::{Device, Var};
 
-    /// Against the composite `s · ((m ⊙ x) Aᵀ) Bᵀ`, forward and every gradient, in f64;
-    /// 150 rows (tasks of 64, the last partial) and widths that are not multiples of 64.
-    fn check(mask: bool) {
-        let dev = Device::Cpu;
-        let (rows, d_in, r, out) = (150, 70, 5, 90);
-        let var = |shape: (usize, usize)| {
-            Var::from_tensor(&Tensor::randn(0f64, 1.0, shape, &dev).unwrap()).unwrap()
-        };
-        let (x, a, b) = (var((rows, d_in)), var((r, d_in)), var((out, r)));
-        let m: Option<Arc<Vec<f32>>> = mask.then(|| {
-            Arc::new(
-                (0..rows * d_in)
-                    .map(|i| if i % 7 == 3 { 0.0 } else { 1.25 })
-                    .collect(),
-            )
-        });
-        let fused = lora_delta(&x, &a, &b, 0.75, m.clone()).unwrap();
-        let xd = match &m {
-            Some(m) => {
-                let mt = Tensor::from_vec(m.to_vec(), (rows, d_in), &dev)
-                    .unwrap()
-                    .to_dtype(candle_core::DType::F64)
-                    .unwrap();
-                (x.as_tensor() * mt).unwrap()
-            }
-            None => x.as_tensor().clone(),
-        };
-        let reference = (xd
-            .matmul(&a.t().unwrap())
-            .unwrap()
-            .matmul(&b.t().unwrap())
-            .unwrap()
-            * 0.75)
-            .unwrap();
-        let d = max_abs_diff(&fused, &reference);
-        assert!(d < 1e-12, "forward differs by {d}");
-        let probe = Tensor::randn(0f64, 1.0, (rows, out), &dev).unwrap();
-        let (g1, g2) = (probe_grads(&fused, &probe), probe_grads(&reference, &probe));
-        let of = [
-            ("x", x.as_tensor()),
-            ("A", a.as_tensor()),
-            ("B", b.as_tensor()),
-        ];
-        crate::testing::assert_same_grads(&g1, &g2, &of, 1e-11);
-    }
-
-    #[test]
-    fn matches_the_composite_with_and_without_dropout() {
-        check(true);
-        check(false);
-    }
-
-    /// The whole projection against the frozen product plus the composite adapter, forward and
-    /// the gradients of x, A and B; the base weight gets none.
-    fn check_with_base(mask: bool) {
+    /// Against the composite `s · ((m ⊙ x) Aᵀ) Bᵀ` (plus `x Wᵀ` with `base`: [`lora_linear`]),
+    /// forward and every gradient, in f64; 150 rows (tasks of 64, the last partial) and widths
+    /// that are not multiples of 64. The base weight gets no gradient.
+    fn check(mask: bool, base: bool) {
         let dev = Device::Cpu;
         let (rows, d_in, r, out) = (150, 70, 5, 90);
         let var = |shape: (usize, usize)| {
@@ -616,11 +550,14 @@ mod tests {
         let m: Option<Arc<Vec<f32>>> = mask.then(|| {
             Arc::new(
                 (0..rows * d_in)
-                    .map(|i| if i % 5 == 1 { 0.0 } else { 1.25 })
+                    .map(|i| if i % 7 == 3 { 0.0 } else { 1.25 })
                     .collect(),
             )
         });
-        let fused = lora_linear(&x, &w, &a, &b, 0.75, m.clone()).unwrap();
+        let fused = match base {
+            true => lora_linear(&x, &w, &a, &b, 0.75, m.clone()).unwrap(),
+            false => lora_delta(&x, &a, &b, 0.75, m.clone()).unwrap(),
+        };
         let xd = match &m {
             Some(m) => {
                 let mt = Tensor::from_vec(m.to_vec(), (rows, d_in), &dev)
@@ -638,7 +575,10 @@ mod tests {
             .unwrap()
             * 0.75)
             .unwrap();
-        let reference = (x.matmul(&w.t().unwrap()).unwrap() + delta).unwrap();
+        let reference = match base {
+            true => (x.matmul(&w.t().unwrap()).unwrap() + delta).unwrap(),
+            false => delta,
+        };
         let d = max_abs_diff(&fused, &reference);
         assert!(d < 1e-12, "forward differs by {d}");
         let probe = Tensor::randn(0f64, 1.0, (rows, out), &dev).unwrap();
@@ -653,80 +593,82 @@ mod tests {
     }
 
     #[test]
-    fn with_the_base_matches_frozen_product_plus_adapter() {
-        check_with_base(true);
-        check_with_base(false);
+    fn matches_the_composite_with_and_without_dropout() {
+        check(true, false);
+        check(false, false);
     }
 
-    /// f32, as training runs it: the same as the separate ops to f32 rounding.
     #[test]
-    fn with_the_base_in_f32_matches_the_separate_ops() {
+    fn with_the_base_matches_frozen_product_plus_adapter() {
+        check(true, true);
+        check(false, true);
+    }
+
+    /// f32, as training runs it: `fused(x, A, B, mask)` against `separate(x, A, B, mask)`, the
+    /// base product and the adapter as separate ops, forward and the gradients of x, A and B
+    /// equal to f32 rounding (relative 1e-5), with a dropout mask.
+    fn check_f32_against_separate(
+        what: &str,
+        fused: impl Fn(&Tensor, &Tensor, &Tensor, Arc<Vec<f32>>) -> Result<Tensor>,
+        separate: impl Fn(&Tensor, &Tensor, &Tensor, Arc<Vec<f32>>) -> Result<Tensor>,
+        (d_in, out): (usize, usize),
+    ) {
         let dev = Device::Cpu;
-        let (rows, d_in, r, out) = (130, 96, 8, 200);
+        let (rows, r) = (150, 8);
         let var = |shape: (usize, usize)| {
             Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &dev).unwrap()).unwrap()
         };
         let (x, a, b) = (var((rows, d_in)), var((r, d_in)), var((out, r)));
-        let w = Tensor::randn(0f32, 1.0, (out, d_in), &dev).unwrap();
         let m = Arc::new(
             (0..rows * d_in)
-                .map(|i| if i % 3 == 0 { 0.0 } else { 1.5 })
+                .map(|i| if i % 4 == 2 { 0.0 } else { 4.0 / 3.0 })
                 .collect::<Vec<f32>>(),
         );
-        let fused = lora_linear(&x, &w, &a, &b, 2.0, Some(m.clone())).unwrap();
-        let separate = (super::super::frozen::frozen_matmul(&x, &w).unwrap()
-            + lora_delta(&x, &a, &b, 2.0, Some(m)).unwrap())
-        .unwrap();
-        let scale = crate::testing::max_abs(&separate);
-        let d = max_abs_diff(&fused, &separate);
-        assert!(d < 1e-5 * scale, "forward differs by {d} (scale {scale})");
+        let y = fused(&x, &a, &b, m.clone()).unwrap();
+        let y_ref = separate(&x, &a, &b, m).unwrap();
+        let scale = crate::testing::max_abs(&y_ref);
+        let d = max_abs_diff(&y, &y_ref);
+        assert!(d < 1e-5 * scale, "{what}: forward differs by {d}");
         let probe = Tensor::randn(0f32, 1.0, (rows, out), &dev).unwrap();
-        let (g1, g2) = (probe_grads(&fused, &probe), probe_grads(&separate, &probe));
+        let (g1, g2) = (probe_grads(&y, &probe), probe_grads(&y_ref, &probe));
         for (name, t) in [("x", &x), ("A", &a), ("B", &b)] {
             let (p, q) = (g1.get(t).unwrap(), g2.get(t).unwrap());
             let d = max_abs_diff(p, q);
             let scale = crate::testing::max_abs(q);
-            assert!(d < 1e-5 * scale, "d{name} differs by {d} (scale {scale})");
+            assert!(d < 1e-5 * scale, "{what}: d{name} differs by {d}");
         }
     }
 
-    /// The quantised base (NF4 and int8) against the quantised product plus the adapter as
-    /// separate ops, forward and the gradients of x, A and B.
+    #[test]
+    fn with_the_base_in_f32_matches_the_separate_ops() {
+        let w = Tensor::randn(0f32, 1.0, (200, 96), &Device::Cpu).unwrap();
+        check_f32_against_separate(
+            "dense",
+            |x, a, b, m| lora_linear(x, &w, a, b, 2.0, Some(m)),
+            |x, a, b, m| {
+                super::super::frozen::frozen_matmul(x, &w)? + lora_delta(x, a, b, 2.0, Some(m))?
+            },
+            (96, 200),
+        );
+    }
+
+    /// The quantised base (NF4 and int8, QLoRA's) likewise, against the quantised product.
     #[test]
     fn with_a_quantised_base_matches_the_separate_ops() {
         use super::super::quantized_linear::quantized_linear;
         use crate::spec::Quantization;
-        let dev = Device::Cpu;
-        let (rows, d_in, r, out) = (150, 96, 8, 130);
-        let var = |shape: (usize, usize)| {
-            Var::from_tensor(&Tensor::randn(0f32, 1.0, shape, &dev).unwrap()).unwrap()
-        };
+        let (d_in, out) = (96, 130);
         let w: Vec<f32> = (0..out * d_in)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1)
             .collect();
         for kind in [Quantization::Nf4, Quantization::Int8] {
             let q = Arc::new(QuantWeight::quantize(&w, (out, d_in), kind, true));
-            let (x, a, b) = (var((rows, d_in)), var((r, d_in)), var((out, r)));
-            let m = Arc::new(
-                (0..rows * d_in)
-                    .map(|i| if i % 4 == 2 { 0.0 } else { 4.0 / 3.0 })
-                    .collect::<Vec<f32>>(),
+            check_f32_against_separate(
+                &format!("{kind:?}"),
+                |x, a, b, m| lora_quantized_linear(x, &q, a, b, 2.0, Some(m)),
+                |x, a, b, m| quantized_linear(x, &q)? + lora_delta(x, a, b, 2.0, Some(m))?,
+                (d_in, out),
             );
-            let fused = lora_quantized_linear(&x, &q, &a, &b, 2.0, Some(m.clone())).unwrap();
-            let separate = (quantized_linear(&x, &q).unwrap()
-                + lora_delta(&x, &a, &b, 2.0, Some(m)).unwrap())
-            .unwrap();
-            let scale = crate::testing::max_abs(&separate);
-            let d = max_abs_diff(&fused, &separate);
-            assert!(d < 1e-5 * scale, "{kind:?} forward differs by {d}");
-            let probe = Tensor::randn(0f32, 1.0, (rows, out), &dev).unwrap();
-            let (g1, g2) = (probe_grads(&fused, &probe), probe_grads(&separate, &probe));
-            for (name, t) in [("x", &x), ("A", &a), ("B", &b)] {
-                let (p, q) = (g1.get(t).unwrap(), g2.get(t).unwrap());
-                let d = max_abs_diff(p, q);
-                let scale = crate::testing::max_abs(q);
-                assert!(d < 1e-5 * scale, "{kind:?} d{name} differs by {d}");
-            }
         }
     }
 

@@ -1,6 +1,8 @@
-//! A full disk, for real: the blob store on a 1 MiB tmpfs. An upload that does not fit answers
+//! A full disk, for real: the blob store on a small tmpfs. An upload that does not fit answers
 //! 507 `insufficient_storage`, keeps no row and no partial blob, and the server goes on serving:
-//! a file that fits is stored afterwards and reads back whole.
+//! a file that fits is stored afterwards and reads back whole. A training job whose checkpoint
+//! does not fit is paused with code `insufficient_storage`; with space freed and the job resumed,
+//! it finishes with every step once.
 //!
 //! Mounting needs root, as this project's machines (and CI on them) run the suite. Elsewhere the
 //! test says it was skipped; `.ci/run` sets `WICK_REQUIRE_TMPFS=1`, so that in CI a mount that
@@ -10,10 +12,12 @@ mod common;
 #[path = "common/corpus.rs"]
 mod corpus;
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use common::{Backend, files_under, spawn_app_with};
+use common::{Backend, TestApp, files_under, spawn_app_with};
 use wick::blob_location::BlobLocation;
 
 /// A tmpfs of `size` mounted on a fresh temporary folder, unmounted when dropped.
@@ -114,6 +118,105 @@ async fn an_upload_that_does_not_fit_is_507_and_leaves_nothing(backend: Backend)
         "the stored file reads back whole"
     );
     drop(app);
+}
+
+/// Fills what is left of the disk under `dir` with one file, returning its path.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("ballast");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![1u8; 64 << 10];
+    while f.write_all(&block).is_ok() {}
+    path
+}
+
+/// Polls the job until its status is `status` (or it failed).
+async fn wait_status(app: &TestApp, id: &str, status: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, j) = app
+            .get(&app.admin_key, &format!("/v1/fine_tuning/jobs/{id}"))
+            .await;
+        if j["status"] == status || j["status"] == "failed" {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "no {status} within 120 s: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_checkpoint_that_does_not_fit_pauses_the_job(backend: Backend) {
+    let Some(disk) = Tmpfs::mount("128m") else {
+        return;
+    };
+    let store = disk.path().to_path_buf();
+    let app = spawn_app_with(backend, |s| {
+        s.blob_store = Some(BlobLocation::Local(store));
+        s.worker_slots = 1;
+    })
+    .await;
+    let key = &app.admin_key;
+    let (status, file) = app
+        .upload(key, "pretrain", "docs.jsonl", corpus::corpus_jsonl(300))
+        .await;
+    assert_eq!(status, 200, "{file}");
+    let ballast = fill(disk.path());
+    let steps = 12;
+    let (status, job) = app
+        .post(
+            key,
+            "/v1/fine_tuning/jobs",
+            &serde_json::json!({"model": "wick-llama-1m", "training_file": file["id"], "seed": 3,
+                "method": {"type": "pretrain", "pretrain": {"hyperparameters": {
+                    "vocab_size": 320, "max_seq_len": 32, "batch_size": 4, "max_steps": steps,
+                    "checkpoint_every": 4, "validation_split": 0.0}}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let paused = wait_status(&app, &id, "paused").await;
+    assert_eq!(paused["status"], "paused", "{paused}");
+    let events = app.events(&id).await;
+    let event = events
+        .iter()
+        .find(|e| e["data"]["code"] == "insufficient_storage")
+        .unwrap_or_else(|| panic!("no insufficient_storage event: {events:?}"));
+    assert_eq!(event["level"], "error");
+    let message = event["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Job paused: the blob store is full")
+            && message.contains("checkpoint of step 4")
+            && message.contains("Resume it once there is space"),
+        "{message}"
+    );
+    // Space again: resumed, the job finishes with every step once.
+    std::fs::remove_file(&ballast).unwrap();
+    let (status, _) = app
+        .post(
+            key,
+            &format!("/v1/fine_tuning/jobs/{id}/resume"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let done = wait_status(&app, &id, "succeeded").await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let steps_seen: Vec<u64> = app.train_points(&id).await.iter().map(|p| p.0).collect();
+    assert_eq!(
+        steps_seen,
+        (1..=steps).collect::<Vec<u64>>(),
+        "every step once"
+    );
+    drop(app);
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_does_not_fit_pauses_the_job_postgres() {
+    a_checkpoint_that_does_not_fit_pauses_the_job(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_does_not_fit_pauses_the_job_sqlite() {
+    a_checkpoint_that_does_not_fit_pauses_the_job(Backend::Sqlite).await;
 }
 
 #[tokio::test]

@@ -223,14 +223,15 @@ pub async fn keep_running_resumed(
     Ok(n > 0)
 }
 
-/// Pauses a job whose worker could not store its work (the blob store failed), giving back the
-/// attempt: the store's outage is not the job's failure. The event says why, with code
-/// `storage_unavailable`.
+/// Pauses a job whose worker could not store its work (the blob store failed or is full),
+/// giving back the attempt: the store's outage is not the job's failure. The event says why,
+/// with `code` (`storage_unavailable` or `insufficient_storage`).
 pub async fn pause_for_store_failure(
     db: &Db,
     job_id: &str,
     worker_id: &str,
     message: &str,
+    code: &str,
 ) -> Result<bool, sqlx::Error> {
     let sql = "update jobs set status = 'paused', lease_owner = null, lease_expires_at = null,
                estimated_finish = null, attempts = case when attempts > 0 then attempts - 1 else 0 end
@@ -238,7 +239,7 @@ pub async fn pause_for_store_failure(
     let n = with_db!(db, p => sqlx::query(sql).bind(job_id).bind(worker_id).execute(p).await?.rows_affected());
     if n > 0 {
         let ev = NewEvent::info("status", format!("Job paused: {message}"))
-            .with_data(serde_json::json!({"status": "paused", "code": "storage_unavailable"}));
+            .with_data(serde_json::json!({"status": "paused", "code": code}));
         insert_event(
             db,
             job_id,

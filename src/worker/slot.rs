@@ -253,6 +253,8 @@ enum Ending {
     StoreFailed {
         step: u64,
         error: String,
+        /// The store's disk was full (rather than the store failing).
+        full: bool,
     },
     Failed {
         code: String,
@@ -345,7 +347,8 @@ async fn run_claimed(
                         flush_points(state, &job.id, &mut pending).await?;
                         if let Err(e) = save_checkpoint(state, &job.id, step, &path, keep).await {
                             let _ = child.kill().await;
-                            break Ending::StoreFailed { step, error: format!("{e:#}") };
+                            let full = e.chain().any(crate::error::is_storage_full);
+                            break Ending::StoreFailed { step, error: format!("{e:#}"), full };
                         }
                     }
                     ChildMessage::Done(outcome) => {
@@ -394,7 +397,7 @@ async fn run_claimed(
             tracing::warn!(job = %job.id, "lease lost; another worker has the job");
             false
         }
-        Ending::StoreFailed { step, error } => {
+        Ending::StoreFailed { step, error, full } => {
             let kept = checkpoints::list_checkpoints(&state.db, &job.id)
                 .await?
                 .first()
@@ -402,13 +405,25 @@ async fn run_claimed(
                     "none yet: it restarts from the beginning".to_string(),
                     |c| format!("step {}", c.step),
                 );
+            let (what, code, when) = if full {
+                (
+                    "is full and could not take",
+                    "insufficient_storage",
+                    "there is space",
+                )
+            } else {
+                (
+                    "failed to save",
+                    "storage_unavailable",
+                    "the store answers again",
+                )
+            };
             let message = format!(
-                "the blob store failed to save the checkpoint of step {step} ({error}); the job \
-                 is paused and keeps its last stored checkpoint ({kept}). Resume it once the \
-                 store answers again"
+                "the blob store {what} the checkpoint of step {step} ({error}); the job is \
+                 paused and keeps its last stored checkpoint ({kept}). Resume it once {when}"
             );
             tracing::error!(job = %job.id, %message, "blob store failure during training");
-            queue::pause_for_store_failure(&state.db, &job.id, worker_id, &message).await?;
+            queue::pause_for_store_failure(&state.db, &job.id, worker_id, &message, code).await?;
             false
         }
         Ending::Crashed(how) => {

@@ -166,19 +166,6 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-/// Whether a full disk (or a quota) caused `e`: an I/O error of that kind anywhere in its chain
-/// of sources.
-pub fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(e), |e| e.source())
-        .filter_map(|e| e.downcast_ref::<std::io::Error>())
-        .any(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            )
-        })
-}
-
 /// A blob store failure: a full local disk is 507 `insufficient_storage`, any other failure of
 /// the store (an S3 server down or refusing, a network error) 503 `storage_unavailable`; both are
 /// logged with their cause, and the caller has already removed what it had written. A missing
@@ -189,7 +176,7 @@ impl From<object_store::Error> for ApiError {
             return ApiError::Internal(e.into());
         }
         tracing::error!(error = %e, "blob store failure");
-        if is_storage_full(&e) {
+        if crate::blob::is_storage_full(&e) {
             ApiError::Client {
                 status: StatusCode::INSUFFICIENT_STORAGE,
                 code: "insufficient_storage",

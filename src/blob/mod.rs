@@ -18,6 +18,19 @@ use object_store::{ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart};
 
 pub use crate::blob_location::BlobLocation;
 
+/// Whether a full disk (or a quota) caused `e`: an I/O error of that kind anywhere in its chain
+/// of sources.
+pub fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        })
+}
+
 /// Parts are flushed in chunks of this size; an upload holds at most a few of them in memory.
 const PART_SIZE: usize = 8 << 20;
 /// Parts in flight at once while streaming an upload.

@@ -347,7 +347,7 @@ async fn run_claimed(
                         flush_points(state, &job.id, &mut pending).await?;
                         if let Err(e) = save_checkpoint(state, &job.id, step, &path, keep).await {
                             let _ = child.kill().await;
-                            let full = e.chain().any(crate::error::is_storage_full);
+                            let full = e.chain().any(crate::blob::is_storage_full);
                             break Ending::StoreFailed { step, error: format!("{e:#}"), full };
                         }
                     }

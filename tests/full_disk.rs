@@ -198,8 +198,7 @@ async fn a_checkpoint_that_does_not_fit_pauses_the_job(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200);
-    let done = wait_status(&app, &id, "succeeded").await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    app.wait_for_job(&id).await;
     let steps_seen: Vec<u64> = app.train_points(&id).await.iter().map(|p| p.0).collect();
     assert_eq!(
         steps_seen,
@@ -209,22 +208,7 @@ async fn a_checkpoint_that_does_not_fit_pauses_the_job(backend: Backend) {
     drop(app);
 }
 
-#[tokio::test]
-async fn a_checkpoint_that_does_not_fit_pauses_the_job_postgres() {
-    a_checkpoint_that_does_not_fit_pauses_the_job(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn a_checkpoint_that_does_not_fit_pauses_the_job_sqlite() {
-    a_checkpoint_that_does_not_fit_pauses_the_job(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn an_upload_that_does_not_fit_is_507_and_leaves_nothing_postgres() {
-    an_upload_that_does_not_fit_is_507_and_leaves_nothing(Backend::Postgres).await;
-}
-
-#[tokio::test]
-async fn an_upload_that_does_not_fit_is_507_and_leaves_nothing_sqlite() {
-    an_upload_that_does_not_fit_is_507_and_leaves_nothing(Backend::Sqlite).await;
-}
+on_both_stores!(
+    an_upload_that_does_not_fit_is_507_and_leaves_nothing,
+    a_checkpoint_that_does_not_fit_pauses_the_job,
+);

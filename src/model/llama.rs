@@ -144,28 +144,22 @@ impl Module for Linear {
             (Some(adapter), Some(q)) if many_rows => adapter.forward_with_quantized(&x2, q)?,
             _ => None,
         };
-        let y = match fused {
-            Some(y) => match &self.bias {
-                Some(b) => y.broadcast_add(b)?,
-                None => y,
-            },
-            None => {
-                let y = match &self.quant {
-                    Some(q) if x2.device().is_cpu() && x2.dtype() == DType::F32 => {
-                        super::quantized_linear::quantized_linear(&x2, q)?
-                    }
-                    Some(_) => candle_core::bail!("quantised projections run on the CPU in f32"),
-                    None => project(&x2, &self.weight, self.bf16)?, // (rows, out)
-                };
-                let y = match &self.bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                };
-                match &self.lora {
-                    Some(adapter) => (y + adapter.forward(&x2)?)?,
-                    None => y,
-                }
+        let is_fused = fused.is_some();
+        let y = match (fused, &self.quant) {
+            (Some(y), _) => y,
+            (None, Some(q)) if x2.device().is_cpu() && x2.dtype() == DType::F32 => {
+                super::quantized_linear::quantized_linear(&x2, q)?
             }
+            (None, Some(_)) => candle_core::bail!("quantised projections run on the CPU in f32"),
+            (None, None) => project(&x2, &self.weight, self.bf16)?, // (rows, out)
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let y = match &self.lora {
+            Some(adapter) if !is_fused => (y + adapter.forward(&x2)?)?,
+            _ => y,
         };
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty shape") = self.out_dim()?;

@@ -219,11 +219,10 @@ impl Dims {
     }
 }
 
-/// `f` on the CPU storage and layout of `t`, read under its storage lock.
-fn with_cpu_slice<T>(t: &Tensor, f: impl FnOnce(&CpuStorage, &Layout) -> Result<T>) -> Result<T> {
-    let (s, l) = t.storage_and_layout();
-    match &*s {
-        Storage::Cpu(s) => f(s, l),
+/// The CPU storage behind a storage guard.
+fn cpu(s: &Storage) -> Result<&CpuStorage> {
+    match s {
+        Storage::Cpu(s) => Ok(s),
         _ => candle_core::bail!("lora_delta runs on the CPU"),
     }
 }
@@ -338,16 +337,11 @@ impl LoraDelta {
                             R::ONE,
                             false,
                         );
+                        // Onto g W, or onto dx's zeros without a base.
                         let dxs = std::slice::from_raw_parts_mut(dxdst.elem(r0 * d_in), m * d_in);
                         let ms = &mk[r0 * d_in..(r0 + m) * d_in];
-                        if accumulate {
-                            for ((v, &t), &mv) in dxs.iter_mut().zip(tmp.iter()).zip(ms) {
-                                *v = v.add(t * R::of(mv as f64));
-                            }
-                        } else {
-                            for ((v, &t), &mv) in dxs.iter_mut().zip(tmp.iter()).zip(ms) {
-                                *v = t * R::of(mv as f64);
-                            }
+                        for ((v, &t), &mv) in dxs.iter_mut().zip(tmp.iter()).zip(ms) {
+                            *v = v.add(t * R::of(mv as f64));
                         }
                     }
                 }
@@ -500,31 +494,28 @@ impl CustomOp3 for LoraDelta {
         let want_dx = x.track_op();
         let g = grad_res.contiguous()?;
         let (dev, x_shape, a_shape, b_shape) = (x.device(), x.shape(), a.shape(), b.shape());
-        let (dx, da, db) = with_cpu_slice(x, |s1, l1| {
-            with_cpu_slice(a, |s2, l2| {
-                with_cpu_slice(b, |s3, l3| {
-                    with_cpu_slice(&g, |gs, gl| {
-                        // The frozen product's dx = g W.
-                        let product = match &self.base {
-                            Some(w) if want_dx => {
-                                Some(w.product(gs, gl, (d.rows, d.d_in, d.out), true)?)
-                            }
-                            _ => None,
-                        };
-                        let g = Some((gs, gl));
-                        dispatch!(s1, l1, product, s2, l2, s3, l3, g, |x, product, a, b, g| {
-                            let g = g.expect("dy given");
-                            let (dx, da, db) = self.backward(x, want_dx, product, a, b, g, &h, &d);
-                            Ok::<_, candle_core::Error>((
-                                dx.map(|dx| Tensor::from_vec(dx, x_shape, dev))
-                                    .transpose()?,
-                                Tensor::from_vec(da, a_shape, dev)?,
-                                Tensor::from_vec(db, b_shape, dev)?,
-                            ))
-                        })
-                    })
-                })
-            })
+        let ((xs, l1), (as_, l2), (bs, l3)) = (
+            x.storage_and_layout(),
+            a.storage_and_layout(),
+            b.storage_and_layout(),
+        );
+        let (gs, gl) = g.storage_and_layout();
+        let (s1, s2, s3, gs) = (cpu(&xs)?, cpu(&as_)?, cpu(&bs)?, cpu(&gs)?);
+        // The frozen product's dx = g W.
+        let product = match &self.base {
+            Some(w) if want_dx => Some(w.product(gs, gl, (d.rows, d.d_in, d.out), true)?),
+            _ => None,
+        };
+        let g = Some((gs, gl));
+        let (dx, da, db) = dispatch!(s1, l1, product, s2, l2, s3, l3, g, |x, product, a, b, g| {
+            let g = g.expect("dy given");
+            let (dx, da, db) = self.backward(x, want_dx, product, a, b, g, &h, &d);
+            Ok::<_, candle_core::Error>((
+                dx.map(|dx| Tensor::from_vec(dx, x_shape, dev))
+                    .transpose()?,
+                Tensor::from_vec(da, a_shape, dev)?,
+                Tensor::from_vec(db, b_shape, dev)?,
+            ))
         })?;
         Ok((dx, Some(da), Some(db)))
     }

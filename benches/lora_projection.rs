@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use wick::model::frozen::frozen_matmul;
-use wick::model::lora_delta::{lora_delta, lora_linear};
+use wick::model::lora_delta::{FrozenWeight, lora_delta, lora_linear};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -51,7 +51,7 @@ fn main() {
                 .collect(),
         );
         let probe = Tensor::randn(0f32, 1.0, (rows, out), &dev).unwrap();
-        let fused = || lora_linear(&x, &w, &a, &b, 2.0, Some(mask.clone()));
+        let fused = || lora_linear(&x, FrozenWeight::Dense(&w), &a, &b, 2.0, Some(mask.clone()));
         let separate = || frozen_matmul(&x, &w)? + lora_delta(&x, &a, &b, 2.0, Some(mask.clone()))?;
         let (mut tf, mut ts) = (Vec::new(), Vec::new());
         for round in 0..rounds + 2 {

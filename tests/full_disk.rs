@@ -15,9 +15,8 @@ mod corpus;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Backend, TestApp, files_under, spawn_app_with};
+use common::{Backend, files_under, spawn_app_with};
 use wick::blob_location::BlobLocation;
 
 /// A tmpfs of `size` mounted on a fresh temporary folder, unmounted when dropped.
@@ -129,21 +128,6 @@ fn fill(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// Polls the job until its status is `status` (or it failed).
-async fn wait_status(app: &TestApp, id: &str, status: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, j) = app
-            .get(&app.admin_key, &format!("/v1/fine_tuning/jobs/{id}"))
-            .await;
-        if j["status"] == status || j["status"] == "failed" {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "no {status} within 120 s: {j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn a_checkpoint_that_does_not_fit_pauses_the_job(backend: Backend) {
     let Some(disk) = Tmpfs::mount("128m") else {
         return;
@@ -173,7 +157,7 @@ async fn a_checkpoint_that_does_not_fit_pauses_the_job(backend: Backend) {
         .await;
     assert_eq!(status, 200, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
-    let paused = wait_status(&app, &id, "paused").await;
+    let paused = app.wait_status(&id, "paused", 120).await;
     assert_eq!(paused["status"], "paused", "{paused}");
     let events = app.events(&id).await;
     let event = events

@@ -49,34 +49,6 @@ async fn create_job(app: &TestApp, body: &Value) -> String {
     j["id"].as_str().unwrap().to_string()
 }
 
-async fn get_job(app: &TestApp, id: &str) -> Value {
-    app.get(&app.admin_key, &format!("/v1/fine_tuning/jobs/{id}"))
-        .await
-        .1
-}
-
-/// Polls the job until `done(job)` or the deadline.
-async fn wait_for(
-    app: &TestApp,
-    id: &str,
-    secs: u64,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let j = get_job(app, id).await;
-        if done(&j) {
-            return j;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {j}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until the job's first train point is stored (points are flushed every 200 ms, where
 /// `trained_tokens` on the job only moves with the lease heartbeat, every few seconds).
 async fn wait_for_first_step(app: &TestApp, id: &str) {
@@ -85,13 +57,6 @@ async fn wait_for_first_step(app: &TestApp, id: &str) {
         assert!(Instant::now() < deadline, "no step of {id} within 60 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn wait_status(app: &TestApp, id: &str, status: &str, secs: u64) -> Value {
-    wait_for(app, id, secs, status, |j| {
-        j["status"] == status || (j["status"] == "failed" && status != "failed")
-    })
-    .await
 }
 
 fn assert_each_step_once(points: &[(u64, f64)], steps: u64) {
@@ -123,7 +88,7 @@ async fn pretraining_job_succeeds_with_metrics_checkpoints_and_a_model(backend: 
     let app = spawn_app_with(backend, |s| s.worker_slots = 1).await;
     let file = upload_corpus(&app).await;
     let id = create_job(&app, &pretrain_job(&file, 12, 5)).await;
-    let job = wait_status(&app, &id, "succeeded", 120).await;
+    let job = app.wait_status(&id, "succeeded", 120).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(
         job["fine_tuned_model"],
@@ -272,7 +237,7 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
         app.train_points(&long).await.len()
     };
     assert_eq!(after, after_more, "no step after the cancel was seen");
-    assert_eq!(get_job(&app, &long).await["status"], "cancelled");
+    assert_eq!(app.job(&long).await["status"], "cancelled");
 
     // Pause mid-run, three times: each pause writes a checkpoint; each resume goes on from it,
     // each step once; a pause is not a failure, so no attempt is counted for it.
@@ -305,7 +270,7 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
                     &format!("/v1/fine_tuning/jobs/{id}/checkpoints"),
                 )
                 .await;
-            let job = get_job(&app, &id).await;
+            let job = app.job(&id).await;
             // Checkpoints are listed newest first (and pruned to n_checkpoints).
             let newest = ck["data"][0]["step_number"].as_u64().unwrap_or(0);
             if newest > last_checkpoint && job["status"] == "paused" {
@@ -329,7 +294,7 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
             .await;
         assert_eq!((s, j["status"].as_str()), (200, Some("queued")));
     }
-    let done = wait_status(&app, &id, "succeeded", 180).await;
+    let done = app.wait_status(&id, "succeeded", 180).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_each_step_once(&app.train_points(&id).await, 400);
     let attempts: Vec<String> = app
@@ -398,7 +363,9 @@ async fn a_job_too_big_for_this_machine_is_refused_before_it_starts(backend: Bac
     let file = upload_corpus(&app).await;
     let id = create_job(&app, &json!({"model": "wick-llama-125m", "training_file": file,
         "method": {"type": "pretrain", "pretrain": {"hyperparameters": {"batch_size": 1024, "max_seq_len": 2048}}}})).await;
-    let j = wait_for(&app, &id, 60, "failure", |j| j["status"] == "failed").await;
+    let j = app
+        .wait_until(&id, 60, "failure", |j| j["status"] == "failed")
+        .await;
     assert_eq!(j["error"]["code"], "insufficient_memory", "{j}");
     assert!(
         j["error"]["message"].as_str().unwrap().contains("GiB"),
@@ -413,7 +380,7 @@ async fn a_job_whose_worker_is_lost_on_every_attempt_fails_with_worker_lost(back
     let app = spawn_app_with(backend, |s| s.worker_slots = 0).await;
     let file = upload_corpus(&app).await;
     let id = create_job(&app, &pretrain_job(&file, 5, 100)).await;
-    wait_status(&app, &id, "queued", 30).await;
+    app.wait_status(&id, "queued", 30).await;
     let expired = chrono::Duration::seconds(-1);
     let mut attempts = vec![];
     while let Some(job) = wick::store::queue::claim_next_job(&app.state.db, "lost", expired)
@@ -425,7 +392,7 @@ async fn a_job_whose_worker_is_lost_on_every_attempt_fails_with_worker_lost(back
         assert!(attempts.len() <= 10, "claimed forever: {attempts:?}");
     }
     assert_eq!(attempts, [1, 2, 3], "each allowed attempt, then no more");
-    let job = get_job(&app, &id).await;
+    let job = app.job(&id).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "worker_lost", "{job}");
     let messages = app.event_messages(&id).await;
@@ -455,7 +422,7 @@ async fn pause_and_resume_at_random_moments_run_each_job_once(backend: Backend) 
         let path = |action: &str| format!("/v1/fine_tuning/jobs/{id}/{action}");
         let mut actions = vec![];
         loop {
-            let j = get_job(&app, &id).await;
+            let j = app.job(&id).await;
             if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap()) {
                 break;
             }
@@ -475,7 +442,7 @@ async fn pause_and_resume_at_random_moments_run_each_job_once(backend: Backend) 
                 "trial {trial}: the job never ended: {actions:?}"
             );
         }
-        let done = wait_status(&app, &id, "succeeded", 120).await;
+        let done = app.wait_status(&id, "succeeded", 120).await;
         if done["status"] != "succeeded" {
             let mut messages = app.event_messages(&id).await;
             messages.reverse();
@@ -520,7 +487,7 @@ async fn a_store_failure_during_training_pauses_the_job_and_keeps_its_checkpoint
         .join(format!("blobs/jobs/{id}/checkpoints/checkpoint-00000010"));
     std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
     std::fs::write(&blocker, b"in the way").unwrap();
-    let paused = wait_status(&app, &id, "paused", 120).await;
+    let paused = app.wait_status(&id, "paused", 120).await;
     assert_eq!(paused["status"], "paused", "{paused}");
     let events = app.events(&id).await;
     let event = events
@@ -551,7 +518,7 @@ async fn a_store_failure_during_training_pauses_the_job_and_keeps_its_checkpoint
         )
         .await;
     assert_eq!(s, 200);
-    let done = wait_status(&app, &id, "succeeded", 120).await;
+    let done = app.wait_status(&id, "succeeded", 120).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_each_step_once(&app.train_points(&id).await, steps as u64);
 }
@@ -581,9 +548,9 @@ mod multi_process {
         app.wait_past_a_checkpoint(&id, 120).await;
         w1.kill().unwrap(); // SIGKILL
         w1.wait().unwrap();
-        assert_eq!(get_job(&app, &id).await["status"], "running");
+        assert_eq!(app.job(&id).await["status"], "running");
         let mut w2 = start_worker(&app, 2);
-        let done = wait_status(&app, &id, "succeeded", 180).await;
+        let done = app.wait_status(&id, "succeeded", 180).await;
         w2.kill().unwrap();
         w2.wait().unwrap();
         assert_eq!(done["status"], "succeeded", "{done}");
@@ -598,7 +565,7 @@ mod multi_process {
         // The same spec run without interruption ends on the same loss.
         let straight = create_job(&app, &pretrain_job(&file, steps, 5)).await;
         let mut w3 = start_worker(&app, 2);
-        let done = wait_status(&app, &straight, "succeeded", 180).await;
+        let done = app.wait_status(&straight, "succeeded", 180).await;
         w3.kill().unwrap();
         w3.wait().unwrap();
         let events = app.event_messages(&straight).await;
@@ -637,7 +604,7 @@ mod multi_process {
         };
         assert!(exit.success(), "clean exit: {exit:?}");
         // Back in the queue, with a checkpoint to resume from, and no lease held.
-        let j = get_job(&app, &id).await;
+        let j = app.job(&id).await;
         assert_eq!(j["status"], "queued", "{j}");
         let (_, ck) = app
             .get(
@@ -647,7 +614,7 @@ mod multi_process {
             .await;
         assert_eq!(ck["data"].as_array().unwrap().len(), 1, "{ck}");
         let mut w2 = start_worker(&app, 30);
-        let done = wait_status(&app, &id, "succeeded", 180).await;
+        let done = app.wait_status(&id, "succeeded", 180).await;
         w2.kill().unwrap();
         w2.wait().unwrap();
         assert_eq!(done["status"], "succeeded", "{done}");
@@ -664,7 +631,7 @@ mod multi_process {
         }
         let mut workers = [start_worker(&app, 10), start_worker(&app, 10)];
         for id in &ids {
-            let j = wait_status(&app, id, "succeeded", 300).await;
+            let j = app.wait_status(id, "succeeded", 300).await;
             assert_eq!(j["status"], "succeeded", "{j}");
         }
         for w in &mut workers {
@@ -698,82 +665,32 @@ mod multi_process {
     async fn an_aborting_training_process_fails_its_job_and_the_server_keeps_serving() {
         // A real `wick serve` whose training processes abort at step 3, as out-of-memory would.
         let dir = tempfile::tempdir().unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let data = dir.path().join("data");
-        let mut server = Command::new(env!("CARGO_BIN_EXE_wick"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--threads-per-job",
-                "1",
-            ])
-            .env(wick::worker::child::FAULT_ABORT_ENV, "3")
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let key_path = data.join("admin_key");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(key_path.exists() && client.get(format!("{base}/healthz")).send().await.is_ok()) {
-            assert!(Instant::now() < deadline, "server did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let key = std::fs::read_to_string(&key_path)
-            .unwrap()
-            .trim()
-            .to_string();
-        let form = reqwest::multipart::Form::new()
-            .text("purpose", "pretrain")
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(corpus::corpus_jsonl(100)).file_name("d.jsonl"),
-            );
-        let f: Value = client
-            .post(format!("{base}/v1/files"))
-            .bearer_auth(&key)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let job: Value = client
-            .post(format!("{base}/v1/fine_tuning/jobs"))
-            .bearer_auth(&key)
-            .json(&pretrain_job(f["id"].as_str().unwrap(), 20, 1000))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (mut server, api) = common::serve_api(&dir.path().join("data"), |cmd| {
+            cmd.args(["--worker-slots", "1", "--threads-per-job", "1"])
+                .env(wick::worker::child::FAULT_ABORT_ENV, "3");
+        })
+        .await;
+        let (s, f) = api
+            .upload(
+                &api.admin_key,
+                "pretrain",
+                "d.jsonl",
+                corpus::corpus_jsonl(100),
+            )
+            .await;
+        assert_eq!(s, 200, "{f}");
+        let (s, job) = api
+            .post(
+                &api.admin_key,
+                "/v1/fine_tuning/jobs",
+                &pretrain_job(f["id"].as_str().unwrap(), 20, 1000),
+            )
+            .await;
+        assert_eq!(s, 200, "{job}");
         let id = job["id"].as_str().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let failed = loop {
-            let j: Value = client
-                .get(format!("{base}/v1/fine_tuning/jobs/{id}"))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if j["status"] == "failed" {
-                break j;
-            }
-            assert!(Instant::now() < deadline, "job did not fail: {j}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let failed = api
+            .wait_until(id, 60, "the job to fail", |j| j["status"] == "failed")
+            .await;
         assert_eq!(failed["error"]["code"], "training_process_crashed");
         assert!(
             failed["error"]["message"]
@@ -783,18 +700,12 @@ mod multi_process {
             "{failed}"
         );
         // The server is still there and answering.
-        let r = client
-            .get(format!("{base}/v1/fine_tuning/jobs"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let (s, _) = api.get(&api.admin_key, "/v1/fine_tuning/jobs").await;
+        assert_eq!(s, 200);
         assert!(
             server.try_wait().unwrap().is_none(),
             "the server process must survive"
         );
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.kill().await.unwrap();
     }
 }

@@ -19,6 +19,7 @@ use super::attention::{AttnMask, AttnShape, RopeRows, attention};
 use super::bf16_linear::{bf16_linear, usable as bf16_usable};
 use super::checkpoint::{GradSideStore, checkpointed, detached};
 use super::config::ModelConfig;
+use super::lora_delta::FrozenWeight;
 use super::ops::{causal_softmax, fused_available};
 use super::quantized::QuantWeight;
 use super::rms_norm::rms_norm;
@@ -139,9 +140,11 @@ impl Module for Linear {
         let many_rows = rows > super::few_rows::FEW_ROWS;
         let fused = match (&self.lora, &self.quant) {
             (Some(adapter), None) if many_rows && !(self.bf16 && bf16_usable(&x2)) => {
-                adapter.forward_with_base(&x2, &self.weight)?
+                adapter.forward_with_base(&x2, FrozenWeight::Dense(&self.weight))?
             }
-            (Some(adapter), Some(q)) if many_rows => adapter.forward_with_quantized(&x2, q)?,
+            (Some(adapter), Some(q)) if many_rows => {
+                adapter.forward_with_base(&x2, FrozenWeight::Quantized(q))?
+            }
             _ => None,
         };
         let is_fused = fused.is_some();

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use super::config::ModelConfig;
 use super::llama::Llama;
+use super::lora_delta::FrozenWeight;
 
 /// State shared by every adapter of one model: training mode (dropout on) and the dropout RNG.
 #[derive(Debug)]
@@ -207,39 +208,22 @@ impl LoraAdapter {
     }
 
     /// The whole adapted projection `x Wᵀ + scaling · dropout(x) Aᵀ Bᵀ` for the frozen base
-    /// weight `w` (out, in), as one fused CPU op ([`super::lora_delta::lora_linear`]), or `None`
-    /// where that op does not apply (off the CPU, another dtype, a trainable or non-contiguous
-    /// weight): the caller then adds [`Self::forward`] to its own product.
-    pub fn forward_with_base(&self, x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-        let fits = super::ops::fused_available(x)
-            && x.dtype() == self.a.dtype()
-            && w.dtype() == x.dtype()
-            && w.device().is_cpu()
-            && w.is_contiguous()
-            && !w.track_op();
-        if !fits {
+    /// weight `w` (out, in), dense or quantised, as one fused CPU op
+    /// ([`super::lora_delta::lora_linear`]), or `None` where that op does not apply (off the CPU,
+    /// another dtype, a trainable or non-contiguous weight, a quantised one outside f32): the
+    /// caller then adds [`Self::forward`] to its own product.
+    pub fn forward_with_base(&self, x: &Tensor, w: FrozenWeight<'_>) -> Result<Option<Tensor>> {
+        let base_fits = match w {
+            FrozenWeight::Dense(w) => {
+                w.dtype() == x.dtype() && w.device().is_cpu() && w.is_contiguous() && !w.track_op()
+            }
+            FrozenWeight::Quantized(_) => x.dtype() == DType::F32,
+        };
+        if !(super::ops::fused_available(x) && x.dtype() == self.a.dtype() && base_fits) {
             return Ok(None);
         }
         let mask = self.runtime.mask(x.elem_count()).map(Arc::new);
         super::lora_delta::lora_linear(x, w, &self.a, &self.b, self.scaling, mask).map(Some)
-    }
-
-    /// [`Self::forward_with_base`] for a quantised base weight (QLoRA's), as one fused CPU op
-    /// ([`super::lora_delta::lora_quantized_linear`]); `None` off the CPU or outside f32.
-    pub fn forward_with_quantized(
-        &self,
-        x: &Tensor,
-        w: &Arc<super::quantized::QuantWeight>,
-    ) -> Result<Option<Tensor>> {
-        let fits = super::ops::fused_available(x)
-            && x.dtype() == DType::F32
-            && self.a.dtype() == DType::F32;
-        if !fits {
-            return Ok(None);
-        }
-        let mask = self.runtime.mask(x.elem_count()).map(Arc::new);
-        let (a, b) = (&self.a, &self.b);
-        super::lora_delta::lora_quantized_linear(x, w, a, b, self.scaling, mask).map(Some)
     }
 
     /// The state shared with the model's other adapters.

@@ -46,40 +46,46 @@ pub fn lora_delta(
     apply(x, None, a, b, scaling, mask)
 }
 
-/// `x Wᵀ + s · (m ⊙ x) Aᵀ Bᵀ`: a LoRA-adapted projection with its frozen base weight `w`
-/// (out, in), which gets no gradient. CPU, f32 or f64, `w` of `x`'s dtype.
+/// The frozen base weight `W` (out, in) of an adapted projection, as [`lora_linear`] takes it.
+#[derive(Clone, Copy)]
+pub enum FrozenWeight<'a> {
+    /// A plain weight of `x`'s dtype on the CPU.
+    Dense(&'a Tensor),
+    /// A quantised weight (QLoRA's, [`super::quantized`]), multiplied by the same kernel as
+    /// [`super::quantized_linear`]; f32 inputs only.
+    Quantized(&'a Arc<QuantWeight>),
+}
+
+/// `x Wᵀ + s · (m ⊙ x) Aᵀ Bᵀ`: a LoRA-adapted projection with its frozen base weight `w`, which
+/// gets no gradient. CPU, f32 or f64 (f32 for a quantised `w`).
 pub fn lora_linear(
     x: &Tensor,
-    w: &Tensor,
+    w: FrozenWeight<'_>,
     a: &Tensor,
     b: &Tensor,
     scaling: f64,
     mask: Option<Arc<Vec<f32>>>,
 ) -> Result<Tensor> {
-    if w.dtype() != x.dtype() || !w.device().is_cpu() {
-        candle_core::bail!("lora_linear: the base weight must be a CPU tensor of x's dtype");
-    }
-    let base = Base::Dense(w.contiguous()?);
+    let base = match w {
+        FrozenWeight::Dense(w) => {
+            if w.dtype() != x.dtype() || !w.device().is_cpu() {
+                candle_core::bail!(
+                    "lora_linear: the base weight must be a CPU tensor of x's dtype"
+                );
+            }
+            Base::Dense(w.contiguous()?)
+        }
+        FrozenWeight::Quantized(q) => {
+            if x.dtype() != DType::F32 {
+                candle_core::bail!("lora_linear: a quantised base takes f32 inputs only");
+            }
+            Base::Quant(q.clone())
+        }
+    };
     apply(x, Some(base), a, b, scaling, mask)
 }
 
-/// [`lora_linear`] with a quantised base weight (QLoRA's, [`super::quantized`]), multiplied by
-/// the same kernel as [`super::quantized_linear`]. CPU, f32.
-pub fn lora_quantized_linear(
-    x: &Tensor,
-    w: &Arc<QuantWeight>,
-    a: &Tensor,
-    b: &Tensor,
-    scaling: f64,
-    mask: Option<Arc<Vec<f32>>>,
-) -> Result<Tensor> {
-    if x.dtype() != DType::F32 {
-        candle_core::bail!("lora_quantized_linear: f32 inputs only");
-    }
-    apply(x, Some(Base::Quant(w.clone())), a, b, scaling, mask)
-}
-
-/// The frozen base weight of an adapted projection, (out, in).
+/// The frozen base weight as the op holds it.
 enum Base {
     /// A plain weight of x's dtype, contiguous.
     Dense(Tensor),
@@ -118,7 +124,7 @@ impl Base {
             }
             Base::Quant(q) => {
                 let CpuStorage::F32(v) = s else {
-                    candle_core::bail!("lora_quantized_linear: f32 inputs only");
+                    candle_core::bail!("lora_linear: a quantised base takes f32 inputs only");
                 };
                 let p = super::quantized_linear::product(q, contiguous(v, l)?, rows, transposed);
                 Ok(CpuStorage::F32(p))
@@ -546,7 +552,7 @@ mod tests {
             )
         });
         let fused = match base {
-            true => lora_linear(&x, &w, &a, &b, 0.75, m.clone()).unwrap(),
+            true => lora_linear(&x, FrozenWeight::Dense(&w), &a, &b, 0.75, m.clone()).unwrap(),
             false => lora_delta(&x, &a, &b, 0.75, m.clone()).unwrap(),
         };
         let xd = match &m {
@@ -635,7 +641,7 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (200, 96), &Device::Cpu).unwrap();
         check_f32_against_separate(
             "dense",
-            |x, a, b, m| lora_linear(x, &w, a, b, 2.0, Some(m)),
+            |x, a, b, m| lora_linear(x, FrozenWeight::Dense(&w), a, b, 2.0, Some(m)),
             |x, a, b, m| {
                 super::super::frozen::frozen_matmul(x, &w)? + lora_delta(x, a, b, 2.0, Some(m))?
             },
@@ -656,7 +662,7 @@ mod tests {
             let q = Arc::new(QuantWeight::quantize(&w, (out, d_in), kind, true));
             check_f32_against_separate(
                 &format!("{kind:?}"),
-                |x, a, b, m| lora_quantized_linear(x, &q, a, b, 2.0, Some(m)),
+                |x, a, b, m| lora_linear(x, FrozenWeight::Quantized(&q), a, b, 2.0, Some(m)),
                 |x, a, b, m| quantized_linear(x, &q)? + lora_delta(x, a, b, 2.0, Some(m))?,
                 (d_in, out),
             );
@@ -675,12 +681,12 @@ mod tests {
         let b = Tensor::zeros((3, 2), candle_core::DType::F32, &dev).unwrap();
         let w = Tensor::zeros((4, 6), candle_core::DType::F32, &dev).unwrap();
         assert!(
-            lora_linear(&x, &w, &a, &b, 1.0, None).is_err(),
+            lora_linear(&x, FrozenWeight::Dense(&w), &a, &b, 1.0, None).is_err(),
             "W (4, 6) with B (3, 2)"
         );
         let w = Tensor::zeros((3, 6), candle_core::DType::F64, &dev).unwrap();
         assert!(
-            lora_linear(&x, &w, &a, &b, 1.0, None).is_err(),
+            lora_linear(&x, FrozenWeight::Dense(&w), &a, &b, 1.0, None).is_err(),
             "W of another dtype"
         );
     }

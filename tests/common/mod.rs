@@ -388,6 +388,45 @@ impl ApiClient {
         }
     }
 
+    /// Job `id` as the API shows it to the admin key.
+    pub async fn job(&self, id: &str) -> Value {
+        self.get(&self.admin_key, &format!("/v1/fine_tuning/jobs/{id}"))
+            .await
+            .1
+    }
+
+    /// Polls job `id` until `done(job)` holds (its body), failing the test after `secs` seconds
+    /// with `what` it waited for.
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        secs: u64,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let j = self.job(id).await;
+            if done(&j) {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {j}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls job `id` until its status is `status`, or it failed (the caller's asserts then show
+    /// why), for up to `secs` seconds.
+    pub async fn wait_status(&self, id: &str, status: &str, secs: u64) -> Value {
+        self.wait_until(id, secs, status, |j| {
+            j["status"] == status || (j["status"] == "failed" && status != "failed")
+        })
+        .await
+    }
+
     /// Polls job `id` until it succeeds (its body) or fails the test when it fails, is cancelled or
     /// takes over four minutes.
     pub async fn wait_for_job(&self, id: &str) -> Value {

@@ -12,10 +12,16 @@
 //! the ratio of the two is measured under the same conditions:
 //!
 //! ```sh
-//! python3 -m moto.server -p 9000 & curl -X PUT http://127.0.0.1:9000/wick-bench
-//! AWS_ENDPOINT_URL=http://127.0.0.1:9000 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=x \
-//!   AWS_SECRET_ACCESS_KEY=x cargo bench --bench upload -- /tmp/chat_200k.jsonl --s3 s3://wick-bench/b
+//! bench/s3/garage.sh start /tmp/garage wick-bench 1     # Garage, pinned to vCPU 1
+//! eval "$(bench/s3/garage.sh env)"
+//! taskset -c 0 target/release/deps/upload-* /tmp/chat_200k.jsonl /tmp/chat_200k_s1.jsonl \
+//!   /tmp/chat_200k_s2.jsonl --s3 s3://wick-bench/b
 //! ```
+//!
+//! Several files (the same generator with seeds 1 and 2) are uploaded one per round in turn, both
+//! stores taking the same file in a round: Garage stores content-addressed blocks and would
+//! otherwise skip writing what it already holds from the previous round. Any S3-compatible server
+//! works (moto: `python3 -m moto.server -p 9000`, then `curl -X PUT` the bucket).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -117,13 +123,16 @@ async fn main() {
         .iter()
         .position(|a| a == "--s3")
         .map(|i| args.get(i + 1).expect("--s3 s3://bucket/prefix").clone());
-    let path = args
+    let paths: Vec<String> = args
         .iter()
         .filter(|a| !a.starts_with('-') && Some(*a) != s3.as_ref())
-        .next()
-        .expect("usage: upload BENCH_FILE.jsonl [--s3 s3://bucket/prefix]")
-        .clone();
-    let mb = std::fs::metadata(&path).unwrap().len() as f64 / 1e6;
+        .cloned()
+        .collect();
+    assert!(
+        !paths.is_empty(),
+        "usage: upload BENCH_FILE.jsonl [MORE.jsonl ...] [--s3 s3://bucket/prefix]"
+    );
+    let megabytes = |path: &str| std::fs::metadata(path).unwrap().len() as f64 / 1e6;
     let dir = tempfile::tempdir().unwrap();
     let local = start_server(dir.path(), None).await;
     let remote = match &s3 {
@@ -134,7 +143,9 @@ async fn main() {
         None => None,
     };
     let client = reqwest::Client::new();
-    println!("file: {path} ({mb:.1} MB)");
+    for path in &paths {
+        println!("file: {path} ({:.1} MB)", megabytes(path));
+    }
     println!("peak RSS after start: {:.0} MiB", peak_rss_mib());
 
     let mut plain = vec![];
@@ -145,6 +156,8 @@ async fn main() {
     let mut cpu_local = vec![];
     let mut cpu_s3 = vec![];
     for round in 0..3 {
+        let path = paths[round % paths.len()].clone();
+        let mb = megabytes(&path);
         let (s, lines) = plain_pass(&path);
         plain.push(mb / s);
         let (s, dups) = tokio::task::spawn_blocking({

@@ -59,22 +59,15 @@ async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from
         start_worker(dirs[2].path(), &db, &s3),
     ];
 
-    let (s, f) = api
-        .upload(
-            &api.admin_key,
-            "pretrain",
-            "docs.jsonl",
-            corpus::corpus_jsonl(300),
-        )
+    let file = api
+        .upload_file("pretrain", "docs.jsonl", corpus::corpus_jsonl(300))
         .await;
-    assert_eq!(s, 200, "{f}");
-    assert_eq!(f["status"], "processed", "{f}");
     let steps = 40u64;
     let (s, job) = api
         .post(
             &api.admin_key,
             "/v1/fine_tuning/jobs",
-            &json!({"model": "wick-llama-1m", "training_file": f["id"], "seed": 11,
+            &json!({"model": "wick-llama-1m", "training_file": file, "seed": 11,
                     "method": {"type": "pretrain", "pretrain": {"hyperparameters": {
                         "vocab_size": 320, "max_seq_len": 32, "batch_size": 4,
                         "max_steps": steps, "learning_rate": 3e-3, "warmup_steps": 2,
@@ -176,11 +169,7 @@ async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from
         "{got:?}"
     );
     let uploads = s3.list(&format!("{PREFIX}/files/")).await;
-    assert!(
-        uploads
-            .iter()
-            .any(|(k, _)| k.ends_with(f["id"].as_str().unwrap()))
-    );
+    assert!(uploads.iter().any(|(k, _)| k.ends_with(file.as_str())));
 
     // Nothing but scratch on any machine's disk: no blob folder anywhere.
     for (i, d) in dirs.iter().enumerate() {
@@ -376,21 +365,15 @@ async fn serve_on_sigterm_requeues_its_job_and_exits_cleanly() {
     };
     let (mut server, api) = common::serve_api(data.path(), slot).await;
     let addr = api.base.trim_start_matches("http://").to_string();
-    let (s, f) = api
-        .upload(
-            &api.admin_key,
-            "pretrain",
-            "docs.jsonl",
-            corpus::corpus_jsonl(300),
-        )
+    let file = api
+        .upload_file("pretrain", "docs.jsonl", corpus::corpus_jsonl(300))
         .await;
-    assert_eq!(s, 200, "{f}");
     let steps = 60u64;
     let (s, job) = api
         .post(
             &api.admin_key,
             "/v1/fine_tuning/jobs",
-            &json!({"model": "wick-llama-1m", "training_file": f["id"], "seed": 4,
+            &json!({"model": "wick-llama-1m", "training_file": file, "seed": 4,
                     "method": {"type": "pretrain", "pretrain": {"hyperparameters": {
                         "vocab_size": 320, "max_seq_len": 32, "batch_size": 4, "max_steps": steps,
                         "gradient_accumulation_steps": 4, "checkpoint_every": 1000}}}}),

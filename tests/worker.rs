@@ -30,17 +30,8 @@ fn interruptible_job(file: &str, steps: u32) -> Value {
 }
 
 async fn upload_corpus(app: &TestApp) -> String {
-    let (s, f) = app
-        .upload(
-            &app.admin_key,
-            "pretrain",
-            "docs.jsonl",
-            corpus::corpus_jsonl(300),
-        )
-        .await;
-    assert_eq!(s, 200, "{f}");
-    assert_eq!(f["status"], "processed", "{f}");
-    f["id"].as_str().unwrap().to_string()
+    app.upload_file("pretrain", "docs.jsonl", corpus::corpus_jsonl(300))
+        .await
 }
 
 async fn create_job(app: &TestApp, body: &Value) -> String {
@@ -670,20 +661,14 @@ mod multi_process {
                 .env(wick::worker::child::FAULT_ABORT_ENV, "3");
         })
         .await;
-        let (s, f) = api
-            .upload(
-                &api.admin_key,
-                "pretrain",
-                "d.jsonl",
-                corpus::corpus_jsonl(100),
-            )
+        let file = api
+            .upload_file("pretrain", "d.jsonl", corpus::corpus_jsonl(100))
             .await;
-        assert_eq!(s, 200, "{f}");
         let (s, job) = api
             .post(
                 &api.admin_key,
                 "/v1/fine_tuning/jobs",
-                &pretrain_job(f["id"].as_str().unwrap(), 20, 1000),
+                &pretrain_job(&file, 20, 1000),
             )
             .await;
         assert_eq!(s, 200, "{job}");

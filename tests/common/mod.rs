@@ -230,6 +230,15 @@ impl ApiClient {
             .expect("upload request")
     }
 
+    /// Uploads `bytes` with the admin key as a file for `purpose`, asserts that it was accepted
+    /// and processed, and returns its id.
+    pub async fn upload_file(&self, purpose: &str, name: &str, bytes: Vec<u8>) -> String {
+        let (s, f) = self.upload(&self.admin_key, purpose, name, bytes).await;
+        assert_eq!(s, 200, "{f}");
+        assert_eq!(f["status"], "processed", "{f}");
+        f["id"].as_str().unwrap().to_string()
+    }
+
     /// As [`TestApp::upload`], but a server that answers and closes before taking the whole body
     /// (as it may for an oversize upload) gives `Err` instead of a panic.
     pub async fn try_upload(

@@ -8,8 +8,8 @@
 #   scripts/cuda-build.sh check [cargo args]   # cargo check --features cuda (CI: the GPU code compiles)
 #   scripts/cuda-build.sh build [cargo args]   # a release binary for sm_90 (H100/H200), target/cuda/release
 #
-# The toolkit venv lives in $WICK_CUDA_DIR (default target/cuda-toolkit, ~1.2 GB), the build in
-# target/cuda, apart from the CPU build's target folder. Run from anywhere in the repository.
+# The toolkit venv lives in $WICK_CUDA_DIR (default target/cuda-toolkit, ~1.2 GB); `build` writes
+# to target/cuda, apart from the CPU build. Run from anywhere in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,8 +55,10 @@ fi
 
 # sm_90: the H100 and H200 the device checks run on.
 export PATH="$cuda/bin:$PATH" CUDA_HOME="$cuda" CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
 case "$mode" in
+# Into the CPU build's own target folder: a check writes no binaries, and the build scripts and
+# proc macros it shares with the CPU build are compiled once (12 min cold here instead of 17).
 check) cargo check --locked --features cuda --lib --bins "$@" ;;
-build) cargo build --locked --release --features cuda "$@" ;;
+# Apart, so that the CUDA binary does not replace the CPU one at target/release/wick.
+build) CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda} cargo build --locked --release --features cuda "$@" ;;
 esac

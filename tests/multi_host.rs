@@ -21,6 +21,11 @@ use serde_json::json;
 /// The bucket prefix every process of this installation names.
 const PREFIX: &str = "wick";
 
+/// The tests here each start several processes, three of them training; with them all at once on
+/// a 2-vCPU machine the killed-worker test's 2-second leases were seen to lapse under the load
+/// (the job passed between the live workers until its attempts ran out), so they run one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn start_worker(data: &Path, db: &str, s3: &S3Server) -> Child {
     Command::new(env!("CARGO_BIN_EXE_wick"))
         .arg("worker")
@@ -44,6 +49,7 @@ fn start_worker(data: &Path, db: &str, s3: &S3Server) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from_s3() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Some(s3) = S3Server::start("wick-multi-host").await else {
         return;
     };
@@ -189,6 +195,7 @@ async fn two_workers_share_only_postgres_and_s3_and_a_killed_one_is_resumed_from
 /// fine-tune from it and chat with it, each fetching it once into its own cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imported_base_model_trains_and_chats_on_machines_without_its_folder() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Some(s3) = S3Server::start("wick-imports").await else {
         return;
     };
@@ -300,6 +307,7 @@ async fn an_imported_base_model_trains_and_chats_on_machines_without_its_folder(
 /// and the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_to_a_failing_object_store_is_a_clear_503_and_keeps_nothing() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Some(s3) = S3Server::start("wick-faults").await else {
         return;
     };
@@ -359,6 +367,7 @@ async fn an_upload_to_a_failing_object_store_is_a_clear_503_and_keeps_nothing() 
 /// the end with every step once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_sigterm_requeues_its_job_and_exits_cleanly() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let data = tempfile::tempdir().unwrap();
     let slot = |cmd: &mut tokio::process::Command| {
         cmd.args(["--worker-slots", "1", "--threads-per-job", "1"]);

@@ -390,11 +390,7 @@ async fn serve_on_sigterm_requeues_its_job_and_exits_cleanly() {
         .await;
     assert_eq!(s, 200, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while api.train_points(&id).await.is_empty() {
-        assert!(Instant::now() < deadline, "no step within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    api.wait_for_first_step(&id).await;
     let pid = server.id().unwrap().to_string();
     assert!(
         Command::new("kill")

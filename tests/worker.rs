@@ -40,16 +40,6 @@ async fn create_job(app: &TestApp, body: &Value) -> String {
     j["id"].as_str().unwrap().to_string()
 }
 
-/// Waits until the job's first train point is stored (points are flushed every 200 ms, where
-/// `trained_tokens` on the job only moves with the lease heartbeat, every few seconds).
-async fn wait_for_first_step(app: &TestApp, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while app.train_points(id).await.is_empty() {
-        assert!(Instant::now() < deadline, "no step of {id} within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn assert_each_step_once(points: &[(u64, f64)], steps: u64) {
     let got: Vec<u64> = points.iter().map(|p| p.0).collect();
     assert_eq!(
@@ -205,7 +195,7 @@ async fn cancel_stops_within_a_step_and_pause_resumes(backend: Backend) {
     let file = upload_corpus(&app).await;
 
     let long = create_job(&app, &interruptible_job(&file, 5000)).await;
-    wait_for_first_step(&app, &long).await;
+    app.wait_for_first_step(&long).await;
     let (s, j) = app
         .post(
             &app.admin_key,
@@ -576,7 +566,7 @@ mod multi_process {
         let steps = 400;
         let id = create_job(&app, &interruptible_job(&file, steps)).await;
         let mut w1 = start_worker(&app, 30);
-        wait_for_first_step(&app, &id).await;
+        app.wait_for_first_step(&id).await;
         let term = Command::new("kill")
             .args(["-TERM", &w1.id().to_string()])
             .status()

@@ -436,6 +436,17 @@ impl ApiClient {
         .await
     }
 
+    /// Waits (up to 60 s) until job `id`'s first train point is stored (points are flushed every
+    /// 200 ms, where `trained_tokens` on the job only moves with the lease heartbeat, every few
+    /// seconds).
+    pub async fn wait_for_first_step(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.train_points(id).await.is_empty() {
+            assert!(Instant::now() < deadline, "no step of {id} within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls job `id` until it succeeds (its body) or fails the test when it fails, is cancelled or
     /// takes over four minutes.
     pub async fn wait_for_job(&self, id: &str) -> Value {

@@ -58,7 +58,9 @@ export PATH="$cuda/bin:$PATH" CUDA_HOME="$cuda" CUDA_COMPUTE_CAP=${CUDA_COMPUTE_
 case "$mode" in
 # Into the CPU build's own target folder: a check writes no binaries, and the build scripts and
 # proc macros it shares with the CPU build are compiled once (12 min cold here instead of 17).
-check) cargo check --locked --features cuda --lib --bins "$@" ;;
+# The kernels go through nvcc's front end only (scripts/nvcc-check.sh says why).
+check) WICK_REAL_NVCC="$cuda/bin/nvcc" NVCC="$PWD/scripts/nvcc-check.sh" \
+    cargo check --locked --features cuda --lib --bins "$@" ;;
 # Apart, so that the CUDA binary does not replace the CPU one at target/release/wick.
 build) CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda} cargo build --locked --release --features cuda "$@" ;;
 esac

@@ -159,7 +159,7 @@ fn run(dir: &Path, spec: JobSpec, train: &str, out: &str) -> (f64, RecordingProg
 
 /// The greedy replies of the model in `dir` to `prompts`, and whether each stopped by itself.
 fn greedy_replies(dir: &Path, prompts: &[(usize, u32, u32)]) -> Vec<(String, bool)> {
-    let model = LoadedModel::load(dir).unwrap();
+    let model = LoadedModel::load(dir, wick::devices::DeviceId::Cpu).unwrap();
     let params = GenerateParams {
         max_tokens: 12,
         temperature: 0.0,

@@ -24,6 +24,10 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let listen = settings.listen;
+        // Devices that cannot be used stop the start here, before anything is bound or opened.
+        if settings.worker_slots > 0 {
+            crate::devices::resolve(settings.devices.as_ref())?;
+        }
         let state = AppState::open(settings).await?;
         let new_admin_key = bootstrap_admin_key(&state.db, &state.settings).await?;
         crate::jobs::validation::resume_pending(&state.db, &state.hub, &state.queue_wake).await?;
@@ -56,7 +60,8 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), store = self.state.db.backend(), "wick is serving");
         let stop = CancellationToken::new();
-        let slots = crate::worker::spawn_slots(&self.state, &stop);
+        let slots =
+            crate::worker::spawn_slots(&self.state, &stop).map_err(std::io::Error::other)?;
         let limits = crate::http_server::Limits {
             header_timeout: std::time::Duration::from_secs(
                 self.state.settings.header_timeout_secs.max(1),

@@ -157,7 +157,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::private_files::restrict_new_files();
             let state = crate::state::AppState::open(settings).await?;
             let stop = tokio_util::sync::CancellationToken::new();
-            let slots = crate::worker::spawn_slots(&state, &stop);
+            let slots = crate::worker::spawn_slots(&state, &stop)?;
             shutdown_signal().await;
             tracing::info!("shutting down: checkpointing running jobs");
             stop.cancel();

@@ -21,6 +21,9 @@ pub struct TrainArgs {
     /// A checkpoint folder to continue from.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// `cpu` or `cuda:N`. Default: the first GPU the CUDA build sees, else the CPU.
+    #[arg(long)]
+    pub device: Option<crate::devices::DeviceId>,
 }
 
 /// Arguments of `wick estimate`.
@@ -68,13 +71,18 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(stem));
+    let device = match args.device {
+        Some(d) => d,
+        None => crate::devices::resolve(None)?[0],
+    };
+    eprintln!("training on {device}");
     let job = TrainJob {
         spec,
         training_file,
         validation_file,
         output_dir,
         resume_from: args.resume.clone(),
-        device: candle_core::Device::Cpu,
+        device: device.open()?,
         base_model_name: None,
     };
     let mut bar = BarProgress::new();

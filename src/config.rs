@@ -24,9 +24,14 @@ pub struct Settings {
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "WICK_MAX_UPLOAD_BYTES", default_value_t = 512_000_000)]
     pub max_upload_bytes: u64,
-    /// In-process training slots (`wick serve`); 0 runs the API alone.
+    /// In-process training slots (`wick serve`) when training on the CPU; 0 runs the API alone.
+    /// On GPUs there is one slot per GPU.
     #[arg(long, env = "WICK_WORKER_SLOTS", default_value_t = 1)]
     pub worker_slots: usize,
+    /// The devices jobs train on: `cpu`, `cuda` (every GPU) or `cuda:0,1`. Default: every GPU
+    /// the CUDA build sees, else the CPU.
+    #[arg(long, env = "WICK_DEVICES")]
+    pub devices: Option<crate::devices::DeviceChoice>,
     /// A worker that has not renewed its job's lease for this long is presumed dead, and another
     /// worker resumes the job from its last checkpoint.
     #[arg(long, env = "WICK_LEASE_SECS", default_value_t = 30)]
@@ -73,6 +78,7 @@ impl Settings {
             blob_store: None,
             max_upload_bytes: 512_000_000,
             worker_slots: 1,
+            devices: None,
             lease_secs: 30,
             threads_per_job: 0,
             trainer_exe: None,

@@ -41,6 +41,7 @@ pub mod cli_export;
 pub mod cli_train;
 pub mod config;
 pub mod datasets;
+pub mod devices;
 pub mod error;
 pub mod http_server;
 pub mod ids;

@@ -9,6 +9,11 @@ pub fn available_memory_bytes() -> Option<u64> {
     parse_mem_available(&std::fs::read_to_string("/proc/meminfo").ok()?)
 }
 
+/// `MemTotal` from `/proc/meminfo`, in bytes: the CPU device's memory in the workers listing.
+pub fn total_memory_bytes() -> Option<u64> {
+    kb_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")
+}
+
 /// The peak resident memory of this process so far (`VmHWM` of `/proc/self/status`), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     kb_field(

@@ -41,6 +41,33 @@ pub struct JobSpec {
     /// The order of the training data: short examples first, or weights that change by step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curriculum: Option<Curriculum>,
+    /// The kind of worker that may run the job: `gpu`, `cpu` or `any` (the default). A job
+    /// waits in the queue until a worker with such a device claims it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceRequest>,
+}
+
+/// Which workers may claim a job (`"device"`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceRequest {
+    #[default]
+    Any,
+    Cpu,
+    Gpu,
+}
+
+impl DeviceRequest {
+    /// Whether a worker slot on a device of `kind` may run the job.
+    pub fn accepts(self, kind: crate::devices::DeviceKind) -> bool {
+        use crate::devices::DeviceKind;
+        matches!(
+            (self, kind),
+            (DeviceRequest::Any, _)
+                | (DeviceRequest::Cpu, DeviceKind::Cpu)
+                | (DeviceRequest::Gpu, DeviceKind::Gpu)
+        )
+    }
 }
 
 /// One file of a mixture: `weight` is its share of the training tokens (weights are normalised;

@@ -62,13 +62,19 @@ impl AppState {
         if settings.models_dir.is_some() && !models_dir.is_dir() {
             tracing::warn!(dir = %models_dir.display(), "the models folder does not exist; no local models until it does");
         }
+        // Chat runs on this process's first GPU when it has one (the CPU when `--devices`
+        // names the CPU or none can be used).
+        let chat_device = crate::devices::resolve(settings.devices.as_ref())
+            .ok()
+            .and_then(|d| d.first().copied())
+            .unwrap_or(crate::devices::DeviceId::Cpu);
         Ok(AppState {
             db,
             blobs,
             settings: Arc::new(settings),
             hub,
             queue_wake: Arc::new(Notify::new()),
-            models: Default::default(),
+            models: Registry::on(chat_device),
             local_models: LocalModels::new(models_dir),
             tenants: Default::default(),
         })

@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "blob_location",
         "telemetry",
         "machine",
+        "devices",
         "allocator",
         "threads",
         "private_files",
@@ -61,6 +62,9 @@ const SAME_LAYER: &[(&str, &str)] = &[
     ("cli", "cli_clean"),
     ("cli", "cli_export"),
     ("config", "blob_location"),
+    ("config", "devices"),
+    ("spec", "devices"),
+    ("devices", "machine"),
 ];
 
 /// Cycles allowed inside a module folder.

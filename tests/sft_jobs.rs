@@ -270,7 +270,7 @@ fn chatml_tokens_are_registered_trained_and_saved_for_models_without_a_template(
             assert_eq!(t.contains_key("base_model.model.lm_head.weight"), !tied);
         }
         // The model loads for chat and renders ChatML with the new single tokens.
-        let m = wick::infer::engine::LoadedModel::load(&out).unwrap();
+        let m = wick::infer::engine::LoadedModel::load(&out, wick::devices::DeviceId::Cpu).unwrap();
         let ids = m
             .chat_prompt(&[wick::chat::template::ChatMessage::new("user", "More?")])
             .unwrap();

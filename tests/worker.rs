@@ -364,9 +364,14 @@ async fn a_job_whose_worker_is_lost_on_every_attempt_fails_with_worker_lost(back
     app.wait_status(&id, "queued", 30).await;
     let expired = chrono::Duration::seconds(-1);
     let mut attempts = vec![];
-    while let Some(job) = wick::store::queue::claim_next_job(&app.state.db, "lost", expired)
-        .await
-        .unwrap()
+    while let Some(job) = wick::store::queue::claim_next_job(
+        &app.state.db,
+        "lost",
+        expired,
+        wick::devices::DeviceKind::Cpu,
+    )
+    .await
+    .unwrap()
     {
         assert_eq!(job.id, id);
         attempts.push(job.attempts);

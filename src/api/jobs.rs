@@ -477,6 +477,7 @@ pub fn job_object(j: &JobRow) -> Value {
                 serde_json::to_value(&s.validation_files),
             ),
             ("curriculum", serde_json::to_value(&s.curriculum)),
+            ("device", serde_json::to_value(s.device)),
         ] {
             if let Ok(v) = value
                 && !v.is_null()

@@ -19,6 +19,7 @@ pub mod query;
 pub mod results;
 pub mod stream;
 pub mod web;
+pub mod workers;
 
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(downloads::router())
         // Importing hashes and copies a whole model: longer than the request timeout allows.
         .merge(admin::router())
+        .merge(workers::router())
         .fallback(route_not_found)
         .layer(middleware::from_fn(nul::refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(timeout, json_errors))

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 use tokenizers::Tokenizer;
 
@@ -71,9 +71,10 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads a Hugging Face folder written by the trainer (or any Llama-family folder).
-    pub fn load(dir: &Path) -> Result<Self, InferError> {
-        let device = Device::Cpu;
+    /// Loads a Hugging Face folder written by the trainer (or any Llama-family folder) onto
+    /// `device` (the serving process's: its first GPU when it has one).
+    pub fn load(dir: &Path, device: crate::devices::DeviceId) -> Result<Self, InferError> {
+        let device = device.open()?;
         let cfg = hf::read_config(dir)?;
         let weights = hf::load_weights(dir, &cfg, DType::F32, &device)?;
         let model = Llama::load(VarBuilder::from_tensors(weights, DType::F32, &device), &cfg)?;
@@ -112,7 +113,7 @@ impl LoadedModel {
         if prompt.len() >= max_ctx {
             return Err(InferError::PromptTooLong(prompt.len(), max_ctx));
         }
-        let device = Device::Cpu;
+        let device = self.model.device().clone();
         let mut sampler = Sampler::new(params.temperature, params.top_p, params.seed);
         let mut cache = KvCache::default();
         let mut completion: Vec<u32> = Vec::new();

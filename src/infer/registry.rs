@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::engine::LoadedModel;
 use crate::blob::Blobs;
+use crate::devices::DeviceId;
 
 /// How many models stay loaded.
 pub const CAPACITY: usize = 2;
@@ -15,6 +16,8 @@ pub const CAPACITY: usize = 2;
 pub struct Registry {
     /// Most recently used last.
     loaded: Arc<Mutex<Vec<(String, Arc<LoadedModel>)>>>,
+    /// Where models load: the CPU, or the serving process's first GPU.
+    device: Option<DeviceId>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -24,6 +27,19 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// An empty registry whose models load onto `device`.
+    pub fn on(device: DeviceId) -> Self {
+        Registry {
+            device: Some(device),
+            ..Default::default()
+        }
+    }
+
+    /// The device models load onto.
+    pub fn device(&self) -> DeviceId {
+        self.device.unwrap_or(DeviceId::Cpu)
+    }
+
     fn cached(&self, id: &str) -> Option<Arc<LoadedModel>> {
         let mut loaded = self.loaded.lock().expect("registry lock");
         let i = loaded.iter().position(|(k, _)| k == id)?;
@@ -58,8 +74,10 @@ impl Registry {
             let _ = tokio::fs::remove_dir_all(&cache_dir).await;
             tokio::fs::rename(&staging, &cache_dir).await?;
         }
-        let model =
-            Arc::new(tokio::task::spawn_blocking(move || LoadedModel::load(&cache_dir)).await??);
+        let device = self.device();
+        let model = Arc::new(
+            tokio::task::spawn_blocking(move || LoadedModel::load(&cache_dir, device)).await??,
+        );
         Ok(self.keep(id, model))
     }
 
@@ -71,7 +89,8 @@ impl Registry {
             return Ok(m);
         }
         let dir = dir.to_path_buf();
-        let model = tokio::task::spawn_blocking(move || LoadedModel::load(&dir)).await??;
+        let device = self.device();
+        let model = tokio::task::spawn_blocking(move || LoadedModel::load(&dir, device)).await??;
         Ok(self.keep(key, Arc::new(model)))
     }
 

@@ -4,6 +4,12 @@
 //! gradients and the optimiser stay f32 (master weights); only the products' inputs are rounded.
 //! A frozen weight (LoRA's base) gets no gradient: backward skips `dW` when the weight is not part
 //! of the graph.
+//!
+//! On a GPU the same mode is [`cast_linear`]: both operands cast to bf16 and multiplied by cuBLAS
+//! (bf16 inputs, f32 accumulation), the product cast back to f32, as PyTorch's CUDA autocast runs
+//! a linear layer; its backward is candle's (the casts' gradients are casts), so every product of
+//! backward is a bf16 product too. Unlike the CPU op, its output is rounded to bf16 before the
+//! cast back, as autocast's is.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
@@ -19,6 +25,20 @@ pub fn usable(x: &Tensor) -> bool {
 /// graph), with bf16 products. Callers check [`usable`].
 pub fn bf16_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&w.contiguous()?, Bf16Linear)
+}
+
+/// Whether [`cast_linear`] runs for `x`: an f32 tensor on a GPU (candle's bf16 kernels need compute
+/// capability 8.0 or later, as every GPU Wick targets has).
+pub fn cast_usable(x: &Tensor) -> bool {
+    !x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// `x (rows, in) · wᵀ` with both operands cast to bf16 and the product cast back to f32,
+/// differentiable through the casts. Device-independent (tested on the CPU); used on GPUs.
+pub fn cast_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.to_dtype(DType::BF16)?
+        .matmul(&w.to_dtype(DType::BF16)?.t()?)?
+        .to_dtype(DType::F32)
 }
 
 struct Bf16Linear;
@@ -188,5 +208,41 @@ mod tests {
         // And bf16 is not f32: the plain product differs by more than the tolerance above.
         let plain = x.matmul(&w.t().unwrap()).unwrap();
         assert!(max_diff(&y, &plain) > 1e-3);
+    }
+
+    /// The GPU's path, run on the CPU: forward and both gradients are products of bf16-rounded
+    /// operands, rounded to bf16 (within one bf16 rounding of the f32 reference: relative 2⁻⁸).
+    #[test]
+    fn cast_linear_is_a_product_of_rounded_operands_rounded() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (37, 45), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1., (19, 45), &dev).unwrap()).unwrap();
+        let c = Tensor::randn(0f32, 1., (37, 19), &dev).unwrap();
+        let y = cast_linear(&x, &w).unwrap();
+        assert_eq!(y.dtype(), DType::F32);
+        let close = |got: &Tensor, want: &Tensor| {
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let d = max_diff(got, want);
+            assert!(
+                d <= scale * 2f32.powi(-8) + 1e-6,
+                "off by {d} (scale {scale})"
+            );
+            assert_eq!(max_diff(got, &rounded(got)), 0.0, "not rounded to bf16");
+        };
+        close(&y, &rounded(&x).matmul(&rounded(&w).t().unwrap()).unwrap());
+        let grads = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+        let dx = rounded(&c).matmul(&rounded(&w)).unwrap();
+        let dw = rounded(&c).t().unwrap().matmul(&rounded(&x)).unwrap();
+        close(grads.get(&x).unwrap(), &dx);
+        close(grads.get(&w).unwrap(), &dw);
+        let plain = x.matmul(&w.t().unwrap()).unwrap();
+        assert!(max_diff(&y, &plain) > 1e-3, "bf16 is not f32");
+        assert!(!cast_usable(&x), "the CPU has its own bf16 op");
     }
 }

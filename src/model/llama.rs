@@ -16,7 +16,7 @@ use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::{AttnMask, AttnShape, RopeRows, attention};
-use super::bf16_linear::{bf16_linear, usable as bf16_usable};
+use super::bf16_linear::{bf16_linear, cast_linear, cast_usable, usable as bf16_usable};
 use super::checkpoint::{GradSideStore, checkpointed, detached};
 use super::config::ModelConfig;
 use super::lora_delta::FrozenWeight;
@@ -120,6 +120,8 @@ impl Linear {
 fn project(x: &Tensor, w: &Tensor, bf16: bool) -> Result<Tensor> {
     if bf16 && bf16_usable(x) && w.dtype() == x.dtype() {
         bf16_linear(x, w)
+    } else if bf16 && cast_usable(x) && w.dtype() == x.dtype() {
+        cast_linear(x, w) // a GPU: cuBLAS bf16 products
     } else if let Some(y) = super::few_rows::few_rows_matmul(x, w)? {
         Ok(y) // decoding: a token or a few
     } else if w.track_op() {
@@ -139,7 +141,9 @@ impl Module for Linear {
         // (training's case); decoding's few rows and the bf16 products keep their own paths.
         let many_rows = rows > super::few_rows::FEW_ROWS;
         let fused = match (&self.lora, &self.quant) {
-            (Some(adapter), None) if many_rows && !(self.bf16 && bf16_usable(&x2)) => {
+            (Some(adapter), None)
+                if many_rows && !(self.bf16 && (bf16_usable(&x2) || cast_usable(&x2))) =>
+            {
                 adapter.forward_with_base(&x2, FrozenWeight::Dense(&self.weight))?
             }
             (Some(adapter), Some(q)) if many_rows => {
@@ -475,10 +479,11 @@ impl Llama {
 
     /// The mixed-precision mode: every projection and the LM head multiply in bf16 with f32
     /// accumulation, forward and backward ([`super::bf16_linear`]); weights, gradients, norms,
-    /// attention, the loss and the optimiser stay f32. Returns whether it took effect: only where
-    /// the processor has bf16 dot products ([`super::bf16_gemm::available`]).
+    /// attention, the loss and the optimiser stay f32. Returns whether it took effect: on a GPU
+    /// (cuBLAS bf16 products, [`super::bf16_linear::cast_linear`]), and on the CPU only where the
+    /// processor has bf16 dot products ([`super::bf16_gemm::available`]).
     pub fn set_bf16(&mut self, on: bool) -> bool {
-        let on = on && super::bf16_gemm::available();
+        let on = on && (!self.device().is_cpu() || super::bf16_gemm::available());
         self.bf16 = on;
         if let Some(head) = self.lm_head.as_mut() {
             head.bf16 = on;

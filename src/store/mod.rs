@@ -17,6 +17,7 @@ pub mod models;
 pub mod org_limits;
 pub mod orgs;
 pub mod queue;
+pub mod workers;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -12,34 +12,44 @@ use super::Db;
 use super::events::NewEvent;
 use super::job_status::JobStatus;
 use super::jobs::{COLUMNS, INSERT_EVENT, JobRow};
+use crate::devices::DeviceKind;
 use crate::ids::now;
 use crate::with_db;
 
-/// Claims the next job for `worker_id`, holding it for `lease`. The claimed job is `running`.
+/// Claims the next job for `worker_id`, a slot on a device of `kind`, holding it for `lease`:
+/// only jobs whose `"device"` is absent, `any` or `kind`. The claimed job is `running`.
 pub async fn claim_next_job(
     db: &Db,
     worker_id: &str,
     lease: Duration,
+    kind: DeviceKind,
 ) -> Result<Option<JobRow>, sqlx::Error> {
     fail_exhausted_jobs(db).await?;
     let t = now();
     // A queued job still leased is one resumed while its worker was stopping it: that worker
     // lets go when its training process has stopped (or its lease runs out), not before.
-    let candidates = "select id from jobs
-        where (status = 'queued' and (lease_owner is null or lease_expires_at < $3))
-           or (status = 'running' and lease_expires_at < $3)
-        order by priority desc, id limit 1";
+    let candidates = |device: &str| {
+        format!(
+            "select id from jobs
+        where ((status = 'queued' and (lease_owner is null or lease_expires_at < $3))
+           or (status = 'running' and lease_expires_at < $3))
+          and coalesce({device}, 'any') in ('any', $4)
+        order by priority desc, id limit 1"
+        )
+    };
     let job = match db {
         Db::Pg(p) => {
             let sql = format!(
                 "update jobs set status = 'running', lease_owner = $1, lease_expires_at = $2, heartbeat_at = $3,
                  attempts = attempts + 1, started_at = coalesce(started_at, $3)
-                 where id = ({candidates} for update skip locked) returning {COLUMNS}"
+                 where id = ({} for update skip locked) returning {COLUMNS}",
+                candidates("spec->>'device'")
             );
             sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql))
                 .bind(worker_id)
                 .bind(t + lease)
                 .bind(t)
+                .bind(kind.as_str())
                 .fetch_optional(p)
                 .await?
         }
@@ -47,12 +57,14 @@ pub async fn claim_next_job(
             let sql = format!(
                 "update jobs set status = 'running', lease_owner = $1, lease_expires_at = $2, heartbeat_at = $3,
                  attempts = attempts + 1, started_at = coalesce(started_at, $3)
-                 where id = ({candidates}) returning {COLUMNS}"
+                 where id = ({}) returning {COLUMNS}",
+                candidates("json_extract(spec, '$.device')")
             );
             sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql))
                 .bind(worker_id)
                 .bind(t + lease)
                 .bind(t)
+                .bind(kind.as_str())
                 .fetch_optional(p)
                 .await?
         }

@@ -373,6 +373,7 @@ mod tests {
             validation_file: None,
             suffix: None,
             seed: None,
+            device: None,
             method: Method {
                 kind: MethodType::Pretrain,
                 supervised: None,

@@ -18,6 +18,7 @@ mod chat_model;
 pub mod chat_tokens;
 pub mod checkpoint;
 pub mod data;
+pub mod device_parity;
 pub mod domains;
 pub mod dpo;
 pub mod estimate;

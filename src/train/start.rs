@@ -90,7 +90,11 @@ pub(super) fn start(job: &TrainJob, dtype: DType, device: &Device) -> Result<Sta
             .map(|c| c.num_parameters())
             .unwrap_or(0),
     };
-    let hp = Resolved::from_spec(&job.spec, preset.is_some(), parameters);
+    let mut hp = Resolved::from_spec(&job.spec, preset.is_some(), parameters);
+    // bf16 mixed precision is the default on a GPU (f32 on the CPU, where it is slower).
+    if job.spec.hyperparameters().precision.is_none() && !device.is_cpu() {
+        hp.precision = crate::spec::Precision::Bf16;
+    }
     let mut start = load_start(job, hp, dtype, device)?;
     if let Some(rs) = start.hp.rope_scaling.clone() {
         extend_context(&mut start.cfg, &rs)

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use candle_core::Device;
-
 use super::protocol::{ChildCommand, ChildJob, ChildMessage};
+use crate::devices::DeviceId;
 use crate::train::progress::SampleSet;
 use crate::train::{EvalMetrics, Progress, StepMetrics, StopReason, TrainError, TrainJob, run_job};
 
@@ -114,13 +113,28 @@ pub fn run_child(job_file: &Path) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok());
     let mut progress = LineProgress { stop, abort_at };
+    let device = match job
+        .device
+        .parse::<DeviceId>()
+        .map_err(anyhow::Error::from)
+        .and_then(|d| Ok(d.open()?))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            emit(&ChildMessage::Failed {
+                code: "device_unavailable".into(),
+                message: format!("device {}: {e:#}", job.device),
+            });
+            return Ok(());
+        }
+    };
     let train_job = TrainJob {
         spec: job.spec,
         training_file: job.training_file,
         validation_file: job.validation_file,
         output_dir: job.output_dir,
         resume_from: job.resume_from,
-        device: Device::Cpu,
+        device,
         base_model_name: job.base_model_name,
     };
     match run_job(&train_job, &mut progress) {

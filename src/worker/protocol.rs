@@ -28,6 +28,13 @@ pub struct ChildJob {
     /// The job's `model` as the user named it, when `spec.model` points at a staged copy.
     #[serde(default)]
     pub base_model_name: Option<String>,
+    /// The slot's device, `cpu` or `cuda:N`: the child trains on it alone.
+    #[serde(default = "cpu")]
+    pub device: String,
+}
+
+fn cpu() -> String {
+    "cpu".into()
 }
 
 /// One line from the child.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::child::job_file_path;
 use super::protocol::{ChildCommand, ChildJob, ChildMessage};
 use crate::catalog::{BaseModel, ResolveError};
+use crate::devices::{DeviceId, DeviceInfo};
 use crate::spec::JobSpec;
 use crate::state::AppState;
 use crate::store::checkpoints;
@@ -23,6 +25,7 @@ use crate::store::job_status::JobStatus;
 use crate::store::jobs::JobRow;
 use crate::store::metrics::{self, NewPoint};
 use crate::store::queue::{self, LeaseState};
+use crate::store::workers;
 use crate::train::{Stopped, TrainOutcome};
 
 /// The job event for a child's phase report: one when the phase starts and one when it ends
@@ -57,18 +60,59 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// ...or as soon as this many are waiting.
 const FLUSH_AT: usize = 64;
 
-/// Runs slot `worker_id` until `shutdown` fires.
-#[tracing::instrument(name = "worker_slot", skip_all, fields(worker = %worker_id))]
-pub async fn run_slot(state: AppState, worker_id: String, shutdown: CancellationToken) {
+/// The device a slot trains on, and what it reports of it.
+#[derive(Debug, Clone)]
+pub struct SlotDevice {
+    pub id: DeviceId,
+    pub info: DeviceInfo,
+}
+
+/// Keeps slot `worker_id`'s row in the workers listing fresh, with the job it runs, until aborted.
+fn spawn_worker_beat(
+    state: &AppState,
+    worker_id: &str,
+    current: Arc<Mutex<Option<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    let (db, id) = (state.db.clone(), worker_id.to_string());
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(workers::BEAT);
+        loop {
+            beat.tick().await;
+            let job = current.lock().expect("worker beat lock").clone();
+            if let Err(e) = workers::touch(&db, &id, job.as_deref()).await {
+                tracing::warn!(error = %e, "renewing the worker's row failed");
+            }
+        }
+    })
+}
+
+/// Runs slot `worker_id` on `device` until `shutdown` fires.
+#[tracing::instrument(name = "worker_slot", skip_all, fields(worker = %worker_id, device = %device.id))]
+pub async fn run_slot(
+    state: AppState,
+    worker_id: String,
+    device: SlotDevice,
+    shutdown: CancellationToken,
+) {
     let lease = chrono::Duration::seconds(state.settings.lease_secs as i64);
     let _slot = crate::telemetry::metrics::worker_slot();
-    tracing::info!("worker slot ready");
+    let host = super::host_name();
+    if let Err(e) = workers::register(&state.db, &worker_id, &host, &device.info).await {
+        tracing::warn!(error = %e, "recording the worker in the workers listing failed");
+    }
+    let current = Arc::new(Mutex::new(None::<String>));
+    let beat = spawn_worker_beat(&state, &worker_id, current.clone());
+    tracing::info!(name = %device.info.name, "worker slot ready");
     while !shutdown.is_cancelled() {
-        match queue::claim_next_job(&state.db, &worker_id, lease).await {
+        match queue::claim_next_job(&state.db, &worker_id, lease, device.id.kind()).await {
             Ok(Some(job)) => {
                 state.hub.publish(&job.id).await;
                 let id = job.id.clone();
-                if let Err(e) = run_claimed(&state, &worker_id, job, &shutdown).await {
+                *current.lock().expect("worker beat lock") = Some(id.clone());
+                let _ = workers::touch(&state.db, &worker_id, Some(&id)).await;
+                let ran = run_claimed(&state, &worker_id, &device, job, &shutdown).await;
+                *current.lock().expect("worker beat lock") = None;
+                if let Err(e) = ran {
                     tracing::error!(job = %id, error = ?e, "worker failed to run the job");
                     let _ = queue::fail_job(
                         &state.db,
@@ -94,6 +138,8 @@ pub async fn run_slot(state: AppState, worker_id: String, shutdown: Cancellation
             }
         }
     }
+    beat.abort();
+    let _ = workers::remove(&state.db, &worker_id).await;
     tracing::info!("worker slot stopped");
 }
 
@@ -108,6 +154,7 @@ async fn stage(
     job: &JobRow,
     spec: &JobSpec,
     dir: &Path,
+    device: DeviceId,
 ) -> anyhow::Result<ChildJob> {
     let _ = tokio::fs::remove_dir_all(dir).await;
     tokio::fs::create_dir_all(dir).await?;
@@ -196,6 +243,7 @@ async fn stage(
         output_dir,
         resume_from,
         base_model_name: Some(job.model.clone()),
+        device: device.to_string(),
     })
 }
 
@@ -268,6 +316,7 @@ enum Ending {
 async fn run_claimed(
     state: &AppState,
     worker_id: &str,
+    device: &SlotDevice,
     job: JobRow,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -275,8 +324,8 @@ async fn run_claimed(
     let spec: JobSpec =
         serde_json::from_value(job.spec.0.clone()).context("reading the stored job spec")?;
     let dir = work_dir(state, &job.id);
-    let child_job = stage(state, &job, &spec, &dir).await?;
-    if let Some(refusal) = memory_refusal(&child_job.spec) {
+    let child_job = stage(state, &job, &spec, &dir, device.id).await?;
+    if let Some(refusal) = memory_refusal(&child_job.spec, device) {
         queue::fail_job(
             &state.db,
             &job.id,
@@ -494,20 +543,25 @@ async fn run_claimed(
 }
 
 /// Why a job must not start here: candle aborts the whole process on out-of-memory, so a job
-/// whose estimated peak exceeds what this machine has is refused before it starts.
-fn memory_refusal(spec: &JobSpec) -> Option<String> {
+/// whose estimated peak exceeds what the slot's device has (the machine's available memory for
+/// the CPU, the GPU's own memory for a GPU, which the slot has to itself) is refused before it
+/// starts.
+fn memory_refusal(spec: &JobSpec, device: &SlotDevice) -> Option<String> {
     let files: Vec<&Path> = spec
         .training_file_refs()
         .into_iter()
         .map(Path::new)
         .collect();
     let estimate = crate::train::job_estimate::estimate_job(spec, &files, false).ok()?;
-    let available = crate::machine::available_memory_bytes()?;
+    let (available, what) = match device.id {
+        DeviceId::Cpu => (crate::machine::available_memory_bytes()?, "this worker has"),
+        DeviceId::Cuda(_) => (device.info.memory_bytes?, "its GPU has"),
+    };
     let need = estimate.memory.total;
     (need > available).then(|| {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         format!(
-            "the job needs about {:.1} GiB (weights, gradients, AdamW state and activations) but this worker has {:.1} GiB available; use a smaller model, batch size or sequence length",
+            "the job needs about {:.1} GiB (weights, gradients, AdamW state and activations) but {what} {:.1} GiB available; use a smaller model, batch size or sequence length",
             gib(need),
             gib(available)
         )

@@ -1,0 +1,135 @@
+//! Issue 11's device check, one binary that `scripts/gpu-check.sh` runs on a GPU machine (built
+//! there from nothing but this file's `cuda` build): the GPU's name and memory, the first kernel's
+//! start-up (the driver compiling candle's PTX), CPU-vs-GPU parity of the tiny Llama's loss and
+//! gradients, 20 AdamW steps, bf16 against f32 over 200 steps, and the ~125M Llama's training
+//! step in f32, bf16 with candle's composite ops and bf16 with Wick's fused ops. Prints one JSON
+//! document with every figure.
+//!
+//!   gpu_check --device cuda:0                       # on the GPU machine
+//!   gpu_check --device cpu --config tiny --quick    # the dry run (scripts/gpu-check.sh dry-run)
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+use serde_json::{Value, json};
+use wick::devices::DeviceId;
+use wick::model::ops::set_fused_ops;
+use wick::train::device_parity::{
+    adamw_parity, bf16_against_f32, gradient_parity, llama_125m, step_speed, tiny_config,
+};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let id: DeviceId = arg(&args, "--device")
+        .unwrap_or_else(|| "cuda:0".into())
+        .parse()?;
+    let config = arg(&args, "--config").unwrap_or_else(|| "125m".into());
+    let quick = args.iter().any(|a| a == "--quick");
+    let peak = arg(&args, "--peak-tflops").map_or(Ok(989.0), |p| p.parse())?;
+    let (batch, seq) = match config.as_str() {
+        "125m" => (16, 1024),
+        _ => (2, 64),
+    };
+    let batch = arg(&args, "--batch").map_or(Ok(batch), |b| b.parse())?;
+    let seq = arg(&args, "--seq").map_or(Ok(seq), |s| s.parse())?;
+    let cfg = if config == "125m" {
+        llama_125m()
+    } else {
+        tiny_config()
+    };
+    let mut out = json!({"device": id.to_string(), "config": config, "host_cpu": wick::machine::cpu_description()});
+    let info = id.describe()?;
+    out["device_info"] = serde_json::to_value(&info)?;
+
+    // The first kernel pays for the driver's PTX compilation (cached afterwards in ~/.nv).
+    let t = Instant::now();
+    let dev = id.open()?;
+    let opened = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let a = Tensor::randn(0f32, 1.0, (256, 256), &dev)?;
+    let first = candle_nn::ops::softmax_last_dim(&a.matmul(&a)?)?
+        .exp()?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    out["startup"] =
+        json!({"open_s": opened, "first_kernels_s": t.elapsed().as_secs_f64(), "check": first});
+    eprintln!("{info:?}: opened in {opened:.2} s");
+
+    let tiny = tiny_config();
+    let record = |out: &mut Value, key: &str, v: anyhow::Result<Value>| {
+        let v = v.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        eprintln!(
+            "{key}: {}",
+            v.to_string().chars().take(400).collect::<String>()
+        );
+        out[key] = v;
+    };
+    // On the CPU the candidate runs candle's composite ops (the ones a GPU runs today).
+    let composite = || set_fused_ops(!dev.is_cpu());
+    record(
+        &mut out,
+        "gradient_parity",
+        (|| {
+            Ok(serde_json::to_value(gradient_parity(
+                &tiny, &dev, composite,
+            )?)?)
+        })(),
+    );
+    set_fused_ops(true);
+    let adam_steps = if quick { 5 } else { 20 };
+    record(
+        &mut out,
+        "adamw_parity",
+        (|| {
+            let mut v = serde_json::to_value(adamw_parity(&tiny, &dev, adam_steps, composite)?)?;
+            v.as_object_mut().map(|o| o.remove("losses_cpu"));
+            Ok(v)
+        })(),
+    );
+    set_fused_ops(true);
+    let curve_steps = if quick { 20 } else { 200 };
+    record(
+        &mut out,
+        "bf16_against_f32",
+        (|| {
+            let mut v = serde_json::to_value(bf16_against_f32(&tiny, &dev, curve_steps)?)?;
+            if let Some(o) = v.as_object_mut() {
+                for k in ["losses_f32", "losses_bf16"] {
+                    // Every tenth point is plot enough.
+                    if let Some(Value::Array(l)) = o.get_mut(k) {
+                        *l = l.iter().step_by(10).cloned().collect();
+                    }
+                }
+            }
+            Ok(v)
+        })(),
+    );
+
+    let (warmup, steps) = if quick { (1, 2) } else { (3, 10) };
+    let mut speed = Vec::new();
+    for (mode, bf16, fused) in [
+        ("f32", false, true),
+        ("bf16-composite", true, false),
+        ("bf16-fused", true, true),
+    ] {
+        set_fused_ops(fused);
+        let r = step_speed(&cfg, &dev, batch, seq, bf16, (warmup, steps), peak);
+        let mut v = match r {
+            Ok(s) => serde_json::to_value(s)?,
+            Err(e) => json!({"error": format!("{e:#}")}),
+        };
+        v["run"] = json!(mode);
+        eprintln!("{v}");
+        speed.push(v);
+    }
+    set_fused_ops(true);
+    out["speed"] = Value::Array(speed);
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,9 +1,9 @@
 //! Issue 11's device check, one binary that `scripts/gpu-check.sh` runs on a GPU machine (built
 //! there from nothing but this file's `cuda` build): the GPU's name and memory, the first kernel's
 //! start-up (the driver compiling candle's PTX), CPU-vs-GPU parity of the tiny Llama's loss and
-//! gradients, 20 AdamW steps, bf16 against f32 over 200 steps, and the ~125M Llama's training
-//! step in f32, bf16 with candle's composite ops and bf16 with Wick's fused ops. Prints one JSON
-//! document with every figure.
+//! gradients (with candle's composite ops, then with Wick's CUDA kernels), 20 AdamW steps, bf16
+//! against f32 over 200 steps, and the ~125M Llama's training step in f32 and bf16, each with
+//! candle's composite ops and with Wick's kernels. Prints one JSON document with every figure.
 //!
 //!   gpu_check --device cuda:0                       # on the GPU machine
 //!   gpu_check --device cpu --config tiny --quick    # the dry run (scripts/gpu-check.sh dry-run)
@@ -13,7 +13,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use serde_json::{Value, json};
 use wick::devices::DeviceId;
-use wick::model::ops::set_fused_ops;
+use wick::model::ops::{set_cuda_kernels, set_fused_ops};
 use wick::train::device_parity::{
     adamw_parity, bf16_against_f32, gradient_parity, llama_125m, step_speed, tiny_config,
 };
@@ -22,6 +22,18 @@ fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn to_json(v: impl serde::Serialize) -> anyhow::Result<Value> {
+    Ok(serde_json::to_value(v)?)
+}
+
+/// Puts one check's figures (or its error) under `key`, and a line of them on stderr.
+fn record(out: &mut Value, key: &str, v: anyhow::Result<Value>) {
+    let v = v.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+    let line: String = v.to_string().chars().take(400).collect();
+    eprintln!("{key}: {line}");
+    out[key] = v;
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,73 +74,81 @@ fn main() -> anyhow::Result<()> {
     eprintln!("{info:?}: opened in {opened:.2} s");
 
     let tiny = tiny_config();
-    let record = |out: &mut Value, key: &str, v: anyhow::Result<Value>| {
-        let v = v.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
-        eprintln!(
-            "{key}: {}",
-            v.to_string().chars().take(400).collect::<String>()
-        );
-        out[key] = v;
+    // On the CPU the candidate runs candle's composite ops (what a GPU runs without Wick's
+    // kernels); on a GPU, candle's composite ops and then Wick's kernels.
+    let on_gpu = !dev.is_cpu();
+    let composite = || {
+        set_fused_ops(on_gpu);
+        set_cuda_kernels(false);
     };
-    // On the CPU the candidate runs candle's composite ops (the ones a GPU runs today).
-    let composite = || set_fused_ops(!dev.is_cpu());
+    let reset = || {
+        set_fused_ops(true);
+        set_cuda_kernels(false);
+    };
     record(
         &mut out,
         "gradient_parity",
-        (|| {
-            Ok(serde_json::to_value(gradient_parity(
-                &tiny, &dev, composite,
-            )?)?)
-        })(),
+        gradient_parity(&tiny, &dev, composite)
+            .map_err(Into::into)
+            .and_then(to_json),
     );
-    set_fused_ops(true);
-    let adam_steps = if quick { 5 } else { 20 };
+    reset();
+    if on_gpu {
+        let kernels = || set_cuda_kernels(true);
+        let g = gradient_parity(&tiny, &dev, kernels);
+        record(
+            &mut out,
+            "gradient_parity_kernels",
+            g.map_err(Into::into).and_then(to_json),
+        );
+        reset();
+    }
+    let adam = adamw_parity(&tiny, &dev, if quick { 5 } else { 20 }, composite);
     record(
         &mut out,
         "adamw_parity",
-        (|| {
-            let mut v = serde_json::to_value(adamw_parity(&tiny, &dev, adam_steps, composite)?)?;
+        adam.map_err(Into::into).and_then(to_json).map(|mut v| {
             v.as_object_mut().map(|o| o.remove("losses_cpu"));
-            Ok(v)
-        })(),
+            v
+        }),
     );
-    set_fused_ops(true);
-    let curve_steps = if quick { 20 } else { 200 };
+    reset();
+    let curves = bf16_against_f32(&tiny, &dev, if quick { 20 } else { 200 });
     record(
         &mut out,
         "bf16_against_f32",
-        (|| {
-            let mut v = serde_json::to_value(bf16_against_f32(&tiny, &dev, curve_steps)?)?;
-            if let Some(o) = v.as_object_mut() {
-                for k in ["losses_f32", "losses_bf16"] {
-                    // Every tenth point is plot enough.
-                    if let Some(Value::Array(l)) = o.get_mut(k) {
-                        *l = l.iter().step_by(10).cloned().collect();
-                    }
+        curves.map_err(Into::into).and_then(to_json).map(|mut v| {
+            for k in ["losses_f32", "losses_bf16"] {
+                // Every tenth point is plot enough.
+                if let Some(Value::Array(l)) = v.get_mut(k) {
+                    *l = l.iter().step_by(10).cloned().collect();
                 }
             }
-            Ok(v)
-        })(),
+            v
+        }),
     );
 
     let (warmup, steps) = if quick { (1, 2) } else { (3, 10) };
     let mut speed = Vec::new();
+    // "fused": Wick's fused ops (its CUDA kernels on a GPU); "composite": candle's ops.
     for (mode, bf16, fused) in [
-        ("f32", false, true),
+        ("f32-composite", false, false),
+        ("f32-fused", false, true),
         ("bf16-composite", true, false),
         ("bf16-fused", true, true),
     ] {
-        set_fused_ops(fused);
+        set_fused_ops(fused || on_gpu);
+        set_cuda_kernels(fused);
         let r = step_speed(&cfg, &dev, batch, seq, bf16, (warmup, steps), peak);
-        let mut v = match r {
-            Ok(s) => serde_json::to_value(s)?,
-            Err(e) => json!({"error": format!("{e:#}")}),
-        };
+        let mut v = r
+            .map_err(Into::into)
+            .and_then(to_json)
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
         v["run"] = json!(mode);
         eprintln!("{v}");
         speed.push(v);
     }
-    set_fused_ops(true);
+    reset();
     out["speed"] = Value::Array(speed);
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 
 use candle_core::Device;
-use wick::model::ops::set_fused_ops;
+use wick::model::ops::{set_cuda_kernels, set_fused_ops};
 use wick::train::device_parity::{adamw_parity, bf16_against_f32, gradient_parity, tiny_config};
 
 /// The fused-ops switch is process-wide: one test at a time.
@@ -56,11 +56,15 @@ fn cuda_matches_the_cpu() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dev = Device::new_cuda(0).expect("WICK_TEST_CUDA=1 needs cuda:0");
     let cfg = tiny_config();
-    let g = gradient_parity(&cfg, &dev, || {}).unwrap();
-    eprintln!("{}", serde_json::to_string(&g).unwrap());
-    assert!(g.zero_gradients.is_empty(), "{:?}", g.zero_gradients);
-    assert!(g.loss_relative_error < 1e-5, "{g:?}");
-    assert!(g.max_grad_relative_error < 1e-5, "{g:?}");
+    // candle's composite ops on the GPU, then Wick's CUDA kernels.
+    for kernels in [false, true] {
+        let g = gradient_parity(&cfg, &dev, || set_cuda_kernels(kernels)).unwrap();
+        eprintln!("kernels {kernels}: {}", serde_json::to_string(&g).unwrap());
+        assert!(g.zero_gradients.is_empty(), "{:?}", g.zero_gradients);
+        assert!(g.loss_relative_error < 1e-5, "kernels {kernels}: {g:?}");
+        assert!(g.max_grad_relative_error < 1e-5, "kernels {kernels}: {g:?}");
+    }
+    set_cuda_kernels(false);
     let s = adamw_parity(&cfg, &dev, 20, || {}).unwrap();
     eprintln!("{}", serde_json::to_string(&s).unwrap());
     assert!(s.max_loss_relative_error < 1e-4, "{s:?}");

@@ -20,7 +20,7 @@ use super::bf16_linear::{bf16_linear, cast_linear, cast_usable, usable as bf16_u
 use super::checkpoint::{GradSideStore, checkpointed, detached};
 use super::config::ModelConfig;
 use super::lora_delta::FrozenWeight;
-use super::ops::{causal_softmax, fused_available};
+use super::ops::{causal_softmax, cuda_kernels_on, fused_available};
 use super::quantized::QuantWeight;
 use super::rms_norm::rms_norm;
 use super::rope::{Rope, apply_rotary};
@@ -193,7 +193,7 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if fused_available(x) && x.dtype() == self.weight.dtype() {
+        if (fused_available(x) || cuda_kernels_on(x)) && x.dtype() == self.weight.dtype() {
             return rms_norm(x, &self.weight, self.eps);
         }
         let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
@@ -270,7 +270,9 @@ impl Attention {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = q.matmul(&k.t()?)?; // (B, H, T, T)
         let probs = match mask {
-            None if fused_available(&scores) => causal_softmax(&scores, scale)?,
+            None if fused_available(&scores) || cuda_kernels_on(&scores) => {
+                causal_softmax(&scores, scale)?
+            }
             None => {
                 let causal = causal_mask(t, scores.dtype(), scores.device())?;
                 candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&causal)?, D::Minus1)?

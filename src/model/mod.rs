@@ -9,6 +9,8 @@ pub mod bf16_gemm;
 pub mod bf16_linear;
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda_ops;
 pub mod fast_exp;
 pub mod few_rows;
 pub mod frozen;

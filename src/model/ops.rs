@@ -1,5 +1,6 @@
 //! Fused CPU ops with backward passes: the causal softmax of attention and the row-wise
-//! cross-entropy of the loss, the two largest elementwise workloads of a training step.
+//! cross-entropy of the loss, the two largest elementwise workloads of a training step. With the
+//! `cuda` feature each also has a GPU side ([`super::cuda_ops`], off unless [`cuda_kernels_on`]).
 //!
 //! The composite `softmax(scores * scale + mask)` makes about eight passes over the (B, H, T, T)
 //! scores forward and more backward, each single-threaded in candle's CPU backend, and spends
@@ -207,6 +208,16 @@ impl CustomOp1 for CausalSoftmax {
         Ok((out, l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let y = super::cuda_ops::causal_softmax_fwd(s, l, self.t, self.scale)?;
+        Ok((y, l.shape().clone()))
+    }
+
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let g = grad_res.contiguous()?;
         Ok(Some(res.apply_op2_no_bwd(
@@ -252,6 +263,18 @@ impl CustomOp2 for CausalSoftmaxGrad {
             _ => candle_core::bail!("causal_softmax backward supports f32 and f64 on CPU"),
         };
         Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dx = super::cuda_ops::causal_softmax_bwd((s1, l1), (s2, l2), self.t, self.scale)?;
+        Ok((dx, l1.shape().clone()))
     }
 }
 
@@ -345,6 +368,19 @@ impl CustomOp2 for CrossEntropy {
         Ok((out, Shape::from(n)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let n = l1.shape().dims()[0];
+        let loss = super::cuda_ops::cross_entropy_fwd((s1, l1), (s2, l2), self.v)?;
+        Ok((loss, Shape::from(n)))
+    }
+
     fn bwd(
         &self,
         logits: &Tensor,
@@ -397,6 +433,20 @@ impl CustomOp3 for CrossEntropyGrad {
         };
         Ok((out, l1.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dx = super::cuda_ops::cross_entropy_bwd((s1, l1), (s2, l2), (s3, l3), self.v)?;
+        Ok((dx, l1.shape().clone()))
+    }
 }
 
 /// Whether the fused ops ([`causal_softmax`], [`super::rms_norm::rms_norm`]) can run on this
@@ -408,6 +458,36 @@ pub fn fused_available(x: &Tensor) -> bool {
 }
 
 static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Whether Wick's own CUDA kernels ([`super::cuda_ops`]) run for `x`: an f32 tensor on a GPU, the
+/// fused ops on, and the kernels turned on (`WICK_CUDA_KERNELS=1`, or [`set_cuda_kernels`]).
+/// Off by default until they have run on a GPU; then a CUDA tensor takes candle's composite ops.
+pub fn cuda_kernels_on(x: &Tensor) -> bool {
+    cfg!(feature = "cuda")
+        && FUSED.load(Ordering::Relaxed)
+        && x.device().is_cuda()
+        && x.dtype() == DType::F32
+        && cuda_kernels_enabled()
+}
+
+/// 0: not read yet, 1: off, 2: on.
+static CUDA_KERNELS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn cuda_kernels_enabled() -> bool {
+    match CUDA_KERNELS.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("WICK_CUDA_KERNELS").as_deref() == Ok("1");
+            CUDA_KERNELS.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+            on
+        }
+        v => v == 2,
+    }
+}
+
+/// Turns Wick's CUDA kernels on or off (process-wide), for the device check's comparisons.
+pub fn set_cuda_kernels(enabled: bool) {
+    CUDA_KERNELS.store(if enabled { 2 } else { 1 }, Ordering::Relaxed);
+}
 
 /// Turns the fused ops off (process-wide), so the benchmark can compare them with the composite
 /// candle ops in the same run. On by default.

@@ -1,4 +1,5 @@
-//! Fused RMSNorm with its backward pass, for the CPU.
+//! Fused RMSNorm with its backward pass, for the CPU (and, with the `cuda` feature, the GPU:
+//! [`super::cuda_ops`], off unless [`super::ops::cuda_kernels_on`]).
 //!
 //! `y = x · r · w` with `r = 1 / √(mean(x²) + ε)` over each row of the last dimension. Candle's
 //! own fast `rms_norm` has no backward (a model built on it silently gets no gradients), and the
@@ -119,6 +120,18 @@ impl CustomOp2 for RmsNormOp {
         Ok((out, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let y = super::cuda_ops::rms_norm_fwd(s1, l1, s2, l2, self.c, self.eps)?;
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -184,6 +197,21 @@ impl CustomOp3 for RmsNormGrad {
             _ => candle_core::bail!("rms_norm backward supports f32 and f64 on CPU"),
         };
         Ok((out, Shape::from((n + 1, c))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let n = l1.shape().elem_count() / self.c;
+        let both = super::cuda_ops::rms_norm_bwd((s1, l1), (s2, l2), (s3, l3), self.c, self.eps)?;
+        Ok((both, Shape::from((n + 1, self.c))))
     }
 }
 

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::model::Llama;
 use crate::model::head_loss::frozen_head_cross_entropy;
-use crate::model::ops::{cross_entropy_rows, fused_available};
+use crate::model::ops::{cross_entropy_rows, cuda_kernels_on, fused_available};
 
 /// Sums over one batch.
 #[derive(Debug, Clone)]
@@ -195,11 +195,15 @@ fn composite_token_terms(
         .narrow(1, 1, t - 1)?
         .reshape(n)?
         .to_dtype(logits.dtype())?; // (N)
-    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?; // (N, V)
-    let per_token = log_probs
-        .gather(&targets.unsqueeze(1)?, 1)?
-        .squeeze(1)?
-        .neg()?; // (N)
+    let per_token = if cuda_kernels_on(&logits) {
+        // A GPU with Wick's kernels: never the (N, V) log-probs.
+        cross_entropy_rows(&logits.contiguous()?, &targets.contiguous()?)?
+    } else {
+        candle_nn::ops::log_softmax(&logits, D::Minus1)? // (N, V)
+            .gather(&targets.unsqueeze(1)?, 1)?
+            .squeeze(1)?
+            .neg()?
+    }; // (N)
     let weighted = (per_token * &weights)?.reshape((b, t - 1))?;
     let w64 = weights.to_dtype(DType::F64)?.reshape((b, t - 1))?;
     let tokens = w64.sum(1)?.to_vec1::<f64>()?;

@@ -33,12 +33,17 @@ pub fn spawn_slots(
     let devices = crate::devices::resolve(settings.devices.as_ref())?;
     let slots = crate::devices::slot_devices(&devices, settings.worker_slots);
     let mut handles = Vec::new();
+    let count = slots.len();
     for (n, device) in slots.into_iter().enumerate() {
         let info = device.describe()?;
         handles.push(tokio::spawn(slot::run_slot(
             state.clone(),
             worker_id(n),
-            slot::SlotDevice { id: device, info },
+            slot::SlotDevice {
+                id: device,
+                info,
+                slots: count,
+            },
             shutdown.clone(),
         )));
     }

@@ -65,6 +65,8 @@ const FLUSH_AT: usize = 64;
 pub struct SlotDevice {
     pub id: DeviceId,
     pub info: DeviceInfo,
+    /// Slots in this process (one per GPU, or `--worker-slots` on the CPU): they share its cores.
+    pub slots: usize,
 }
 
 /// Keeps slot `worker_id`'s row in the workers listing fresh, with the job it runs, until aborted.
@@ -247,7 +249,7 @@ async fn stage(
     })
 }
 
-fn spawn_child(state: &AppState, job_file: &Path) -> anyhow::Result<Child> {
+fn spawn_child(state: &AppState, job_file: &Path, slots: usize) -> anyhow::Result<Child> {
     let exe = match &state.settings.trainer_exe {
         Some(p) => p.clone(),
         None => std::env::current_exe()?,
@@ -256,7 +258,7 @@ fn spawn_child(state: &AppState, job_file: &Path) -> anyhow::Result<Child> {
         0 => (std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
-            / state.settings.worker_slots.max(1))
+            / slots.max(1))
         .max(1),
         n => n,
     };
@@ -340,7 +342,7 @@ async fn run_claimed(
     }
     let job_file = job_file_path(&dir);
     tokio::fs::write(&job_file, serde_json::to_vec(&child_job)?).await?;
-    let mut child = spawn_child(state, &job_file)?;
+    let mut child = spawn_child(state, &job_file, device.slots)?;
     let mut stdin = child.stdin.take().context("child stdin")?;
     let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
 

@@ -1,6 +1,6 @@
 //! The GPU side of the fused ops (`cuda` feature): launches `kernels.cu`'s kernels for the
-//! `cuda_fwd` of [`super::ops`]' causal softmax and row cross-entropy and of
-//! [`super::rms_norm`], forward and backward, on f32 tensors. The CPU implementations of the same
+//! `cuda_fwd` of [`super::ops`]' causal softmax and row cross-entropy, of [`super::rms_norm`] and
+//! of [`super::rope::rotary`], forward and backward, on f32 tensors. The CPU implementations of the same
 //! ops are the references (tested against candle's composite ops); the GPU-gated parity test
 //! compares a model on the GPU with these kernels against the CPU.
 //!
@@ -240,4 +240,38 @@ pub fn cross_entropy_bwd(
     // SAFETY: one block per row.
     unsafe { b.launch(rows(n)) }.w()?;
     Ok(wrap(dx, dev))
+}
+
+/// RoPE's rotation of `x` (B, H, T, hd) by `cos`/`sin` (B, 1, T, hd), by −sin when `negate_sin`
+/// (the backward pass).
+pub fn rotary(
+    x: (&CudaStorage, &Layout),
+    cos: (&CudaStorage, &Layout),
+    sin: (&CudaStorage, &Layout),
+    (heads, t, hd): (usize, usize, usize),
+    negate_sin: bool,
+) -> Result<CudaStorage> {
+    let dev = &x.0.device;
+    let xv = f32s(x.0, x.1, "rotary")?;
+    let cv = f32s(cos.0, cos.1, "rotary")?;
+    let sv = f32s(sin.0, sin.1, "rotary")?;
+    let n = x.1.shape().elem_count();
+    // SAFETY: every element is written.
+    let y = unsafe { dev.alloc::<f32>(n)? };
+    let f = dev.get_or_load_custom_func("wick_rotary_f32", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&xv);
+    b.arg(&cv);
+    b.arg(&sv);
+    b.arg(&y);
+    let sign: f32 = if negate_sin { -1.0 } else { 1.0 };
+    candle_core::builder_arg!(b, heads as i32, t as i32, hd as i32, sign, n);
+    let cfg = LaunchConfig {
+        grid_dim: ((n as u32).div_ceil(BLOCK), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: one thread per element, bounds-checked in the kernel.
+    unsafe { b.launch(cfg) }.w()?;
+    Ok(wrap(y, dev))
 }

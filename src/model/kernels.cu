@@ -1,4 +1,4 @@
-// Wick's CUDA kernels: the GPU side of the fused ops in ops.rs and rms_norm.rs, the same math as
+// Wick's CUDA kernels: the GPU side of the fused ops in ops.rs, rms_norm.rs and rope.rs, the same math as
 // their CPU implementations (the references they are tested against), in f32. Compiled to PTX by
 // build.rs when the `cuda` feature is on, loaded by cuda_ops.rs. Every reduction is a fixed tree
 // inside one block, or a fixed order across blocks, so results do not depend on scheduling.
@@ -163,4 +163,20 @@ extern "C" __global__ void wick_cross_entropy_bwd_f32(const float* x, const uint
     float k = g[row] / s;
     uint32_t t = targets[row];
     for (int j = threadIdx.x; j < v; j += BLOCK) d[j] = expf(xs[j] - m) * k - (j == (int)t ? g[row] : 0.0f);
+}
+
+// ---- RoPE, rotate-half: y = x·cos + rotate_half(x)·(±sin), one thread per element ------------
+// x (B, H, T, hd); cos/sin (B, 1, T, hd). Backward is the same rotation by −sin (sign = −1).
+
+extern "C" __global__ void wick_rotary_f32(const float* x, const float* cos, const float* sin,
+                                           float* y, int heads, int t, int hd, float sign,
+                                           size_t n) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    size_t row = idx / hd;
+    int i = (int)(idx % hd), half = hd / 2;
+    size_t b = row / ((size_t)heads * t), ti = row % t;
+    size_t at = (b * t + ti) * hd + i;
+    float r = i < half ? -x[idx + half] : x[idx - half];
+    y[idx] = x[idx] * cos[at] + r * (sign * sin[at]);
 }

@@ -23,7 +23,7 @@ use super::lora_delta::FrozenWeight;
 use super::ops::{causal_softmax, cuda_kernels_on, fused_available};
 use super::quantized::QuantWeight;
 use super::rms_norm::rms_norm;
-use super::rope::{Rope, apply_rotary};
+use super::rope::{Rope, apply_rotary, rotary};
 use super::swiglu::swiglu;
 
 /// What every layer's attention needs besides its input, computed once per forward: the fused
@@ -263,8 +263,14 @@ impl Attention {
         let q = heads(self.q_proj.forward(x)?, self.n_heads)?;
         let k = heads(self.k_proj.forward(x)?, self.n_kv_heads)?;
         let v = heads(self.v_proj.forward(x)?, self.n_kv_heads)?;
-        let q = apply_rotary(&q, cos, sin)?;
-        let k = apply_rotary(&k, cos, sin)?;
+        let one_op = (cuda_kernels_on(&q) || fused_available(&q))
+            && q.dtype() == cos.dtype()
+            && cos.dim(0)? == b;
+        let (q, k) = if one_op {
+            (rotary(&q, cos, sin)?, rotary(&k, cos, sin)?)
+        } else {
+            (apply_rotary(&q, cos, sin)?, apply_rotary(&k, cos, sin)?)
+        };
         let k = repeat_kv(&k, self.n_heads / self.n_kv_heads)?; // (B, H, T, hd)
         let v = repeat_kv(&v, self.n_heads / self.n_kv_heads)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();

@@ -1,14 +1,17 @@
 //! Rotary position embeddings in the rotate-half convention of Hugging Face's Llama: the cos/sin
 //! tables, the per-row rotation the fused CPU attention applies ([`Rope::rows`]), and the same
 //! rotation in differentiable candle ops (`narrow`, `cat`, `mul`) for the composite path, since
-//! candle's fused `rope` kernels have no backward pass.
+//! candle's fused `rope` kernels have no backward pass, and the same rotation as one op with its
+//! backward ([`rotary`], with a CUDA kernel).
 
 use std::sync::Arc;
 
-use candle_core::{D, DType, Device, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp3, D, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::attention::RopeRows;
 use super::config::{ModelConfig, RopeScaling};
+use super::ops::{Real, contiguous};
 
 /// Precomputed cos/sin tables for positions `0..max_len`, as tensors for the composite ops and
 /// as host values for the fused attention.
@@ -188,6 +191,148 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
 
+/// [`apply_rotary`] as one op with its backward, for the composite attention path (packed SFT on
+/// the CPU, every attention on a GPU with Wick's kernels): `x` (B, H, T, hd), `cos`/`sin`
+/// (B, 1, T, hd) whose halves repeat (as [`Rope::cos_sin`] builds them). Backward is the same
+/// rotation by −sin. The same arithmetic as [`apply_rotary`], `x·cos + rotate_half(x)·sin`, so
+/// the results are equal to the bit.
+pub fn rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (b, h, t, hd) = x.dims4()?;
+    if cos.dims() != [b, 1, t, hd] || sin.dims() != [b, 1, t, hd] || hd % 2 != 0 {
+        candle_core::bail!(
+            "rotary: x {:?} needs cos and sin of ({b}, 1, {t}, {hd}), got {:?} and {:?}",
+            x.dims(),
+            cos.dims(),
+            sin.dims()
+        );
+    }
+    x.contiguous()?.apply_op3(
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+        Rotary {
+            heads: h,
+            negate_sin: false,
+        },
+    )
+}
+
+struct Rotary {
+    heads: usize,
+    /// Backward: rotate by −sin.
+    negate_sin: bool,
+}
+
+fn rotate<R: Real + std::ops::Neg<Output = R> + std::ops::Add<Output = R>>(
+    x: &[R],
+    cos: &[R],
+    sin: &[R],
+    (heads, t, hd): (usize, usize, usize),
+    negate_sin: bool,
+) -> Vec<R> {
+    let half = hd / 2;
+    let mut out = vec![R::ZERO; x.len()];
+    out.par_chunks_mut(hd)
+        .zip(x.par_chunks(hd))
+        .enumerate()
+        .for_each(|(row, (o, xs))| {
+            // Row (b, h, t): its angles are row (b, t) of the tables.
+            let (b, ti) = (row / (heads * t), row % t);
+            let at = (b * t + ti) * hd;
+            let (c, s) = (&cos[at..at + hd], &sin[at..at + hd]);
+            for i in 0..hd {
+                let r = if i < half {
+                    -xs[i + half]
+                } else {
+                    xs[i - half]
+                };
+                let si = if negate_sin { -s[i] } else { s[i] };
+                o[i] = xs[i] * c[i] + r * si;
+            }
+        });
+    out
+}
+
+impl CustomOp3 for Rotary {
+    fn name(&self) -> &'static str {
+        "rotary"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims();
+        let shape = (self.heads, dims[2], dims[3]);
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(c), CpuStorage::F32(s)) => {
+                CpuStorage::F32(rotate(
+                    contiguous(x, l1)?,
+                    contiguous(c, l2)?,
+                    contiguous(s, l3)?,
+                    shape,
+                    self.negate_sin,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(c), CpuStorage::F64(s)) => {
+                CpuStorage::F64(rotate(
+                    contiguous(x, l1)?,
+                    contiguous(c, l2)?,
+                    contiguous(s, l3)?,
+                    shape,
+                    self.negate_sin,
+                ))
+            }
+            _ => candle_core::bail!("rotary supports f32 and f64 on CPU, all three alike"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dims = l1.shape().dims();
+        let y = super::cuda_ops::rotary(
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            (self.heads, dims[2], dims[3]),
+            self.negate_sin,
+        )?;
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx = grad_res.contiguous()?.apply_op3_no_bwd(
+            cos,
+            sin,
+            &Rotary {
+                heads: self.heads,
+                negate_sin: !self.negate_sin,
+            },
+        )?;
+        Ok((Some(dx), None, None))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +381,71 @@ mod tests {
         assert_eq!(scaled[0], plain[0]);
         let last = plain.len() - 1;
         assert!((scaled[last] - plain[last] / 32.0).abs() < 1e-18);
+    }
+
+    /// The one-op rotation equals the composite one to the bit, forward and backward (its
+    /// backward, the rotation by −sin, against candle's gradient of the composite), f32 and f64.
+    #[test]
+    fn rotary_op_equals_the_composite_rotation_forward_and_backward() {
+        use candle_core::Var;
+        let cfg = ModelConfig::llama(16, 32, 32, 1, 4, 2, 64);
+        for dtype in [DType::F32, DType::F64] {
+            let dev = Device::Cpu;
+            let rope = Rope::new(&cfg, 64, dtype, &dev).unwrap();
+            let pos = Tensor::new(&[[3u32, 9, 0, 41, 17], [5, 6, 7, 8, 63]], &dev).unwrap();
+            let (c, s) = rope.cos_sin(&pos).unwrap(); // (2, 1, 5, hd)
+            let hd = c.dim(3).unwrap();
+            let x = Var::from_tensor(
+                &Tensor::randn(0f32, 1.0, (2, 3, 5, hd), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let probe = Tensor::randn(0f32, 1.0, (2, 3, 5, hd), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let op = rotary(&x, &c, &s).unwrap();
+            let composite = apply_rotary(&x, &c, &s).unwrap();
+            let max_diff = |a: &Tensor, b: &Tensor| -> f64 {
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
+            };
+            assert_eq!(max_diff(&op, &composite), 0.0, "{dtype:?} forward");
+            let g_op = (op * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_comp = (composite * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let (a, b) = (g_op.get(&x).unwrap(), g_comp.get(&x).unwrap());
+            let tol = if dtype == DType::F32 { 1e-6 } else { 1e-14 };
+            assert!(
+                max_diff(a, b) < tol,
+                "{dtype:?} backward: {}",
+                max_diff(a, b)
+            );
+            // And it rotates: not the identity.
+            assert!(max_diff(&rotary(&x, &c, &s).unwrap(), &x) > 0.1);
+        }
+        let bad = Tensor::zeros((1, 2, 5, 8), DType::F32, &Device::Cpu).unwrap();
+        assert!(rotary(&bad, &bad, &bad).is_err());
     }
 }

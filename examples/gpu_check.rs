@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use wick::devices::DeviceId;
 use wick::model::ops::{set_cuda_kernels, set_fused_ops};
 use wick::train::device_parity::{
-    adamw_parity, bf16_against_f32, gradient_parity, llama_125m, step_speed, tiny_config,
+    adamw_parity, bf16_against_f32, gradient_parity, llama_125m, set_tf32, step_speed, tiny_config,
 };
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -131,14 +131,19 @@ fn main() -> anyhow::Result<()> {
     let (warmup, steps) = if quick { (1, 2) } else { (3, 10) };
     let mut speed = Vec::new();
     // "fused": Wick's fused ops (its CUDA kernels on a GPU); "composite": candle's ops.
-    for (mode, bf16, fused) in [
-        ("f32-composite", false, false),
-        ("f32-fused", false, true),
-        ("bf16-composite", true, false),
-        ("bf16-fused", true, true),
+    for (mode, bf16, fused, tf32) in [
+        ("f32-composite", false, false, false),
+        ("f32-fused", false, true, false),
+        ("tf32-fused", false, true, true),
+        ("bf16-composite", true, false, false),
+        ("bf16-fused", true, true, false),
     ] {
+        if tf32 && !on_gpu {
+            continue;
+        }
         set_fused_ops(fused || on_gpu);
         set_cuda_kernels(fused);
+        set_tf32(tf32);
         let r = step_speed(&cfg, &dev, batch, seq, bf16, (warmup, steps), peak);
         let mut v = r
             .map_err(Into::into)
@@ -149,6 +154,7 @@ fn main() -> anyhow::Result<()> {
         speed.push(v);
     }
     reset();
+    set_tf32(false);
     out["speed"] = Value::Array(speed);
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

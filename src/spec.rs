@@ -290,6 +290,9 @@ pub enum Precision {
     /// f32 master weights, gradients, optimiser, norms, attention and loss. Where the processor
     /// has no bf16 dot products the job runs f32 and says so in its events.
     Bf16,
+    /// f32 throughout, with a GPU's f32 matrix products on TF32 tensor cores (inputs rounded to
+    /// 10 mantissa bits, f32 accumulation). On the CPU the same as `f32`.
+    Tf32,
 }
 
 /// How a job extends the model's context: RoPE scaling written into the trained model's

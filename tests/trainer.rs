@@ -761,6 +761,10 @@ fn bf16_precision_tracks_f32_or_says_it_runs_f32() {
         assert_eq!(a, b);
     }
     assert!(f32_run.phases.is_empty());
+    // TF32 is a GPU's mode for f32 products: on the CPU the job is the f32 job, to the bit.
+    let tf32_run = run("tf32", "tf32");
+    assert_eq!(losses(&tf32_run), a);
+    assert!(tf32_run.phases.is_empty());
 }
 
 #[test]

@@ -361,3 +361,10 @@ pub fn memory_used(device: &Device) -> Option<u64> {
     let _ = device;
     None
 }
+
+/// TF32 f32 matrix products on a GPU (`"precision": "tf32"`); nothing on the CPU.
+pub fn set_tf32(on: bool) {
+    #[cfg(feature = "cuda")]
+    candle_core::cuda_backend::set_gemm_reduced_precision_f32(on);
+    let _ = on;
+}

@@ -95,6 +95,13 @@ pub(super) fn start(job: &TrainJob, dtype: DType, device: &Device) -> Result<Sta
     if job.spec.hyperparameters().precision.is_none() && !device.is_cpu() {
         hp.precision = crate::spec::Precision::Bf16;
     }
+    // TF32 f32 products on a GPU (a process-wide switch of candle's: one job per process).
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        candle_core::cuda_backend::set_gemm_reduced_precision_f32(
+            hp.precision == crate::spec::Precision::Tf32,
+        );
+    }
     let mut start = load_start(job, hp, dtype, device)?;
     if let Some(rs) = start.hp.rope_scaling.clone() {
         extend_context(&mut start.cfg, &rs)

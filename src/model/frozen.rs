@@ -43,7 +43,8 @@ impl CustomOp2 for FrozenMatmul {
 }
 
 /// `x · wᵀ` for `x` (rows, in) and `w` (out, in), where only `x` gets a gradient. Off the CPU it
-/// is the plain matmul.
+/// is the plain matmul, whose backward skips the frozen operand's product too (a patch of the
+/// vendored candle's backward: `vendor/README.md`).
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !x.device().is_cpu() {
         return x.matmul(&w.t()?);
@@ -85,5 +86,37 @@ mod tests {
             g_frozen.get(&w).is_none(),
             "the frozen weight gets no gradient"
         );
+    }
+
+    /// The plain matmul that a GPU runs: candle's backward (patched) computes the product for
+    /// the input's gradient only when the other operand is outside the graph, and still both
+    /// when both are variables.
+    #[test]
+    fn composite_backward_skips_a_frozen_operand() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (6, 5), &dev).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1., (4, 5), &dev).unwrap();
+        let wt = w.t().unwrap();
+        assert!(!wt.track_op());
+        let y = x.matmul(&wt).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        // d/dx Σ(x·wᵀ) = 1 · w: every row of the gradient is the column sums of wᵀ.
+        let want = Tensor::ones((6, 4), candle_core::DType::F32, &dev)
+            .unwrap()
+            .matmul(&w)
+            .unwrap();
+        assert!(max_abs_diff(g.get(&x).unwrap(), &want) < 1e-5);
+        assert!(g.get(&wt).is_none(), "no product for the frozen operand");
+        let wv = Var::from_tensor(&w).unwrap();
+        let wvt = wv.t().unwrap();
+        let g = x
+            .matmul(&wvt)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        // (candle drops the gradients of intermediate nodes such as `wvt` once used.)
+        assert!(g.get(&wv).is_some() && g.get(&x).is_some());
     }
 }

@@ -110,6 +110,15 @@ async fn cpu_workers_list_their_device_and_leave_gpu_jobs_queued() {
     let waiting = app.job(&gpu_id).await;
     assert_eq!(waiting["status"], "queued", "{waiting}");
     assert_eq!(waiting["started_at"], Value::Null, "{waiting}");
+    // It said why at creation; the CPU job, which a live worker takes, did not.
+    let no_gpu = |m: &String| m.contains("No worker with a GPU is running now");
+    assert!(app.event_messages(&gpu_id).await.iter().any(no_gpu));
+    assert!(
+        !app.event_messages(&cpu_id)
+            .await
+            .iter()
+            .any(|m| m.contains("No worker"))
+    );
 
     // "any" (and no "device") is for every worker.
     let (s, any) = app

@@ -209,11 +209,48 @@ async fn create_job(
     jobs::insert_job(&state.db, &row, &created, &job_files).await?;
     crate::jobs::validation::validate_and_queue(&state.db, &state.hub, &state.queue_wake, &row)
         .await?;
+    warn_if_no_worker_has(&state, &row.id, spec.device).await?;
     let row = jobs::get_job(&state.db, &caller.org_id, &row.id)
         .await?
         .unwrap_or(row);
     tracing::info!(job = %row.id, model = %row.model, "job created");
     Ok(axum::Json(job_object(&row)))
+}
+
+/// A job that asks for a kind of device no live worker has says so in its events: it waits in the
+/// queue until such a worker starts.
+async fn warn_if_no_worker_has(
+    state: &AppState,
+    job_id: &str,
+    device: Option<crate::spec::DeviceRequest>,
+) -> ApiResult<()> {
+    use crate::spec::DeviceRequest;
+    let Some(wanted) = device.filter(|d| *d != DeviceRequest::Any) else {
+        return Ok(());
+    };
+    let fresh = chrono::Duration::from_std(crate::store::workers::BEAT * 3).expect("seconds");
+    let live = crate::store::workers::list_live(&state.db, fresh).await?;
+    let kinds: Vec<&str> = live.iter().map(|w| w.device_kind.as_str()).collect();
+    let name = if wanted == DeviceRequest::Gpu {
+        "gpu"
+    } else {
+        "cpu"
+    };
+    if !kinds.contains(&name) {
+        let ev = NewEvent {
+            level: "warn",
+            ..NewEvent::info(
+                "message",
+                format!(
+                    "No worker with a {} is running now: the job waits in the queue until one claims it",
+                    name.to_uppercase()
+                ),
+            )
+        }
+        .with_data(json!({"device": name, "workers": kinds.len()}));
+        crate::store::queue::insert_event(&state.db, job_id, &ev).await?;
+    }
+    Ok(())
 }
 
 async fn list_jobs(

@@ -45,11 +45,11 @@ pub async fn register(
     Ok(())
 }
 
-/// Slot `id` is alive now, running `job_id` (or idle).
-pub async fn touch(db: &Db, id: &str, job_id: Option<&str>) -> Result<(), sqlx::Error> {
+/// Slot `id` is alive now, running `job_id` (or idle). False when it has no row.
+pub async fn touch(db: &Db, id: &str, job_id: Option<&str>) -> Result<bool, sqlx::Error> {
     let sql = "update workers set last_seen_at = $2, job_id = $3 where id = $1";
-    with_db!(db, p => sqlx::query(sql).bind(id).bind(now()).bind(job_id).execute(p).await.map(|r| r.rows_affected()))?;
-    Ok(())
+    let n = with_db!(db, p => sqlx::query(sql).bind(id).bind(now()).bind(job_id).execute(p).await.map(|r| r.rows_affected()))?;
+    Ok(n > 0)
 }
 
 /// Slot `id` stopped.

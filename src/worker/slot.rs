@@ -69,20 +69,30 @@ pub struct SlotDevice {
     pub slots: usize,
 }
 
-/// Keeps slot `worker_id`'s row in the workers listing fresh, with the job it runs, until aborted.
+/// Records slot `worker_id` in the workers listing, then keeps its row fresh, with the job it
+/// runs, until aborted (recording it again if the row is missing: the store was down at the
+/// start, or the row was pruned).
 fn spawn_worker_beat(
     state: &AppState,
     worker_id: &str,
+    info: DeviceInfo,
     current: Arc<Mutex<Option<String>>>,
 ) -> tokio::task::JoinHandle<()> {
-    let (db, id) = (state.db.clone(), worker_id.to_string());
+    let (db, id, host) = (state.db.clone(), worker_id.to_string(), super::host_name());
     tokio::spawn(async move {
         let mut beat = tokio::time::interval(workers::BEAT);
+        let mut registered = false;
         loop {
             beat.tick().await;
             let job = current.lock().expect("worker beat lock").clone();
-            if let Err(e) = workers::touch(&db, &id, job.as_deref()).await {
-                tracing::warn!(error = %e, "renewing the worker's row failed");
+            if !registered && let Err(e) = workers::register(&db, &id, &host, &info).await {
+                tracing::warn!(error = %e, "recording the worker in the workers listing failed");
+                continue;
+            }
+            let done = workers::touch(&db, &id, job.as_deref()).await;
+            match done {
+                Ok(present) => registered = present,
+                Err(e) => tracing::warn!(error = %e, "renewing the worker's row failed"),
             }
         }
     })
@@ -98,12 +108,8 @@ pub async fn run_slot(
 ) {
     let lease = chrono::Duration::seconds(state.settings.lease_secs as i64);
     let _slot = crate::telemetry::metrics::worker_slot();
-    let host = super::host_name();
-    if let Err(e) = workers::register(&state.db, &worker_id, &host, &device.info).await {
-        tracing::warn!(error = %e, "recording the worker in the workers listing failed");
-    }
     let current = Arc::new(Mutex::new(None::<String>));
-    let beat = spawn_worker_beat(&state, &worker_id, current.clone());
+    let beat = spawn_worker_beat(&state, &worker_id, device.info.clone(), current.clone());
     tracing::info!(name = %device.info.name, "worker slot ready");
     while !shutdown.is_cancelled() {
         match queue::claim_next_job(&state.db, &worker_id, lease, device.id.kind()).await {

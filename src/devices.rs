@@ -59,7 +59,7 @@ impl DeviceId {
             DeviceId::Cpu => Ok(DeviceInfo {
                 id: self.to_string(),
                 kind: DeviceKind::Cpu,
-                name: cpu_name(),
+                name: crate::machine::cpu_model_name().unwrap_or_else(|| "cpu".into()),
                 memory_bytes: crate::machine::total_memory_bytes(),
             }),
             DeviceId::Cuda(n) => cuda::describe(n).map(|(name, memory)| DeviceInfo {
@@ -200,19 +200,6 @@ pub fn slot_devices(devices: &[DeviceId], cpu_slots: usize) -> Vec<DeviceId> {
     } else {
         gpus
     }
-}
-
-/// The processor's model name (`/proc/cpuinfo`), or `cpu` where it cannot be read.
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "cpu".into())
 }
 
 /// The CUDA driver's answers, through candle's own cudarc; without the `cuda` feature there are

@@ -45,13 +45,7 @@ pub fn cpu_seconds() -> Option<f64> {
 /// Wick's kernels (AVX2, FMA, AVX-512, AVX512-BF16, AMX) and the load average, in one line.
 pub fn cpu_description() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let field = |name: &str| cpuinfo_field(&info, name).unwrap_or_default();
     let flags = field("flags");
     let has = |f: &str| flags.split_whitespace().any(|x| x == f);
     let simd: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16"]
@@ -69,6 +63,22 @@ pub fn cpu_description() -> String {
             .collect::<Vec<_>>()
             .join(" ")
     )
+}
+
+/// The processor's model name (`model name` in `/proc/cpuinfo`).
+pub fn cpu_model_name() -> Option<String> {
+    cpuinfo_field(
+        &std::fs::read_to_string("/proc/cpuinfo").ok()?,
+        "model name",
+    )
+}
+
+/// The value of the first `name : value` line of a `/proc/cpuinfo` text.
+fn cpuinfo_field(info: &str, name: &str) -> Option<String> {
+    info.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
 }
 
 /// The `MemAvailable:` line of a `/proc/meminfo` text, in bytes.

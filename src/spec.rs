@@ -58,15 +58,14 @@ pub enum DeviceRequest {
 }
 
 impl DeviceRequest {
-    /// Whether a worker slot on a device of `kind` may run the job.
-    pub fn accepts(self, kind: crate::devices::DeviceKind) -> bool {
+    /// The kind of device the job needs; `None` for any.
+    pub fn kind(self) -> Option<crate::devices::DeviceKind> {
         use crate::devices::DeviceKind;
-        matches!(
-            (self, kind),
-            (DeviceRequest::Any, _)
-                | (DeviceRequest::Cpu, DeviceKind::Cpu)
-                | (DeviceRequest::Gpu, DeviceKind::Gpu)
-        )
+        match self {
+            DeviceRequest::Any => None,
+            DeviceRequest::Cpu => Some(DeviceKind::Cpu),
+            DeviceRequest::Gpu => Some(DeviceKind::Gpu),
+        }
     }
 }
 

@@ -224,18 +224,11 @@ async fn warn_if_no_worker_has(
     job_id: &str,
     device: Option<crate::spec::DeviceRequest>,
 ) -> ApiResult<()> {
-    use crate::spec::DeviceRequest;
-    let Some(wanted) = device.filter(|d| *d != DeviceRequest::Any) else {
+    let Some(name) = device.and_then(|d| d.kind()).map(|k| k.as_str()) else {
         return Ok(());
     };
-    let fresh = chrono::Duration::from_std(crate::store::workers::BEAT * 3).expect("seconds");
-    let live = crate::store::workers::list_live(&state.db, fresh).await?;
+    let live = crate::store::workers::list_live(&state.db).await?;
     let kinds: Vec<&str> = live.iter().map(|w| w.device_kind.as_str()).collect();
-    let name = if wanted == DeviceRequest::Gpu {
-        "gpu"
-    } else {
-        "cpu"
-    };
     if !kinds.contains(&name) {
         let ev = NewEvent {
             level: "warn",

@@ -16,17 +16,12 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/workers", get(list_workers))
 }
 
-/// A slot is listed while it renewed its row within this many beats (it renews every
-/// [`workers::BEAT`]).
-const LIVE_BEATS: u32 = 3;
-
 async fn list_workers(
     State(state): State<AppState>,
     Auth(caller): Auth,
 ) -> ApiResult<axum::Json<Value>> {
     require_admin(&caller, "the workers listing is")?;
-    let fresh = chrono::Duration::from_std(workers::BEAT * LIVE_BEATS).expect("a few seconds");
-    let rows = workers::list_live(&state.db, fresh).await?;
+    let rows = workers::list_live(&state.db).await?;
     Ok(axum::Json(json!({
         "object": "list",
         "data": rows.iter().map(worker_json).collect::<Vec<_>>(),

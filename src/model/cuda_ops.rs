@@ -4,11 +4,12 @@
 //! ops are the references (tested against candle's composite ops); the GPU-gated parity test
 //! compares a model on the GPU with these kernels against the CPU.
 //!
-//! **Not yet run on a GPU.** They run only when `WICK_CUDA_KERNELS=1` ([`kernels_on`]); without
+//! **Not yet run on a GPU.** They run only when `WICK_CUDA_KERNELS=1`
+//! ([`super::ops::cuda_kernels_on`]); without
 //! it a CUDA tensor takes candle's composite ops, as before.
 
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, WrapErr};
 use candle_core::{Layout, Result};
 
 /// The kernels, compiled to PTX by build.rs (for sm_90 unless `CUDA_COMPUTE_CAP` says otherwise).
@@ -17,24 +18,32 @@ const MODULE: &str = "wick_kernels";
 /// Threads per block (`BLOCK` in kernels.cu).
 const BLOCK: u32 = 256;
 
-fn f32s<'a>(
-    s: &'a CudaStorage,
-    l: &Layout,
-    what: &str,
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, f32>> {
-    let slice = s.as_cuda_slice::<f32>()?;
+/// The elements of a contiguous operand (f32 values, u32 targets); `what` names the op in the
+/// error for any other layout.
+fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, T>> {
+    let slice = s.as_cuda_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(slice.slice(a..b)),
         None => candle_core::bail!("{what}: the CUDA kernels expect contiguous input"),
     }
 }
 
-fn rows(n: usize) -> LaunchConfig {
+fn f32s<'a>(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<CudaView<'a, f32>> {
+    view(s, l, what)
+}
+
+/// A grid of `x` × `y` blocks of [`BLOCK`] threads.
+fn grid(x: usize, y: usize) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (n as u32, 1, 1),
+        grid_dim: (x as u32, y as u32, 1),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// One block per row.
+fn rows(n: usize) -> LaunchConfig {
+    grid(n, 1)
 }
 
 fn wrap(slice: CudaSlice<f32>, dev: &CudaDevice) -> CudaStorage {
@@ -100,7 +109,7 @@ pub fn rms_norm_bwd(
         // SAFETY: as in the forward.
         unsafe { b.launch(rows(n)) }.w()?;
     }
-    let cols = (c as u32).div_ceil(BLOCK);
+    let cols = c.div_ceil(BLOCK as usize);
     {
         let f = dev.get_or_load_custom_func("wick_rms_norm_bwd_dw_partial_f32", MODULE, PTX)?;
         let mut b = f.builder();
@@ -109,13 +118,8 @@ pub fn rms_norm_bwd(
         b.arg(&rs);
         b.arg(&partial);
         candle_core::builder_arg!(b, n as i32, c as i32);
-        let cfg = LaunchConfig {
-            grid_dim: (cols, chunks as u32, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: the grid covers C columns × `chunks` row chunks.
-        unsafe { b.launch(cfg) }.w()?;
+        unsafe { b.launch(grid(cols, chunks)) }.w()?;
     }
     {
         let f = dev.get_or_load_custom_func("wick_column_sums_f32", MODULE, PTX)?;
@@ -124,13 +128,8 @@ pub fn rms_norm_bwd(
         b.arg(&partial);
         b.arg(&mut dw);
         candle_core::builder_arg!(b, chunks as i32, c as i32);
-        let cfg = LaunchConfig {
-            grid_dim: (cols, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: one thread per column.
-        unsafe { b.launch(cfg) }.w()?;
+        unsafe { b.launch(grid(cols, 1)) }.w()?;
     }
     Ok(wrap(out, dev))
 }
@@ -181,17 +180,6 @@ pub fn causal_softmax_bwd(
     Ok(wrap(dx, dev))
 }
 
-fn targets<'a>(
-    s: &'a CudaStorage,
-    l: &Layout,
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaView<'a, u32>> {
-    let slice = s.as_cuda_slice::<u32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(slice.slice(a..b)),
-        None => candle_core::bail!("cross-entropy targets must be contiguous"),
-    }
-}
-
 /// Per-row cross-entropy of `x` (N, V) against u32 `targets` (N). Targets must be below V (the
 /// caller's tensors come from the tokenizer; the CPU op checks them).
 pub fn cross_entropy_fwd(
@@ -201,7 +189,7 @@ pub fn cross_entropy_fwd(
 ) -> Result<CudaStorage> {
     let dev = &x.0.device;
     let xv = f32s(x.0, x.1, "cross-entropy")?;
-    let tv = targets(t.0, t.1)?;
+    let tv = view::<u32>(t.0, t.1, "cross-entropy targets")?;
     let n = x.1.shape().elem_count() / v;
     // SAFETY: one value per row, each written.
     let loss = unsafe { dev.alloc::<f32>(n)? };
@@ -225,7 +213,7 @@ pub fn cross_entropy_bwd(
 ) -> Result<CudaStorage> {
     let dev = &x.0.device;
     let xv = f32s(x.0, x.1, "cross-entropy backward")?;
-    let tv = targets(t.0, t.1)?;
+    let tv = view::<u32>(t.0, t.1, "cross-entropy targets")?;
     let gv = f32s(g.0, g.1, "cross-entropy backward")?;
     let n = x.1.shape().elem_count() / v;
     // SAFETY: every element is written.
@@ -266,12 +254,7 @@ pub fn rotary(
     b.arg(&y);
     let sign: f32 = if negate_sin { -1.0 } else { 1.0 };
     candle_core::builder_arg!(b, heads as i32, t as i32, hd as i32, sign, n);
-    let cfg = LaunchConfig {
-        grid_dim: ((n as u32).div_ceil(BLOCK), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
     // SAFETY: one thread per element, bounds-checked in the kernel.
-    unsafe { b.launch(cfg) }.w()?;
+    unsafe { b.launch(grid(n.div_ceil(BLOCK as usize), 1)) }.w()?;
     Ok(wrap(y, dev))
 }

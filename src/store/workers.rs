@@ -10,6 +10,8 @@ use crate::with_db;
 
 /// How often a slot renews its row.
 pub const BEAT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A slot is live while it renewed its row within this many beats.
+const LIVE_BEATS: u32 = 3;
 
 /// One slot as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -58,9 +60,10 @@ pub async fn remove(db: &Db, id: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Slots seen within `fresh`, by host and id; rows older than a day (slots that died without
-/// removing themselves) are deleted on the way.
-pub async fn list_live(db: &Db, fresh: Duration) -> Result<Vec<WorkerRow>, sqlx::Error> {
+/// Slots seen within the last [`LIVE_BEATS`] beats, by host and id; rows older than a day (slots
+/// that died without removing themselves) are deleted on the way.
+pub async fn list_live(db: &Db) -> Result<Vec<WorkerRow>, sqlx::Error> {
+    let fresh = Duration::from_std(BEAT * LIVE_BEATS).expect("a few seconds");
     let t = now();
     with_db!(db, p => sqlx::query("delete from workers where last_seen_at < $1")
         .bind(t - Duration::days(1)).execute(p).await.map(|r| r.rows_affected()))?;

@@ -97,6 +97,19 @@ impl Trainable {
         Ok((value, self.model.backward(&loss)?))
     }
 
+    /// `steps` steps on the synthetic batches `0..steps` ([`batch_ids`]); the loss of each.
+    pub fn train(
+        &mut self,
+        cfg: &ModelConfig,
+        steps: usize,
+        (batch, seq): (usize, usize),
+        lr: f64,
+    ) -> Result<Vec<f64>> {
+        (0..steps)
+            .map(|s| self.step(&batch_ids(cfg, batch, seq, s), batch, seq, lr))
+            .collect()
+    }
+
     /// One training step (clip 1.0, AdamW at `lr`); returns the loss before the update.
     pub fn step(&mut self, ids: &[u32], batch: usize, seq: usize, lr: f64) -> Result<f64> {
         let (loss, grads) = self.loss_and_grads(ids, batch, seq)?;
@@ -214,10 +227,7 @@ pub fn adamw_parity(
     let (batch, seq, lr) = (2, 64, 3e-3);
     let run = |dev: &Device| -> Result<(Vec<f64>, Trainable)> {
         let mut t = Trainable::new(cfg, 11, seq, dev)?;
-        let losses = (0..steps)
-            .map(|s| t.step(&batch_ids(cfg, batch, seq, s), batch, seq, lr))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((losses, t))
+        Ok((t.train(cfg, steps, (batch, seq), lr)?, t))
     };
     let (losses_cpu, a) = run(&Device::Cpu)?;
     between();
@@ -264,10 +274,7 @@ pub fn bf16_against_f32(
     let run = |bf16: bool| -> Result<(Vec<f64>, bool)> {
         let mut t = Trainable::new(cfg, 5, seq, device)?;
         let on = t.model.set_bf16(bf16);
-        let losses = (0..steps)
-            .map(|s| t.step(&batch_ids(cfg, batch, seq, s), batch, seq, lr))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((losses, on))
+        Ok((t.train(cfg, steps, (batch, seq), lr)?, on))
     };
     let (losses_f32, _) = run(false)?;
     let (losses_bf16, bf16_active) = run(true)?;
